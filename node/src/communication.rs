@@ -1,0 +1,484 @@
+//! `/communication`: the websocket that tells riders and drivers their match.
+//!
+//! The [`Hub`] maps request ids to the sockets watching them. Publishing never
+//! waits for a client: each socket has a bounded outbox, and a socket whose
+//! outbox is full is cut off (it can reconnect and resubscribe), so one slow
+//! or dead client can hold up neither matching nor other clients.
+//!
+//! A match committed before its subscription arrives is still delivered:
+//! subscribing looks the id up in the dispatch core while holding the hub's
+//! lock, and the matcher records a match in the core before it publishes, so
+//! each match reaches each subscriber exactly once, whichever comes first.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::dispatch::{Dispatch, Status};
+use crate::ids::RequestId;
+use crate::matches::Match;
+use crate::wire::{ClientMessage, ErrorDetail, ServerMessage};
+
+/// Ids one socket may watch at once.
+pub const MAX_WATCHED_PER_SOCKET: usize = 10_000;
+/// Frames queued for one socket before it counts as too slow.
+const OUTBOX_DEPTH: usize = 1_024;
+
+/// Close code 1008 (policy violation) for a client that does not keep up.
+const CLOSE_TOO_SLOW: u16 = 1008;
+/// Close code 1001 (going away) when the node shuts down.
+const CLOSE_GOING_AWAY: u16 = 1001;
+
+type SocketId = u64;
+
+struct Socket {
+    outbox: mpsc::Sender<Utf8Bytes>,
+    watching: HashSet<RequestId>,
+}
+
+#[derive(Default)]
+struct Registry {
+    sockets: HashMap<SocketId, Socket>,
+    watchers: HashMap<RequestId, Vec<SocketId>>,
+}
+
+impl Registry {
+    fn unwatch(&mut self, id: &RequestId) -> Vec<SocketId> {
+        let sockets = self.watchers.remove(id).unwrap_or_default();
+        for socket in &sockets {
+            if let Some(s) = self.sockets.get_mut(socket) {
+                s.watching.remove(id);
+            }
+        }
+        sockets
+    }
+
+    fn remove_socket(&mut self, socket: SocketId) {
+        let Some(s) = self.sockets.remove(&socket) else {
+            return;
+        };
+        for id in s.watching {
+            if let Some(list) = self.watchers.get_mut(&id) {
+                list.retain(|w| *w != socket);
+                if list.is_empty() {
+                    self.watchers.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Queues a frame; a socket whose outbox is full is cut off.
+    fn send(&mut self, socket: SocketId, frame: &Utf8Bytes) -> bool {
+        let Some(s) = self.sockets.get(&socket) else {
+            return false;
+        };
+        match s.outbox.try_send(frame.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("ride_ws_dropped_slow_total").increment(1);
+                tracing::warn!(socket, "websocket client too slow, disconnecting");
+                self.remove_socket(socket);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.remove_socket(socket);
+                false
+            }
+        }
+    }
+}
+
+/// What a `subscribe` frame achieved.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Subscription {
+    /// Ids now watched, or whose match was sent at once.
+    pub accepted: Vec<Uuid>,
+    /// Ids this node knows nothing of (never issued, expired, or forgotten).
+    pub unknown: Vec<Uuid>,
+    /// Ids refused because the socket watches too many already.
+    pub over_limit: Vec<Uuid>,
+}
+
+#[derive(Default)]
+pub struct Hub {
+    registry: Mutex<Registry>,
+    next_socket: AtomicU64,
+}
+
+impl Hub {
+    /// Registers a socket; its frames arrive on the receiver.
+    pub fn connect(&self) -> (SocketId, mpsc::Receiver<Utf8Bytes>) {
+        let id = self.next_socket.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(OUTBOX_DEPTH);
+        self.registry.lock().sockets.insert(
+            id,
+            Socket {
+                outbox: tx,
+                watching: HashSet::new(),
+            },
+        );
+        metrics::gauge!("ride_ws_connections").increment(1.0);
+        (id, rx)
+    }
+
+    pub fn disconnect(&self, socket: SocketId) {
+        self.registry.lock().remove_socket(socket);
+        metrics::gauge!("ride_ws_connections").decrement(1.0);
+    }
+
+    /// Watches each id, sending at once the matches already committed.
+    pub fn subscribe(
+        &self,
+        socket: SocketId,
+        ids: &[Uuid],
+        dispatch: &Mutex<Dispatch>,
+    ) -> Subscription {
+        let mut registry = self.registry.lock();
+        let mut outcome = Subscription::default();
+        let mut ready = Vec::new();
+        {
+            let dispatch = dispatch.lock();
+            let Some(s) = registry.sockets.get(&socket) else {
+                return outcome;
+            };
+            let mut room = MAX_WATCHED_PER_SOCKET.saturating_sub(s.watching.len());
+            for &raw in ids {
+                let id = RequestId(raw);
+                match dispatch.status(&id) {
+                    Status::Matched(m) => {
+                        ready.push(m);
+                        outcome.accepted.push(raw);
+                    }
+                    Status::Pending if room > 0 => {
+                        room -= 1;
+                        outcome.accepted.push(raw);
+                    }
+                    Status::Pending => outcome.over_limit.push(raw),
+                    Status::Unknown => outcome.unknown.push(raw),
+                }
+            }
+        }
+        for m in ready {
+            registry.send(socket, &match_frame(&m));
+        }
+        let registry = &mut *registry;
+        if let Some(s) = registry.sockets.get_mut(&socket) {
+            for raw in &outcome.accepted {
+                let id = RequestId(*raw);
+                if s.watching.insert(id) {
+                    registry.watchers.entry(id).or_default().push(socket);
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Sends each match to every socket watching its rider or its driver.
+    /// Returns how many frames were queued.
+    pub fn publish(&self, matches: &[Arc<Match>]) -> usize {
+        let mut registry = self.registry.lock();
+        let mut queued = 0;
+        for m in matches {
+            let mut sockets = registry.unwatch(&m.rider.id);
+            sockets.extend(registry.unwatch(&m.driver.id));
+            sockets.sort_unstable();
+            sockets.dedup();
+            if sockets.is_empty() {
+                continue;
+            }
+            let frame = match_frame(m);
+            for socket in sockets {
+                queued += usize::from(registry.send(socket, &frame));
+            }
+        }
+        metrics::counter!("ride_ws_deliveries_total").increment(queued as u64);
+        queued
+    }
+
+    /// Stops watching ids that expired unmatched.
+    pub fn forget(&self, ids: &[RequestId]) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut registry = self.registry.lock();
+        for id in ids {
+            registry.unwatch(id);
+        }
+    }
+
+    /// Sockets connected now.
+    pub fn connections(&self) -> usize {
+        self.registry.lock().sockets.len()
+    }
+}
+
+fn match_frame(m: &Match) -> Utf8Bytes {
+    frame(&ServerMessage::Match(m.notice()))
+}
+
+fn frame(message: &ServerMessage) -> Utf8Bytes {
+    // Serializing these plain structs cannot fail.
+    serde_json::to_string(message)
+        .unwrap_or_else(|e| {
+            format!(r#"{{"type":"error","error":{{"code":"internal","message":"{e}"}}}}"#)
+        })
+        .into()
+}
+
+fn error_frame(code: &str, message: String) -> Utf8Bytes {
+    frame(&ServerMessage::Error {
+        error: ErrorDetail {
+            code: code.into(),
+            message,
+        },
+    })
+}
+
+/// How one socket is served.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketSettings {
+    /// A ping is sent this often; a client that has not answered the
+    /// previous one by then is disconnected.
+    pub ping_interval: Duration,
+}
+
+/// Serves one upgraded websocket until the client leaves, falls behind, stops
+/// answering pings, or the node shuts down.
+pub async fn serve(
+    socket: WebSocket,
+    hub: Arc<Hub>,
+    dispatch: Arc<Mutex<Dispatch>>,
+    settings: SocketSettings,
+    shutdown: CancellationToken,
+) {
+    let (id, mut outbox) = hub.connect();
+    let (mut sink, mut stream) = socket.split();
+    let mut ping = tokio::time::interval(settings.ping_interval);
+    ping.reset();
+    let mut awaiting_pong = false;
+    let close = loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break Some((CLOSE_GOING_AWAY, "node shutting down")),
+            queued = outbox.recv() => match queued {
+                Some(text) => {
+                    if sink.send(Message::Text(text)).await.is_err() {
+                        break None;
+                    }
+                }
+                None => break Some((CLOSE_TOO_SLOW, "client too slow; reconnect and resubscribe")),
+            },
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    let reply = handle_frame(&text, id, &hub, &dispatch);
+                    let mut failed = false;
+                    for frame in reply {
+                        failed |= sink.send(Message::Text(frame)).await.is_err();
+                    }
+                    if failed {
+                        break None;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    let frame = error_frame("unsupported_frame", "send JSON text frames".into());
+                    if sink.send(Message::Text(frame)).await.is_err() {
+                        break None;
+                    }
+                }
+                Some(Ok(Message::Pong(_))) => awaiting_pong = false,
+                Some(Ok(Message::Ping(_))) => {}
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
+            },
+            _ = ping.tick() => {
+                if awaiting_pong {
+                    tracing::debug!(socket = id, "websocket client stopped answering pings");
+                    break None;
+                }
+                awaiting_pong = true;
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    break None;
+                }
+            }
+        }
+    };
+    hub.disconnect(id);
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = sink.send(Message::Close(Some(frame))).await;
+    }
+}
+
+/// Answers one client frame.
+fn handle_frame(
+    text: &str,
+    socket: SocketId,
+    hub: &Hub,
+    dispatch: &Mutex<Dispatch>,
+) -> Vec<Utf8Bytes> {
+    let ids = match serde_json::from_str::<ClientMessage>(text) {
+        Ok(ClientMessage::Subscribe { ids }) => ids,
+        Err(e) => {
+            return vec![error_frame(
+                "malformed_message",
+                format!(r#"expected {{"type":"subscribe","ids":[...]}}: {e}"#),
+            )];
+        }
+    };
+    let outcome = hub.subscribe(socket, &ids, dispatch);
+    let mut replies = vec![frame(&ServerMessage::Subscribed {
+        ids: outcome.accepted,
+    })];
+    if !outcome.unknown.is_empty() {
+        replies.push(error_frame(
+            "unknown_id",
+            format!(
+                "no pending request or retained match has these ids: {:?}",
+                outcome.unknown
+            ),
+        ));
+    }
+    if !outcome.over_limit.is_empty() {
+        replies.push(error_frame(
+            "too_many_subscriptions",
+            format!(
+                "a socket may watch {MAX_WATCHED_PER_SOCKET} ids at once; not watching {:?}",
+                outcome.over_limit
+            ),
+        ));
+    }
+    replies
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Millis;
+    use crate::dispatch::Settings;
+    use crate::ids::NodeId;
+    use crate::intake::{NewDriver, NewRider};
+    use crate::matching::greedy;
+    use crate::wire::Position;
+
+    fn core() -> Mutex<Dispatch> {
+        Mutex::new(Dispatch::new(Settings {
+            node: NodeId("n1".into()),
+            region: "dhaka".into(),
+            request_ttl_ms: 30_000,
+            match_retention_ms: 60_000,
+        }))
+    }
+
+    fn add_pair(d: &Mutex<Dispatch>, now: Millis) -> (RequestId, RequestId) {
+        let p = Position {
+            lat: 23.8,
+            lon: 90.4,
+        };
+        let mut d = d.lock();
+        let r = d.accept_rider(
+            RequestId::generate(),
+            NewRider {
+                name: "r".into(),
+                position: p,
+                destination: p,
+            },
+            now,
+        );
+        let dr = d.accept_driver(
+            RequestId::generate(),
+            NewDriver {
+                name: "d".into(),
+                car_number: "C-1".into(),
+                position: p,
+            },
+            now,
+        );
+        (r.id, dr.id)
+    }
+
+    fn run_round(d: &Mutex<Dispatch>, now: Millis) -> Vec<Arc<Match>> {
+        let round = d.lock().prepare_round(now);
+        let pairs = greedy(&round.riders, &round.drivers, 5.0);
+        d.lock().commit(&pairs, now)
+    }
+
+    #[test]
+    fn a_match_reaches_both_watchers_once() {
+        let (hub, d) = (Hub::default(), core());
+        let (rider, driver) = add_pair(&d, Millis(0));
+        let (rs, mut rider_rx) = hub.connect();
+        let (ds, mut driver_rx) = hub.connect();
+        hub.subscribe(rs, &[rider.0], &d);
+        hub.subscribe(ds, &[driver.0], &d);
+        let made = run_round(&d, Millis(1));
+        assert_eq!(hub.publish(&made), 2);
+        assert!(rider_rx.try_recv().unwrap().contains(&rider.0.to_string()));
+        assert!(
+            driver_rx
+                .try_recv()
+                .unwrap()
+                .contains(&driver.0.to_string())
+        );
+        assert_eq!(hub.publish(&made), 0, "delivered twice");
+    }
+
+    #[test]
+    fn subscribing_after_the_match_still_delivers_it() {
+        let (hub, d) = (Hub::default(), core());
+        let (rider, _) = add_pair(&d, Millis(0));
+        let made = run_round(&d, Millis(1));
+        assert_eq!(hub.publish(&made), 0);
+        let (s, mut rx) = hub.connect();
+        let outcome = hub.subscribe(s, &[rider.0], &d);
+        assert_eq!(outcome.accepted, vec![rider.0]);
+        assert!(rx.try_recv().unwrap().contains(r#""type":"match""#));
+        assert_eq!(hub.publish(&made), 0, "the late subscriber got it twice");
+    }
+
+    #[test]
+    fn unknown_ids_are_reported_not_watched() {
+        let (hub, d) = (Hub::default(), core());
+        let (s, _rx) = hub.connect();
+        let stranger = Uuid::now_v7();
+        let outcome = hub.subscribe(s, &[stranger], &d);
+        assert_eq!(outcome.unknown, vec![stranger]);
+        assert!(outcome.accepted.is_empty());
+    }
+
+    #[test]
+    fn a_slow_socket_is_cut_off_without_blocking_others() {
+        let (hub, d) = (Hub::default(), core());
+        let (slow, _never_read) = hub.connect();
+        let (fast, mut fast_rx) = hub.connect();
+        for _ in 0..OUTBOX_DEPTH + 5 {
+            let (rider, driver) = add_pair(&d, Millis(0));
+            hub.subscribe(slow, &[rider.0], &d);
+            hub.subscribe(fast, &[driver.0], &d);
+            let made = run_round(&d, Millis(1));
+            hub.publish(&made);
+            assert!(fast_rx.try_recv().is_ok());
+        }
+        assert_eq!(hub.connections(), 1, "the slow socket is still connected");
+    }
+
+    #[test]
+    fn expired_ids_are_forgotten() {
+        let (hub, d) = (Hub::default(), core());
+        let (rider, _) = add_pair(&d, Millis(0));
+        let (s, _rx) = hub.connect();
+        hub.subscribe(s, &[rider.0], &d);
+        let swept = d.lock().prepare_round(Millis(30_000));
+        hub.forget(&swept.expired.ids);
+        assert!(hub.registry.lock().watchers.is_empty());
+        assert!(hub.registry.lock().sockets[&s].watching.is_empty());
+    }
+}

@@ -1,0 +1,138 @@
+//! Configuration, from flags or the environment (every flag has an `NODE_*`
+//! variable). Defaults let `node` run with none.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::dispatch::MIN_REQUEST_TTL_MS;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "node",
+    version,
+    about = "A ride-sharing region node: rider and driver intake, matching, fares, websocket delivery and ratings."
+)]
+pub struct Config {
+    /// Address for the HTTP API and the websocket.
+    #[arg(long, env = "NODE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// The region this node serves; it is reported with every request and match.
+    #[arg(long, env = "NODE_REGION", default_value = "local")]
+    pub region: String,
+
+    /// This node's id: the owner recorded on every request it accepts.
+    /// Default: kept in `<data-dir>/node-id`, made up on first start.
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Folder for the node's durable state (the embedded rating store).
+    #[arg(long, env = "NODE_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// How long a rider or driver request waits for a match (at least 5s).
+    #[arg(long, env = "NODE_REQUEST_TTL", default_value = "30s", value_parser = parse_ttl)]
+    pub request_ttl: Duration,
+
+    /// How often the matcher runs.
+    #[arg(long, env = "NODE_MATCH_INTERVAL", default_value = "1s", value_parser = parse_positive)]
+    pub match_interval: Duration,
+
+    /// The farthest a driver may be from a rider to be matched, in km.
+    #[arg(long, env = "NODE_MAX_PICKUP_KM", default_value_t = 5.0, value_parser = parse_km)]
+    pub max_pickup_km: f64,
+
+    /// How long a committed match is kept: a late subscriber still gets it,
+    /// and it can be rated, until then.
+    #[arg(long, env = "NODE_MATCH_RETENTION", default_value = "10m", value_parser = parse_positive)]
+    pub match_retention: Duration,
+
+    /// How often idle websockets are pinged; a client that misses a ping is dropped.
+    #[arg(long, env = "NODE_WS_PING_INTERVAL", default_value = "15s", value_parser = parse_positive)]
+    pub ws_ping_interval: Duration,
+
+    /// How long shutdown waits for in-flight requests before it stops anyway.
+    #[arg(long, env = "NODE_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log line format.
+    #[arg(long, env = "NODE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Once listening, write `{"http": "<addr>", "node": "<id>"}` here (for
+    /// scripts and tests that start the node on port 0).
+    #[arg(long, env = "NODE_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Defaults, listening on an ephemeral loopback port, state in `data_dir`.
+    pub fn for_tests(data_dir: &Path) -> Self {
+        let mut config = Self::parse_from(["node"]);
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.region = "test".into();
+        config.data_dir = data_dir.to_owned();
+        config
+    }
+}
+
+fn parse_ttl(raw: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(raw).map_err(|e| e.to_string())?;
+    if ttl < Duration::from_millis(MIN_REQUEST_TTL_MS) {
+        return Err(format!("must be at least 5s, got {raw}"));
+    }
+    Ok(ttl)
+}
+
+fn parse_positive(raw: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(raw).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_km(raw: &str) -> Result<f64, String> {
+    let km: f64 = raw.parse().map_err(|e| format!("{e}"))?;
+    if !km.is_finite() || km <= 0.0 || km > 20_000.0 {
+        return Err(format!(
+            "must be a distance in km above 0 and at most 20000, got {raw}"
+        ));
+    }
+    Ok(km)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_with_no_flags() {
+        let c = Config::try_parse_from(["node"]).unwrap();
+        assert_eq!(c.request_ttl, Duration::from_secs(30));
+        assert_eq!(c.max_pickup_km, 5.0);
+    }
+
+    #[test]
+    fn refuses_a_ttl_below_five_seconds_and_bad_radii() {
+        assert!(Config::try_parse_from(["node", "--request-ttl", "4s"]).is_err());
+        assert!(Config::try_parse_from(["node", "--request-ttl", "5s"]).is_ok());
+        for km in ["0", "-1", "NaN", "inf", "x"] {
+            assert!(
+                Config::try_parse_from(["node", "--max-pickup-km", km]).is_err(),
+                "{km}"
+            );
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The HTTP API: routes, shared state and the layers every request passes.
+
+mod error;
+mod ops;
+mod ratings;
+mod requests;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+use crate::communication::{self, Hub, SocketSettings};
+use crate::dispatch::Dispatch;
+use crate::ratings::RatingStore;
+
+/// Request bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Websocket frames larger than this close the socket.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// What every handler shares.
+pub struct AppState {
+    pub region: String,
+    pub node: String,
+    pub dispatch: Arc<Mutex<Dispatch>>,
+    pub hub: Arc<Hub>,
+    pub ratings: Arc<dyn RatingStore>,
+    pub metrics: PrometheusHandle,
+    pub sockets: SocketSettings,
+    pub shutdown: CancellationToken,
+}
+
+pub fn router(app: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/rider", post(requests::post_rider))
+        .route("/driver", post(requests::post_driver))
+        .route("/rating", post(ratings::post_rating))
+        .route(
+            "/drivers/{car_number}/rating",
+            get(ratings::get_driver_rating),
+        )
+        .route("/communication", get(communication_socket))
+        .route("/matches", get(ops::matches))
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/debug/state", get(ops::debug_state))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(record_request))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+async fn communication_socket(
+    State(app): State<Arc<AppState>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .max_message_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| {
+            communication::serve(
+                socket,
+                Arc::clone(&app.hub),
+                Arc::clone(&app.dispatch),
+                app.sockets,
+                app.shutdown.clone(),
+            )
+        })
+}
+
+/// Counts and times every request by route and status.
+async fn record_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let response = next.run(request).await;
+    let labels = [
+        ("method", method.to_string()),
+        ("route", route),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels[..2])
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the node failed to handle this request; it has been logged",
+    )
+    .into_response()
+}

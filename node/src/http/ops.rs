@@ -1,0 +1,61 @@
+//! Endpoints for operators and checks: health, metrics, recent matches and
+//! the node's state.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::ApiQuery;
+use crate::wire::{DebugState, Health, MatchList};
+
+/// Matches `GET /matches` returns at most.
+pub const MAX_MATCHES_LISTED: usize = 1_000;
+
+pub async fn healthz(State(app): State<Arc<AppState>>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        region: app.region.clone(),
+        node: app.node.clone(),
+    })
+}
+
+pub async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchesQuery {
+    /// 1 to [`MAX_MATCHES_LISTED`]; default 50.
+    limit: Option<usize>,
+}
+
+pub async fn matches(
+    State(app): State<Arc<AppState>>,
+    ApiQuery(query): ApiQuery<MatchesQuery>,
+) -> Json<MatchList> {
+    let limit = query.limit.unwrap_or(50).clamp(1, MAX_MATCHES_LISTED);
+    let recent = app.dispatch.lock().recent_matches(limit);
+    Json(MatchList {
+        matches: recent.iter().map(|m| m.notice()).collect(),
+    })
+}
+
+pub async fn debug_state(State(app): State<Arc<AppState>>) -> Json<DebugState> {
+    let dispatch = app.dispatch.lock();
+    Json(DebugState {
+        region: app.region.clone(),
+        node: app.node.clone(),
+        pending_riders: dispatch.pending_riders(),
+        pending_drivers: dispatch.pending_drivers(),
+        committed_matches: dispatch.committed_matches(),
+    })
+}

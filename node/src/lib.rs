@@ -1,0 +1,25 @@
+//! A ride-sharing region node.
+//!
+//! Every region runs identical nodes, and every node runs every module: rider
+//! and driver intake, the pending cache, matching, fares, websocket delivery
+//! and ratings. Modules are kept free of I/O where they can be (the matcher,
+//! the dispatch state machine, fares), so that they are testable without
+//! sockets or clocks; thin async tasks in [`server`] drive them.
+
+pub mod clock;
+pub mod communication;
+pub mod config;
+pub mod dispatch;
+pub mod fare;
+pub mod geodesy;
+pub mod http;
+pub mod ids;
+pub mod intake;
+pub mod matcher;
+pub mod matches;
+pub mod matching;
+pub mod pending;
+pub mod ratings;
+pub mod server;
+pub mod telemetry;
+pub mod wire;

@@ -1,0 +1,83 @@
+//! Logs and metrics.
+//!
+//! Logs go through `tracing` (text or JSON lines, filtered by `RUST_LOG`,
+//! default `info`). Metrics are recorded with the `metrics` facade and
+//! rendered in the Prometheus text format at `/metrics`.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global log subscriber. Later calls do nothing.
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// The process-wide Prometheus recorder (several nodes in one test process
+/// share it).
+pub fn metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was installed already; /metrics will be empty");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "ride_requests_accepted_total",
+        "Rider and driver requests accepted, by kind."
+    );
+    describe_counter!(
+        "ride_requests_expired_total",
+        "Requests that expired unmatched, by kind."
+    );
+    describe_gauge!("ride_pending", "Requests waiting for a match, by kind.");
+    describe_counter!(
+        "ride_matches_committed_total",
+        "Matches committed by this node."
+    );
+    describe_histogram!(
+        "ride_match_round_seconds",
+        "Time to compute one matching round."
+    );
+    describe_gauge!("ride_ws_connections", "Open /communication websockets.");
+    describe_counter!(
+        "ride_ws_deliveries_total",
+        "Match frames queued to websockets."
+    );
+    describe_counter!(
+        "ride_ws_dropped_slow_total",
+        "Websockets cut off for not keeping up."
+    );
+    describe_counter!(
+        "ride_ratings_total",
+        "Ratings posted, by outcome (new, duplicate)."
+    );
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests, by method, route and status."
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        "HTTP request latency, by method and route."
+    );
+}

@@ -1,0 +1,156 @@
+//! The public API's JSON shapes, shared by the node and every client (the bot
+//! depends on this module), so that the two can never drift apart.
+//!
+//! Request bodies reject unknown fields: a misspelt field (`"lng"`) is far more
+//! often a client bug than a forward-compatible extension, and the error names
+//! the offending field. Responses may gain fields; clients must ignore extras.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A WGS84 coordinate in degrees.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Position {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+/// `POST /rider`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiderRequest {
+    pub name: String,
+    pub position: Position,
+    pub destination: Position,
+}
+
+/// `POST /driver`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriverRequest {
+    pub name: String,
+    pub car_number: String,
+    pub position: Position,
+}
+
+/// `202 Accepted` answer to `POST /rider` and `POST /driver`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub id: Uuid,
+    pub region: String,
+    /// The node that accepted the request and alone may commit a match for it.
+    pub node: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Frames a client sends on `/communication`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Ask for the match of each id (rider or driver). May be sent any number
+    /// of times; a match committed before the subscription is still delivered.
+    Subscribe { ids: Vec<Uuid> },
+}
+
+/// Frames the server sends on `/communication`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Match(MatchNotice),
+    /// Acknowledges a `subscribe`: the ids now watched (or already delivered).
+    Subscribed {
+        ids: Vec<Uuid>,
+    },
+    /// A frame or some of its ids could not be used; the socket stays open.
+    Error {
+        error: ErrorDetail,
+    },
+}
+
+/// A committed match, as told to the rider and the driver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchNotice {
+    pub rider_id: Uuid,
+    pub driver_id: Uuid,
+    pub rider_name: String,
+    pub driver_name: String,
+    pub car_number: String,
+    /// Great-circle distance from the driver to the rider.
+    pub pickup_km: f64,
+    /// Great-circle distance from the rider's position to the destination.
+    pub trip_km: f64,
+    /// `trip_km` x 2 taka, rounded to 2 decimals.
+    pub fare_taka: f64,
+    /// The region of the node that committed the match.
+    pub region: String,
+    pub committed_at: DateTime<Utc>,
+}
+
+/// `POST /rating`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RatingRequest {
+    pub rider_id: Uuid,
+    pub car_number: String,
+    /// 1..=5. Wide on purpose, so that `0` or `6` get a range message
+    /// rather than a type error.
+    pub stars: i64,
+}
+
+/// `201 Created` answer to `POST /rating`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RatingRecorded {
+    pub rider_id: Uuid,
+    pub driver_id: Uuid,
+    pub car_number: String,
+    pub stars: u8,
+}
+
+/// `GET /drivers/{car_number}/rating`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriverRating {
+    pub car_number: String,
+    /// `None` (JSON `null`) until the first rating.
+    pub average: Option<f64>,
+    pub count: u64,
+}
+
+/// `GET /matches`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchList {
+    pub matches: Vec<MatchNotice>,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub region: String,
+    pub node: String,
+}
+
+/// `GET /debug/state`: what this node holds, for operators and checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DebugState {
+    pub region: String,
+    pub node: String,
+    pub pending_riders: usize,
+    pub pending_drivers: usize,
+    pub committed_matches: usize,
+}
+
+/// Body of every 4xx and 5xx answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable (`invalid_field`, `already_rated`, ...).
+    pub code: String,
+    /// Human-readable: says what is wrong and, where it can, how to fix it.
+    pub message: String,
+}
