@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `node` binary, started as a process on an
+//! ephemeral loopback port, driven over real HTTP and websockets.
+//!
+//! One test binary (modules below) so the dependencies link once.
+
+mod bad_input;
+mod flow;
+mod restart;
+mod support;

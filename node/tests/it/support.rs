@@ -1,0 +1,230 @@
+//! Starting node processes and talking to them.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use node::wire::{Accepted, ClientMessage, DriverRequest, Position, RiderRequest, ServerMessage};
+use serde::Deserialize;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use uuid::Uuid;
+
+/// Long enough for a slow CI machine; only ever waited out on failure.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A node process, killed when dropped.
+pub struct NodeProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub node: String,
+}
+
+#[derive(Deserialize)]
+struct Ready {
+    http: SocketAddr,
+    node: String,
+}
+
+impl NodeProcess {
+    /// Starts `node` on 127.0.0.1:0 with fast rounds and the shortest TTL.
+    /// `extra` flags override those defaults.
+    pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let ready = data_dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_node"))
+            .args(["--listen", "127.0.0.1:0", "--region", "test"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(extra)
+            // Fast rounds and the shortest TTL, as defaults that flags override.
+            .env("NODE_MATCH_INTERVAL", "100ms")
+            .env("NODE_REQUEST_TTL", "5s")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start node");
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                let ready: Ready = serde_json::from_str(&text).expect("ready file");
+                return Self {
+                    child,
+                    addr: ready.http,
+                    node: ready.node,
+                };
+            }
+            if let Some(status) = child.try_wait().expect("wait") {
+                panic!("node exited before it was ready: {status}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node ignored SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn at(lat: f64, lon: f64) -> Position {
+    Position { lat, lon }
+}
+
+pub async fn post_rider(
+    http: &reqwest::Client,
+    node: &NodeProcess,
+    name: &str,
+    from: Position,
+    to: Position,
+) -> Accepted {
+    let body = RiderRequest {
+        name: name.into(),
+        position: from,
+        destination: to,
+    };
+    let response = http
+        .post(node.url("/rider"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    response.json().await.unwrap()
+}
+
+pub async fn post_driver(
+    http: &reqwest::Client,
+    node: &NodeProcess,
+    name: &str,
+    car: &str,
+    at: Position,
+) -> Accepted {
+    let body = DriverRequest {
+        name: name.into(),
+        car_number: car.into(),
+        position: at,
+    };
+    let response = http
+        .post(node.url("/driver"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    response.json().await.unwrap()
+}
+
+/// A `/communication` client.
+pub struct Socket(WebSocketStream<MaybeTlsStream<TcpStream>>);
+
+impl Socket {
+    pub async fn connect(node: &NodeProcess) -> Self {
+        let url = format!("ws://{}/communication", node.addr);
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket");
+        Self(ws)
+    }
+
+    pub async fn subscribe(&mut self, ids: &[Uuid]) {
+        let frame = serde_json::to_string(&ClientMessage::Subscribe { ids: ids.to_vec() }).unwrap();
+        self.send_text(&frame).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.0.send(Message::text(text)).await.unwrap();
+    }
+
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.0.send(Message::binary(bytes)).await.unwrap();
+    }
+
+    /// The next server frame (pings are answered by the library).
+    pub async fn next(&mut self) -> ServerMessage {
+        let read = async {
+            loop {
+                match self
+                    .0
+                    .next()
+                    .await
+                    .expect("socket closed")
+                    .expect("socket error")
+                {
+                    Message::Text(text) => {
+                        return serde_json::from_str(&text).expect("server frame");
+                    }
+                    Message::Close(frame) => panic!("socket closed: {frame:?}"),
+                    _ => {}
+                }
+            }
+        };
+        tokio::time::timeout(PATIENCE, read)
+            .await
+            .expect("no frame from the server")
+    }
+
+    /// Frames until the first match, which it returns.
+    pub async fn next_match(&mut self) -> node::wire::MatchNotice {
+        loop {
+            if let ServerMessage::Match(m) = self.next().await {
+                return m;
+            }
+        }
+    }
+}
+
+/// Polls `probe` until it returns `Some`.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
