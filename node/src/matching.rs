@@ -174,41 +174,42 @@ impl<'a> DriverIndex<'a> {
     /// same distance, the lowest id.
     fn best_for(&self, rider: usize, candidate: &Candidate) -> Option<Offer> {
         let here = unit_vector(candidate.position);
-        let mut best: Option<(f64, RequestId, usize)> = None;
-        let mut window = self.max_chord;
-        let mut first = true;
-        for (point, chord_sq) in self.tree.nearest_neighbor_iter_with_distance_2(&here) {
-            let chord = chord_sq.sqrt();
-            if chord > window {
-                break;
-            }
-            if first {
-                // Everything the exact distance could still prefer lies
-                // within rounding distance of the nearest chord.
-                window = window.min(chord * (1.0 + CHORD_SLACK_RELATIVE) + CHORD_SLACK_ABSOLUTE);
-                first = false;
-            }
-            let driver = &self.drivers[point.data];
-            let km = haversine_km(driver.position, candidate.position);
-            if km > self.max_km {
-                continue;
-            }
-            let better = match best {
-                None => true,
-                Some((best_km, best_id, _)) => (km, driver.id) < (best_km, best_id),
-            };
-            if better {
-                best = Some((km, driver.id, point.data));
-            }
+        let nearest = self.tree.nearest_neighbor(&here)?;
+        let chord = chord_between(nearest.geom(), &here);
+        if chord > self.max_chord {
+            return None;
         }
-        best.map(|(km, driver_id, driver)| Offer {
-            km,
-            rider_id: candidate.id,
-            driver_id,
-            rider,
-            driver,
-        })
+        // Everything the exact distance could still prefer lies within
+        // rounding distance of the nearest chord; usually that is one driver.
+        let window = chord * (1.0 + CHORD_SLACK_RELATIVE) + CHORD_SLACK_ABSOLUTE;
+        self.tree
+            .locate_within_distance(here, window * window)
+            .map(|point| {
+                let driver = &self.drivers[point.data];
+                (
+                    haversine_km(driver.position, candidate.position),
+                    driver.id,
+                    point.data,
+                )
+            })
+            .filter(|(km, _, _)| *km <= self.max_km)
+            .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+            .map(|(km, driver_id, driver)| Offer {
+                km,
+                rider_id: candidate.id,
+                driver_id,
+                rider,
+                driver,
+            })
     }
+}
+
+fn chord_between(a: &[f64; 3], b: &[f64; 3]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f64>()
+        .sqrt()
 }
 
 #[cfg(test)]

@@ -1,0 +1,245 @@
+//! Node endpoints: parsing `--endpoint`, the URLs of each API route, and the
+//! one place that decides which endpoint a request goes to.
+//!
+//! Route URLs are parsed once per endpoint and cloned per request, so the hot
+//! path of load mode never re-parses a URL string.
+
+use std::sync::Arc;
+
+use node::wire::Position;
+use reqwest::Url;
+
+/// Why an `--endpoint` value was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("{input:?} is not a URL: {reason}")]
+    NotAUrl { input: String, reason: String },
+    #[error(
+        "{input:?}: only http:// endpoints are supported (this bot is built without TLS; \
+         point it at the node's plain HTTP listener)"
+    )]
+    UnsupportedScheme { input: String },
+    #[error("{input:?}: an endpoint must not carry a query or fragment")]
+    HasQuery { input: String },
+    #[error("no endpoint given; pass --endpoint http://HOST:PORT")]
+    NoEndpoints,
+}
+
+/// Parses one endpoint, e.g. `http://127.0.0.1:8080` or `localhost:8080`
+/// (`http://` is assumed when no scheme is given). The result always ends in
+/// `/` so that route names can be joined onto it, keeping any path prefix.
+pub fn parse_endpoint(input: &str) -> Result<Url, EndpointError> {
+    let input = input.trim();
+    let with_scheme = if input.contains("://") {
+        input.to_owned()
+    } else {
+        format!("http://{input}")
+    };
+    let mut url = Url::parse(&with_scheme).map_err(|e| EndpointError::NotAUrl {
+        input: input.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if url.scheme() != "http" {
+        return Err(EndpointError::UnsupportedScheme {
+            input: input.to_owned(),
+        });
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(EndpointError::HasQuery {
+            input: input.to_owned(),
+        });
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+/// One node's API, with every route resolved up front.
+#[derive(Debug)]
+pub struct Endpoint {
+    base: Url,
+    pub rider: Url,
+    pub driver: Url,
+    pub rating: Url,
+    /// `ws://…/communication`.
+    pub communication: Url,
+}
+
+impl Endpoint {
+    /// `base` must end in `/` (as [`parse_endpoint`] and [`Endpoint::base_of`]
+    /// guarantee).
+    pub fn new(base: Url) -> Result<Self, EndpointError> {
+        let join = |route: &str| {
+            base.join(route).map_err(|e| EndpointError::NotAUrl {
+                input: base.to_string(),
+                reason: e.to_string(),
+            })
+        };
+        let rider = join("rider")?;
+        let driver = join("driver")?;
+        let rating = join("rating")?;
+        let mut communication = join("communication")?;
+        // http -> ws is always allowed: both are "special" schemes.
+        communication
+            .set_scheme("ws")
+            .map_err(|()| EndpointError::UnsupportedScheme {
+                input: base.to_string(),
+            })?;
+        Ok(Endpoint {
+            base,
+            rider,
+            driver,
+            rating,
+            communication,
+        })
+    }
+
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// The endpoint that served a response whose final URL is `url` (a route
+    /// such as `http://b:8080/rider`, possibly reached by a redirect).
+    pub fn base_of(url: &Url) -> Url {
+        let mut base = url.join(".").unwrap_or_else(|_| url.clone());
+        base.set_query(None);
+        base.set_fragment(None);
+        base
+    }
+}
+
+/// Chooses the endpoint for each request.
+#[derive(Debug)]
+pub struct Router {
+    endpoints: Vec<Arc<Endpoint>>,
+}
+
+impl Router {
+    /// Duplicates are dropped: listing an endpoint twice would only skew the
+    /// spread.
+    pub fn new(bases: &[Url]) -> Result<Self, EndpointError> {
+        let mut endpoints: Vec<Arc<Endpoint>> = Vec::with_capacity(bases.len());
+        for base in bases {
+            if endpoints.iter().all(|e| e.base() != base) {
+                endpoints.push(Arc::new(Endpoint::new(base.clone())?));
+            }
+        }
+        if endpoints.is_empty() {
+            return Err(EndpointError::NoEndpoints);
+        }
+        Ok(Router { endpoints })
+    }
+
+    pub fn endpoints(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints
+    }
+
+    /// The endpoint a request at `position` is sent to.
+    ///
+    /// For now this hashes the position, which spreads riders and drivers
+    /// evenly over the endpoints (like round-robin, but stateless and
+    /// deterministic). When nodes own distinct regions, this becomes the
+    /// region lookup; until then a node answers `307` for positions it does
+    /// not own and the HTTP client follows it.
+    pub fn endpoint_for(&self, position: Position) -> &Arc<Endpoint> {
+        let mut h = position.lat.to_bits() ^ position.lon.to_bits().rotate_left(32);
+        // splitmix64 finaliser: nearby coordinates land on unrelated endpoints.
+        h ^= h >> 30;
+        h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^= h >> 27;
+        h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^= h >> 31;
+        // The modulus is below `len`, so the cast back cannot truncate.
+        &self.endpoints[(h % self.endpoints.len() as u64) as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::area::Area;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    #[test]
+    fn parses_endpoints() {
+        let url = parse_endpoint("http://127.0.0.1:8080").unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:8080/");
+        let url = parse_endpoint(" localhost:9000 ").unwrap();
+        assert_eq!(url.as_str(), "http://localhost:9000/");
+        let url = parse_endpoint("http://gw.example/dhaka").unwrap();
+        assert_eq!(url.as_str(), "http://gw.example/dhaka/");
+    }
+
+    #[test]
+    fn rejects_bad_endpoints() {
+        assert!(matches!(
+            parse_endpoint("https://x:1"),
+            Err(EndpointError::UnsupportedScheme { .. })
+        ));
+        assert!(matches!(
+            parse_endpoint("ftp://x:1"),
+            Err(EndpointError::UnsupportedScheme { .. })
+        ));
+        assert!(matches!(
+            parse_endpoint("http://x:99999"),
+            Err(EndpointError::NotAUrl { .. })
+        ));
+        assert!(matches!(
+            parse_endpoint(""),
+            Err(EndpointError::NotAUrl { .. })
+        ));
+        assert!(matches!(
+            parse_endpoint("http://x:1/?a=b"),
+            Err(EndpointError::HasQuery { .. })
+        ));
+        let message = parse_endpoint("https://x:1").unwrap_err().to_string();
+        assert!(message.contains("http://"), "{message}");
+    }
+
+    #[test]
+    fn resolves_routes() {
+        let e = Endpoint::new(parse_endpoint("http://h:1/api").unwrap()).unwrap();
+        assert_eq!(e.rider.as_str(), "http://h:1/api/rider");
+        assert_eq!(e.driver.as_str(), "http://h:1/api/driver");
+        assert_eq!(e.rating.as_str(), "http://h:1/api/rating");
+        assert_eq!(e.communication.as_str(), "ws://h:1/api/communication");
+        assert_eq!(Endpoint::base_of(&e.rider), *e.base());
+        let redirected = Url::parse("http://other:2/rider").unwrap();
+        assert_eq!(Endpoint::base_of(&redirected).as_str(), "http://other:2/");
+    }
+
+    #[test]
+    fn router_needs_an_endpoint_and_drops_duplicates() {
+        assert_eq!(Router::new(&[]).unwrap_err(), EndpointError::NoEndpoints);
+        let a = parse_endpoint("a:1").unwrap();
+        let b = parse_endpoint("b:1").unwrap();
+        let router = Router::new(&[a.clone(), b, a]).unwrap();
+        assert_eq!(router.endpoints().len(), 2);
+    }
+
+    #[test]
+    fn endpoint_for_spreads_evenly_and_deterministically() {
+        let bases: Vec<Url> = ["a:1", "b:1", "c:1"]
+            .iter()
+            .map(|s| parse_endpoint(s).unwrap())
+            .collect();
+        let router = Router::new(&bases).unwrap();
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut counts = [0_u32; 3];
+        for _ in 0..30_000 {
+            let p = Area::DHAKA.random_position(&mut rng);
+            let chosen = router.endpoint_for(p);
+            assert!(Arc::ptr_eq(chosen, router.endpoint_for(p)));
+            let i = router
+                .endpoints()
+                .iter()
+                .position(|e| Arc::ptr_eq(e, chosen))
+                .unwrap();
+            counts[i] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 9_000), "{counts:?}");
+    }
+}

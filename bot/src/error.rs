@@ -1,0 +1,27 @@
+//! Errors that stop the bot. Per-request failures are not errors here: they
+//! are counted in [`crate::stats`] and reported in the summary.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::endpoint::EndpointError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BotError {
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error("could not set up the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("could not write the match record {}: {source}", path.display())]
+    Record {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("could not write the summary to {}: {source}", path.display())]
+    Summary {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}

@@ -1,0 +1,276 @@
+//! Load mode: a fixed request rate, with honest latency.
+//!
+//! Request `k` is *scheduled* at `start + k / rate`; `--concurrency` workers
+//! take the next `k`, wait for its time, send it, and measure latency from the
+//! scheduled time rather than from when it was actually sent. A node that
+//! stalls therefore shows its stall in every request queued behind it instead
+//! of hiding it by slowing the sender ("coordinated omission"). If the workers
+//! fall behind the schedule, the run still ends on time and the report shows
+//! the achieved rate below the target.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use node::wire::{DriverRequest, RiderRequest};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use reqwest::Client;
+use serde::de::IgnoredAny;
+use tokio::sync::watch;
+use tracing::warn;
+
+use crate::area::Area;
+use crate::endpoint::Router;
+use crate::http::{self, describe_error};
+use crate::stats::{Outcome, Stats, per_sec};
+use crate::world::{self, RunTag};
+
+/// Below this share of the target rate the report says the bot fell behind.
+const KEPT_UP_SHARE: f64 = 0.98;
+/// Distinct rider and driver names cycled through (car numbers never repeat).
+const NAMES: u64 = 1000;
+
+/// When each request is due.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    start: Instant,
+    rate: u32,
+    /// Requests scheduled from here on are measured.
+    pub measure_from: Instant,
+    /// Nothing is scheduled at or after this.
+    pub end: Instant,
+}
+
+impl Schedule {
+    pub fn new(start: Instant, rate: u32, warmup: Duration, duration: Duration) -> Self {
+        let measure_from = start + warmup;
+        Schedule {
+            start,
+            rate,
+            measure_from,
+            end: measure_from + duration,
+        }
+    }
+
+    /// The scheduled start of request `k` (exact, no accumulated drift).
+    pub fn due(&self, k: u64) -> Instant {
+        let nanos = u128::from(k) * 1_000_000_000 / u128::from(self.rate.max(1));
+        self.start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+}
+
+pub struct LoadConfig {
+    pub schedule: Schedule,
+    pub concurrency: usize,
+    pub area: Area,
+    pub seed: Option<u64>,
+    pub run: RunTag,
+}
+
+/// What the summary needs beyond [`Stats`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadReport {
+    pub target_per_sec: u32,
+    pub achieved_per_sec: f64,
+    pub kept_up: bool,
+    /// Length of the measured window (shorter than `--duration` after Ctrl-C).
+    pub window: Duration,
+    pub warmup_requests: u64,
+}
+
+impl LoadReport {
+    fn new(target: u32, measured: u64, window: Duration, warmup_requests: u64) -> Self {
+        let achieved_per_sec = per_sec(measured, window);
+        LoadReport {
+            target_per_sec: target,
+            achieved_per_sec,
+            kept_up: achieved_per_sec >= f64::from(target) * KEPT_UP_SHARE,
+            window,
+            warmup_requests,
+        }
+    }
+}
+
+/// State shared by the workers.
+struct Shared {
+    client: Client,
+    router: Arc<Router>,
+    stats: Arc<Stats>,
+    schedule: Schedule,
+    area: Area,
+    run: RunTag,
+    next: AtomicU64,
+    warmup_requests: AtomicU64,
+}
+
+/// Sends on schedule until the end or `interrupt` (Ctrl-C), then waits for
+/// the requests in flight (each bounded by the client's timeout).
+pub async fn run(
+    router: Arc<Router>,
+    client: Client,
+    config: LoadConfig,
+    stats: Arc<Stats>,
+    interrupt: impl Future<Output = ()>,
+) -> LoadReport {
+    let schedule = config.schedule;
+    let shared = Arc::new(Shared {
+        client,
+        router,
+        stats: Arc::clone(&stats),
+        schedule,
+        area: config.area,
+        run: config.run,
+        next: AtomicU64::new(0),
+        warmup_requests: AtomicU64::new(0),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let seed = config.seed.unwrap_or_else(|| rand::rng().random());
+    let workers: Vec<_> = (0..config.concurrency as u64)
+        .map(|w| {
+            let rng = StdRng::seed_from_u64(seed.wrapping_add(w));
+            tokio::spawn(worker(Arc::clone(&shared), rng, stop_rx.clone()))
+        })
+        .collect();
+
+    // Workers stop by themselves at the schedule's end; only an interruption
+    // has to wake the ones sleeping until their next request is due.
+    let stopped_at = tokio::select! {
+        () = tokio::time::sleep_until(schedule.end.into()) => schedule.end,
+        () = interrupt => {
+            let _ = stop_tx.send(true);
+            Instant::now().min(schedule.end)
+        }
+    };
+    for handle in workers {
+        if let Err(e) = handle.await {
+            warn!(error = %e, "a load worker failed");
+        }
+    }
+
+    let measured = stats.snapshot().requests.sent;
+    LoadReport::new(
+        schedule.rate,
+        measured,
+        stopped_at.saturating_duration_since(schedule.measure_from),
+        shared.warmup_requests.load(Relaxed),
+    )
+}
+
+async fn worker(shared: Arc<Shared>, mut rng: StdRng, mut stop: watch::Receiver<bool>) {
+    let schedule = shared.schedule;
+    loop {
+        let k = shared.next.fetch_add(1, Relaxed);
+        let due = schedule.due(k);
+        let now = Instant::now();
+        // Past the end, or so far behind that the end has come: stop.
+        if due >= schedule.end || now >= schedule.end || *stop.borrow() {
+            return;
+        }
+        if due > now {
+            tokio::select! {
+                () = tokio::time::sleep_until(due.into()) => {}
+                _ = stop.wait_for(|stopped| *stopped) => return,
+            }
+        }
+        let position = shared.area.random_position(&mut rng);
+        let endpoint = shared.router.endpoint_for(position);
+        let name = k % NAMES;
+        let result = if k.is_multiple_of(2) {
+            let body = RiderRequest {
+                // Bounded by NAMES, so the cast cannot truncate.
+                name: world::rider_name(shared.run, name as usize),
+                position,
+                destination: shared.area.random_position(&mut rng),
+            };
+            http::post::<_, IgnoredAny>(&shared.client, &endpoint.rider, &body).await
+        } else {
+            let body = DriverRequest {
+                name: world::driver_name(shared.run, name as usize),
+                car_number: world::car_number(shared.run, k),
+                position,
+            };
+            http::post::<_, IgnoredAny>(&shared.client, &endpoint.driver, &body).await
+        };
+        let latency = due.elapsed();
+        let outcome = match result {
+            Ok(reply) => {
+                if let Err(problem) = reply.body
+                    && let Some(text) = shared.stats.note_problem(|| problem)
+                {
+                    warn!("request refused: {text} (further problems are counted, not logged)");
+                }
+                Outcome::Answered {
+                    status: reply.status.as_u16(),
+                    redirected: reply.redirected_to.is_some(),
+                }
+            }
+            Err(e) => {
+                if let Some(text) = shared.stats.note_problem(|| describe_error(&e)) {
+                    warn!("{text} (further errors are counted, not logged)");
+                }
+                Outcome::Transport
+            }
+        };
+        if due >= schedule.measure_from {
+            shared.stats.record_request(outcome, latency);
+        } else {
+            shared.warmup_requests.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_spaces_requests_evenly_without_drift() {
+        let start = Instant::now();
+        let s = Schedule::new(
+            start,
+            20_000,
+            Duration::from_secs(2),
+            Duration::from_secs(10),
+        );
+        assert_eq!(s.due(0), start);
+        assert_eq!(s.due(1) - s.due(0), Duration::from_micros(50));
+        assert_eq!(s.due(20_000), start + Duration::from_secs(1));
+        assert_eq!(s.due(240_000), start + Duration::from_secs(12));
+        assert_eq!(s.measure_from, start + Duration::from_secs(2));
+        assert_eq!(s.end, start + Duration::from_secs(12));
+        // A rate that does not divide a second stays exact at whole seconds.
+        let s = Schedule::new(start, 3, Duration::ZERO, Duration::from_secs(1));
+        assert_eq!(s.due(3), start + Duration::from_secs(1));
+        assert_eq!(s.due(1), start + Duration::from_nanos(333_333_333));
+    }
+
+    #[test]
+    fn schedule_counts_the_measured_requests() {
+        let s = Schedule::new(
+            Instant::now(),
+            500,
+            Duration::from_secs(2),
+            Duration::from_secs(2),
+        );
+        let measured = (0..10_000_u64)
+            .map(|k| s.due(k))
+            .filter(|&due| due >= s.measure_from && due < s.end)
+            .count();
+        assert_eq!(measured, 1000);
+    }
+
+    #[test]
+    fn report_says_whether_the_rate_was_met() {
+        let r = LoadReport::new(500, 1000, Duration::from_secs(2), 10);
+        assert_eq!(r.achieved_per_sec, 500.0);
+        assert!(r.kept_up);
+        let r = LoadReport::new(20_000, 100_000, Duration::from_secs(10), 0);
+        assert_eq!(r.achieved_per_sec, 10_000.0);
+        assert!(!r.kept_up);
+        let r = LoadReport::new(500, 0, Duration::ZERO, 0);
+        assert_eq!(r.achieved_per_sec, 0.0);
+        assert!(!r.kept_up);
+    }
+}

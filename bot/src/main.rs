@@ -1,0 +1,161 @@
+//! `bot`: drives ride-sharing nodes with simulated riders and drivers
+//! (simulation mode) or with a fixed request rate (load mode, `--rate`), and
+//! reports what happened. See `bot --help`.
+//!
+//! stdout carries only the final summary, so it can be piped or diffed;
+//! progress and logs (`RUST_LOG`, default `warn`) go to stderr.
+
+mod area;
+mod cli;
+mod endpoint;
+mod error;
+mod http;
+mod load;
+mod progress;
+mod record;
+mod simulate;
+mod socket;
+mod stats;
+mod summary;
+mod world;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, DEFAULT_LOAD_DURATION};
+use crate::endpoint::Router;
+use crate::error::BotError;
+use crate::load::{LoadConfig, Schedule};
+use crate::progress::{Progress, Style};
+use crate::simulate::SimConfig;
+use crate::stats::Stats;
+use crate::summary::Summary;
+use crate::world::RunTag;
+
+/// Lets workers and sockets get going before the first request is due.
+const LOAD_START_DELAY: Duration = Duration::from_millis(50);
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse_and_validate();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .init();
+    match run(cli).await {
+        Ok(summary) if summary.ok => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("bot: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<Summary, BotError> {
+    let router = Arc::new(Router::new(&cli.endpoints)?);
+    let endpoints: Vec<String> = router
+        .endpoints()
+        .iter()
+        .map(|e| e.base().to_string())
+        .collect();
+    let client = http::client(cli.concurrency()).map_err(BotError::Client)?;
+    let run = RunTag::random(&mut rand::rng());
+    let show_progress = !cli.no_progress;
+
+    let summary = match cli.rate {
+        None => {
+            if show_progress {
+                eprintln!(
+                    "bot: run {run}: {} riders and {} drivers in {} against {}",
+                    cli.riders,
+                    cli.drivers,
+                    cli.area,
+                    endpoints.join(", ")
+                );
+            }
+            let stats = Arc::new(Stats::new(Instant::now()));
+            let progress = Progress::start(Arc::clone(&stats), Style::Simulate, show_progress);
+            let duration = cli.duration;
+            let stop = async move {
+                match duration {
+                    Some(duration) => tokio::select! {
+                        () = tokio::time::sleep(duration) => {}
+                        () = interrupted() => {}
+                    },
+                    None => interrupted().await,
+                }
+            };
+            let config = SimConfig {
+                riders: cli.riders,
+                drivers: cli.drivers,
+                area: cli.area,
+                seed: cli.seed,
+                concurrency: cli.concurrency(),
+                record: cli.record.clone(),
+                run,
+            };
+            let result = simulate::run(&router, client, config, Arc::clone(&stats), stop).await;
+            progress.finish();
+            result?;
+            Summary::simulate(&stats.snapshot(), endpoints)
+        }
+        Some(rate) => {
+            let duration = cli.duration.unwrap_or(DEFAULT_LOAD_DURATION);
+            if show_progress {
+                eprintln!(
+                    "bot: run {run}: {rate} requests/s for {} after {} warm-up, concurrency {}, against {}",
+                    humantime::format_duration(duration),
+                    humantime::format_duration(cli.warmup),
+                    cli.concurrency,
+                    endpoints.join(", ")
+                );
+            }
+            let schedule = Schedule::new(
+                Instant::now() + LOAD_START_DELAY,
+                rate,
+                cli.warmup,
+                duration,
+            );
+            let stats = Arc::new(Stats::new(schedule.measure_from));
+            let style = Style::Load {
+                target: rate,
+                measure_from: schedule.measure_from,
+            };
+            let progress = Progress::start(Arc::clone(&stats), style, show_progress);
+            let config = LoadConfig {
+                schedule,
+                concurrency: cli.concurrency(),
+                area: cli.area,
+                seed: cli.seed,
+                run,
+            };
+            let report = load::run(router, client, config, Arc::clone(&stats), interrupted()).await;
+            progress.finish();
+            Summary::load(&stats.snapshot(), &report, cli.concurrency(), endpoints)
+        }
+    };
+
+    println!("{summary}");
+    if let Some(path) = &cli.summary_json {
+        summary.write_json(path)?;
+    }
+    Ok(summary)
+}
+
+/// Completes on Ctrl-C. If the handler cannot be installed it never
+/// completes, rather than stopping the run at once.
+async fn interrupted() {
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        warn!(error = %e, "cannot listen for Ctrl-C; use --duration to stop the bot");
+        std::future::pending::<()>().await;
+    }
+}

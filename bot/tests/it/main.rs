@@ -1,0 +1,230 @@
+//! End to end: the real `bot` binary, as a process, against a real node
+//! started in this test process.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use node::wire::ServerMessage;
+use serde_json::Value;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Generous: the bot's own --duration bounds each run; this only stops a hung
+/// bot from hanging the test suite.
+const BOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs the bot to completion, without any `BOT_*` variables from the
+/// environment leaking into its flags.
+async fn run_bot(args: &[&str]) -> Result<Output, Box<dyn std::error::Error>> {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bot"));
+    command.args(args).kill_on_drop(true);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("BOT_") {
+            command.env_remove(name);
+        }
+    }
+    let output = tokio::time::timeout(BOT_TIMEOUT, command.output()).await??;
+    Ok(output)
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "bot exited with {}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn read_summary(path: &Path, output: &Output) -> Result<Value, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "no summary at {}: {e}\n{}",
+            path.display(),
+            describe(output)
+        )
+    })?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn count(summary: &Value, pointer: &str) -> u64 {
+    summary
+        .pointer(pointer)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("summary has no count at {pointer}: {summary:#}"))
+}
+
+/// Sum of the counts of the 2xx statuses under `pointer` (a `by_status` map).
+fn count_2xx(summary: &Value, pointer: &str) -> u64 {
+    summary
+        .pointer(pointer)
+        .and_then(Value::as_object)
+        .unwrap_or_else(|| panic!("summary has no status map at {pointer}: {summary:#}"))
+        .iter()
+        .filter(|(status, _)| status.starts_with('2'))
+        .filter_map(|(_, n)| n.as_u64())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulation_gets_matches_and_rates_them() -> TestResult {
+    let node_dir = tempfile::tempdir()?;
+    let bot_dir = tempfile::tempdir()?;
+    let config = node::config::Config::for_tests(node_dir.path());
+    let running = node::server::start(config).await?;
+    let endpoint = format!("http://{}", running.http_addr());
+    let summary_path = bot_dir.path().join("summary.json");
+    let record_path = bot_dir.path().join("matches.jsonl");
+
+    let output = run_bot(&[
+        "--endpoint",
+        &endpoint,
+        "--riders",
+        "20",
+        "--drivers",
+        "20",
+        "--duration",
+        "4s",
+        "--seed",
+        "7",
+        "--no-progress",
+        "--summary-json",
+        summary_path.to_str().ok_or("non-UTF-8 temp path")?,
+        "--record",
+        record_path.to_str().ok_or("non-UTF-8 temp path")?,
+    ])
+    .await?;
+    running.shutdown().await?;
+
+    assert!(output.status.success(), "{}", describe(&output));
+    let summary = read_summary(&summary_path, &output)?;
+    let context = || format!("{summary:#}\n{}", describe(&output));
+    assert_eq!(summary["mode"], "simulate", "{}", context());
+    assert_eq!(summary["ok"], true, "{}", context());
+    assert!(count(&summary, "/requests/accepted") > 0, "{}", context());
+    assert_eq!(count(&summary, "/requests/rejected"), 0, "{}", context());
+    assert_eq!(
+        count(&summary, "/requests/transport_errors"),
+        0,
+        "{}",
+        context()
+    );
+    let matches = count(&summary, "/matches/received");
+    assert!(matches > 0, "{}", context());
+    let ratings_sent = count(&summary, "/ratings/sent");
+    assert!(count(&summary, "/ratings/accepted") > 0, "{}", context());
+    assert_eq!(
+        count(&summary, "/ratings/accepted"),
+        ratings_sent,
+        "{}",
+        context()
+    );
+
+    // Every recorded line is a match notice in the wire format, tagged with
+    // the endpoint that delivered it; riders alone account for `matches`.
+    let record = std::fs::read_to_string(&record_path)?;
+    let mut lines = 0;
+    for line in record.lines() {
+        let value: Value = serde_json::from_str(line)?;
+        assert_eq!(value["endpoint"], format!("{endpoint}/"), "{line}");
+        let message: ServerMessage = serde_json::from_value(value["message"].clone())?;
+        assert!(matches!(message, ServerMessage::Match(_)), "{line}");
+        lines += 1;
+    }
+    assert!(lines >= matches, "{lines} lines for {matches} matches");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_mode_gets_every_request_accepted() -> TestResult {
+    let node_dir = tempfile::tempdir()?;
+    let bot_dir = tempfile::tempdir()?;
+    let config = node::config::Config::for_tests(node_dir.path());
+    let running = node::server::start(config).await?;
+    let endpoint = format!("http://{}", running.http_addr());
+    let summary_path = bot_dir.path().join("summary.json");
+
+    let output = run_bot(&[
+        "--endpoint",
+        &endpoint,
+        "--rate",
+        "500",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+        "--concurrency",
+        "16",
+        "--no-progress",
+        "--summary-json",
+        summary_path.to_str().ok_or("non-UTF-8 temp path")?,
+    ])
+    .await?;
+    running.shutdown().await?;
+
+    assert!(output.status.success(), "{}", describe(&output));
+    let summary = read_summary(&summary_path, &output)?;
+    let context = || format!("{summary:#}\n{}", describe(&output));
+    assert_eq!(summary["mode"], "load", "{}", context());
+    let sent = count(&summary, "/requests/sent");
+    assert!(sent > 0, "{}", context());
+    assert_eq!(
+        count_2xx(&summary, "/requests/by_status"),
+        sent,
+        "{}",
+        context()
+    );
+    assert_eq!(count(&summary, "/requests/rejected"), 0, "{}", context());
+    assert_eq!(
+        count(&summary, "/requests/transport_errors"),
+        0,
+        "{}",
+        context()
+    );
+    assert_eq!(count(&summary, "/latency_ms/count"), sent, "{}", context());
+    Ok(())
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_fails_with_a_clear_message() -> TestResult {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let output = run_bot(&[
+        "--endpoint",
+        &endpoint,
+        "--riders",
+        "2",
+        "--drivers",
+        "2",
+        "--duration",
+        "1500ms",
+        "--no-progress",
+    ])
+    .await?;
+    assert!(!output.status.success(), "{}", describe(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("FAILED: no node answered"),
+        "{}",
+        describe(&output)
+    );
+    assert!(
+        stdout.contains("Connection refused") || stdout.contains("connect"),
+        "{}",
+        describe(&output)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_flags_are_usage_errors() -> TestResult {
+    let output = run_bot(&["--area", "23.9,90.35,23.7,90.5"]).await?;
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("swapped"), "{}", describe(&output));
+    Ok(())
+}
