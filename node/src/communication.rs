@@ -144,6 +144,7 @@ impl Hub {
         let mut registry = self.registry.lock();
         let mut outcome = Subscription::default();
         let mut ready = Vec::new();
+        let mut watch = Vec::new();
         {
             let dispatch = dispatch.lock();
             let Some(s) = registry.sockets.get(&socket) else {
@@ -159,6 +160,7 @@ impl Hub {
                     }
                     Status::Pending if room > 0 => {
                         room -= 1;
+                        watch.push(id);
                         outcome.accepted.push(raw);
                     }
                     Status::Pending => outcome.over_limit.push(raw),
@@ -171,8 +173,7 @@ impl Hub {
         }
         let registry = &mut *registry;
         if let Some(s) = registry.sockets.get_mut(&socket) {
-            for raw in &outcome.accepted {
-                let id = RequestId(*raw);
+            for id in watch {
                 if s.watching.insert(id) {
                     registry.watchers.entry(id).or_default().push(socket);
                 }
@@ -374,7 +375,10 @@ mod tests {
             node: NodeId("n1".into()),
             region: "dhaka".into(),
             request_ttl_ms: 30_000,
-            match_retention_ms: 60_000,
+            match_retention: crate::matches::Retention {
+                ms: 60_000,
+                max_matches: 10_000,
+            },
         }))
     }
 

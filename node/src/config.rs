@@ -55,8 +55,13 @@ pub struct Config {
 
     /// How long a committed match is kept: a late subscriber still gets it,
     /// and it can be rated, until then.
-    #[arg(long, env = "NODE_MATCH_RETENTION", default_value = "10m", value_parser = parse_positive)]
+    #[arg(long, env = "NODE_MATCH_RETENTION", default_value = "5m", value_parser = parse_positive)]
     pub match_retention: Duration,
+
+    /// The most committed matches kept (the oldest go first), so memory
+    /// stays bounded at any match rate.
+    #[arg(long, env = "NODE_MAX_RETAINED_MATCHES", default_value_t = 200_000)]
+    pub max_retained_matches: usize,
 
     /// How often idle websockets are pinged; a client that misses a ping is dropped.
     #[arg(long, env = "NODE_WS_PING_INTERVAL", default_value = "15s", value_parser = parse_positive)]

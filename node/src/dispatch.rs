@@ -15,7 +15,7 @@ use crate::fare;
 use crate::geodesy::haversine_km;
 use crate::ids::{NodeId, RequestId};
 use crate::intake::{NewDriver, NewRider};
-use crate::matches::{Match, MatchLog};
+use crate::matches::{Match, MatchLog, Retention};
 use crate::matching::{Candidate, Pair};
 use crate::pending::{Driver, Expired, PendingCache, Rider};
 
@@ -28,8 +28,8 @@ pub struct Settings {
     pub region: String,
     /// How long a request waits for a match; at least [`MIN_REQUEST_TTL_MS`].
     pub request_ttl_ms: u64,
-    /// How long a committed match stays visible after it was made.
-    pub match_retention_ms: u64,
+    /// How long, and how many, committed matches stay visible.
+    pub match_retention: Retention,
 }
 
 /// The answer to an accepted request.
@@ -66,7 +66,7 @@ impl Dispatch {
     pub fn new(mut settings: Settings) -> Self {
         settings.request_ttl_ms = settings.request_ttl_ms.max(MIN_REQUEST_TTL_MS);
         Self {
-            matches: MatchLog::new(settings.match_retention_ms),
+            matches: MatchLog::new(settings.match_retention),
             pending: PendingCache::default(),
             settings,
         }
@@ -188,7 +188,10 @@ mod tests {
             node: NodeId("dhaka-1".into()),
             region: "dhaka".into(),
             request_ttl_ms: TTL,
-            match_retention_ms: 60_000,
+            match_retention: Retention {
+                ms: 60_000,
+                max_matches: 1_000,
+            },
         })
     }
 
@@ -283,5 +286,21 @@ mod tests {
         d.prepare_round(t0.plus(60_000));
         assert!(d.match_of(&r.id).is_none());
         assert_eq!(d.committed_matches(), 0);
+    }
+
+    #[test]
+    fn the_match_log_keeps_only_the_newest_when_full() {
+        let mut d = dispatch();
+        let t0 = Millis(1_000_000);
+        let mut riders = Vec::new();
+        for i in 0..1_005 {
+            let lat = 23.0 + f64::from(i) * 0.1; // 11 km apart: one pair per spot
+            riders.push(d.accept_rider(RequestId::generate(), rider(lat), t0).id);
+            d.accept_driver(RequestId::generate(), driver(lat), t0);
+        }
+        assert_eq!(round(&mut d, t0).len(), 1_005);
+        assert_eq!(d.committed_matches(), 1_000);
+        assert!(d.match_of(&riders[0]).is_none());
+        assert!(d.match_of(&riders[1_004]).is_some());
     }
 }

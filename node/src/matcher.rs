@@ -1,6 +1,9 @@
 //! The matcher task: every interval, one round of
-//! prepare (under the lock) → [`greedy`] (off the async workers) → commit
-//! (under the lock) → publish to websockets.
+//! prepare (under the lock) → [`greedy`] → commit (under the lock, in short
+//! chunks) → publish to websockets.
+//!
+//! A round is CPU work for tens of milliseconds at high load, so it runs on
+//! the blocking pool: the async workers that serve intake never wait for it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +17,10 @@ use crate::communication::Hub;
 use crate::dispatch::Dispatch;
 use crate::matching::greedy;
 
+/// Pairs committed per hold of the dispatch lock.
+const COMMIT_CHUNK: usize = 256;
+
+#[derive(Clone)]
 pub struct Matcher {
     pub dispatch: Arc<Mutex<Dispatch>>,
     pub hub: Arc<Hub>,
@@ -31,13 +38,14 @@ impl Matcher {
                 () = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            if let Err(e) = self.round().await {
+            let matcher = self.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || matcher.round()).await {
                 tracing::error!(error = %e, "matching round failed");
             }
         }
     }
 
-    async fn round(&self) -> Result<(), tokio::task::JoinError> {
+    fn round(&self) {
         let round = self.dispatch.lock().prepare_round(Millis::now());
         self.hub.forget(&round.expired.ids);
         metrics::counter!("ride_requests_expired_total", "kind" => "rider")
@@ -47,29 +55,28 @@ impl Matcher {
         metrics::gauge!("ride_pending", "kind" => "rider").set(round.riders.len() as f64);
         metrics::gauge!("ride_pending", "kind" => "driver").set(round.drivers.len() as f64);
         if round.riders.is_empty() || round.drivers.is_empty() {
-            return Ok(());
+            return;
         }
 
-        let max_km = self.max_pickup_km;
         let started = Instant::now();
-        let pairs =
-            tokio::task::spawn_blocking(move || greedy(&round.riders, &round.drivers, max_km))
-                .await?;
+        let pairs = greedy(&round.riders, &round.drivers, self.max_pickup_km);
         metrics::histogram!("ride_match_round_seconds").record(started.elapsed().as_secs_f64());
 
-        let committed = self.dispatch.lock().commit(&pairs, Millis::now());
-        metrics::counter!("ride_matches_committed_total").increment(committed.len() as u64);
-        for m in &committed {
-            tracing::info!(
-                rider = %m.rider.id,
-                driver = %m.driver.id,
-                car = %m.driver.car_number,
-                pickup_km = m.pickup_km,
-                fare_taka = m.fare_taka,
-                "matched"
-            );
+        // Short holds of the lock, so intake never waits long behind a round.
+        for chunk in pairs.chunks(COMMIT_CHUNK) {
+            let committed = self.dispatch.lock().commit(chunk, Millis::now());
+            metrics::counter!("ride_matches_committed_total").increment(committed.len() as u64);
+            for m in &committed {
+                tracing::info!(
+                    rider = %m.rider.id,
+                    driver = %m.driver.id,
+                    car = %m.driver.car_number,
+                    pickup_km = m.pickup_km,
+                    fare_taka = m.fare_taka,
+                    "matched"
+                );
+            }
+            self.hub.publish(&committed);
         }
-        self.hub.publish(&committed);
-        Ok(())
     }
 }

@@ -45,38 +45,58 @@ impl Match {
     }
 }
 
+/// How long matches are retained, and how many at most: at thousands of
+/// matches a second, time alone would let the log grow without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub ms: u64,
+    pub max_matches: usize,
+}
+
 #[derive(Debug)]
 pub struct MatchLog {
-    retention_ms: u64,
+    retention: Retention,
     order: VecDeque<Arc<Match>>,
     by_request: HashMap<RequestId, Arc<Match>>,
 }
 
 impl MatchLog {
-    pub fn new(retention_ms: u64) -> Self {
+    /// Reserves room for the most matches the log may hold, so that it
+    /// never stops the node to grow while intake waits on the lock.
+    pub fn new(retention: Retention) -> Self {
         Self {
-            retention_ms,
-            order: VecDeque::new(),
-            by_request: HashMap::new(),
+            retention,
+            order: VecDeque::with_capacity(retention.max_matches),
+            by_request: HashMap::with_capacity(retention.max_matches.saturating_mul(2)),
         }
     }
 
+    /// Records a match, forgetting the oldest one if the log is full.
     pub fn insert(&mut self, m: Arc<Match>) {
         self.by_request.insert(m.rider.id, Arc::clone(&m));
         self.by_request.insert(m.driver.id, Arc::clone(&m));
         self.order.push_back(m);
+        if self.order.len() > self.retention.max_matches {
+            self.forget_oldest();
+        }
     }
 
     /// Forgets matches committed more than the retention ago.
     pub fn prune(&mut self, now: Millis) {
-        let horizon = now.minus(self.retention_ms);
-        while let Some(oldest) = self.order.front() {
-            if oldest.committed_at > horizon {
-                break;
-            }
+        let horizon = now.minus(self.retention.ms);
+        while self
+            .order
+            .front()
+            .is_some_and(|oldest| oldest.committed_at <= horizon)
+        {
+            self.forget_oldest();
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some(oldest) = self.order.pop_front() {
             self.by_request.remove(&oldest.rider.id);
             self.by_request.remove(&oldest.driver.id);
-            self.order.pop_front();
         }
     }
 

@@ -20,6 +20,7 @@ use crate::dispatch::{Dispatch, Settings};
 use crate::http::{self, AppState};
 use crate::ids::NodeId;
 use crate::matcher::Matcher;
+use crate::matches::Retention;
 use crate::ratings::{EmbeddedStore, RatingStore, StoreError};
 use crate::telemetry;
 
@@ -83,7 +84,10 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         node: node.clone(),
         region: config.region.clone(),
         request_ttl_ms: duration_ms(config.request_ttl),
-        match_retention_ms: duration_ms(config.match_retention),
+        match_retention: Retention {
+            ms: duration_ms(config.match_retention),
+            max_matches: config.max_retained_matches.max(1),
+        },
     })));
     let hub = Arc::new(Hub::default());
     let shutdown = CancellationToken::new();
