@@ -22,9 +22,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::dispatch::{Dispatch, Status};
+use crate::dispatch::Status;
 use crate::ids::RequestId;
 use crate::matches::Match;
+use crate::shared::SharedDispatch;
 use crate::wire::{ClientMessage, ErrorDetail, ServerMessage};
 
 /// Ids one socket may watch at once.
@@ -139,7 +140,7 @@ impl Hub {
         &self,
         socket: SocketId,
         ids: &[Uuid],
-        dispatch: &Mutex<Dispatch>,
+        dispatch: &SharedDispatch,
     ) -> Subscription {
         let mut registry = self.registry.lock();
         let mut outcome = Subscription::default();
@@ -256,7 +257,7 @@ pub struct SocketSettings {
 pub async fn serve(
     socket: WebSocket,
     hub: Arc<Hub>,
-    dispatch: Arc<Mutex<Dispatch>>,
+    dispatch: Arc<SharedDispatch>,
     settings: SocketSettings,
     shutdown: CancellationToken,
 ) {
@@ -324,7 +325,7 @@ fn handle_frame(
     text: &str,
     socket: SocketId,
     hub: &Hub,
-    dispatch: &Mutex<Dispatch>,
+    dispatch: &SharedDispatch,
 ) -> Vec<Utf8Bytes> {
     let ids = match serde_json::from_str::<ClientMessage>(text) {
         Ok(ClientMessage::Subscribe { ids }) => ids,
@@ -364,14 +365,14 @@ fn handle_frame(
 mod tests {
     use super::*;
     use crate::clock::Millis;
-    use crate::dispatch::Settings;
+    use crate::dispatch::{Dispatch, Settings};
     use crate::ids::NodeId;
     use crate::intake::{NewDriver, NewRider};
     use crate::matching::greedy;
     use crate::wire::Position;
 
-    fn core() -> Mutex<Dispatch> {
-        Mutex::new(Dispatch::new(Settings {
+    fn core() -> SharedDispatch {
+        SharedDispatch::new(Dispatch::new(Settings {
             node: NodeId("n1".into()),
             region: "dhaka".into(),
             request_ttl_ms: 30_000,
@@ -382,7 +383,7 @@ mod tests {
         }))
     }
 
-    fn add_pair(d: &Mutex<Dispatch>, now: Millis) -> (RequestId, RequestId) {
+    fn add_pair(d: &SharedDispatch, now: Millis) -> (RequestId, RequestId) {
         let p = Position {
             lat: 23.8,
             lon: 90.4,
@@ -409,7 +410,7 @@ mod tests {
         (r.id, dr.id)
     }
 
-    fn run_round(d: &Mutex<Dispatch>, now: Millis) -> Vec<Arc<Match>> {
+    fn run_round(d: &SharedDispatch, now: Millis) -> Vec<Arc<Match>> {
         let round = d.lock().prepare_round(now);
         let pairs = greedy(&round.riders, &round.drivers, 5.0);
         d.lock().commit(&pairs, now)

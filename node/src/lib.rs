@@ -21,5 +21,6 @@ pub mod matching;
 pub mod pending;
 pub mod ratings;
 pub mod server;
+pub mod shared;
 pub mod telemetry;
 pub mod wire;

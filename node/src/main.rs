@@ -4,11 +4,6 @@ use clap::Parser;
 use node::config::Config;
 use node::{server, telemetry};
 
-/// mimalloc keeps allocation latency flat under many threads freeing what
-/// others allocated (matches built by the matcher, dropped by intake).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();

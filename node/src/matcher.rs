@@ -2,34 +2,36 @@
 //! prepare (under the lock) → [`greedy`] → commit (under the lock, in short
 //! chunks) → publish to websockets.
 //!
-//! A round is CPU work for tens of milliseconds at high load, so it runs on
-//! the blocking pool: the async workers that serve intake never wait for it.
+//! A round is batch CPU work (tens of milliseconds at 10k x 10k), so it runs
+//! on the blocking pool and never occupies an async worker. Intake does not
+//! take the core's lock at all (see [`crate::shared`]), so a round never
+//! delays intake either.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Millis;
 use crate::communication::Hub;
-use crate::dispatch::Dispatch;
 use crate::matching::greedy;
+use crate::shared::SharedDispatch;
 
-/// Pairs committed per hold of the dispatch lock.
+/// Pairs committed per hold of the dispatch lock, so that a subscription or
+/// a rating never waits behind a whole round's commits.
 const COMMIT_CHUNK: usize = 256;
 
 #[derive(Clone)]
 pub struct Matcher {
-    pub dispatch: Arc<Mutex<Dispatch>>,
+    pub dispatch: Arc<SharedDispatch>,
     pub hub: Arc<Hub>,
     pub interval: Duration,
     pub max_pickup_km: f64,
 }
 
 impl Matcher {
-    /// Runs rounds until `shutdown` is cancelled.
+    /// Runs a round at once and then every interval, until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -62,7 +64,6 @@ impl Matcher {
         let pairs = greedy(&round.riders, &round.drivers, self.max_pickup_km);
         metrics::histogram!("ride_match_round_seconds").record(started.elapsed().as_secs_f64());
 
-        // Short holds of the lock, so intake never waits long behind a round.
         for chunk in pairs.chunks(COMMIT_CHUNK) {
             let committed = self.dispatch.lock().commit(chunk, Millis::now());
             metrics::counter!("ride_matches_committed_total").increment(committed.len() as u64);

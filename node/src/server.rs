@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -22,6 +21,7 @@ use crate::ids::NodeId;
 use crate::matcher::Matcher;
 use crate::matches::Retention;
 use crate::ratings::{EmbeddedStore, RatingStore, StoreError};
+use crate::shared::SharedDispatch;
 use crate::telemetry;
 
 #[derive(Debug, Error)]
@@ -80,7 +80,7 @@ impl RunningNode {
 pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     let node = resolve_node_id(&config)?;
     let store: Arc<dyn RatingStore> = Arc::new(EmbeddedStore::open(&config.data_dir)?);
-    let dispatch = Arc::new(Mutex::new(Dispatch::new(Settings {
+    let dispatch = Arc::new(SharedDispatch::new(Dispatch::new(Settings {
         node: node.clone(),
         region: config.region.clone(),
         request_ttl_ms: duration_ms(config.request_ttl),

@@ -15,7 +15,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -23,8 +22,8 @@ use tower_http::trace::TraceLayer;
 pub use error::ApiError;
 
 use crate::communication::{self, Hub, SocketSettings};
-use crate::dispatch::Dispatch;
 use crate::ratings::RatingStore;
+use crate::shared::SharedDispatch;
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -35,7 +34,7 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 pub struct AppState {
     pub region: String,
     pub node: String,
-    pub dispatch: Arc<Mutex<Dispatch>>,
+    pub dispatch: Arc<SharedDispatch>,
     pub hub: Arc<Hub>,
     pub ratings: Arc<dyn RatingStore>,
     pub metrics: PrometheusHandle,

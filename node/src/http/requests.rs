@@ -1,5 +1,6 @@
-//! `POST /rider` and `POST /driver`: the intake hot path. Validation, one
-//! short lock on the dispatch core, and the answer; nothing here waits on I/O.
+//! `POST /rider` and `POST /driver`: the intake hot path. Validation, a
+//! hand-over to the dispatch core that never waits for its lock, and the
+//! answer; nothing here waits on I/O or on matching.
 
 use std::sync::Arc;
 
@@ -11,7 +12,6 @@ use super::AppState;
 use super::error::{ApiError, ApiJson};
 use crate::clock::Millis;
 use crate::dispatch::Ticket;
-use crate::ids::RequestId;
 use crate::intake;
 use crate::wire::{Accepted, DriverRequest, RiderRequest};
 
@@ -20,10 +20,7 @@ pub async fn post_rider(
     ApiJson(body): ApiJson<RiderRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let rider = intake::rider(body)?;
-    let ticket = app
-        .dispatch
-        .lock()
-        .accept_rider(RequestId::generate(), rider, Millis::now());
+    let ticket = app.dispatch.submit_rider(rider, Millis::now());
     metrics::counter!("ride_requests_accepted_total", "kind" => "rider").increment(1);
     Ok(accepted(&app, ticket))
 }
@@ -33,10 +30,7 @@ pub async fn post_driver(
     ApiJson(body): ApiJson<DriverRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let driver = intake::driver(body)?;
-    let ticket = app
-        .dispatch
-        .lock()
-        .accept_driver(RequestId::generate(), driver, Millis::now());
+    let ticket = app.dispatch.submit_driver(driver, Millis::now());
     metrics::counter!("ride_requests_accepted_total", "kind" => "driver").increment(1);
     Ok(accepted(&app, ticket))
 }
