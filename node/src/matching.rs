@@ -15,8 +15,8 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-use rstar::RTree;
 use rstar::primitives::GeomWithData;
+use rstar::{RStarInsertionStrategy, RTree, RTreeParams};
 
 use crate::geodesy::{chord_for_km, haversine_km, unit_vector};
 use crate::ids::RequestId;
@@ -133,10 +133,22 @@ impl Eq for Offer {}
 
 type Indexed = GeomWithData<[f64; 3], usize>;
 
+/// Wider nodes than rstar's default (at most 6 children): a shallower tree,
+/// so each nearest-neighbour query and each removal visits fewer levels
+/// (5% faster at 100k x 100k here; 32 children was 17% slower).
+struct WideNodes;
+
+impl RTreeParams for WideNodes {
+    const MIN_SIZE: usize = 6;
+    const MAX_SIZE: usize = 16;
+    const REINSERTION_COUNT: usize = 4;
+    type DefaultInsertionStrategy = RStarInsertionStrategy;
+}
+
 /// The drivers still available, indexed by unit vector.
 struct DriverIndex<'a> {
     drivers: &'a [Candidate],
-    tree: RTree<Indexed>,
+    tree: RTree<Indexed, WideNodes>,
     max_km: f64,
     /// Chord bound for the radius, padded so rounding never drops a driver
     /// that the exact haversine test would keep.
@@ -158,7 +170,7 @@ impl<'a> DriverIndex<'a> {
             .collect();
         Self {
             drivers,
-            tree: RTree::bulk_load(points),
+            tree: RTree::bulk_load_with_params(points),
             max_km,
             max_chord: chord_for_km(max_km) * (1.0 + CHORD_SLACK_RELATIVE) + CHORD_SLACK_ABSOLUTE,
         }
