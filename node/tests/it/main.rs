@@ -5,5 +5,6 @@
 
 mod bad_input;
 mod flow;
+mod keepalive;
 mod restart;
 mod support;

@@ -228,3 +228,40 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+impl Socket {
+    /// Reads frames until the server ends the connection; pings read along
+    /// the way are answered by the library.
+    pub async fn until_closed(&mut self) {
+        let read = async {
+            while let Some(frame) = self.0.next().await {
+                if matches!(frame, Err(_) | Ok(Message::Close(_))) {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(PATIENCE, read)
+            .await
+            .expect("the server never closed the socket")
+    }
+
+    /// Reads (and so answers pings) for `how_long`, expecting no text frame.
+    pub async fn stay_quiet_for(&mut self, how_long: Duration) {
+        let read = async {
+            loop {
+                match self
+                    .0
+                    .next()
+                    .await
+                    .expect("socket closed")
+                    .expect("socket error")
+                {
+                    Message::Text(text) => panic!("unexpected frame {text}"),
+                    Message::Close(frame) => panic!("socket closed: {frame:?}"),
+                    _ => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(how_long, read).await;
+    }
+}
