@@ -176,28 +176,51 @@ impl Socket {
         self.0.send(Message::binary(bytes)).await.unwrap();
     }
 
-    /// The next server frame (pings are answered by the library).
+    /// The next text frame; pings read along the way are answered by the
+    /// library.
+    async fn next_text(&mut self) -> String {
+        loop {
+            match self
+                .0
+                .next()
+                .await
+                .expect("socket closed")
+                .expect("socket error")
+            {
+                Message::Text(text) => return text.to_string(),
+                Message::Close(frame) => panic!("socket closed: {frame:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next server frame.
     pub async fn next(&mut self) -> ServerMessage {
+        let text = tokio::time::timeout(PATIENCE, self.next_text())
+            .await
+            .expect("no frame from the server");
+        serde_json::from_str(&text).expect("server frame")
+    }
+
+    /// Reads (and so answers pings) for `how_long`, expecting no frame.
+    pub async fn stay_quiet_for(&mut self, how_long: Duration) {
+        if let Ok(text) = tokio::time::timeout(how_long, self.next_text()).await {
+            panic!("unexpected frame {text}");
+        }
+    }
+
+    /// Reads frames until the server ends the connection.
+    pub async fn until_closed(&mut self) {
         let read = async {
-            loop {
-                match self
-                    .0
-                    .next()
-                    .await
-                    .expect("socket closed")
-                    .expect("socket error")
-                {
-                    Message::Text(text) => {
-                        return serde_json::from_str(&text).expect("server frame");
-                    }
-                    Message::Close(frame) => panic!("socket closed: {frame:?}"),
-                    _ => {}
+            while let Some(frame) = self.0.next().await {
+                if matches!(frame, Err(_) | Ok(Message::Close(_))) {
+                    return;
                 }
             }
         };
         tokio::time::timeout(PATIENCE, read)
             .await
-            .expect("no frame from the server")
+            .expect("the server never closed the socket")
     }
 
     /// Frames until the first match, which it returns.
@@ -226,42 +249,5 @@ where
             "gave up waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-impl Socket {
-    /// Reads frames until the server ends the connection; pings read along
-    /// the way are answered by the library.
-    pub async fn until_closed(&mut self) {
-        let read = async {
-            while let Some(frame) = self.0.next().await {
-                if matches!(frame, Err(_) | Ok(Message::Close(_))) {
-                    return;
-                }
-            }
-        };
-        tokio::time::timeout(PATIENCE, read)
-            .await
-            .expect("the server never closed the socket")
-    }
-
-    /// Reads (and so answers pings) for `how_long`, expecting no text frame.
-    pub async fn stay_quiet_for(&mut self, how_long: Duration) {
-        let read = async {
-            loop {
-                match self
-                    .0
-                    .next()
-                    .await
-                    .expect("socket closed")
-                    .expect("socket error")
-                {
-                    Message::Text(text) => panic!("unexpected frame {text}"),
-                    Message::Close(frame) => panic!("socket closed: {frame:?}"),
-                    _ => {}
-                }
-            }
-        };
-        let _ = tokio::time::timeout(how_long, read).await;
     }
 }
