@@ -8,10 +8,12 @@ use clap::{CommandFactory, Parser};
 use reqwest::Url;
 
 use crate::area::Area;
-use crate::endpoint::parse_endpoint;
+use crate::endpoint::{EndpointError, parse_endpoint};
 
 /// Load mode runs this long when `--duration` is not given.
 pub const DEFAULT_LOAD_DURATION: Duration = Duration::from_secs(10);
+/// The node asked when neither `--endpoint` nor `--regions` is given.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8080";
 
 const LONG_ABOUT: &str = "\
 Drives ride-sharing nodes with simulated riders and drivers.
@@ -32,18 +34,25 @@ almost always means no node is listening at --endpoint.";
 #[derive(Debug, Parser)]
 #[command(name = "bot", version, long_about = LONG_ABOUT)]
 pub struct Cli {
-    /// Node to send requests to. Repeat the flag or separate with commas to
-    /// spread riders and drivers over several nodes.
+    /// Node to send requests to [default: http://127.0.0.1:8080]. Repeat the
+    /// flag or separate with commas to spread riders and drivers over several
+    /// nodes.
     #[arg(
         long = "endpoint",
         visible_alias = "endpoints",
         value_name = "URL",
         env = "BOT_ENDPOINT",
         value_delimiter = ',',
-        default_value = "http://127.0.0.1:8080",
         value_parser = parse_endpoint
     )]
     pub endpoints: Vec<Url>,
+
+    /// Region files (the nodes' --regions folder): send each rider and
+    /// driver to a node of the region that owns its position. Each
+    /// --endpoint is asked its region (GET /healthz); without --endpoint,
+    /// each region's mesh HTTP address is used.
+    #[arg(long, value_name = "DIR", env = "BOT_REGIONS")]
+    pub regions: Option<PathBuf>,
 
     /// Simulated riders (simulation mode).
     #[arg(long, value_name = "N", env = "BOT_RIDERS", default_value_t = 50)]
@@ -134,6 +143,15 @@ impl Cli {
         Ok(())
     }
 
+    /// The `--endpoint`s, or the default one when none was given.
+    pub fn endpoints_or_default(&self) -> Result<Vec<Url>, EndpointError> {
+        if self.endpoints.is_empty() {
+            Ok(vec![parse_endpoint(DEFAULT_ENDPOINT)?])
+        } else {
+            Ok(self.endpoints.clone())
+        }
+    }
+
     pub fn concurrency(&self) -> usize {
         // Bounded to 100 000 by the value parser.
         self.concurrency as usize
@@ -164,8 +182,11 @@ mod tests {
     #[test]
     fn defaults() {
         let cli = parse(&[]).unwrap();
-        assert_eq!(cli.endpoints.len(), 1);
-        assert_eq!(cli.endpoints[0].as_str(), "http://127.0.0.1:8080/");
+        assert!(cli.endpoints.is_empty());
+        let endpoints = cli.endpoints_or_default().unwrap();
+        let urls: Vec<&str> = endpoints.iter().map(Url::as_str).collect();
+        assert_eq!(urls, ["http://127.0.0.1:8080/"]);
+        assert_eq!(cli.regions, None);
         assert_eq!((cli.riders, cli.drivers), (50, 50));
         assert_eq!(cli.area, Area::DHAKA);
         assert_eq!(cli.duration, None);
@@ -179,6 +200,7 @@ mod tests {
         let cli = parse(&["--endpoint", "a:1", "--endpoints", "http://b:2,c:3"]).unwrap();
         let urls: Vec<&str> = cli.endpoints.iter().map(Url::as_str).collect();
         assert_eq!(urls, ["http://a:1/", "http://b:2/", "http://c:3/"]);
+        assert_eq!(cli.endpoints_or_default().unwrap(), cli.endpoints);
     }
 
     #[test]

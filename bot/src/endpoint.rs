@@ -1,11 +1,16 @@
 //! Node endpoints: parsing `--endpoint`, the URLs of each API route, and the
-//! one place that decides which endpoint a request goes to.
+//! one place that decides which endpoint a request goes to: the endpoint of
+//! the region that owns the position when endpoints map to regions, otherwise
+//! any endpoint (a node answers `307` for a position it does not own, and the
+//! HTTP client follows it).
 //!
 //! Route URLs are parsed once per endpoint and cloned per request, so the hot
 //! path of load mode never re-parses a URL string.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use node::regions::Regions;
 use node::wire::Position;
 use reqwest::Url;
 
@@ -23,6 +28,12 @@ pub enum EndpointError {
     HasQuery { input: String },
     #[error("no endpoint given; pass --endpoint http://HOST:PORT")]
     NoEndpoints,
+    #[error("{endpoint} serves region {region:?}, which is not in --regions ({known})")]
+    UnknownRegion {
+        endpoint: String,
+        region: String,
+        known: String,
+    },
 }
 
 /// Parses one endpoint, e.g. `http://127.0.0.1:8080` or `localhost:8080`
@@ -114,6 +125,15 @@ impl Endpoint {
 #[derive(Debug)]
 pub struct Router {
     endpoints: Vec<Arc<Endpoint>>,
+    /// When endpoints map to regions (`--regions`).
+    by_region: Option<ByRegion>,
+}
+
+#[derive(Debug)]
+struct ByRegion {
+    regions: Regions,
+    /// Region id -> the endpoints that serve it (several nodes may).
+    serving: HashMap<String, Vec<Arc<Endpoint>>>,
 }
 
 impl Router {
@@ -129,31 +149,74 @@ impl Router {
         if endpoints.is_empty() {
             return Err(EndpointError::NoEndpoints);
         }
-        Ok(Router { endpoints })
+        Ok(Router {
+            endpoints,
+            by_region: None,
+        })
+    }
+
+    /// A router that sends each request to an endpoint of the region owning
+    /// its position. `served` pairs each endpoint with the id of the region
+    /// it serves; positions of a region no endpoint serves are spread over
+    /// all of them, as [`Router::new`] does.
+    pub fn by_region(regions: Regions, served: &[(String, Url)]) -> Result<Self, EndpointError> {
+        let bases: Vec<Url> = served.iter().map(|(_, base)| base.clone()).collect();
+        let mut router = Router::new(&bases)?;
+        let mut serving: HashMap<String, Vec<Arc<Endpoint>>> = HashMap::new();
+        for (region, base) in served {
+            if regions.get(region).is_none() {
+                let known: Vec<&str> = regions.iter().map(|r| r.id.as_str()).collect();
+                return Err(EndpointError::UnknownRegion {
+                    endpoint: base.to_string(),
+                    region: region.clone(),
+                    known: known.join(", "),
+                });
+            }
+            if let Some(endpoint) = router.endpoints.iter().find(|e| e.base() == base) {
+                let ours = serving.entry(region.clone()).or_default();
+                if !ours.iter().any(|e| Arc::ptr_eq(e, endpoint)) {
+                    ours.push(Arc::clone(endpoint));
+                }
+            }
+        }
+        router.by_region = Some(ByRegion { regions, serving });
+        Ok(router)
     }
 
     pub fn endpoints(&self) -> &[Arc<Endpoint>] {
         &self.endpoints
     }
 
-    /// The endpoint a request at `position` is sent to.
+    /// The endpoint a request at `position` is sent to: one serving the
+    /// region that owns it, when that is known, else any.
     ///
-    /// For now this hashes the position, which spreads riders and drivers
-    /// evenly over the endpoints (like round-robin, but stateless and
-    /// deterministic). When nodes own distinct regions, this becomes the
-    /// region lookup; until then a node answers `307` for positions it does
-    /// not own and the HTTP client follows it.
+    /// Among the candidates, the position is hashed, which spreads riders
+    /// and drivers evenly (like round-robin, but stateless and
+    /// deterministic).
     pub fn endpoint_for(&self, position: Position) -> &Arc<Endpoint> {
-        let mut h = position.lat.to_bits() ^ position.lon.to_bits().rotate_left(32);
-        // splitmix64 finaliser: nearby coordinates land on unrelated endpoints.
-        h ^= h >> 30;
-        h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        h ^= h >> 27;
-        h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-        h ^= h >> 31;
-        // The modulus is below `len`, so the cast back cannot truncate.
-        &self.endpoints[(h % self.endpoints.len() as u64) as usize]
+        let owners = self.by_region.as_ref().and_then(|by_region| {
+            let region = by_region.regions.route(position);
+            by_region.serving.get(&region.id)
+        });
+        match owners {
+            Some(owners) if !owners.is_empty() => spread(owners, position),
+            _ => spread(&self.endpoints, position),
+        }
     }
+}
+
+/// One of `endpoints` (which must not be empty), chosen by a hash of
+/// `position`.
+fn spread(endpoints: &[Arc<Endpoint>], position: Position) -> &Arc<Endpoint> {
+    let mut h = position.lat.to_bits() ^ position.lon.to_bits().rotate_left(32);
+    // splitmix64 finaliser: nearby coordinates land on unrelated endpoints.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    // The modulus is below `len`, so the cast back cannot truncate.
+    &endpoints[(h % endpoints.len() as u64) as usize]
 }
 
 #[cfg(test)]
@@ -241,5 +304,77 @@ mod tests {
             counts[i] += 1;
         }
         assert!(counts.iter().all(|&c| c > 9_000), "{counts:?}");
+    }
+
+    fn shipped_regions() -> Regions {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../regions");
+        Regions::load_dir(&dir).unwrap()
+    }
+
+    fn served(pairs: &[(&str, &str)]) -> Vec<(String, Url)> {
+        pairs
+            .iter()
+            .map(|(region, base)| ((*region).to_owned(), parse_endpoint(base).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn by_region_sends_each_position_to_its_region() {
+        let regions = shipped_regions();
+        let router = Router::by_region(
+            regions.clone(),
+            &served(&[
+                ("dhaka-north", "n:1"),
+                ("dhaka-southeast", "se:1"),
+                ("dhaka-southwest", "sw:1"),
+            ]),
+        )
+        .unwrap();
+        let host_of = |region: &str| match region {
+            "dhaka-north" => "n",
+            "dhaka-southeast" => "se",
+            _ => "sw",
+        };
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..3_000 {
+            let p = Area::DHAKA.random_position(&mut rng);
+            let host = router.endpoint_for(p).base().host_str().unwrap().to_owned();
+            assert_eq!(host, host_of(&regions.route(p).id), "{p:?}");
+            seen.insert(host);
+        }
+        // The default area straddles all three regions.
+        assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn by_region_spreads_within_a_region_and_falls_back_for_unserved_ones() {
+        let regions = shipped_regions();
+        let router = Router::by_region(
+            regions.clone(),
+            &served(&[("dhaka-north", "n1:1"), ("dhaka-north", "n2:1")]),
+        )
+        .unwrap();
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..3_000 {
+            let p = Area::DHAKA.random_position(&mut rng);
+            let host = router.endpoint_for(p).base().host_str().unwrap().to_owned();
+            *counts.entry(host).or_insert(0) += 1;
+        }
+        // Every position, wherever it is, goes to one of the two; both get some.
+        assert_eq!(counts.len(), 2, "{counts:?}");
+        assert!(counts.values().all(|&n| n > 500), "{counts:?}");
+    }
+
+    #[test]
+    fn by_region_refuses_an_endpoint_of_an_unknown_region() {
+        let err = Router::by_region(shipped_regions(), &served(&[("mars", "m:1")])).unwrap_err();
+        assert!(matches!(err, EndpointError::UnknownRegion { .. }));
+        assert!(err.to_string().contains("dhaka-north"), "{err}");
+        assert_eq!(
+            Router::by_region(shipped_regions(), &[]).unwrap_err(),
+            EndpointError::NoEndpoints
+        );
     }
 }

@@ -4,6 +4,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use node::regions::RegionsError;
+
 use crate::endpoint::EndpointError;
 
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +14,10 @@ pub enum BotError {
     Endpoint(#[from] EndpointError),
     #[error("could not set up the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    #[error("--regions: {0}")]
+    Regions(#[from] RegionsError),
+    #[error("cannot ask {endpoint} for its region (GET /healthz): {reason}")]
+    Discovery { endpoint: String, reason: String },
     #[error("could not write the match record {}: {source}", path.display())]
     Record {
         path: PathBuf,

@@ -7,6 +7,7 @@
 
 mod area;
 mod cli;
+mod discover;
 mod endpoint;
 mod error;
 mod http;
@@ -24,6 +25,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use node::regions::Regions;
 use tracing::warn;
 use tracing_subscriber::EnvFilter;
 
@@ -61,13 +63,13 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<Summary, BotError> {
-    let router = Arc::new(Router::new(&cli.endpoints)?);
+    let client = http::client(cli.concurrency()).map_err(BotError::Client)?;
+    let router = Arc::new(router(&cli, &client).await?);
     let endpoints: Vec<String> = router
         .endpoints()
         .iter()
         .map(|e| e.base().to_string())
         .collect();
-    let client = http::client(cli.concurrency()).map_err(BotError::Client)?;
     let run = RunTag::random(&mut rand::rng());
     let show_progress = !cli.no_progress;
 
@@ -149,6 +151,21 @@ async fn run(cli: Cli) -> Result<Summary, BotError> {
         summary.write_json(path)?;
     }
     Ok(summary)
+}
+
+/// Where requests go: with `--regions`, to the nodes of the region that owns
+/// each position; otherwise spread over the `--endpoint`s.
+async fn router(cli: &Cli, client: &reqwest::Client) -> Result<Router, BotError> {
+    let Some(dir) = &cli.regions else {
+        return Ok(Router::new(&cli.endpoints_or_default()?)?);
+    };
+    let regions = Regions::load_dir(dir)?;
+    let served = if cli.endpoints.is_empty() {
+        discover::mesh_endpoints(&regions)?
+    } else {
+        discover::ask_endpoints(client, &cli.endpoints).await?
+    };
+    Ok(Router::by_region(regions, &served)?)
 }
 
 /// Completes on Ctrl-C. If the handler cannot be installed it never

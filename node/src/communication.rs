@@ -22,10 +22,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::dispatch::Status;
+use crate::clock::Millis;
 use crate::ids::RequestId;
 use crate::matches::Match;
-use crate::shared::SharedDispatch;
+use crate::shared::{NodeCore, Status};
 use crate::wire::{ClientMessage, ErrorDetail, ServerMessage};
 
 /// Ids one socket may watch at once.
@@ -136,25 +136,20 @@ impl Hub {
     }
 
     /// Watches each id, sending at once the matches already committed.
-    pub fn subscribe(
-        &self,
-        socket: SocketId,
-        ids: &[Uuid],
-        dispatch: &SharedDispatch,
-    ) -> Subscription {
+    pub fn subscribe(&self, socket: SocketId, ids: &[Uuid], core: &NodeCore) -> Subscription {
         let mut registry = self.registry.lock();
         let mut outcome = Subscription::default();
         let mut ready = Vec::new();
         let mut watch = Vec::new();
         {
-            let dispatch = dispatch.lock();
+            let now = Millis::now();
             let Some(s) = registry.sockets.get(&socket) else {
                 return outcome;
             };
             let mut room = MAX_WATCHED_PER_SOCKET.saturating_sub(s.watching.len());
             for &raw in ids {
                 let id = RequestId(raw);
-                match dispatch.status(&id) {
+                match core.status(&id, now) {
                     Status::Matched(m) => {
                         ready.push(m);
                         outcome.accepted.push(raw);
@@ -205,7 +200,12 @@ impl Hub {
         queued
     }
 
-    /// Stops watching ids that expired unmatched.
+    /// Every id some socket watches.
+    pub fn watched(&self) -> Vec<RequestId> {
+        self.registry.lock().watchers.keys().copied().collect()
+    }
+
+    /// Stops watching ids (expired unmatched, or otherwise gone).
     pub fn forget(&self, ids: &[RequestId]) {
         if ids.is_empty() {
             return;
@@ -257,7 +257,7 @@ pub struct SocketSettings {
 pub async fn serve(
     socket: WebSocket,
     hub: Arc<Hub>,
-    dispatch: Arc<SharedDispatch>,
+    core: Arc<NodeCore>,
     settings: SocketSettings,
     shutdown: CancellationToken,
 ) {
@@ -279,7 +279,7 @@ pub async fn serve(
             },
             incoming = stream.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    let reply = handle_frame(&text, id, &hub, &dispatch);
+                    let reply = handle_frame(&text, id, &hub, &core);
                     let mut failed = false;
                     for frame in reply {
                         failed |= sink.send(Message::Text(frame)).await.is_err();
@@ -321,12 +321,7 @@ pub async fn serve(
 }
 
 /// Answers one client frame.
-fn handle_frame(
-    text: &str,
-    socket: SocketId,
-    hub: &Hub,
-    dispatch: &SharedDispatch,
-) -> Vec<Utf8Bytes> {
+fn handle_frame(text: &str, socket: SocketId, hub: &Hub, core: &NodeCore) -> Vec<Utf8Bytes> {
     let ids = match serde_json::from_str::<ClientMessage>(text) {
         Ok(ClientMessage::Subscribe { ids }) => ids,
         Err(e) => {
@@ -336,7 +331,7 @@ fn handle_frame(
             )];
         }
     };
-    let outcome = hub.subscribe(socket, &ids, dispatch);
+    let outcome = hub.subscribe(socket, &ids, core);
     let mut replies = vec![frame(&ServerMessage::Subscribed {
         ids: outcome.accepted,
     })];
@@ -364,33 +359,38 @@ fn handle_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Millis;
-    use crate::dispatch::{Dispatch, Settings};
     use crate::ids::NodeId;
     use crate::intake::{NewDriver, NewRider};
-    use crate::matching::greedy;
+    use crate::matches::Retention;
+    use crate::mesh::replica::{Replica, ReplicaConfig};
     use crate::wire::Position;
 
-    fn core() -> SharedDispatch {
-        SharedDispatch::new(Dispatch::new(Settings {
-            node: NodeId("n1".into()),
-            region: "dhaka".into(),
-            request_ttl_ms: 30_000,
-            match_retention: crate::matches::Retention {
+    fn core() -> NodeCore {
+        NodeCore::new(
+            Replica::new(ReplicaConfig {
+                node: NodeId("n1".into()),
+                region: "dhaka".into(),
+                incarnation: 1,
+                request_ttl_ms: 30_000,
+                claim_ttl_ms: 2_000,
+                epoch_ms: 1_000,
+                max_pickup_km: 5.0,
+            }),
+            Retention {
                 ms: 60_000,
                 max_matches: 10_000,
             },
-        }))
+            0,
+        )
     }
 
-    fn add_pair(d: &SharedDispatch, now: Millis) -> (RequestId, RequestId) {
+    fn add_pair(core: &NodeCore) -> (RequestId, RequestId) {
         let p = Position {
             lat: 23.8,
             lon: 90.4,
         };
-        let mut d = d.lock();
-        let r = d.accept_rider(
-            RequestId::generate(),
+        let now = Millis::now();
+        let r = core.submit_rider(
             NewRider {
                 name: "r".into(),
                 position: p,
@@ -398,8 +398,7 @@ mod tests {
             },
             now,
         );
-        let dr = d.accept_driver(
-            RequestId::generate(),
+        let d = core.submit_driver(
             NewDriver {
                 name: "d".into(),
                 car_number: "C-1".into(),
@@ -407,24 +406,22 @@ mod tests {
             },
             now,
         );
-        (r.id, dr.id)
+        (r.id, d.id)
     }
 
-    fn run_round(d: &SharedDispatch, now: Millis) -> Vec<Arc<Match>> {
-        let round = d.lock().prepare_round(now);
-        let pairs = greedy(&round.riders, &round.drivers, 5.0);
-        d.lock().commit(&pairs, now)
+    fn run_round(core: &NodeCore) -> Vec<Arc<Match>> {
+        core.step(Millis::now()).unwrap()
     }
 
     #[test]
     fn a_match_reaches_both_watchers_once() {
-        let (hub, d) = (Hub::default(), core());
-        let (rider, driver) = add_pair(&d, Millis(0));
+        let (hub, core) = (Hub::default(), core());
+        let (rider, driver) = add_pair(&core);
         let (rs, mut rider_rx) = hub.connect();
         let (ds, mut driver_rx) = hub.connect();
-        hub.subscribe(rs, &[rider.0], &d);
-        hub.subscribe(ds, &[driver.0], &d);
-        let made = run_round(&d, Millis(1));
+        hub.subscribe(rs, &[rider.0], &core);
+        hub.subscribe(ds, &[driver.0], &core);
+        let made = run_round(&core);
         assert_eq!(hub.publish(&made), 2);
         assert!(rider_rx.try_recv().unwrap().contains(&rider.0.to_string()));
         assert!(
@@ -438,12 +435,12 @@ mod tests {
 
     #[test]
     fn subscribing_after_the_match_still_delivers_it() {
-        let (hub, d) = (Hub::default(), core());
-        let (rider, _) = add_pair(&d, Millis(0));
-        let made = run_round(&d, Millis(1));
+        let (hub, core) = (Hub::default(), core());
+        let (rider, _) = add_pair(&core);
+        let made = run_round(&core);
         assert_eq!(hub.publish(&made), 0);
         let (s, mut rx) = hub.connect();
-        let outcome = hub.subscribe(s, &[rider.0], &d);
+        let outcome = hub.subscribe(s, &[rider.0], &core);
         assert_eq!(outcome.accepted, vec![rider.0]);
         assert!(rx.try_recv().unwrap().contains(r#""type":"match""#));
         assert_eq!(hub.publish(&made), 0, "the late subscriber got it twice");
@@ -451,24 +448,24 @@ mod tests {
 
     #[test]
     fn unknown_ids_are_reported_not_watched() {
-        let (hub, d) = (Hub::default(), core());
+        let (hub, core) = (Hub::default(), core());
         let (s, _rx) = hub.connect();
         let stranger = Uuid::now_v7();
-        let outcome = hub.subscribe(s, &[stranger], &d);
+        let outcome = hub.subscribe(s, &[stranger], &core);
         assert_eq!(outcome.unknown, vec![stranger]);
         assert!(outcome.accepted.is_empty());
     }
 
     #[test]
     fn a_slow_socket_is_cut_off_without_blocking_others() {
-        let (hub, d) = (Hub::default(), core());
+        let (hub, core) = (Hub::default(), core());
         let (slow, _never_read) = hub.connect();
         let (fast, mut fast_rx) = hub.connect();
         for _ in 0..OUTBOX_DEPTH + 5 {
-            let (rider, driver) = add_pair(&d, Millis(0));
-            hub.subscribe(slow, &[rider.0], &d);
-            hub.subscribe(fast, &[driver.0], &d);
-            let made = run_round(&d, Millis(1));
+            let (rider, driver) = add_pair(&core);
+            hub.subscribe(slow, &[rider.0], &core);
+            hub.subscribe(fast, &[driver.0], &core);
+            let made = run_round(&core);
             hub.publish(&made);
             assert!(fast_rx.try_recv().is_ok());
         }
@@ -476,14 +473,14 @@ mod tests {
     }
 
     #[test]
-    fn expired_ids_are_forgotten() {
-        let (hub, d) = (Hub::default(), core());
-        let (rider, _) = add_pair(&d, Millis(0));
+    fn forgotten_ids_are_no_longer_watched() {
+        let (hub, core) = (Hub::default(), core());
+        let (rider, _) = add_pair(&core);
         let (s, _rx) = hub.connect();
-        hub.subscribe(s, &[rider.0], &d);
-        let swept = d.lock().prepare_round(Millis(30_000));
-        hub.forget(&swept.expired.ids);
-        assert!(hub.registry.lock().watchers.is_empty());
+        hub.subscribe(s, &[rider.0], &core);
+        assert_eq!(hub.watched(), vec![rider]);
+        hub.forget(&[rider]);
+        assert!(hub.watched().is_empty());
         assert!(hub.registry.lock().sockets[&s].watching.is_empty());
     }
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::dispatch::MIN_REQUEST_TTL_MS;
+use crate::ids::NodeId;
+use crate::mesh::transport::Peer;
+use crate::shared::MIN_REQUEST_TTL_MS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -31,6 +33,13 @@ pub struct Config {
     /// The region this node serves; it is reported with every request and match.
     #[arg(long, env = "NODE_REGION", default_value = "local")]
     pub region: String,
+
+    /// Folder of region files (one JSON file per region; see
+    /// `regions/README.md`). With it, `--region` must name one of them, and
+    /// riders and drivers positioned in another region are redirected there
+    /// (307). Without it, this node serves every position.
+    #[arg(long, env = "NODE_REGIONS", value_name = "DIR")]
+    pub regions: Option<PathBuf>,
 
     /// This node's id: the owner recorded on every request it accepts.
     /// Default: kept in `<data-dir>/node-id`, made up on first start.
@@ -75,10 +84,43 @@ pub struct Config {
     #[arg(long, env = "NODE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Once listening, write `{"http": "<addr>", "node": "<id>"}` here (for
-    /// scripts and tests that start the node on port 0).
+    /// Once listening, write `{"http": "<addr>", "mesh": "<addr>", "node": "<id>"}`
+    /// here (for scripts and tests that start the node on port 0).
     #[arg(long, env = "NODE_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+
+    /// UDP address for QUIC connections from peers. Without it the node runs
+    /// alone (a mesh of one).
+    #[arg(long, env = "NODE_MESH_LISTEN")]
+    pub mesh_listen: Option<SocketAddr>,
+
+    /// A peer, as `<node-id>=<host:port>` of its mesh address; repeat, or
+    /// separate with commas.
+    #[arg(long = "peer", env = "NODE_PEERS", value_delimiter = ',', value_parser = parse_peer)]
+    pub peers: Vec<Peer>,
+
+    /// Folder with `ca.pem`, `<node-id>.pem` and `<node-id>.key` (see `node certs`).
+    #[arg(long, env = "NODE_CERTS", default_value = "certs")]
+    pub certs: PathBuf,
+
+    /// How long a claim on another node's driver waits for an answer before
+    /// the rider returns to the pool.
+    #[arg(long, env = "NODE_CLAIM_TTL", default_value = "2s", value_parser = parse_positive)]
+    pub claim_ttl: Duration,
+
+    /// Each node starts a new replicated document this often; whole
+    /// documents are dropped once everything in them has expired.
+    #[arg(long, env = "NODE_EPOCH", default_value = "5s", value_parser = parse_positive)]
+    pub epoch: Duration,
+
+    /// How often each peer is sent what it is missing.
+    #[arg(long, env = "NODE_MESH_SYNC_INTERVAL", default_value = "10ms", value_parser = parse_positive)]
+    pub mesh_sync_interval: Duration,
+
+    /// At start, matching waits until every peer has been heard from, or
+    /// this long at most.
+    #[arg(long, env = "NODE_MESH_READY_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub mesh_ready_grace: Duration,
 }
 
 impl Config {
@@ -90,6 +132,22 @@ impl Config {
         config.data_dir = data_dir.to_owned();
         config
     }
+}
+
+fn parse_peer(raw: &str) -> Result<Peer, String> {
+    let (node, addr) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("expected <node-id>=<host:port>, got {raw}"))?;
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("{addr} is not a host:port address: {e}"))?;
+    if node.is_empty() {
+        return Err(format!("no node id in {raw}"));
+    }
+    Ok(Peer {
+        node: NodeId(node.to_owned()),
+        addr,
+    })
 }
 
 fn parse_ttl(raw: &str) -> Result<Duration, String> {

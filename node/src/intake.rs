@@ -108,7 +108,8 @@ fn name(field: &'static str, raw: String) -> Result<String, InvalidInput> {
     Ok(trimmed.to_owned())
 }
 
-fn position(field: &'static str, p: Position) -> Result<Position, InvalidInput> {
+/// A WGS84 position: finite, latitude within ±90, longitude within ±180.
+pub fn position(field: &'static str, p: Position) -> Result<Position, InvalidInput> {
     let check = |axis: &str, value: f64, limit: f64| {
         if !value.is_finite() || value.abs() > limit {
             Err(InvalidInput::new(

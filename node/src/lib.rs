@@ -9,7 +9,6 @@
 pub mod clock;
 pub mod communication;
 pub mod config;
-pub mod dispatch;
 pub mod fare;
 pub mod geodesy;
 pub mod http;
@@ -18,8 +17,9 @@ pub mod intake;
 pub mod matcher;
 pub mod matches;
 pub mod matching;
-pub mod pending;
+pub mod mesh;
 pub mod ratings;
+pub mod regions;
 pub mod server;
 pub mod shared;
 pub mod telemetry;

@@ -1,11 +1,11 @@
-//! The matcher task: every interval, one round of
-//! prepare (under the lock) → [`greedy`] → commit (under the lock, in short
-//! chunks) → publish to websockets.
+//! The matcher task: every interval, one protocol step of the core (answer
+//! claims, commit, run a matching round), then the matches it learnt of go
+//! to the websockets, and subscriptions of requests that are no longer
+//! pending are forgotten.
 //!
-//! A round is batch CPU work (tens of milliseconds at 10k x 10k), so it runs
-//! on the blocking pool and never occupies an async worker. Intake does not
-//! take the core's lock at all (see [`crate::shared`]), so a round never
-//! delays intake either.
+//! A step is CPU work (tens of milliseconds at 10k x 10k), so it runs on the
+//! blocking pool and never occupies an async worker; intake does not take
+//! the core's lock at all (see [`crate::shared`]), so a step never delays it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,23 +15,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Millis;
 use crate::communication::Hub;
-use crate::matching::greedy;
-use crate::shared::SharedDispatch;
-
-/// Pairs committed per hold of the dispatch lock, so that a subscription or
-/// a rating never waits behind a whole round's commits.
-const COMMIT_CHUNK: usize = 256;
+use crate::shared::NodeCore;
 
 #[derive(Clone)]
 pub struct Matcher {
-    pub dispatch: Arc<SharedDispatch>,
+    pub core: Arc<NodeCore>,
     pub hub: Arc<Hub>,
     pub interval: Duration,
-    pub max_pickup_km: f64,
 }
 
 impl Matcher {
-    /// Runs a round at once and then every interval, until `shutdown`.
+    /// Runs a step at once and then every interval, until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -48,36 +42,48 @@ impl Matcher {
     }
 
     fn round(&self) {
-        let round = self.dispatch.lock().prepare_round(Millis::now());
-        self.hub.forget(&round.expired.ids);
-        metrics::counter!("ride_requests_expired_total", "kind" => "rider")
-            .increment(round.expired.riders as u64);
-        metrics::counter!("ride_requests_expired_total", "kind" => "driver")
-            .increment(round.expired.drivers as u64);
-        metrics::gauge!("ride_pending", "kind" => "rider").set(round.riders.len() as f64);
-        metrics::gauge!("ride_pending", "kind" => "driver").set(round.drivers.len() as f64);
-        if round.riders.is_empty() || round.drivers.is_empty() {
-            return;
-        }
-
+        let now = Millis::now();
         let started = Instant::now();
-        let pairs = greedy(&round.riders, &round.drivers, self.max_pickup_km);
-        metrics::histogram!("ride_match_round_seconds").record(started.elapsed().as_secs_f64());
-
-        for chunk in pairs.chunks(COMMIT_CHUNK) {
-            let committed = self.dispatch.lock().commit(chunk, Millis::now());
-            metrics::counter!("ride_matches_committed_total").increment(committed.len() as u64);
-            for m in &committed {
-                tracing::info!(
-                    rider = %m.rider.id,
-                    driver = %m.driver.id,
-                    car = %m.driver.car_number,
-                    pickup_km = m.pickup_km,
-                    fare_taka = m.fare_taka,
-                    "matched"
-                );
+        let committed = match self.core.step(now) {
+            Ok(committed) => committed,
+            Err(e) => {
+                tracing::error!(error = %e, "protocol step failed");
+                return;
             }
-            self.hub.publish(&committed);
+        };
+        metrics::histogram!("ride_match_round_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("ride_matches_committed_total").increment(committed.len() as u64);
+        for m in &committed {
+            tracing::info!(
+                rider = %m.rider.id,
+                driver = %m.driver.id,
+                car = %m.driver.car_number,
+                pickup_km = m.pickup_km,
+                fare_taka = m.fare_taka,
+                committed_by = %m.committed_by,
+                "matched"
+            );
         }
+        self.hub.publish(&committed);
+
+        let watched = self.hub.watched();
+        let pending = self.core.still_pending(&watched, now);
+        let gone: Vec<_> = watched
+            .into_iter()
+            .zip(pending)
+            .filter_map(|(id, pending)| (!pending).then_some(id))
+            .collect();
+        self.hub.forget(&gone);
+
+        let state = self.core.snapshot(now);
+        metrics::gauge!("ride_pending", "kind" => "rider").set(state.pending_riders as f64);
+        metrics::gauge!("ride_pending", "kind" => "driver").set(state.pending_drivers as f64);
+        metrics::gauge!("mesh_documents").set(state.documents as f64);
+        metrics::gauge!("mesh_open_claims").set(state.open_claims as f64);
+        metrics::counter!("mesh_claims_sent_total").absolute(state.stats.claims_sent);
+        metrics::counter!("mesh_claims_granted_total").absolute(state.stats.transfers_granted);
+        metrics::counter!("mesh_claims_refused_total").absolute(state.stats.claims_refused);
+        metrics::counter!("mesh_claims_expired_total").absolute(state.stats.claims_expired);
+        metrics::counter!("mesh_records_rejected_total").absolute(state.stats.records_rejected);
     }
 }

@@ -10,14 +10,16 @@ use std::sync::Arc;
 use crate::clock::Millis;
 use crate::fare;
 use crate::ids::{NodeId, RequestId};
-use crate::pending::{Driver, Rider};
+use crate::mesh::record::{DriverRecord, RiderRecord};
 use crate::wire::MatchNotice;
 
 /// A committed match: the final word on a rider and a driver.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Match {
-    pub rider: Rider,
-    pub driver: Driver,
+    pub rider: RiderRecord,
+    pub rider_owner: NodeId,
+    pub driver: DriverRecord,
+    pub driver_owner: NodeId,
     pub pickup_km: f64,
     pub trip_km: f64,
     pub fare_taka: f64,

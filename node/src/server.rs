@@ -13,15 +13,19 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Millis;
 use crate::communication::{Hub, SocketSettings};
 use crate::config::Config;
-use crate::dispatch::{Dispatch, Settings};
 use crate::http::{self, AppState};
 use crate::ids::NodeId;
 use crate::matcher::Matcher;
 use crate::matches::Retention;
+use crate::mesh::replica::{Replica, ReplicaConfig};
+use crate::mesh::tls::{Credentials, TlsError};
+use crate::mesh::transport::{BoundMesh, Mesh, MeshConfig, TransportError};
 use crate::ratings::{EmbeddedStore, RatingStore, StoreError};
-use crate::shared::SharedDispatch;
+use crate::regions::{Regions, RegionsError};
+use crate::shared::NodeCore;
 use crate::telemetry;
 
 #[derive(Debug, Error)]
@@ -38,6 +42,18 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("mesh credentials: {0}")]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Mesh(#[from] TransportError),
+    #[error(transparent)]
+    Regions(#[from] RegionsError),
+    #[error("--region {region} is not one of the regions in {dir} ({known})")]
+    UnknownRegion {
+        region: String,
+        dir: String,
+        known: String,
+    },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
     #[error("a node task failed: {0}")]
@@ -78,23 +94,36 @@ impl RunningNode {
 
 /// Starts a node: binds, spawns the matcher, and serves.
 pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
+    let regions = load_regions(&config)?;
     let node = resolve_node_id(&config)?;
     let store: Arc<dyn RatingStore> = Arc::new(EmbeddedStore::open(&config.data_dir)?);
-    let dispatch = Arc::new(SharedDispatch::new(Dispatch::new(Settings {
+    let replica = Replica::new(ReplicaConfig {
         node: node.clone(),
         region: config.region.clone(),
+        incarnation: Millis::now().0,
         request_ttl_ms: duration_ms(config.request_ttl),
-        match_retention: Retention {
+        claim_ttl_ms: duration_ms(config.claim_ttl),
+        epoch_ms: duration_ms(config.epoch).max(1),
+        max_pickup_km: config.max_pickup_km,
+    });
+    let core = Arc::new(NodeCore::new(
+        replica,
+        Retention {
             ms: duration_ms(config.match_retention),
             max_matches: config.max_retained_matches.max(1),
         },
-    })));
+        if config.mesh_listen.is_some() {
+            config.peers.len()
+        } else {
+            0
+        },
+    ));
     let hub = Arc::new(Hub::default());
     let shutdown = CancellationToken::new();
     let app = Arc::new(AppState {
         region: config.region.clone(),
         node: node.0.clone(),
-        dispatch: Arc::clone(&dispatch),
+        core: Arc::clone(&core),
         hub: Arc::clone(&hub),
         ratings: Arc::clone(&store),
         metrics: telemetry::metrics(),
@@ -102,6 +131,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
             ping_interval: config.ws_ping_interval,
         },
         shutdown: shutdown.clone(),
+        regions,
     });
 
     let listener = TcpListener::bind(config.listen)
@@ -115,12 +145,13 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         source,
     })?;
 
+    let mesh = start_mesh(&config, &node, &core, &shutdown)?;
+    let mesh_addr = mesh.as_ref().map(|(addr, _)| *addr);
     let matcher = tokio::spawn(
         Matcher {
-            dispatch,
+            core,
             hub,
             interval: config.match_interval,
-            max_pickup_km: config.max_pickup_km,
         }
         .run(shutdown.clone()),
     );
@@ -140,13 +171,20 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
             }
         };
         matcher.await?;
+        if let Some((_, mesh)) = mesh {
+            mesh.stopped().await;
+        }
         store.close().await?;
         tracing::info!("node stopped");
         served
     });
 
     if let Some(path) = &config.ready_file {
-        let ready = serde_json::json!({ "http": http_addr.to_string(), "node": node.0 });
+        let ready = serde_json::json!({
+            "http": http_addr.to_string(),
+            "mesh": mesh_addr.map(|a| a.to_string()),
+            "node": node.0,
+        });
         write_atomically(path, ready.to_string().as_bytes()).map_err(|source| {
             NodeError::DataDir {
                 path: path.display().to_string(),
@@ -154,13 +192,64 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
             }
         })?;
     }
-    tracing::info!(%http_addr, node = %node, region = %config.region, "node serving");
+    tracing::info!(%http_addr, ?mesh_addr, node = %node, region = %config.region, "node serving");
     Ok(RunningNode {
         http_addr,
         node,
         shutdown,
         task,
     })
+}
+
+/// The `--regions` directory, checked to hold this node's `--region`; `None`
+/// without `--regions`.
+fn load_regions(config: &Config) -> Result<Option<Arc<Regions>>, NodeError> {
+    let Some(dir) = &config.regions else {
+        return Ok(None);
+    };
+    let regions = Regions::load_dir(dir)?;
+    if regions.get(&config.region).is_none() {
+        let known: Vec<&str> = regions.iter().map(|r| r.id.as_str()).collect();
+        return Err(NodeError::UnknownRegion {
+            region: config.region.clone(),
+            dir: dir.display().to_string(),
+            known: known.join(", "),
+        });
+    }
+    Ok(Some(Arc::new(regions)))
+}
+
+/// Binds the mesh endpoint and starts talking to peers, when `--mesh-listen`
+/// is set. Matching waits for the peers, but never longer than the grace.
+fn start_mesh(
+    config: &Config,
+    node: &NodeId,
+    core: &Arc<NodeCore>,
+    shutdown: &CancellationToken,
+) -> Result<Option<(SocketAddr, Mesh)>, NodeError> {
+    let Some(listen) = config.mesh_listen else {
+        return Ok(None);
+    };
+    let credentials = Credentials::load(&config.certs, node)?;
+    let bound = BoundMesh::bind(listen, &credentials)?;
+    let addr = bound.local_addr();
+    let mesh = bound.start(
+        MeshConfig {
+            node: node.clone(),
+            peers: config.peers.clone(),
+            sync_interval: config.mesh_sync_interval,
+        },
+        Arc::clone(core) as Arc<dyn crate::mesh::transport::SyncCore>,
+        shutdown.clone(),
+    );
+    let (waiting, grace, stop) = (Arc::clone(core), config.mesh_ready_grace, shutdown.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = tokio::time::sleep(grace) => waiting.set_ready(),
+        }
+    });
+    Ok(Some((addr, mesh)))
 }
 
 fn duration_ms(d: std::time::Duration) -> u64 {

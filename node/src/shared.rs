@@ -1,77 +1,206 @@
-//! The dispatch core as the node's tasks share it.
+//! The node's core as its tasks share it: the replication and matching
+//! protocol ([`Replica`]) plus the log of committed matches that websockets,
+//! ratings and operators read.
 //!
 //! Intake never takes the core's lock: an accepted request gets its id and
 //! expiry at once and is handed over through a lock-free queue. Whoever locks
-//! the core next (the matcher, a subscription, a status query) first moves
-//! the queued requests in, so every reader sees every request accepted
-//! before it locked. Intake latency therefore never depends on how long a
-//! matching round or a large insert holds the lock.
+//! the core next (the matcher, the mesh, a subscription) first moves the
+//! queued requests in, so every reader sees every request accepted before
+//! it locked, and intake latency never depends on how long a matching round
+//! or a replication batch holds the lock.
+//!
+//! A node without peers is simply a mesh of one: the same protocol runs.
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 
-use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::clock::Millis;
-use crate::dispatch::{Dispatch, Ticket};
-use crate::ids::RequestId;
+use crate::fare;
+use crate::geodesy::haversine_km;
+use crate::ids::{NodeId, RequestId};
 use crate::intake::{NewDriver, NewRider};
+use crate::matches::{Match, MatchLog, Retention};
+use crate::mesh::ledger::Owned;
+use crate::mesh::record::CommitRecord;
+pub use crate::mesh::replica::MIN_REQUEST_TTL_MS;
+use crate::mesh::replica::{PeerMessage, Replica, ReplicaError, ReplicaStats};
+use crate::mesh::transport::SyncCore;
+
+/// The answer to an accepted request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    pub id: RequestId,
+    pub expires_at: Millis,
+}
+
+/// Where a request stands, as this node knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    Pending,
+    Matched(Arc<Match>),
+    Unknown,
+}
+
+/// What `/debug/state` shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub pending_riders: usize,
+    pub pending_drivers: usize,
+    pub committed_matches: usize,
+    pub open_claims: usize,
+    pub documents: usize,
+    pub digest: u64,
+    pub ready: bool,
+    pub stats: ReplicaStats,
+}
 
 enum Arrival {
     Rider(RequestId, NewRider, Millis),
     Driver(RequestId, NewDriver, Millis),
 }
 
-struct Core {
-    dispatch: Dispatch,
+struct State {
+    replica: Replica,
+    matches: MatchLog,
     arrivals: Receiver<Arrival>,
+    /// Peers heard from since start, until the node is ready.
+    heard: HashSet<NodeId>,
 }
 
-pub struct SharedDispatch {
-    core: Mutex<Core>,
+pub struct NodeCore {
+    state: Mutex<State>,
     intake: Sender<Arrival>,
     request_ttl_ms: u64,
+    peers: usize,
 }
 
-impl SharedDispatch {
-    pub fn new(dispatch: Dispatch) -> Self {
+impl NodeCore {
+    /// `peers` is how many peers the node has; without any, it is ready at
+    /// once, else once it has heard from all of them (see
+    /// [`NodeCore::set_ready`] for the fallback).
+    pub fn new(replica: Replica, retention: Retention, peers: usize) -> Self {
         let (intake, arrivals) = mpsc::channel();
+        let mut replica = replica;
+        if peers == 0 {
+            replica.set_ready();
+        }
         Self {
-            request_ttl_ms: dispatch.settings().request_ttl_ms,
-            core: Mutex::new(Core { dispatch, arrivals }),
+            request_ttl_ms: replica.request_ttl_ms(),
+            state: Mutex::new(State {
+                replica,
+                matches: MatchLog::new(retention),
+                arrivals,
+                heard: HashSet::new(),
+            }),
             intake,
+            peers,
         }
     }
 
     /// Accepts a rider without waiting for the core.
     pub fn submit_rider(&self, rider: NewRider, now: Millis) -> Ticket {
         let id = RequestId::generate();
-        self.hand_over(Arrival::Rider(id, rider, now));
+        let _ = self.intake.send(Arrival::Rider(id, rider, now));
         self.ticket(id, now)
     }
 
     /// Accepts a driver without waiting for the core.
     pub fn submit_driver(&self, driver: NewDriver, now: Millis) -> Ticket {
         let id = RequestId::generate();
-        self.hand_over(Arrival::Driver(id, driver, now));
+        let _ = self.intake.send(Arrival::Driver(id, driver, now));
         self.ticket(id, now)
     }
 
-    /// Locks the core, with every request accepted so far moved in.
-    pub fn lock(&self) -> MappedMutexGuard<'_, Dispatch> {
-        let mut core = self.core.lock();
-        let Core { dispatch, arrivals } = &mut *core;
-        for arrival in arrivals.try_iter() {
-            match arrival {
-                Arrival::Rider(id, rider, at) => dispatch.accept_rider(id, rider, at),
-                Arrival::Driver(id, driver, at) => dispatch.accept_driver(id, driver, at),
-            };
-        }
-        MutexGuard::map(core, |core| &mut core.dispatch)
+    /// One protocol step (see [`Replica::step`]); returns the matches this
+    /// node learnt of, already recorded for late subscribers and ratings.
+    pub fn step(&self, now: Millis) -> Result<Vec<Arc<Match>>, ReplicaError> {
+        let mut state = self.lock();
+        let learnt = state.replica.step(now)?;
+        state.matches.prune(now);
+        let State {
+            replica, matches, ..
+        } = &mut *state;
+        Ok(learnt
+            .into_iter()
+            .filter_map(|commit| {
+                let m = Arc::new(to_match(replica, commit)?);
+                matches.insert(Arc::clone(&m));
+                Some(m)
+            })
+            .collect())
     }
 
-    fn hand_over(&self, arrival: Arrival) {
-        // The receiver lives as long as `self`, so sending cannot fail.
-        let _ = self.intake.send(arrival);
+    pub fn status(&self, id: &RequestId, now: Millis) -> Status {
+        let state = self.lock();
+        if let Some(m) = state.matches.get(id) {
+            Status::Matched(Arc::clone(m))
+        } else if state.replica.is_pending(id, now) {
+            Status::Pending
+        } else {
+            Status::Unknown
+        }
+    }
+
+    /// Which of `ids` are still pending.
+    pub fn still_pending(&self, ids: &[RequestId], now: Millis) -> Vec<bool> {
+        let state = self.lock();
+        ids.iter()
+            .map(|id| state.replica.is_pending(id, now))
+            .collect()
+    }
+
+    /// The retained match of a rider or a driver.
+    pub fn match_of(&self, id: &RequestId) -> Option<Arc<Match>> {
+        self.lock().matches.get(id).cloned()
+    }
+
+    /// The most recent matches, newest first.
+    pub fn recent_matches(&self, limit: usize) -> Vec<Arc<Match>> {
+        self.lock().matches.recent(limit).cloned().collect()
+    }
+
+    pub fn snapshot(&self, now: Millis) -> Snapshot {
+        let mut state = self.lock();
+        let (pending_riders, pending_drivers) = state.replica.pending_counts(now);
+        Snapshot {
+            pending_riders,
+            pending_drivers,
+            committed_matches: state.matches.len(),
+            open_claims: state.replica.open_claims(now),
+            documents: state.replica.document_count(),
+            digest: state.replica.digest(),
+            ready: state.replica.is_ready(),
+            stats: state.replica.stats(),
+        }
+    }
+
+    /// Lets the node decide even if some peer never answered (called after
+    /// a grace period at start).
+    pub fn set_ready(&self) {
+        self.lock().replica.set_ready();
+    }
+
+    /// Locks the core, with every request accepted so far moved in.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        let mut state = self.state.lock();
+        let State {
+            replica, arrivals, ..
+        } = &mut *state;
+        let mut arrived = false;
+        for arrival in arrivals.try_iter() {
+            arrived = true;
+            match arrival {
+                Arrival::Rider(id, rider, at) => replica.accept_rider(id, rider, at),
+                Arrival::Driver(id, driver, at) => replica.accept_driver(id, driver, at),
+            };
+        }
+        if arrived && let Err(e) = replica.flush() {
+            tracing::error!(error = %e, "cannot record accepted requests");
+        }
+        state
     }
 
     fn ticket(&self, id: RequestId, now: Millis) -> Ticket {
@@ -82,37 +211,184 @@ impl SharedDispatch {
     }
 }
 
+/// A commit, with what the rider and the driver are told.
+fn to_match(replica: &Replica, commit: Owned<CommitRecord>) -> Option<Match> {
+    let ledger = replica.ledger();
+    let c = commit.record;
+    let rider = ledger.rider(&c.rider)?;
+    let driver = ledger.driver(&c.driver)?;
+    let trip_km = haversine_km(rider.record.position, rider.record.destination);
+    Some(Match {
+        rider: rider.record.clone(),
+        rider_owner: rider.owner.clone(),
+        driver: driver.record.clone(),
+        driver_owner: driver.owner.clone(),
+        pickup_km: c.pickup_km,
+        trip_km,
+        fare_taka: fare::fare_taka(trip_km),
+        region: c.region,
+        committed_by: commit.owner,
+        committed_at: c.committed_at,
+    })
+}
+
+impl SyncCore for NodeCore {
+    fn outgoing(&self, peer: &NodeId) -> Result<Vec<PeerMessage>, ReplicaError> {
+        self.lock().replica.outgoing(peer)
+    }
+
+    fn receive(&self, peer: &NodeId, message: PeerMessage) -> Result<(), ReplicaError> {
+        let mut state = self.lock();
+        state.replica.receive(peer, message)?;
+        if !state.replica.is_ready() {
+            state.heard.insert(peer.clone());
+            if state.heard.len() >= self.peers {
+                state.replica.set_ready();
+                tracing::info!("synced with every peer; matching starts");
+            }
+        }
+        Ok(())
+    }
+
+    fn peer_lost(&self, peer: &NodeId) {
+        self.lock().replica.peer_lost(peer);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dispatch::{Settings, Status};
-    use crate::ids::NodeId;
-    use crate::matches::Retention;
+    use crate::mesh::replica::ReplicaConfig;
     use crate::wire::Position;
 
+    const TTL: u64 = 30_000;
+
+    fn core() -> NodeCore {
+        NodeCore::new(
+            Replica::new(ReplicaConfig {
+                node: NodeId("dhaka-1".into()),
+                region: "dhaka".into(),
+                incarnation: 1,
+                request_ttl_ms: TTL,
+                claim_ttl_ms: 2_000,
+                epoch_ms: 1_000,
+                max_pickup_km: 5.0,
+            }),
+            Retention {
+                ms: 60_000,
+                max_matches: 1_000,
+            },
+            0,
+        )
+    }
+
+    fn rider(lat: f64) -> NewRider {
+        NewRider {
+            name: "Rumi".into(),
+            position: Position { lat, lon: 90.4 },
+            destination: Position {
+                lat: 23.9,
+                lon: 90.4,
+            },
+        }
+    }
+
+    fn driver(lat: f64) -> NewDriver {
+        NewDriver {
+            name: "Karim".into(),
+            car_number: "DHA-1".into(),
+            position: Position { lat, lon: 90.4 },
+        }
+    }
+
     #[test]
-    fn submitted_requests_are_visible_to_the_next_lock_with_the_promised_expiry() {
-        let shared = SharedDispatch::new(Dispatch::new(Settings {
-            node: NodeId("n".into()),
-            region: "r".into(),
-            request_ttl_ms: 7_000,
-            match_retention: Retention {
-                ms: 1_000,
-                max_matches: 10,
-            },
-        }));
-        let p = Position { lat: 1.0, lon: 1.0 };
-        let ticket = shared.submit_rider(
-            NewRider {
-                name: "a".into(),
-                position: p,
-                destination: p,
-            },
-            Millis(100),
+    fn a_rider_and_a_driver_are_matched_once_with_the_fare() {
+        let core = core();
+        let t0 = Millis(1_800_000_000_000);
+        let r = core.submit_rider(rider(23.8), t0);
+        let d = core.submit_driver(driver(23.81), t0);
+        assert_eq!(r.expires_at, t0.plus(TTL));
+        assert_eq!(core.status(&r.id, t0), Status::Pending);
+
+        let made = core.step(t0.plus(1_000)).unwrap();
+        assert_eq!(made.len(), 1);
+        let m = &made[0];
+        assert_eq!((m.rider.id, m.driver.id), (r.id, d.id));
+        assert!((m.trip_km - 11.1195).abs() < 1e-3, "{}", m.trip_km);
+        assert_eq!(m.fare_taka, 22.24);
+        assert_eq!(m.region, "dhaka");
+        assert!(matches!(
+            core.status(&d.id, t0.plus(1_000)),
+            Status::Matched(_)
+        ));
+        assert!(
+            core.step(t0.plus(2_000)).unwrap().is_empty(),
+            "matched twice"
         );
-        assert_eq!(ticket.expires_at, Millis(7_100));
-        assert_eq!(shared.lock().status(&ticket.id), Status::Pending);
-        let swept = shared.lock().prepare_round(Millis(7_100));
-        assert_eq!(swept.expired.ids, vec![ticket.id]);
+    }
+
+    #[test]
+    fn requests_expire_after_their_ttl_and_never_before() {
+        let core = core();
+        let t0 = Millis(1_800_000_000_000);
+        let r = core.submit_rider(rider(23.8), t0);
+        core.step(t0.plus(TTL - 1)).unwrap();
+        assert_eq!(core.status(&r.id, t0.plus(TTL - 1)), Status::Pending);
+        assert_eq!(core.status(&r.id, t0.plus(TTL)), Status::Unknown);
+        core.submit_driver(driver(23.8), t0.plus(TTL));
+        assert!(core.step(t0.plus(TTL + 1)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn ttl_is_never_below_five_seconds() {
+        let core = NodeCore::new(
+            Replica::new(ReplicaConfig {
+                node: NodeId("n".into()),
+                region: "r".into(),
+                incarnation: 1,
+                request_ttl_ms: 10,
+                claim_ttl_ms: 2_000,
+                epoch_ms: 1_000,
+                max_pickup_km: 5.0,
+            }),
+            Retention {
+                ms: 1,
+                max_matches: 1,
+            },
+            0,
+        );
+        assert_eq!(
+            core.submit_rider(rider(1.0), Millis(0)).expires_at,
+            Millis(MIN_REQUEST_TTL_MS)
+        );
+    }
+
+    #[test]
+    fn matches_are_forgotten_after_their_retention() {
+        let core = core();
+        let t0 = Millis(1_800_000_000_000);
+        let r = core.submit_rider(rider(23.8), t0);
+        core.submit_driver(driver(23.8), t0);
+        core.step(t0).unwrap();
+        core.step(t0.plus(59_999)).unwrap();
+        assert!(core.match_of(&r.id).is_some());
+        core.step(t0.plus(60_000)).unwrap();
+        assert!(core.match_of(&r.id).is_none());
+    }
+
+    #[test]
+    fn the_match_log_keeps_only_the_newest_when_full() {
+        let core = core();
+        let t0 = Millis(1_800_000_000_000);
+        let mut riders = Vec::new();
+        for i in 0..1_005 {
+            let lat = 23.0 + f64::from(i) * 0.1; // 11 km apart: one pair per spot
+            riders.push(core.submit_rider(rider(lat), t0).id);
+            core.submit_driver(driver(lat), t0);
+        }
+        assert_eq!(core.step(t0).unwrap().len(), 1_005);
+        assert_eq!(core.snapshot(t0).committed_matches, 1_000);
+        assert!(core.match_of(&riders[0]).is_none());
+        assert!(core.match_of(&riders[1_004]).is_some());
     }
 }

@@ -5,6 +5,8 @@
 //! often a client bug than a forward-compatible extension, and the error names
 //! the offending field. Responses may gain fields; clients must ignore extras.
 
+use std::net::SocketAddr;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -138,7 +140,16 @@ pub struct DebugState {
     pub node: String,
     pub pending_riders: usize,
     pub pending_drivers: usize,
+    /// Committed matches this node retains.
     pub committed_matches: usize,
+    /// Claims on drivers still waiting for their owner's answer.
+    pub open_claims: usize,
+    /// Replicated documents held.
+    pub documents: usize,
+    /// A hash of the replicated state: equal on converged nodes.
+    pub digest: String,
+    /// Whether the node has synced with its peers and makes decisions.
+    pub ready: bool,
 }
 
 /// Body of every 4xx and 5xx answer.
@@ -153,4 +164,53 @@ pub struct ErrorDetail {
     pub code: String,
     /// Human-readable: says what is wrong and, where it can, how to fix it.
     pub message: String,
+}
+
+/// A GeoJSON `Polygon` geometry (RFC 7946): `coordinates` holds the exterior
+/// ring and then any holes, each ring a closed list of `[lon, lat]` pairs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GeoJsonPolygon {
+    /// Always `"Polygon"`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub coordinates: Vec<Vec<[f64; 2]>>,
+}
+
+/// Where the nodes of a region listen for their peers and clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeshAddresses {
+    /// The HTTP API.
+    pub http: SocketAddr,
+    /// The QUIC replication endpoint.
+    pub quic: SocketAddr,
+}
+
+/// One region, as `GET /regions` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionInfo {
+    pub id: String,
+    pub name: String,
+    /// The Fly.io region that hosts it (the `fly-replay` target).
+    pub fly_region: String,
+    /// Its ScyllaDB datacenter.
+    pub datacenter: String,
+    pub mesh: MeshAddresses,
+    pub area: GeoJsonPolygon,
+}
+
+/// `GET /regions`: every region, in id order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionList {
+    pub regions: Vec<RegionInfo>,
+}
+
+/// `GET /route?lat=&lon=`: the region that owns a position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteAnswer {
+    pub region: String,
+    /// False when no region's area holds the position and the nearest region
+    /// was chosen.
+    pub inside: bool,
+    /// Base URL of that region's HTTP API, e.g. `http://127.0.0.1:8081`.
+    pub http: String,
 }

@@ -228,3 +228,90 @@ async fn bad_flags_are_usage_errors() -> TestResult {
     assert!(stderr.contains("swapped"), "{}", describe(&output));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regions_send_every_request_to_the_node_that_owns_it() -> TestResult {
+    let regions = concat!(env!("CARGO_MANIFEST_DIR"), "/../regions");
+    let bot_dir = tempfile::tempdir()?;
+    let mut dirs = Vec::new();
+    let mut nodes = Vec::new();
+    for region in ["dhaka-north", "dhaka-southeast", "dhaka-southwest"] {
+        let dir = tempfile::tempdir()?;
+        let mut config = node::config::Config::for_tests(dir.path());
+        config.region = region.into();
+        config.regions = Some(regions.into());
+        nodes.push(node::server::start(config).await?);
+        dirs.push(dir);
+    }
+    // On ephemeral ports, not the regions' mesh addresses: the bot asks each
+    // node its region.
+    let endpoints: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("http://{}", n.http_addr()))
+        .collect();
+    let summary_path = bot_dir.path().join("summary.json");
+
+    let output = run_bot(&[
+        "--regions",
+        regions,
+        "--endpoint",
+        &endpoints.join(","),
+        "--rate",
+        "300",
+        "--duration",
+        "2s",
+        "--warmup",
+        "300ms",
+        "--concurrency",
+        "8",
+        "--no-progress",
+        "--summary-json",
+        summary_path.to_str().ok_or("non-UTF-8 temp path")?,
+    ])
+    .await?;
+    for node in nodes {
+        node.shutdown().await?;
+    }
+
+    assert!(output.status.success(), "{}", describe(&output));
+    let summary = read_summary(&summary_path, &output)?;
+    let context = || format!("{summary:#}\n{}", describe(&output));
+    let sent = count(&summary, "/requests/sent");
+    assert!(sent > 0, "{}", context());
+    assert_eq!(
+        count_2xx(&summary, "/requests/by_status"),
+        sent,
+        "{}",
+        context()
+    );
+    // A node would have answered 307 for a position it does not own.
+    assert_eq!(count(&summary, "/requests/redirects"), 0, "{}", context());
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_endpoint_outside_the_regions_is_refused() -> TestResult {
+    let node_dir = tempfile::tempdir()?;
+    // Region `test`, which the shipped regions do not have.
+    let running = node::server::start(node::config::Config::for_tests(node_dir.path())).await?;
+    let endpoint = format!("http://{}", running.http_addr());
+    let output = run_bot(&[
+        "--regions",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../regions"),
+        "--endpoint",
+        &endpoint,
+        "--duration",
+        "1s",
+        "--no-progress",
+    ])
+    .await?;
+    running.shutdown().await?;
+    assert!(!output.status.success(), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("serves region \"test\", which is not in --regions"),
+        "{}",
+        describe(&output)
+    );
+    Ok(())
+}

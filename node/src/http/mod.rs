@@ -3,6 +3,7 @@
 mod error;
 mod ops;
 mod ratings;
+mod regions;
 mod requests;
 
 use std::sync::Arc;
@@ -23,7 +24,8 @@ pub use error::ApiError;
 
 use crate::communication::{self, Hub, SocketSettings};
 use crate::ratings::RatingStore;
-use crate::shared::SharedDispatch;
+use crate::regions::Regions;
+use crate::shared::NodeCore;
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -34,12 +36,15 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 pub struct AppState {
     pub region: String,
     pub node: String,
-    pub dispatch: Arc<SharedDispatch>,
+    pub core: Arc<NodeCore>,
     pub hub: Arc<Hub>,
     pub ratings: Arc<dyn RatingStore>,
     pub metrics: PrometheusHandle,
     pub sockets: SocketSettings,
     pub shutdown: CancellationToken,
+    /// The regions this node routes by; `None` (no `--regions`) serves every
+    /// position here.
+    pub regions: Option<Arc<Regions>>,
 }
 
 pub fn router(app: Arc<AppState>) -> Router {
@@ -56,6 +61,8 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/debug/state", get(ops::debug_state))
+        .route("/regions", get(regions::list))
+        .route("/route", get(regions::route))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -75,7 +82,7 @@ async fn communication_socket(
             communication::serve(
                 socket,
                 Arc::clone(&app.hub),
-                Arc::clone(&app.dispatch),
+                Arc::clone(&app.core),
                 app.sockets,
                 app.shutdown.clone(),
             )

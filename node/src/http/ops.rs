@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiQuery;
+use crate::clock::Millis;
 use crate::wire::{DebugState, Health, MatchList};
 
 /// Matches `GET /matches` returns at most.
@@ -43,19 +44,23 @@ pub async fn matches(
     ApiQuery(query): ApiQuery<MatchesQuery>,
 ) -> Json<MatchList> {
     let limit = query.limit.unwrap_or(50).clamp(1, MAX_MATCHES_LISTED);
-    let recent = app.dispatch.lock().recent_matches(limit);
+    let recent = app.core.recent_matches(limit);
     Json(MatchList {
         matches: recent.iter().map(|m| m.notice()).collect(),
     })
 }
 
 pub async fn debug_state(State(app): State<Arc<AppState>>) -> Json<DebugState> {
-    let dispatch = app.dispatch.lock();
+    let state = app.core.snapshot(Millis::now());
     Json(DebugState {
         region: app.region.clone(),
         node: app.node.clone(),
-        pending_riders: dispatch.pending_riders(),
-        pending_drivers: dispatch.pending_drivers(),
-        committed_matches: dispatch.committed_matches(),
+        pending_riders: state.pending_riders,
+        pending_drivers: state.pending_drivers,
+        committed_matches: state.committed_matches,
+        open_claims: state.open_claims,
+        documents: state.documents,
+        digest: format!("{:016x}", state.digest),
+        ready: state.ready,
     })
 }

@@ -26,8 +26,7 @@ pub async fn post_rating(
     let car_number = intake::car_number(body.car_number)?;
     let rider_id = RequestId(body.rider_id);
     let driver_id = {
-        let dispatch = app.dispatch.lock();
-        let Some(m) = dispatch.match_of(&rider_id) else {
+        let Some(m) = app.core.match_of(&rider_id) else {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "no_such_match",

@@ -1,5 +1,6 @@
-//! `POST /rider` and `POST /driver`: the intake hot path. Validation, a
-//! hand-over to the dispatch core that never waits for its lock, and the
+//! `POST /rider` and `POST /driver`: the intake hot path. Validation, the
+//! region check (a position another region owns is redirected there), a
+//! hand-over to the core that never waits for its lock, and the
 //! answer; nothing here waits on I/O or on matching.
 
 use std::sync::Arc;
@@ -7,20 +8,23 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::ErrorResponse;
 
 use super::AppState;
 use super::error::{ApiError, ApiJson};
+use super::regions::check_owner;
 use crate::clock::Millis;
-use crate::dispatch::Ticket;
 use crate::intake;
+use crate::shared::Ticket;
 use crate::wire::{Accepted, DriverRequest, RiderRequest};
 
 pub async fn post_rider(
     State(app): State<Arc<AppState>>,
     ApiJson(body): ApiJson<RiderRequest>,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let rider = intake::rider(body)?;
-    let ticket = app.dispatch.submit_rider(rider, Millis::now());
+) -> Result<(StatusCode, Json<Accepted>), ErrorResponse> {
+    let rider = intake::rider(body).map_err(ApiError::from)?;
+    check_owner(&app, rider.position, "/rider")?;
+    let ticket = app.core.submit_rider(rider, Millis::now());
     metrics::counter!("ride_requests_accepted_total", "kind" => "rider").increment(1);
     Ok(accepted(&app, ticket))
 }
@@ -28,9 +32,10 @@ pub async fn post_rider(
 pub async fn post_driver(
     State(app): State<Arc<AppState>>,
     ApiJson(body): ApiJson<DriverRequest>,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let driver = intake::driver(body)?;
-    let ticket = app.dispatch.submit_driver(driver, Millis::now());
+) -> Result<(StatusCode, Json<Accepted>), ErrorResponse> {
+    let driver = intake::driver(body).map_err(ApiError::from)?;
+    check_owner(&app, driver.position, "/driver")?;
+    let ticket = app.core.submit_driver(driver, Millis::now());
     metrics::counter!("ride_requests_accepted_total", "kind" => "driver").increment(1);
     Ok(accepted(&app, ticket))
 }

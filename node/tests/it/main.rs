@@ -6,5 +6,6 @@
 mod bad_input;
 mod flow;
 mod keepalive;
+mod regions;
 mod restart;
 mod support;

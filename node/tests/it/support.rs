@@ -36,13 +36,15 @@ impl NodeProcess {
         let ready = data_dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
         let mut child = Command::new(env!("CARGO_BIN_EXE_node"))
-            .args(["--listen", "127.0.0.1:0", "--region", "test"])
+            .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--ready-file")
             .arg(&ready)
             .args(extra)
-            // Fast rounds and the shortest TTL, as defaults that flags override.
+            // Region `test`, fast rounds and the shortest TTL, as defaults
+            // that flags override.
+            .env("NODE_REGION", "test")
             .env("NODE_MATCH_INTERVAL", "100ms")
             .env("NODE_REQUEST_TTL", "5s")
             .env("RUST_LOG", "warn")

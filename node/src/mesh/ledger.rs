@@ -1,0 +1,164 @@
+//! The replicated state, read: every record of every live document, indexed
+//! for the questions the protocol asks (who owns this driver now? is this
+//! rider committed? which claims wait for my answer?).
+//!
+//! The ledger is only ever fed from document changes, local or replicated,
+//! so what a node decides on is exactly what it replicates.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::record::{
+    ClaimId, ClaimRecord, CommitRecord, DecisionRecord, DriverRecord, RecordV1, RiderRecord,
+};
+use crate::clock::Millis;
+use crate::ids::{NodeId, RequestId};
+
+/// A record and the node whose document holds it (its only writer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Owned<T> {
+    pub owner: NodeId,
+    pub record: T,
+}
+
+impl<T> Owned<T> {
+    fn new(owner: &NodeId, record: T) -> Self {
+        Self {
+            owner: owner.clone(),
+            record,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Ledger {
+    riders: HashMap<RequestId, Owned<RiderRecord>>,
+    drivers: HashMap<RequestId, Owned<DriverRecord>>,
+    claims: BTreeMap<ClaimId, Owned<ClaimRecord>>,
+    decisions: HashMap<ClaimId, Owned<DecisionRecord>>,
+    /// (driver, generation) → the node the driver was handed to.
+    transfers: HashMap<(RequestId, u32), NodeId>,
+    commits: HashMap<RequestId, Owned<CommitRecord>>,
+    committed_drivers: HashMap<RequestId, RequestId>,
+    /// Commits not yet handed out by [`Ledger::take_new_commits`].
+    fresh_commits: Vec<RequestId>,
+}
+
+impl Ledger {
+    /// Adds a record from `owner`'s document. A record seen before is
+    /// ignored: keys are written once.
+    pub fn apply(&mut self, owner: &NodeId, record: RecordV1) {
+        match record {
+            RecordV1::Rider(r) => {
+                self.riders
+                    .entry(r.id)
+                    .or_insert_with(|| Owned::new(owner, r));
+            }
+            RecordV1::Driver(d) => {
+                self.drivers
+                    .entry(d.id)
+                    .or_insert_with(|| Owned::new(owner, d));
+            }
+            RecordV1::Claim(c) => {
+                self.claims
+                    .entry(c.id)
+                    .or_insert_with(|| Owned::new(owner, c));
+            }
+            RecordV1::Decision(x) => {
+                if x.transfer {
+                    self.transfers
+                        .entry((x.driver, x.generation))
+                        .or_insert_with(|| x.to.clone());
+                }
+                self.decisions
+                    .entry(x.claim)
+                    .or_insert_with(|| Owned::new(owner, x));
+            }
+            RecordV1::Commit(m) => {
+                if !self.commits.contains_key(&m.rider) {
+                    self.committed_drivers.insert(m.driver, m.rider);
+                    self.fresh_commits.push(m.rider);
+                    self.commits.insert(m.rider, Owned::new(owner, m));
+                }
+            }
+        }
+    }
+
+    /// The driver's owner now and the number of hand-overs so far.
+    pub fn driver_owner(&self, driver: &RequestId) -> Option<(NodeId, u32)> {
+        let mut owner = self.drivers.get(driver)?.owner.clone();
+        let mut generation = 0;
+        while let Some(next) = self.transfers.get(&(*driver, generation)) {
+            owner = next.clone();
+            generation += 1;
+        }
+        Some((owner, generation))
+    }
+
+    pub fn rider(&self, id: &RequestId) -> Option<&Owned<RiderRecord>> {
+        self.riders.get(id)
+    }
+
+    pub fn driver(&self, id: &RequestId) -> Option<&Owned<DriverRecord>> {
+        self.drivers.get(id)
+    }
+
+    pub fn riders(&self) -> impl Iterator<Item = &Owned<RiderRecord>> {
+        self.riders.values()
+    }
+
+    pub fn drivers(&self) -> impl Iterator<Item = &Owned<DriverRecord>> {
+        self.drivers.values()
+    }
+
+    pub fn claims(&self) -> impl Iterator<Item = &Owned<ClaimRecord>> {
+        self.claims.values()
+    }
+
+    pub fn decision(&self, claim: &ClaimId) -> Option<&Owned<DecisionRecord>> {
+        self.decisions.get(claim)
+    }
+
+    /// A claim waits while it has no decision and its deadline has not come.
+    pub fn claim_is_open(&self, claim: &ClaimRecord, now: Millis) -> bool {
+        !self.decisions.contains_key(&claim.id) && now < claim.deadline
+    }
+
+    pub fn commit_of_rider(&self, rider: &RequestId) -> Option<&Owned<CommitRecord>> {
+        self.commits.get(rider)
+    }
+
+    pub fn is_committed(&self, id: &RequestId) -> bool {
+        self.commits.contains_key(id) || self.committed_drivers.contains_key(id)
+    }
+
+    pub fn commits(&self) -> impl Iterator<Item = &Owned<CommitRecord>> {
+        self.commits.values()
+    }
+
+    /// Commits applied since the last call, in the order they arrived.
+    pub fn take_new_commits(&mut self) -> Vec<Owned<CommitRecord>> {
+        std::mem::take(&mut self.fresh_commits)
+            .into_iter()
+            .filter_map(|rider| self.commits.get(&rider).cloned())
+            .collect()
+    }
+
+    /// Forgets every record written before `cutoff`, as the documents of
+    /// the epochs before it are dropped (a record's epoch is its write time).
+    pub fn forget_written_before(&mut self, cutoff: Millis) {
+        self.riders.retain(|_, r| r.record.accepted_at >= cutoff);
+        self.drivers.retain(|_, d| d.record.accepted_at >= cutoff);
+        self.claims.retain(|_, c| c.record.created_at >= cutoff);
+        self.decisions.retain(|_, x| x.record.decided_at >= cutoff);
+        self.commits.retain(|_, m| m.record.committed_at >= cutoff);
+        self.transfers = self
+            .decisions
+            .values()
+            .filter(|x| x.record.transfer)
+            .map(|x| ((x.record.driver, x.record.generation), x.record.to.clone()))
+            .collect();
+        let commits = &self.commits;
+        self.committed_drivers
+            .retain(|_, rider| commits.contains_key(rider));
+    }
+}

@@ -1,0 +1,341 @@
+//! The mesh's network: QUIC (quinn) with mutual TLS, one connection and one
+//! bidirectional stream per pair of peers, length-delimited frames.
+//!
+//! automerge's sync protocol needs a reliable, ordered channel whose two ends
+//! start over together, so each pair has exactly one connection: the node
+//! with the smaller id dials, the other accepts. When the connection ends,
+//! both sides forget their sync state for the other and start afresh on the
+//! next connection. The dialer retries with capped exponential backoff.
+//!
+//! A full mesh (every node connected to every other) is right at a handful
+//! of regions. Past a few dozen nodes, each node would sync only with its
+//! region's nodes and a few gateway peers elsewhere: documents relay through
+//! intermediaries already, because every node syncs every document it holds.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use thiserror::Error;
+use tokio::task::JoinSet;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+
+use super::replica::{PeerMessage, PeerMessageV1, ReplicaError};
+use super::tls::{self, Credentials, TlsError};
+use crate::ids::NodeId;
+
+/// Frames larger than this end the connection: no honest sync message
+/// comes near it.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Application close codes.
+const CLOSE_SHUTDOWN: u32 = 0;
+const CLOSE_UNKNOWN_PEER: u32 = 1;
+const CLOSE_PROTOCOL: u32 = 2;
+
+/// What the transport needs from the replication core.
+pub trait SyncCore: Send + Sync + 'static {
+    fn outgoing(&self, peer: &NodeId) -> Result<Vec<PeerMessage>, ReplicaError>;
+    fn receive(&self, peer: &NodeId, message: PeerMessage) -> Result<(), ReplicaError>;
+    fn peer_lost(&self, peer: &NodeId);
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub node: NodeId,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    pub node: NodeId,
+    pub peers: Vec<Peer>,
+    /// How often each session sends what its peer is missing.
+    pub sync_interval: Duration,
+}
+
+#[derive(Debug, Error)]
+pub enum TransportError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen for peers on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Error)]
+enum SessionError {
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    #[error("stream: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("undecodable frame: {0}")]
+    Decode(#[from] postcard::Error),
+    #[error("peer broke the protocol: {0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+}
+
+/// An endpoint bound to its UDP port, not yet talking to anyone (so that
+/// its address can be known before peers are configured).
+pub struct BoundMesh {
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+}
+
+impl BoundMesh {
+    pub fn bind(listen: SocketAddr, credentials: &Credentials) -> Result<Self, TransportError> {
+        let bind_error = |source| TransportError::Bind {
+            addr: listen,
+            source,
+        };
+        let mut endpoint =
+            quinn::Endpoint::server(credentials.server_config()?, listen).map_err(bind_error)?;
+        endpoint.set_default_client_config(credentials.client_config()?);
+        let local_addr = endpoint.local_addr().map_err(bind_error)?;
+        Ok(Self {
+            endpoint,
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Dials the peers it should and accepts the others, until `shutdown`.
+    pub fn start(
+        self,
+        config: MeshConfig,
+        core: Arc<dyn SyncCore>,
+        shutdown: CancellationToken,
+    ) -> Mesh {
+        let config = Arc::new(config);
+        let mut tasks = JoinSet::new();
+        for peer in config.peers.iter().filter(|p| p.node > config.node) {
+            tasks.spawn(dial(
+                self.endpoint.clone(),
+                peer.clone(),
+                Arc::clone(&config),
+                Arc::clone(&core),
+                shutdown.clone(),
+            ));
+        }
+        tasks.spawn(accept(self.endpoint, config, core, shutdown));
+        Mesh { tasks }
+    }
+}
+
+/// A running mesh endpoint; dropping it stops its tasks.
+pub struct Mesh {
+    tasks: JoinSet<()>,
+}
+
+impl Mesh {
+    /// Waits until every task has stopped (after `shutdown`).
+    pub async fn stopped(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn dial(
+    endpoint: quinn::Endpoint,
+    peer: Peer,
+    config: Arc<MeshConfig>,
+    core: Arc<dyn SyncCore>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = BACKOFF_START;
+    while !shutdown.is_cancelled() {
+        let attempt = async {
+            let connection = endpoint.connect(peer.addr, &peer.node.0)?.await?;
+            let (send, recv) = connection.open_bi().await?;
+            let mut frames = Frames::new(send, recv, &peer.node);
+            frames
+                .send(&PeerMessage::V1(PeerMessageV1::Hello {
+                    node: config.node.clone(),
+                }))
+                .await?;
+            tracing::info!(peer = %peer.node, addr = %peer.addr, "connected to peer");
+            Ok::<_, SessionError>((connection, frames))
+        };
+        let outcome = tokio::select! {
+            () = shutdown.cancelled() => return,
+            outcome = attempt => outcome,
+        };
+        match outcome {
+            Ok((connection, frames)) => {
+                backoff = BACKOFF_START;
+                session(connection, frames, &peer.node, &config, &*core, &shutdown).await;
+            }
+            Err(e) => {
+                metrics::counter!("mesh_connect_failures_total", "peer" => peer.node.0.clone())
+                    .increment(1);
+                tracing::debug!(peer = %peer.node, error = %e, "cannot reach peer");
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn accept(
+    endpoint: quinn::Endpoint,
+    config: Arc<MeshConfig>,
+    core: Arc<dyn SyncCore>,
+    shutdown: CancellationToken,
+) {
+    let mut sessions = JoinSet::new();
+    loop {
+        let incoming = tokio::select! {
+            () = shutdown.cancelled() => break,
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => break,
+            },
+        };
+        let (config, core, shutdown) = (Arc::clone(&config), Arc::clone(&core), shutdown.clone());
+        sessions.spawn(async move {
+            if let Err(e) = accepted(incoming, &config, &*core, &shutdown).await {
+                metrics::counter!("mesh_rejected_peers_total").increment(1);
+                tracing::warn!(error = %e, "refused a peer");
+            }
+        });
+    }
+    endpoint.close(CLOSE_SHUTDOWN.into(), b"node shutting down");
+    while sessions.join_next().await.is_some() {}
+    endpoint.wait_idle().await;
+}
+
+/// Handshakes an incoming connection (TLS has verified the certificate
+/// chain), checks that the peer is who its certificate says and one we know,
+/// then serves it.
+async fn accepted(
+    incoming: quinn::Incoming,
+    config: &MeshConfig,
+    core: &dyn SyncCore,
+    shutdown: &CancellationToken,
+) -> Result<(), SessionError> {
+    let connection = incoming.await?;
+    let (send, recv) = connection.accept_bi().await?;
+    let mut frames = Frames::new(send, recv, &NodeId("unidentified".into()));
+    let Some(PeerMessage::V1(PeerMessageV1::Hello { node })) = frames.next().await? else {
+        connection.close(CLOSE_PROTOCOL.into(), b"expected hello");
+        return Err(SessionError::Protocol("no hello".into()));
+    };
+    let known = config.peers.iter().any(|p| p.node == node) && node < config.node;
+    if !known || !tls::peer_is(&connection, &node) {
+        connection.close(CLOSE_UNKNOWN_PEER.into(), b"unknown peer");
+        return Err(SessionError::Protocol(format!(
+            "{node} is not a peer that dials this node, or its certificate is not {node}'s"
+        )));
+    }
+    tracing::info!(peer = %node, "peer connected");
+    frames.peer = node.0.clone();
+    session(connection, frames, &node, config, core, shutdown).await;
+    Ok(())
+}
+
+/// Exchanges sync messages with one peer until the connection ends.
+async fn session(
+    connection: quinn::Connection,
+    mut frames: Frames,
+    peer: &NodeId,
+    config: &MeshConfig,
+    core: &dyn SyncCore,
+    shutdown: &CancellationToken,
+) {
+    metrics::gauge!("mesh_peers_connected").increment(1.0);
+    let mut ticker = tokio::time::interval(config.sync_interval);
+    let ended: Result<(), SessionError> = loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            _ = ticker.tick() => {
+                let sent = async {
+                    for message in core.outgoing(peer)? {
+                        frames.send(&message).await?;
+                    }
+                    Ok::<_, SessionError>(())
+                };
+                if let Err(e) = sent.await {
+                    break Err(e);
+                }
+            }
+            frame = frames.next() => match frame {
+                Ok(Some(message)) => {
+                    if let Err(e) = core.receive(peer, message) {
+                        break Err(e.into());
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            },
+        }
+    };
+    match &ended {
+        Ok(()) => connection.close(CLOSE_SHUTDOWN.into(), b"bye"),
+        Err(SessionError::Decode(_) | SessionError::Replica(_) | SessionError::Protocol(_)) => {
+            metrics::counter!("mesh_rejected_peers_total").increment(1);
+            connection.close(CLOSE_PROTOCOL.into(), b"protocol error");
+        }
+        Err(_) => {}
+    }
+    if let Err(e) = ended {
+        tracing::warn!(peer = %peer, error = %e, "peer session ended");
+    }
+    core.peer_lost(peer);
+    metrics::gauge!("mesh_peers_connected").decrement(1.0);
+}
+
+/// Length-delimited, postcard-encoded [`PeerMessage`]s on one stream.
+struct Frames {
+    send: FramedWrite<quinn::SendStream, LengthDelimitedCodec>,
+    recv: FramedRead<quinn::RecvStream, LengthDelimitedCodec>,
+    /// The peer's node id, as a metrics label.
+    peer: String,
+}
+
+impl Frames {
+    fn new(send: quinn::SendStream, recv: quinn::RecvStream, peer: &NodeId) -> Self {
+        let codec = || {
+            LengthDelimitedCodec::builder()
+                .max_frame_length(MAX_FRAME_BYTES)
+                .new_codec()
+        };
+        Self {
+            send: FramedWrite::new(send, codec()),
+            recv: FramedRead::new(recv, codec()),
+            peer: peer.0.clone(),
+        }
+    }
+
+    async fn send(&mut self, message: &PeerMessage) -> Result<(), SessionError> {
+        let bytes = postcard::to_stdvec(message)?;
+        metrics::counter!("mesh_bytes_sent_total", "peer" => self.peer.clone())
+            .increment(bytes.len() as u64);
+        metrics::counter!("mesh_messages_sent_total", "peer" => self.peer.clone()).increment(1);
+        self.send.send(bytes.as_slice()).await?;
+        Ok(())
+    }
+
+    async fn next(&mut self) -> Result<Option<PeerMessage>, SessionError> {
+        let Some(frame) = self.recv.next().await.transpose()? else {
+            return Ok(None);
+        };
+        metrics::counter!("mesh_bytes_received_total", "peer" => self.peer.clone())
+            .increment(frame.len() as u64);
+        Ok(Some(postcard::from_bytes(&frame)?))
+    }
+}

@@ -1,0 +1,195 @@
+//! Regions: a node started with the shipped `regions/` accepts riders and
+//! drivers in its own region, redirects the others to their region's node,
+//! and tells anyone which region owns a position.
+
+use std::process::{Command, Stdio};
+
+use node::wire::{Accepted, DriverRequest, ErrorBody, RegionList, RiderRequest, RouteAnswer};
+use reqwest::StatusCode;
+use reqwest::header::LOCATION;
+
+use crate::support::*;
+
+const REGIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../regions");
+
+/// A client that shows redirects instead of following them.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn start_north(dir: &std::path::Path) -> NodeProcess {
+    NodeProcess::start(dir, &["--regions", REGIONS, "--region", "dhaka-north"]).await
+}
+
+#[tokio::test]
+async fn accepts_its_own_region_and_redirects_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_north(dir.path()).await;
+    let http = client();
+
+    // Gulshan is in dhaka-north.
+    let rider = RiderRequest {
+        name: "Amina".into(),
+        position: at(23.7925, 90.4078),
+        destination: at(23.7330, 90.4172),
+    };
+    let response = http
+        .post(node.url("/rider"))
+        .json(&rider)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let accepted: Accepted = response.json().await.unwrap();
+    assert_eq!(accepted.region, "dhaka-north");
+
+    // Motijheel is in dhaka-southeast (mesh http 127.0.0.1:8083, Fly hkg).
+    let elsewhere = RiderRequest {
+        position: at(23.7330, 90.4172),
+        ..rider
+    };
+    let response = http
+        .post(node.url("/rider"))
+        .json(&elsewhere)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(response.headers()[LOCATION], "http://127.0.0.1:8083/rider");
+    assert_eq!(response.headers()["fly-replay"], "region=hkg");
+    let body: ErrorBody = response.json().await.unwrap();
+    assert_eq!(body.error.code, "wrong_region");
+    assert!(
+        body.error.message.contains("dhaka-southeast"),
+        "{}",
+        body.error.message
+    );
+
+    // Drivers too, keeping their route; Shahbag is in dhaka-southwest (bom).
+    let driver = DriverRequest {
+        name: "Karim".into(),
+        car_number: "DHA-1".into(),
+        position: at(23.7389, 90.3958),
+    };
+    let response = http
+        .post(node.url("/driver"))
+        .json(&driver)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(response.headers()[LOCATION], "http://127.0.0.1:8082/driver");
+    assert_eq!(response.headers()["fly-replay"], "region=bom");
+
+    // Bad coordinates are refused as before, not redirected.
+    let bad = serde_json::json!({
+        "name": "D", "car_number": "C-1", "position": {"lat": 91, "lon": 90.4}
+    });
+    let response = http
+        .post(node.url("/driver"))
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn lists_regions_and_routes_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_north(dir.path()).await;
+    let http = client();
+
+    let list: RegionList = http
+        .get(node.url("/regions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list.regions.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["dhaka-north", "dhaka-southeast", "dhaka-southwest"]);
+    let north = &list.regions[0];
+    assert_eq!(
+        (north.fly_region.as_str(), north.datacenter.as_str()),
+        ("sin", "dhaka_north")
+    );
+    assert_eq!(north.mesh.http.port(), 8081);
+    assert_eq!(north.area.kind, "Polygon");
+    let ring = &north.area.coordinates[0];
+    assert_eq!(ring.first(), ring.last());
+
+    let route = |query: &'static str| {
+        let http = http.clone();
+        let url = node.url(&format!("/route?{query}"));
+        async move { http.get(url).send().await.unwrap() }
+    };
+    let inside: RouteAnswer = route("lat=23.7330&lon=90.4172").await.json().await.unwrap();
+    assert_eq!(
+        inside,
+        RouteAnswer {
+            region: "dhaka-southeast".into(),
+            inside: true,
+            http: "http://127.0.0.1:8083".into(),
+        }
+    );
+    // Mymensingh, north of every area: the nearest region.
+    let outside: RouteAnswer = route("lat=24.7471&lon=90.4203").await.json().await.unwrap();
+    assert_eq!(
+        (outside.region.as_str(), outside.inside),
+        ("dhaka-north", false)
+    );
+
+    for (query, status, code) in [
+        ("lat=91&lon=90.4", 422, "invalid_field"),
+        ("lat=NaN&lon=90.4", 422, "invalid_field"),
+        ("lat=north&lon=90.4", 400, "invalid_query"),
+        ("lat=23.8", 400, "invalid_query"),
+        ("lat=23.8&lon=90.4&alt=3", 400, "invalid_query"),
+    ] {
+        let response = route(query).await;
+        assert_eq!(response.status(), status, "{query}");
+        let body: ErrorBody = response.json().await.unwrap();
+        assert_eq!(body.error.code, code, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn without_regions_every_position_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[]).await;
+    let http = client();
+    // dhaka-southeast, were regions configured.
+    post_rider(&http, &node, "Amina", at(23.7330, 90.4172), at(23.8, 90.4)).await;
+    for path in ["/regions", "/route?lat=23.8&lon=90.4"] {
+        let response = http.get(node.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+        let body: ErrorBody = response.json().await.unwrap();
+        assert_eq!(body.error.code, "no_regions", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn refuses_to_start_in_a_region_it_does_not_know() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_node"))
+        .args(["--listen", "127.0.0.1:0", "--region", "nowhere"])
+        .args(["--regions", REGIONS])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run node");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--region nowhere is not one of the regions")
+            && stderr.contains("dhaka-north"),
+        "{stderr}"
+    );
+}
