@@ -68,6 +68,9 @@ struct State {
     arrivals: Receiver<Arrival>,
     /// Peers heard from since start, until the node is ready.
     heard: HashSet<NodeId>,
+    /// Commits whose rider or driver record has not arrived yet (documents
+    /// sync independently); retried every step.
+    unresolved: Vec<Owned<CommitRecord>>,
 }
 
 pub struct NodeCore {
@@ -94,6 +97,7 @@ impl NodeCore {
                 matches: MatchLog::new(retention),
                 arrivals,
                 heard: HashSet::new(),
+                unresolved: Vec::new(),
             }),
             intake,
             peers,
@@ -118,19 +122,31 @@ impl NodeCore {
     /// node learnt of, already recorded for late subscribers and ratings.
     pub fn step(&self, now: Millis) -> Result<Vec<Arc<Match>>, ReplicaError> {
         let mut state = self.lock();
-        let learnt = state.replica.step(now)?;
+        let mut learnt = std::mem::take(&mut state.unresolved);
+        learnt.extend(state.replica.step(now)?);
         state.matches.prune(now);
         let State {
-            replica, matches, ..
+            replica,
+            matches,
+            unresolved,
+            ..
         } = &mut *state;
-        Ok(learnt
-            .into_iter()
-            .filter_map(|commit| {
-                let m = Arc::new(to_match(replica, commit)?);
-                matches.insert(Arc::clone(&m));
-                Some(m)
-            })
-            .collect())
+        let mut made = Vec::new();
+        for commit in learnt {
+            match to_match(replica, &commit) {
+                Some(m) => {
+                    let m = Arc::new(m);
+                    matches.insert(Arc::clone(&m));
+                    made.push(m);
+                }
+                // Kept until its records arrive or its documents are dropped.
+                None if commit.record.committed_at.plus(replica.request_ttl_ms()) > now => {
+                    unresolved.push(commit);
+                }
+                None => {}
+            }
+        }
+        Ok(made)
     }
 
     pub fn status(&self, id: &RequestId, now: Millis) -> Status {
@@ -212,9 +228,9 @@ impl NodeCore {
 }
 
 /// A commit, with what the rider and the driver are told.
-fn to_match(replica: &Replica, commit: Owned<CommitRecord>) -> Option<Match> {
+fn to_match(replica: &Replica, commit: &Owned<CommitRecord>) -> Option<Match> {
     let ledger = replica.ledger();
-    let c = commit.record;
+    let c = &commit.record;
     let rider = ledger.rider(&c.rider)?;
     let driver = ledger.driver(&c.driver)?;
     let trip_km = haversine_km(rider.record.position, rider.record.destination);
@@ -226,8 +242,8 @@ fn to_match(replica: &Replica, commit: Owned<CommitRecord>) -> Option<Match> {
         pickup_km: c.pickup_km,
         trip_km,
         fare_taka: fare::fare_taka(trip_km),
-        region: c.region,
-        committed_by: commit.owner,
+        region: c.region.clone(),
+        committed_by: commit.owner.clone(),
         committed_at: c.committed_at,
     })
 }
@@ -239,7 +255,13 @@ impl SyncCore for NodeCore {
 
     fn receive(&self, peer: &NodeId, message: PeerMessage) -> Result<(), ReplicaError> {
         let mut state = self.lock();
-        state.replica.receive(peer, message)?;
+        let arrived = state.replica.receive(peer, message)?;
+        let now = Millis::now();
+        for accepted_at in arrived {
+            let lag = now.0.saturating_sub(accepted_at.0) as f64 / 1000.0;
+            metrics::histogram!("mesh_replication_lag_seconds", "peer" => peer.0.clone())
+                .record(lag);
+        }
         if !state.replica.is_ready() {
             state.heard.insert(peer.clone());
             if state.heard.len() >= self.peers {

@@ -80,4 +80,45 @@ fn describe() {
         "http_request_duration_seconds",
         "HTTP request latency, by method and route."
     );
+    describe_histogram!(
+        "mesh_replication_lag_seconds",
+        "From a request's acceptance to its arrival here, by the peer it came from."
+    );
+    describe_counter!("mesh_bytes_sent_total", "Bytes sent to each peer.");
+    describe_counter!(
+        "mesh_bytes_received_total",
+        "Bytes received from each peer."
+    );
+    describe_counter!(
+        "mesh_messages_sent_total",
+        "Sync messages sent to each peer."
+    );
+    describe_gauge!("mesh_peers_connected", "Peers with an open session.");
+    describe_counter!("mesh_connect_failures_total", "Failed dials, by peer.");
+    describe_counter!(
+        "mesh_rejected_peers_total",
+        "Peers refused or cut off for breaking the protocol."
+    );
+    describe_gauge!("mesh_documents", "Replicated documents held.");
+    describe_gauge!("mesh_open_claims", "Claims waiting for an answer.");
+    describe_counter!(
+        "mesh_claims_sent_total",
+        "Claims this node made on other nodes' drivers."
+    );
+    describe_counter!(
+        "mesh_claims_granted_total",
+        "Claims on this node's drivers it granted."
+    );
+    describe_counter!(
+        "mesh_claims_refused_total",
+        "Claims on this node's drivers it refused."
+    );
+    describe_counter!(
+        "mesh_claims_expired_total",
+        "This node's claims whose deadline passed unanswered."
+    );
+    describe_counter!(
+        "mesh_records_rejected_total",
+        "Replicated records ignored as malformed."
+    );
 }

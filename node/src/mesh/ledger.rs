@@ -5,7 +5,7 @@
 //! The ledger is only ever fed from document changes, local or replicated,
 //! so what a node decides on is exactly what it replicates.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::record::{
     ClaimId, ClaimRecord, CommitRecord, DecisionRecord, DriverRecord, RecordV1, RiderRecord,
@@ -39,6 +39,10 @@ pub struct Ledger {
     transfers: HashMap<(RequestId, u32), NodeId>,
     commits: HashMap<RequestId, Owned<CommitRecord>>,
     committed_drivers: HashMap<RequestId, RequestId>,
+    /// Riders and drivers not yet committed (some may have expired): what a
+    /// matching round looks at, without walking every record retained.
+    open_riders: HashSet<RequestId>,
+    open_drivers: HashSet<RequestId>,
     /// Commits not yet handed out by [`Ledger::take_new_commits`].
     fresh_commits: Vec<RequestId>,
 }
@@ -49,11 +53,17 @@ impl Ledger {
     pub fn apply(&mut self, owner: &NodeId, record: RecordV1) {
         match record {
             RecordV1::Rider(r) => {
+                if !self.commits.contains_key(&r.id) {
+                    self.open_riders.insert(r.id);
+                }
                 self.riders
                     .entry(r.id)
                     .or_insert_with(|| Owned::new(owner, r));
             }
             RecordV1::Driver(d) => {
+                if !self.committed_drivers.contains_key(&d.id) {
+                    self.open_drivers.insert(d.id);
+                }
                 self.drivers
                     .entry(d.id)
                     .or_insert_with(|| Owned::new(owner, d));
@@ -75,6 +85,8 @@ impl Ledger {
             }
             RecordV1::Commit(m) => {
                 if !self.commits.contains_key(&m.rider) {
+                    self.open_riders.remove(&m.rider);
+                    self.open_drivers.remove(&m.driver);
                     self.committed_drivers.insert(m.driver, m.rider);
                     self.fresh_commits.push(m.rider);
                     self.commits.insert(m.rider, Owned::new(owner, m));
@@ -102,12 +114,16 @@ impl Ledger {
         self.drivers.get(id)
     }
 
-    pub fn riders(&self) -> impl Iterator<Item = &Owned<RiderRecord>> {
-        self.riders.values()
+    /// Riders not committed (expired ones included).
+    pub fn open_riders(&self) -> impl Iterator<Item = &Owned<RiderRecord>> {
+        self.open_riders.iter().filter_map(|id| self.riders.get(id))
     }
 
-    pub fn drivers(&self) -> impl Iterator<Item = &Owned<DriverRecord>> {
-        self.drivers.values()
+    /// Drivers not committed (expired ones included).
+    pub fn open_drivers(&self) -> impl Iterator<Item = &Owned<DriverRecord>> {
+        self.open_drivers
+            .iter()
+            .filter_map(|id| self.drivers.get(id))
     }
 
     pub fn claims(&self) -> impl Iterator<Item = &Owned<ClaimRecord>> {
@@ -160,5 +176,8 @@ impl Ledger {
         let commits = &self.commits;
         self.committed_drivers
             .retain(|_, rider| commits.contains_key(rider));
+        let (riders, drivers) = (&self.riders, &self.drivers);
+        self.open_riders.retain(|id| riders.contains_key(id));
+        self.open_drivers.retain(|id| drivers.contains_key(id));
     }
 }

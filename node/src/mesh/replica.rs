@@ -178,14 +178,18 @@ impl Replica {
         Ticket { id, expires_at }
     }
 
-    /// Applies a peer's message. An error means the peer sent something
-    /// malformed; the runtime should drop that connection.
-    pub fn receive(&mut self, from: &NodeId, message: PeerMessage) -> Result<(), ReplicaError> {
+    /// Applies a peer's message, returning when each request it brought
+    /// was accepted (for replication lag). An error means the peer sent
+    /// something malformed; the runtime should drop that connection.
+    pub fn receive(
+        &mut self,
+        from: &NodeId,
+        message: PeerMessage,
+    ) -> Result<Vec<Millis>, ReplicaError> {
         match message {
             PeerMessage::V1(PeerMessageV1::Sync { doc, message }) => {
                 self.docs.receive(from, &doc, &message)?;
-                self.absorb();
-                Ok(())
+                Ok(self.absorb())
             }
             PeerMessage::V1(PeerMessageV1::Hello { .. }) => Err(ReplicaError::UnexpectedHello),
         }
@@ -253,11 +257,11 @@ impl Replica {
     pub fn pending_counts(&self, now: Millis) -> (usize, usize) {
         let riders = self
             .ledger
-            .riders()
+            .open_riders()
             .filter(|r| self.is_free(&r.record.id, now));
         let drivers = self
             .ledger
-            .drivers()
+            .open_drivers()
             .filter(|d| self.is_free(&d.record.id, now));
         (riders.count(), drivers.count())
     }
@@ -310,15 +314,26 @@ impl Replica {
         Ok(())
     }
 
-    fn absorb(&mut self) {
+    /// Moves new document contents into the ledger; returns when each new
+    /// request of another owner was accepted.
+    fn absorb(&mut self) -> Vec<Millis> {
         let changes = self.docs.take_changes();
         for rejected in &changes.rejected {
             tracing::warn!(%rejected, "ignored a record");
         }
         self.stats.records_rejected += changes.rejected.len() as u64;
+        let mut arrived = Vec::new();
         for (owner, record) in changes.records {
+            if owner != self.config.node {
+                match &record {
+                    RecordV1::Rider(r) => arrived.push(r.accepted_at),
+                    RecordV1::Driver(d) => arrived.push(d.accepted_at),
+                    _ => {}
+                }
+            }
             self.ledger.apply(&owner, record);
         }
+        arrived
     }
 
     fn answer_claims(&mut self, now: Millis) {
@@ -428,7 +443,7 @@ impl Replica {
         let available = |id: &RequestId| !claimed.contains(id) && self.is_free(id, now);
         let riders: Vec<Candidate> = self
             .ledger
-            .riders()
+            .open_riders()
             .filter(|r| available(&r.record.id))
             .map(|r| Candidate {
                 id: r.record.id,
@@ -437,7 +452,7 @@ impl Replica {
             .collect();
         let drivers: Vec<Candidate> = self
             .ledger
-            .drivers()
+            .open_drivers()
             .filter(|d| available(&d.record.id))
             .map(|d| Candidate {
                 id: d.record.id,
@@ -519,7 +534,7 @@ impl super::transport::SyncCore for parking_lot::Mutex<Replica> {
     }
 
     fn receive(&self, peer: &NodeId, message: PeerMessage) -> Result<(), ReplicaError> {
-        self.lock().receive(peer, message)
+        self.lock().receive(peer, message).map(drop)
     }
 
     fn peer_lost(&self, peer: &NodeId) {

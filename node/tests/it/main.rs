@@ -6,6 +6,7 @@
 mod bad_input;
 mod flow;
 mod keepalive;
+mod mesh;
 mod regions;
 mod restart;
 mod support;

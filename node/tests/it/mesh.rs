@@ -1,0 +1,216 @@
+//! Three region nodes as separate processes, replicating over real QUIC
+//! with mutual TLS on loopback.
+
+use std::path::Path;
+use std::process::Command;
+
+use node::wire::{DebugState, MatchList};
+
+use crate::support::*;
+
+const REGIONS: [&str; 3] = ["dhaka-north", "dhaka-southeast", "dhaka-southwest"];
+
+fn regions_dir() -> &'static str {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../regions")
+}
+
+/// A free UDP port on loopback (released for the node to take).
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Mesh {
+    nodes: Vec<Option<NodeProcess>>,
+    args: Vec<Vec<String>>,
+    dirs: Vec<tempfile::TempDir>,
+}
+
+impl Mesh {
+    async fn start(certs: &Path) -> Self {
+        let status = Command::new(env!("CARGO_BIN_EXE_node"))
+            .arg("certs")
+            .arg("--dir")
+            .arg(certs)
+            .args(REGIONS.iter().flat_map(|r| ["--node", r]))
+            .args(["--ip", "127.0.0.1"])
+            .status()
+            .expect("node certs");
+        assert!(status.success());
+        let ports: Vec<u16> = REGIONS.iter().map(|_| free_udp_port()).collect();
+        let mut args = Vec::new();
+        for (i, region) in REGIONS.iter().enumerate() {
+            let mut a: Vec<String> = vec![
+                "--regions".into(),
+                regions_dir().into(),
+                "--region".into(),
+                (*region).into(),
+                "--node-id".into(),
+                (*region).into(),
+                "--mesh-listen".into(),
+                format!("127.0.0.1:{}", ports[i]),
+                "--certs".into(),
+                certs.display().to_string(),
+                "--mesh-ready-grace".into(),
+                "2s".into(),
+                "--request-ttl".into(),
+                "30s".into(),
+            ];
+            for (j, peer) in REGIONS.iter().enumerate() {
+                if j != i {
+                    a.push("--peer".into());
+                    a.push(format!("{peer}=127.0.0.1:{}", ports[j]));
+                }
+            }
+            args.push(a);
+        }
+        let dirs: Vec<_> = REGIONS
+            .iter()
+            .map(|_| tempfile::tempdir().unwrap())
+            .collect();
+        let mut mesh = Mesh {
+            nodes: Vec::new(),
+            args,
+            dirs,
+        };
+        for i in 0..REGIONS.len() {
+            let node = mesh.launch(i).await;
+            mesh.nodes.push(Some(node));
+        }
+        mesh
+    }
+
+    async fn launch(&self, i: usize) -> NodeProcess {
+        let args: Vec<&str> = self.args[i].iter().map(String::as_str).collect();
+        NodeProcess::start(self.dirs[i].path(), &args).await
+    }
+
+    fn node(&self, i: usize) -> &NodeProcess {
+        self.nodes[i].as_ref().expect("running")
+    }
+
+    async fn states(&self, http: &reqwest::Client) -> Option<Vec<DebugState>> {
+        let mut states = Vec::new();
+        for node in self.nodes.iter().flatten() {
+            let state = http.get(node.url("/debug/state")).send().await.ok()?;
+            states.push(state.json().await.ok()?);
+        }
+        Some(states)
+    }
+
+    async fn matches(&self, http: &reqwest::Client, i: usize) -> Option<MatchList> {
+        let list = http
+            .get(self.node(i).url("/matches?limit=1000"))
+            .send()
+            .await
+            .ok()?;
+        list.json().await.ok()
+    }
+
+    async fn converged(&self, http: &reqwest::Client) {
+        eventually("every node to hold the same replicated state", || async {
+            let states = self.states(http).await?;
+            let same = states
+                .iter()
+                .all(|s| s.digest == states[0].digest && s.ready);
+            same.then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_border_pair_is_matched_once_everywhere_and_survives_a_restart() {
+    let certs = tempfile::tempdir().unwrap();
+    let mut mesh = Mesh::start(certs.path()).await;
+    let http = reqwest::Client::new();
+    mesh.converged(&http).await;
+
+    // The rider is 11 m north of the north/south-east border, the driver
+    // 11 m south of it: each region accepts its own, and only a claim
+    // across the border can match them.
+    let (north, southeast) = (0, 1);
+    let mut rider_socket = Socket::connect(mesh.node(north)).await;
+    let mut driver_socket = Socket::connect(mesh.node(southeast)).await;
+    let rider = post_rider(
+        &http,
+        mesh.node(north),
+        "North",
+        at(23.7801, 90.45),
+        at(23.80, 90.45),
+    )
+    .await;
+    let driver = post_driver(
+        &http,
+        mesh.node(southeast),
+        "South",
+        "BORDER-1",
+        at(23.7799, 90.45),
+    )
+    .await;
+    assert_eq!(
+        (rider.region.as_str(), driver.region.as_str()),
+        ("dhaka-north", "dhaka-southeast")
+    );
+    rider_socket.subscribe(&[rider.id]).await;
+    driver_socket.subscribe(&[driver.id]).await;
+
+    let told_rider = rider_socket.next_match().await;
+    let told_driver = driver_socket.next_match().await;
+    assert_eq!(told_rider, told_driver);
+    assert_eq!(
+        (told_rider.rider_id, told_rider.driver_id),
+        (rider.id, driver.id)
+    );
+    assert_eq!(
+        told_rider.region, "dhaka-north",
+        "the rider's owner commits"
+    );
+
+    mesh.converged(&http).await;
+    for i in 0..REGIONS.len() {
+        let list = eventually("the match on every node", || async {
+            let list = mesh.matches(&http, i).await?;
+            (!list.matches.is_empty()).then_some(list)
+        })
+        .await;
+        assert_eq!(list.matches, vec![told_rider.clone()], "node {i}");
+    }
+
+    // kill -9 the south-east node, restart it: it resyncs from its peers and
+    // commits nothing that conflicts.
+    drop(mesh.nodes[southeast].take());
+    let again = post_driver(
+        &http,
+        mesh.node(north),
+        "Other",
+        "BORDER-2",
+        at(23.7900, 90.45),
+    )
+    .await;
+    mesh.nodes[southeast] = Some(mesh.launch(southeast).await);
+    mesh.converged(&http).await;
+    let list = eventually("the restarted node to know the match", || async {
+        let list = mesh.matches(&http, southeast).await?;
+        list.matches
+            .iter()
+            .any(|m| m.rider_id == rider.id)
+            .then_some(list)
+    })
+    .await;
+    for m in &list.matches {
+        if m.rider_id == rider.id {
+            assert_eq!(m.driver_id, driver.id, "re-assigned after the restart");
+        }
+        assert_ne!(m.driver_id, again.id, "an unmatched driver became matched");
+    }
+    let states = mesh.states(&http).await.unwrap();
+    assert!(
+        states
+            .iter()
+            .all(|s| s.pending_drivers == 1 && s.pending_riders == 0),
+        "{states:?}"
+    );
+}
