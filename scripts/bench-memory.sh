@@ -16,7 +16,7 @@ $NODE certs --dir "$WORK/certs" --node mem-a --node mem-b --ip 127.0.0.1 >/dev/n
 start() {
   RUST_LOG=warn $NODE --node-id "$1" --region bench --listen "127.0.0.1:$2" \
     --mesh-listen "127.0.0.1:$3" --peer "$4" --certs "$WORK/certs" \
-    --data-dir "$WORK/$1" --mesh-ready-grace 1s 2>"$WORK/$1.log" &
+    --data-dir "$WORK/$1" --mesh-ready-grace 1s >/dev/null 2>"$WORK/$1.log" &
   echo $!
 }
 A=$(start mem-a 18281 19281 mem-b=127.0.0.1:19282)

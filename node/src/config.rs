@@ -64,7 +64,7 @@ pub struct Config {
 
     /// How long a committed match is kept: a late subscriber still gets it,
     /// and it can be rated, until then.
-    #[arg(long, env = "NODE_MATCH_RETENTION", default_value = "5m", value_parser = parse_positive)]
+    #[arg(long, env = "NODE_MATCH_RETENTION", default_value = "1m", value_parser = parse_positive)]
     pub match_retention: Duration,
 
     /// The most committed matches kept (the oldest go first), so memory
