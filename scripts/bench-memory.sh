@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE="${1:-1000}"; SHORT="${2:-60}"; LONG="${3:-600}"
 WORK="$(mktemp -d)"
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT INT TERM
 
 cargo build --release --locked -p node -p bot >/dev/null 2>&1
 NODE=target/release/node
@@ -17,10 +17,9 @@ start() {
   RUST_LOG=warn $NODE --node-id "$1" --region bench --listen "127.0.0.1:$2" \
     --mesh-listen "127.0.0.1:$3" --peer "$4" --certs "$WORK/certs" \
     --data-dir "$WORK/$1" --mesh-ready-grace 1s >/dev/null 2>"$WORK/$1.log" &
-  echo $!
 }
-A=$(start mem-a 18281 19281 mem-b=127.0.0.1:19282)
-B=$(start mem-b 18282 19282 mem-a=127.0.0.1:19281)
+start mem-a 18281 19281 mem-b=127.0.0.1:19282; A=$!
+start mem-b 18282 19282 mem-a=127.0.0.1:19281; B=$!
 sleep 2
 target/release/bot --endpoint http://127.0.0.1:18281 --rate "$RATE" --concurrency 16 \
   --duration "$((LONG + 5))s" --warmup 0s --no-progress >"$WORK/bot.txt" 2>&1 &

@@ -9,6 +9,13 @@ use node::ids::NodeId;
 use node::mesh::tls;
 use node::{server, telemetry};
 
+/// mimalloc returns freed memory to the OS and keeps fragmentation low
+/// across the node's many threads; with glibc's per-thread arenas, RSS crept
+/// up by a third over 10 minutes of steady load while the live data stayed
+/// flat (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
