@@ -66,24 +66,10 @@ async fn rider_and_driver_are_matched_told_the_fare_and_rated() {
         "no_such_match"
     );
 
-    let average: DriverRating = http
-        .get(node.url("/drivers/DHA-11-2233/rating"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let average: DriverRating = get_json(&http, &node, "/drivers/DHA-11-2233/rating").await;
     assert_eq!((average.average, average.count), (Some(4.0), 1));
 
-    let listed: MatchList = http
-        .get(node.url("/matches?limit=5"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: MatchList = get_json(&http, &node, "/matches?limit=5").await;
     assert_eq!(listed.matches, vec![told_rider]);
 }
 

@@ -103,14 +103,7 @@ async fn lists_regions_and_routes_positions() {
     let node = start_north(dir.path()).await;
     let http = client();
 
-    let list: RegionList = http
-        .get(node.url("/regions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: RegionList = get_json(&http, &node, "/regions").await;
     let ids: Vec<&str> = list.regions.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["dhaka-north", "dhaka-southeast", "dhaka-southwest"]);
     let north = &list.regions[0];

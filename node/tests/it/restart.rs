@@ -29,13 +29,6 @@ async fn ratings_and_the_node_id_survive_a_restart() {
 
     let node = NodeProcess::start(dir.path(), &[]).await;
     assert_eq!(node.node, first_id);
-    let average: DriverRating = http
-        .get(node.url("/drivers/KEEP-1/rating"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let average: DriverRating = get_json(&http, &node, "/drivers/KEEP-1/rating").await;
     assert_eq!((average.average, average.count), (Some(5.0), 1));
 }

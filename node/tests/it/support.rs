@@ -253,3 +253,13 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// GETs `path` from the node and decodes the JSON answer.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    node: &NodeProcess,
+    path: &str,
+) -> T {
+    let response = http.get(node.url(path)).send().await.expect("GET");
+    response.json().await.expect("a JSON answer")
+}
