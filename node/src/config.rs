@@ -121,6 +121,33 @@ pub struct Config {
     /// this long at most.
     #[arg(long, env = "NODE_MESH_READY_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub mesh_ready_grace: Duration,
+
+    /// CQL contact points (`host:port`, comma-separated; list some in every
+    /// datacenter). Unset: ratings live in the embedded store only.
+    #[arg(long, env = "CQL_NODES", value_delimiter = ',')]
+    pub cql_nodes: Vec<String>,
+
+    /// This node's CQL datacenter; defaults to its region's `datacenter`
+    /// in `--regions`.
+    #[arg(long, env = "NODE_CQL_DATACENTER")]
+    pub cql_datacenter: Option<String>,
+
+    #[arg(long, env = "NODE_CQL_KEYSPACE", default_value = "ride")]
+    pub cql_keyspace: String,
+
+    /// Replicas per datacenter when the keyspace is created, as
+    /// `<datacenter>=<factor>` (comma-separated); defaults to 1 in every
+    /// region's datacenter. An existing keyspace is left as it is.
+    #[arg(long, env = "NODE_CQL_REPLICATION", value_delimiter = ',', value_parser = parse_replication)]
+    pub cql_replication: Vec<(String, u32)>,
+
+    /// Let requests go to another datacenter while this one is down.
+    #[arg(long, env = "NODE_CQL_DC_FAILOVER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cql_dc_failover: bool,
+
+    /// Limit on one CQL request, retries included.
+    #[arg(long, env = "NODE_CQL_TIMEOUT", default_value = "2s", value_parser = parse_positive)]
+    pub cql_timeout: Duration,
 }
 
 impl Config {
@@ -148,6 +175,21 @@ fn parse_peer(raw: &str) -> Result<Peer, String> {
         node: NodeId(node.to_owned()),
         addr,
     })
+}
+
+fn parse_replication(raw: &str) -> Result<(String, u32), String> {
+    let (dc, factor) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("expected <datacenter>=<factor>, got {raw}"))?;
+    let factor: u32 = factor
+        .parse()
+        .map_err(|e| format!("{factor} is not a replication factor: {e}"))?;
+    if dc.is_empty() || factor == 0 {
+        return Err(format!(
+            "expected a datacenter and a factor of 1 or more, got {raw}"
+        ));
+    }
+    Ok((dc.to_owned(), factor))
 }
 
 fn parse_ttl(raw: &str) -> Result<Duration, String> {
@@ -185,6 +227,35 @@ mod tests {
         let c = Config::try_parse_from(["node"]).unwrap();
         assert_eq!(c.request_ttl, Duration::from_secs(30));
         assert_eq!(c.max_pickup_km, 5.0);
+    }
+
+    #[test]
+    fn reads_cql_settings() {
+        let c = Config::try_parse_from([
+            "node",
+            "--cql-nodes",
+            "127.0.0.1:9042,127.0.0.2:9042",
+            "--cql-replication",
+            "dhaka_north=3,dhaka_southeast=2",
+            "--cql-dc-failover",
+            "false",
+        ])
+        .unwrap();
+        assert_eq!(c.cql_nodes, ["127.0.0.1:9042", "127.0.0.2:9042"]);
+        assert_eq!(
+            c.cql_replication,
+            [
+                ("dhaka_north".to_owned(), 3),
+                ("dhaka_southeast".to_owned(), 2)
+            ]
+        );
+        assert!(!c.cql_dc_failover);
+        for bad in ["dhaka_north", "dhaka_north=0", "=3", "dhaka_north=x"] {
+            assert!(
+                Config::try_parse_from(["node", "--cql-replication", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

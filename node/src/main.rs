@@ -12,6 +12,7 @@ use node::{server, telemetry};
 /// mimalloc keeps fragmentation lower across the node's threads: over 10
 /// minutes of steady load, RSS grew 23% with it against 35% with glibc's
 /// per-thread arenas, while the live data stayed flat (BENCHMARKS.md).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -23,7 +23,7 @@ use crate::matches::Retention;
 use crate::mesh::replica::{Replica, ReplicaConfig};
 use crate::mesh::tls::{Credentials, TlsError};
 use crate::mesh::transport::{BoundMesh, Mesh, MeshConfig, TransportError};
-use crate::ratings::{EmbeddedStore, RatingStore, StoreError};
+use crate::ratings::{ClusterConfig, ClusterStore, EmbeddedStore, RatingStore, StoreError};
 use crate::regions::{Regions, RegionsError};
 use crate::shared::NodeCore;
 use crate::telemetry;
@@ -96,7 +96,7 @@ impl RunningNode {
 pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     let regions = load_regions(&config)?;
     let node = resolve_node_id(&config)?;
-    let store: Arc<dyn RatingStore> = Arc::new(EmbeddedStore::open(&config.data_dir)?);
+    let store = open_ratings(&config, regions.as_deref()).await?;
     let replica = Replica::new(ReplicaConfig {
         node: node.clone(),
         region: config.region.clone(),
@@ -199,6 +199,50 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         shutdown,
         task,
     })
+}
+
+/// The embedded store, or with `--cql-nodes` the cluster store with the
+/// embedded store as its outbox.
+async fn open_ratings(
+    config: &Config,
+    regions: Option<&Regions>,
+) -> Result<Arc<dyn RatingStore>, NodeError> {
+    if config.cql_nodes.is_empty() {
+        return Ok(Arc::new(EmbeddedStore::open(&config.data_dir)?));
+    }
+    let own_datacenter = regions
+        .and_then(|r| r.get(&config.region))
+        .map(|r| r.datacenter.clone());
+    let datacenter = config
+        .cql_datacenter
+        .clone()
+        .or(own_datacenter)
+        .ok_or_else(|| {
+            StoreError::Config("name the datacenter with --cql-datacenter or --regions".into())
+        })?;
+    let replication = if config.cql_replication.is_empty() {
+        let mut all: Vec<(String, u32)> = regions
+            .map(|r| r.iter().map(|r| (r.datacenter.clone(), 1)).collect())
+            .unwrap_or_default();
+        if !all.iter().any(|(dc, _)| *dc == datacenter) {
+            all.push((datacenter.clone(), 1));
+        }
+        all
+    } else {
+        config.cql_replication.clone()
+    };
+    let cluster = ClusterConfig {
+        nodes: config.cql_nodes.clone(),
+        datacenter,
+        keyspace: config.cql_keyspace.clone(),
+        replication,
+        dc_failover: config.cql_dc_failover,
+        request_timeout: config.cql_timeout,
+    };
+    let outbox = EmbeddedStore::open_outbox(&config.data_dir)?;
+    Ok(Arc::new(
+        ClusterStore::start(cluster, outbox, config.cql_timeout * 5).await?,
+    ))
 }
 
 /// The `--regions` directory, checked to hold this node's `--region`; `None`

@@ -5,30 +5,57 @@
 //! up meanwhile in a single transaction (group commit): throughput grows with
 //! load instead of being capped at one fsync per rating. Reads run on redb's
 //! MVCC snapshots and never wait for the writer.
+//!
+//! In front of a cluster the same file is the cluster's outbox: a new rating
+//! is also appended, in the same transaction, to an ordered queue that the
+//! cluster store drains (see `cluster.rs`). A rating is then durable on the
+//! node before it is acknowledged, whether or not the cluster can take it.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 use super::{Rating, RatingStore, Recorded, StoreError, Summary};
+use crate::clock::Millis;
+use crate::ids::RequestId;
 
 /// (car number, rider id) → (stars, rated at ms, driver id).
 const RATINGS: TableDefinition<(&str, u128), (u8, u64, u128)> = TableDefinition::new("ratings");
 /// car number → (sum of stars, count).
 const SUMMARIES: TableDefinition<&str, (u64, u64)> = TableDefinition::new("summaries");
+/// sequence → (car number, rider id, driver id, stars, rated at ms): ratings
+/// not yet delivered to the cluster, in acceptance order.
+const OUTBOX: TableDefinition<u64, (&str, u128, u128, u8, u64)> = TableDefinition::new("outbox");
+/// "next" → the sequence the next outbox entry gets; kept apart from the
+/// outbox so that sequences never repeat once the outbox is emptied.
+const OUTBOX_SEQUENCE: TableDefinition<&str, u64> = TableDefinition::new("outbox_sequence");
 
 /// Ratings committed in one transaction at most.
 const MAX_BATCH: usize = 1024;
 const QUEUE_DEPTH: usize = 16 * 1024;
 
-type Reply = oneshot::Sender<Result<Recorded, StoreError>>;
+/// What recording a rating did: new ratings kept as an outbox entry carry
+/// its sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub recorded: Recorded,
+    pub queued: Option<u64>,
+}
+
+type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
 
 enum Command {
     Record(Rating, Reply),
+    /// Removes outbox entries up to and including this sequence.
+    Delivered(u64, oneshot::Sender<Result<(), StoreError>>),
     Close(oneshot::Sender<()>),
 }
 
@@ -40,6 +67,16 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (or creates) `ratings.redb` in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, false)
+    }
+
+    /// Opens the store as a cluster's outbox: every new rating is also
+    /// queued for [`EmbeddedStore::undelivered`].
+    pub fn open_outbox(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, true)
+    }
+
+    fn open_with(dir: &Path, outbox: bool) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("ratings.redb");
@@ -48,6 +85,8 @@ impl EmbeddedStore {
         let txn = db.begin_write().map_err(storage)?;
         txn.open_table(RATINGS).map_err(storage)?;
         txn.open_table(SUMMARIES).map_err(storage)?;
+        txn.open_table(OUTBOX).map_err(storage)?;
+        txn.open_table(OUTBOX_SEQUENCE).map_err(storage)?;
         txn.commit().map_err(storage)?;
 
         let db = Arc::new(db);
@@ -55,7 +94,14 @@ impl EmbeddedStore {
         let writer_db = Arc::clone(&db);
         std::thread::Builder::new()
             .name("ratings-writer".into())
-            .spawn(move || write_loop(&writer_db, rx))
+            .spawn(move || {
+                let closed = write_loop(&writer_db, outbox, rx);
+                // Let go of the file before saying so, so it can be reopened.
+                drop(writer_db);
+                if let Some(done) = closed {
+                    let _ = done.send(());
+                }
+            })
             .map_err(|e| StoreError::Storage(format!("cannot start the writer: {e}")))?;
         Ok(Self {
             db,
@@ -66,11 +112,9 @@ impl EmbeddedStore {
     fn sender(&self) -> Result<mpsc::Sender<Command>, StoreError> {
         self.writer.lock().clone().ok_or(StoreError::Closed)
     }
-}
 
-#[async_trait]
-impl RatingStore for EmbeddedStore {
-    async fn record(&self, rating: Rating) -> Result<Recorded, StoreError> {
+    /// Records a rating; when new in an outbox store, also queues it.
+    pub async fn submit(&self, rating: Rating) -> Result<Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.sender()?
             .send(Command::Record(rating, reply))
@@ -79,11 +123,72 @@ impl RatingStore for EmbeddedStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    async fn summary(&self, car_number: &str) -> Result<Summary, StoreError> {
+    /// The oldest `limit` outbox entries, in order.
+    pub async fn undelivered(&self, limit: usize) -> Result<Vec<(u64, Rating)>, StoreError> {
+        self.read(move |txn| {
+            let table = txn.open_table(OUTBOX).map_err(storage)?;
+            let mut out = Vec::new();
+            for entry in table.iter().map_err(storage)?.take(limit) {
+                let (seq, value) = entry.map_err(storage)?;
+                let (car, rider, driver, stars, rated_at) = value.value();
+                out.push((
+                    seq.value(),
+                    Rating {
+                        rider_id: RequestId(Uuid::from_u128(rider)),
+                        driver_id: RequestId(Uuid::from_u128(driver)),
+                        car_number: car.to_owned(),
+                        stars,
+                        rated_at: Millis(rated_at),
+                    },
+                ));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// How many ratings wait in the outbox.
+    pub async fn backlog(&self) -> Result<u64, StoreError> {
+        self.read(|txn| {
+            txn.open_table(OUTBOX)
+                .map_err(storage)?
+                .len()
+                .map_err(storage)
+        })
+        .await
+    }
+
+    /// Drops outbox entries up to and including `seq`, once delivered.
+    pub async fn delivered(&self, seq: u64) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender()?
+            .send(Command::Delivered(seq, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs a read transaction off the async runtime.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || read(&db.begin_read().map_err(storage)?))
+            .await
+            .map_err(|e| StoreError::Storage(e.to_string()))?
+    }
+}
+
+#[async_trait]
+impl RatingStore for EmbeddedStore {
+    async fn record(&self, rating: Rating) -> Result<Recorded, StoreError> {
+        Ok(self.submit(rating).await?.recorded)
+    }
+
+    async fn summary(&self, car_number: &str) -> Result<Summary, StoreError> {
         let car_number = car_number.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let txn = db.begin_read().map_err(storage)?;
+        self.read(move |txn| {
             let table = txn.open_table(SUMMARIES).map_err(storage)?;
             let found = table.get(car_number.as_str()).map_err(storage)?;
             Ok(found.map_or_else(Summary::default, |v| {
@@ -92,7 +197,6 @@ impl RatingStore for EmbeddedStore {
             }))
         })
         .await
-        .map_err(|e| StoreError::Storage(e.to_string()))?
     }
 
     async fn close(&self) -> Result<(), StoreError> {
@@ -111,8 +215,13 @@ fn storage(e: impl std::fmt::Display) -> StoreError {
     StoreError::Storage(e.to_string())
 }
 
-/// Commits queued ratings in batches until told to close.
-fn write_loop(db: &Database, mut rx: mpsc::Receiver<Command>) {
+/// Commits queued ratings in batches until told to close; returns the
+/// closer to answer.
+fn write_loop(
+    db: &Database,
+    outbox: bool,
+    mut rx: mpsc::Receiver<Command>,
+) -> Option<oneshot::Sender<()>> {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = Vec::new();
         let mut closing = None;
@@ -120,6 +229,9 @@ fn write_loop(db: &Database, mut rx: mpsc::Receiver<Command>) {
         while let Some(command) = next.take() {
             match command {
                 Command::Record(rating, reply) => batch.push((rating, reply)),
+                Command::Delivered(seq, reply) => {
+                    let _ = reply.send(trim_outbox(db, seq));
+                }
                 Command::Close(done) => {
                     closing = Some(done);
                     break;
@@ -130,18 +242,18 @@ fn write_loop(db: &Database, mut rx: mpsc::Receiver<Command>) {
             }
         }
         if !batch.is_empty() {
-            commit_batch(db, batch);
+            commit_batch(db, outbox, batch);
         }
-        if let Some(done) = closing {
-            let _ = done.send(());
-            return;
+        if closing.is_some() {
+            return closing;
         }
     }
+    None
 }
 
-fn commit_batch(db: &Database, batch: Vec<(Rating, Reply)>) {
+fn commit_batch(db: &Database, outbox: bool, batch: Vec<(Rating, Reply)>) {
     let ratings: Vec<&Rating> = batch.iter().map(|(r, _)| r).collect();
-    match apply(db, &ratings) {
+    match apply(db, outbox, &ratings) {
         Ok(outcomes) => {
             for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
                 let _ = reply.send(Ok(outcome));
@@ -156,16 +268,25 @@ fn commit_batch(db: &Database, batch: Vec<(Rating, Reply)>) {
     }
 }
 
-fn apply(db: &Database, ratings: &[&Rating]) -> Result<Vec<Recorded>, StoreError> {
+fn apply(db: &Database, outbox: bool, ratings: &[&Rating]) -> Result<Vec<Outcome>, StoreError> {
     let txn = db.begin_write().map_err(storage)?;
     let mut outcomes = Vec::with_capacity(ratings.len());
     {
         let mut table = txn.open_table(RATINGS).map_err(storage)?;
         let mut summaries = txn.open_table(SUMMARIES).map_err(storage)?;
+        let mut queue = txn.open_table(OUTBOX).map_err(storage)?;
+        let mut sequence = txn.open_table(OUTBOX_SEQUENCE).map_err(storage)?;
+        let mut next_seq = sequence
+            .get("next")
+            .map_err(storage)?
+            .map_or(0, |v| v.value());
         for rating in ratings {
             let key = (rating.car_number.as_str(), rating.rider_id.0.as_u128());
             if table.get(key).map_err(storage)?.is_some() {
-                outcomes.push(Recorded::Duplicate);
+                outcomes.push(Outcome {
+                    recorded: Recorded::Duplicate,
+                    queued: None,
+                });
                 continue;
             }
             table
@@ -188,18 +309,45 @@ fn apply(db: &Database, ratings: &[&Rating]) -> Result<Vec<Recorded>, StoreError
                     (stars + u64::from(rating.stars), count + 1),
                 )
                 .map_err(storage)?;
-            outcomes.push(Recorded::New);
+            let queued = outbox.then_some(next_seq);
+            if outbox {
+                queue
+                    .insert(
+                        next_seq,
+                        (
+                            rating.car_number.as_str(),
+                            rating.rider_id.0.as_u128(),
+                            rating.driver_id.0.as_u128(),
+                            rating.stars,
+                            rating.rated_at.0,
+                        ),
+                    )
+                    .map_err(storage)?;
+                next_seq += 1;
+            }
+            outcomes.push(Outcome {
+                recorded: Recorded::New,
+                queued,
+            });
         }
+        sequence.insert("next", next_seq).map_err(storage)?;
     }
     txn.commit().map_err(storage)?;
     Ok(outcomes)
 }
 
+fn trim_outbox(db: &Database, up_to: u64) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(storage)?;
+    txn.open_table(OUTBOX)
+        .map_err(storage)?
+        .retain_in(..=up_to, |_, _| false)
+        .map_err(storage)?;
+    txn.commit().map_err(storage)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Millis;
-    use crate::ids::RequestId;
 
     fn rating(car: &str, stars: u8) -> Rating {
         Rating {
@@ -260,5 +408,53 @@ mod tests {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         assert_eq!(store.summary("DHA-3").await.unwrap().count, 1);
         assert_eq!(store.record(kept).await.unwrap(), Recorded::Duplicate);
+    }
+
+    #[tokio::test]
+    async fn the_outbox_keeps_new_ratings_in_order_until_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_outbox(dir.path()).unwrap();
+        let sent: Vec<Rating> = (1..=3).map(|stars| rating("DHA-4", stars)).collect();
+        let mut seqs = Vec::new();
+        for r in &sent {
+            let outcome = store.submit(r.clone()).await.unwrap();
+            assert_eq!(outcome.recorded, Recorded::New);
+            seqs.push(outcome.queued.unwrap());
+        }
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+        let again = store.submit(sent[0].clone()).await.unwrap();
+        assert_eq!((again.recorded, again.queued), (Recorded::Duplicate, None));
+
+        let queued = store.undelivered(10).await.unwrap();
+        assert_eq!(queued.iter().map(|(s, _)| *s).collect::<Vec<_>>(), seqs);
+        assert_eq!(
+            queued.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
+            sent
+        );
+        store.delivered(seqs[1]).await.unwrap();
+        assert_eq!(store.backlog().await.unwrap(), 1);
+        store.close().await.unwrap();
+        drop(store);
+
+        // Reopened: the undelivered rating is still there, and sequences
+        // keep rising even once the outbox is emptied.
+        let store = EmbeddedStore::open_outbox(dir.path()).unwrap();
+        assert_eq!(
+            store.undelivered(10).await.unwrap(),
+            vec![(seqs[2], sent[2].clone())]
+        );
+        store.delivered(seqs[2]).await.unwrap();
+        assert_eq!(store.backlog().await.unwrap(), 0);
+        let later = store.submit(rating("DHA-4", 5)).await.unwrap();
+        assert!(later.queued.unwrap() > seqs[2]);
+    }
+
+    #[tokio::test]
+    async fn a_plain_store_queues_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let outcome = store.submit(rating("DHA-5", 3)).await.unwrap();
+        assert_eq!(outcome.queued, None);
+        assert_eq!(store.backlog().await.unwrap(), 0);
     }
 }

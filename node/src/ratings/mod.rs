@@ -5,9 +5,11 @@
 //! lets the embedded store (the default, for a laptop) and a multi-datacenter
 //! cluster store stand in for each other without the HTTP layer noticing.
 
+mod cluster;
 mod embedded;
 
-pub use embedded::EmbeddedStore;
+pub use cluster::{ClusterConfig, ClusterStore};
+pub use embedded::{EmbeddedStore, Outcome};
 
 use async_trait::async_trait;
 use thiserror::Error;
@@ -51,6 +53,10 @@ impl Summary {
 pub enum StoreError {
     #[error("rating storage failed: {0}")]
     Storage(String),
+    #[error("the ratings cluster is unavailable: {0}")]
+    Unavailable(String),
+    #[error("bad ratings cluster settings: {0}")]
+    Config(String),
     #[error("rating store is shut down")]
     Closed,
 }
