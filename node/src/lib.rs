@@ -23,4 +23,5 @@ pub mod regions;
 pub mod server;
 pub mod shared;
 pub mod telemetry;
+pub mod wan_relay;
 pub mod wire;

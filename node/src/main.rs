@@ -1,13 +1,17 @@
 //! `node`: runs one region node until SIGINT or SIGTERM.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use node::config::Config;
+use node::config::{Config, LogFormat};
 use node::ids::NodeId;
 use node::mesh::tls;
+use node::wan_relay::{Impairment, WanRelay};
 use node::{server, telemetry};
+use tokio_util::sync::CancellationToken;
 
 /// mimalloc keeps fragmentation lower across the node's threads: over 10
 /// minutes of steady load, RSS grew 23% with it against 35% with glibc's
@@ -40,40 +44,111 @@ enum Command {
         #[arg(long = "ip")]
         ips: Vec<IpAddr>,
     },
+    /// Relays UDP between a node and one peer with a WAN's delay, jitter
+    /// and loss (see `scripts/mesh.sh --wan`); runs until SIGINT or SIGTERM.
+    WanRelay {
+        /// Where the relay listens: the address the node is given for its
+        /// peer.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// The peer's real QUIC address.
+        #[arg(long)]
+        forward: SocketAddr,
+        /// One-way delay added to every datagram.
+        #[arg(long, default_value = "30ms", value_parser = humantime::parse_duration)]
+        delay: Duration,
+        /// Each datagram's delay varies by up to this much either way.
+        #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
+        jitter: Duration,
+        /// Probability that a datagram is dropped (0 to 1).
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+    },
 }
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Certs { dir, nodes, ips }) = cli.command {
-        let nodes: Vec<NodeId> = nodes.into_iter().map(NodeId).collect();
-        return match tls::write_certificates(&dir, &nodes, &ips) {
-            Ok(written) => {
-                for path in written {
-                    println!("wrote {}", path.display());
-                }
-                std::process::ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("node certs: {e}");
-                std::process::ExitCode::FAILURE
-            }
-        };
+    match cli.command {
+        Some(Command::Certs { dir, nodes, ips }) => certs(&dir, nodes, &ips),
+        Some(Command::WanRelay {
+            listen,
+            forward,
+            delay,
+            jitter,
+            loss,
+        }) => wan_relay(listen, forward, delay, jitter, loss).await,
+        None => serve(cli.config).await,
     }
-    let config = cli.config;
+}
+
+fn certs(dir: &std::path::Path, nodes: Vec<String>, ips: &[IpAddr]) -> ExitCode {
+    let nodes: Vec<NodeId> = nodes.into_iter().map(NodeId).collect();
+    match tls::write_certificates(dir, &nodes, ips) {
+        Ok(written) => {
+            for path in written {
+                println!("wrote {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("node certs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wan_relay(
+    listen: SocketAddr,
+    forward: SocketAddr,
+    delay: Duration,
+    jitter: Duration,
+    loss: f64,
+) -> ExitCode {
+    telemetry::init_logging(LogFormat::Text);
+    let relay = match Impairment::new(delay, jitter, loss) {
+        Ok(path) => WanRelay::bind(listen, forward, path).await,
+        Err(e) => Err(e),
+    };
+    let relay = match relay {
+        Ok(relay) => relay,
+        Err(e) => {
+            eprintln!("node wan-relay: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(%listen, %forward, ?delay, ?jitter, loss, "relaying");
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(relay.run(stop.clone()));
+    shutdown_signal().await;
+    stop.cancel();
+    match running.await {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("node wan-relay: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("node wan-relay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
     telemetry::init_logging(config.log_format);
     let running = match server::start(config).await {
         Ok(running) => running,
         Err(e) => {
             tracing::error!(error = %e, "node failed to start");
-            return std::process::ExitCode::FAILURE;
+            return ExitCode::FAILURE;
         }
     };
     match running.run_until(shutdown_signal()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "node failed");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

@@ -4,6 +4,7 @@
 //! One test binary (modules below) so the dependencies link once.
 
 mod bad_input;
+mod cql;
 mod flow;
 mod keepalive;
 mod mesh;

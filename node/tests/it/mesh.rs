@@ -8,7 +8,7 @@ use node::wire::{DebugState, MatchList};
 
 use crate::support::*;
 
-const REGIONS: [&str; 3] = ["dhaka-north", "dhaka-southeast", "dhaka-southwest"];
+pub const REGIONS: [&str; 3] = ["dhaka-north", "dhaka-southeast", "dhaka-southwest"];
 
 fn regions_dir() -> &'static str {
     concat!(env!("CARGO_MANIFEST_DIR"), "/../regions")
@@ -22,14 +22,20 @@ fn free_udp_port() -> u16 {
         .expect("a free port")
 }
 
-struct Mesh {
-    nodes: Vec<Option<NodeProcess>>,
+pub struct Mesh {
+    pub nodes: Vec<Option<NodeProcess>>,
     args: Vec<Vec<String>>,
     dirs: Vec<tempfile::TempDir>,
 }
 
 impl Mesh {
-    async fn start(certs: &Path) -> Self {
+    pub async fn start(certs: &Path) -> Self {
+        Self::start_with(certs, |_| Vec::new()).await
+    }
+
+    /// Starts one node per region, node `i` with `extra(i)` added to its
+    /// flags.
+    pub async fn start_with(certs: &Path, extra: impl Fn(usize) -> Vec<String>) -> Self {
         let status = Command::new(env!("CARGO_BIN_EXE_node"))
             .arg("certs")
             .arg("--dir")
@@ -64,6 +70,7 @@ impl Mesh {
                     a.push(format!("{peer}=127.0.0.1:{}", ports[j]));
                 }
             }
+            a.extend(extra(i));
             args.push(a);
         }
         let dirs: Vec<_> = REGIONS
@@ -82,12 +89,12 @@ impl Mesh {
         mesh
     }
 
-    async fn launch(&self, i: usize) -> NodeProcess {
+    pub async fn launch(&self, i: usize) -> NodeProcess {
         let args: Vec<&str> = self.args[i].iter().map(String::as_str).collect();
         NodeProcess::start(self.dirs[i].path(), &args).await
     }
 
-    fn node(&self, i: usize) -> &NodeProcess {
+    pub fn node(&self, i: usize) -> &NodeProcess {
         self.nodes[i].as_ref().expect("running")
     }
 
@@ -109,7 +116,7 @@ impl Mesh {
         list.json().await.ok()
     }
 
-    async fn converged(&self, http: &reqwest::Client) {
+    pub async fn converged(&self, http: &reqwest::Client) {
         eventually("every node to hold the same replicated state", || async {
             let states = self.states(http).await?;
             let same = states
