@@ -1,7 +1,7 @@
 //! Configuration, from flags or the environment (every flag has an `NODE_*`
 //! variable). Defaults let `node` run with none.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -144,6 +144,44 @@ pub struct Config {
     /// Let requests go to another datacenter while this one is down.
     #[arg(long, env = "NODE_CQL_DC_FAILOVER", default_value_t = true, action = clap::ArgAction::Set)]
     pub cql_dc_failover: bool,
+
+    /// The Fly.io app this node runs in (Fly sets `FLY_APP_NAME`). On Fly,
+    /// the node id, region, mesh certificate and peers come from the
+    /// platform (see the `fly` module and deploy/README.md).
+    #[arg(long, env = "FLY_APP_NAME")]
+    pub fly_app: Option<String>,
+
+    #[arg(long, env = "FLY_MACHINE_ID", requires = "fly_app")]
+    pub fly_machine_id: Option<String>,
+
+    #[arg(long, env = "FLY_REGION", requires = "fly_app")]
+    pub fly_region: Option<String>,
+
+    #[arg(long, env = "FLY_PRIVATE_IP", requires = "fly_app")]
+    pub fly_private_ip: Option<IpAddr>,
+
+    /// How often a Fly node asks DNS for the app's machines.
+    #[arg(long, env = "NODE_DISCOVERY_INTERVAL", default_value = "10s", value_parser = parse_positive)]
+    pub discovery_interval: Duration,
+
+    /// The mesh CA certificate (PEM). With `--mesh-ca-key`, the node issues
+    /// itself a certificate into `--certs` at start.
+    #[arg(
+        long,
+        env = "MESH_CA_CERT",
+        hide_env_values = true,
+        requires = "mesh_ca_key"
+    )]
+    pub mesh_ca_cert: Option<String>,
+
+    /// The mesh CA key (PEM); keep it in a secret store.
+    #[arg(
+        long,
+        env = "MESH_CA_KEY",
+        hide_env_values = true,
+        requires = "mesh_ca_cert"
+    )]
+    pub mesh_ca_key: Option<String>,
 
     /// Limit on one CQL request, retries included.
     #[arg(long, env = "NODE_CQL_TIMEOUT", default_value = "2s", value_parser = parse_positive)]

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod communication;
 pub mod config;
 pub mod fare;
+pub mod fly;
 pub mod geodesy;
 pub mod http;
 pub mod ids;

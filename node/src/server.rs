@@ -10,19 +10,21 @@ use std::sync::Arc;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Millis;
 use crate::communication::{Hub, SocketSettings};
 use crate::config::Config;
+use crate::fly::{FlyError, FlyMachine};
 use crate::http::{self, AppState};
 use crate::ids::NodeId;
 use crate::matcher::Matcher;
 use crate::matches::Retention;
 use crate::mesh::replica::{Replica, ReplicaConfig};
 use crate::mesh::tls::{Credentials, TlsError};
-use crate::mesh::transport::{BoundMesh, Mesh, MeshConfig, TransportError};
+use crate::mesh::transport::{BoundMesh, Mesh, MeshConfig, Peer, TransportError};
 use crate::ratings::{ClusterConfig, ClusterStore, EmbeddedStore, RatingStore, StoreError};
 use crate::regions::{Regions, RegionsError};
 use crate::shared::NodeCore;
@@ -48,6 +50,8 @@ pub enum NodeError {
     Mesh(#[from] TransportError),
     #[error(transparent)]
     Regions(#[from] RegionsError),
+    #[error("on Fly: {0}")]
+    Fly(#[from] FlyError),
     #[error("--region {region} is not one of the regions in {dir} ({known})")]
     UnknownRegion {
         region: String,
@@ -93,9 +97,18 @@ impl RunningNode {
 }
 
 /// Starts a node: binds, spawns the matcher, and serves.
-pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
+pub async fn start(mut config: Config) -> Result<RunningNode, NodeError> {
+    let fly = FlyMachine::from_config(&config);
     let regions = load_regions(&config)?;
+    if let Some(fly) = &fly {
+        fly.adapt(&mut config, regions.as_deref())?;
+    }
+    check_region(&config, regions.as_deref())?;
     let node = resolve_node_id(&config)?;
+    if let Some(fly) = &fly {
+        fly.issue_certificate(&config, &node)?;
+    }
+    let (publish_peers, peers) = mesh_peers(&config, fly.as_ref(), &node).await?;
     let store = open_ratings(&config, regions.as_deref()).await?;
     let replica = Replica::new(ReplicaConfig {
         node: node.clone(),
@@ -113,7 +126,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
             max_matches: config.max_retained_matches.max(1),
         },
         if config.mesh_listen.is_some() {
-            config.peers.len()
+            peers.borrow().len()
         } else {
             0
         },
@@ -145,7 +158,11 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         source,
     })?;
 
-    let mesh = start_mesh(&config, &node, &core, &shutdown)?;
+    let mesh = start_mesh(&config, &node, peers, &core, &shutdown)?;
+    if let (Some(fly), Some(listen)) = (&fly, config.mesh_listen) {
+        let discovery = fly.discovery(&node, listen.port())?;
+        tokio::spawn(discovery.watch(config.discovery_interval, publish_peers, shutdown.clone()));
+    }
     let mesh_addr = mesh.as_ref().map(|(addr, _)| *addr);
     let matcher = tokio::spawn(
         Matcher {
@@ -245,13 +262,19 @@ async fn open_ratings(
     ))
 }
 
-/// The `--regions` directory, checked to hold this node's `--region`; `None`
-/// without `--regions`.
+/// The `--regions` directory; `None` without `--regions`.
 fn load_regions(config: &Config) -> Result<Option<Arc<Regions>>, NodeError> {
     let Some(dir) = &config.regions else {
         return Ok(None);
     };
-    let regions = Regions::load_dir(dir)?;
+    Ok(Some(Arc::new(Regions::load_dir(dir)?)))
+}
+
+/// With `--regions`, this node's `--region` must be one of them.
+fn check_region(config: &Config, regions: Option<&Regions>) -> Result<(), NodeError> {
+    let (Some(regions), Some(dir)) = (regions, &config.regions) else {
+        return Ok(());
+    };
     if regions.get(&config.region).is_none() {
         let known: Vec<&str> = regions.iter().map(|r| r.id.as_str()).collect();
         return Err(NodeError::UnknownRegion {
@@ -260,7 +283,27 @@ fn load_regions(config: &Config) -> Result<Option<Arc<Regions>>, NodeError> {
             known: known.join(", "),
         });
     }
-    Ok(Some(Arc::new(regions)))
+    Ok(())
+}
+
+/// The peers to start with: the `--peer` list, or on Fly the machines
+/// discovered now (later changes are published to the same channel).
+async fn mesh_peers(
+    config: &Config,
+    fly: Option<&FlyMachine>,
+    node: &NodeId,
+) -> Result<(watch::Sender<Vec<Peer>>, watch::Receiver<Vec<Peer>>), NodeError> {
+    let initial = match (fly, config.mesh_listen) {
+        (Some(fly), Some(listen)) => match fly.discovery(node, listen.port())?.peers().await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "no peers discovered yet");
+                Vec::new()
+            }
+        },
+        _ => config.peers.clone(),
+    };
+    Ok(watch::channel(initial))
 }
 
 /// Binds the mesh endpoint and starts talking to peers, when `--mesh-listen`
@@ -268,6 +311,7 @@ fn load_regions(config: &Config) -> Result<Option<Arc<Regions>>, NodeError> {
 fn start_mesh(
     config: &Config,
     node: &NodeId,
+    peers: watch::Receiver<Vec<Peer>>,
     core: &Arc<NodeCore>,
     shutdown: &CancellationToken,
 ) -> Result<Option<(SocketAddr, Mesh)>, NodeError> {
@@ -280,7 +324,7 @@ fn start_mesh(
     let mesh = bound.start(
         MeshConfig {
             node: node.clone(),
-            peers: config.peers.clone(),
+            peers,
             sync_interval: config.mesh_sync_interval,
         },
         Arc::clone(core) as Arc<dyn crate::mesh::transport::SyncCore>,

@@ -2,6 +2,7 @@
 //! as automerge documents, and the protocol that keeps cross-border matches
 //! consistent. [`replica`] is the protocol core (no I/O, no clock).
 
+pub mod discovery;
 pub mod documents;
 pub mod ledger;
 pub mod record;

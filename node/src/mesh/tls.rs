@@ -141,7 +141,7 @@ pub fn write_certificates(
 }
 
 /// Writes a private key readable by its owner only.
-fn write_private(path: &Path, pem: &str) -> Result<(), TlsError> {
+pub fn write_private(path: &Path, pem: &str) -> Result<(), TlsError> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

@@ -12,12 +12,14 @@
 //! region's nodes and a few gateway peers elsewhere: documents relay through
 //! intermediaries already, because every node syncs every document it holds.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use thiserror::Error;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
@@ -53,7 +55,8 @@ pub struct Peer {
 #[derive(Debug, Clone)]
 pub struct MeshConfig {
     pub node: NodeId,
-    pub peers: Vec<Peer>,
+    /// The current peers: fixed (`--peer`), or discovered and changing.
+    pub peers: watch::Receiver<Vec<Peer>>,
     /// How often each session sends what its peer is missing.
     pub sync_interval: Duration,
 }
@@ -121,15 +124,12 @@ impl BoundMesh {
     ) -> Mesh {
         let config = Arc::new(config);
         let mut tasks = JoinSet::new();
-        for peer in config.peers.iter().filter(|p| p.node > config.node) {
-            tasks.spawn(dial(
-                self.endpoint.clone(),
-                peer.clone(),
-                Arc::clone(&config),
-                Arc::clone(&core),
-                shutdown.clone(),
-            ));
-        }
+        tasks.spawn(follow_membership(
+            self.endpoint.clone(),
+            Arc::clone(&config),
+            Arc::clone(&core),
+            shutdown.clone(),
+        ));
         tasks.spawn(accept(self.endpoint, config, core, shutdown));
         Mesh { tasks }
     }
@@ -145,6 +145,60 @@ impl Mesh {
     pub async fn stopped(mut self) {
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// Keeps one dialer per peer this node should dial (those with larger ids),
+/// starting and stopping dialers as the peer list changes.
+async fn follow_membership(
+    endpoint: quinn::Endpoint,
+    config: Arc<MeshConfig>,
+    core: Arc<dyn SyncCore>,
+    shutdown: CancellationToken,
+) {
+    let mut peers = config.peers.clone();
+    let mut dialers: HashMap<NodeId, (SocketAddr, CancellationToken)> = HashMap::new();
+    let mut tasks = JoinSet::new();
+    loop {
+        let wanted: Vec<Peer> = peers
+            .borrow_and_update()
+            .iter()
+            .filter(|p| p.node > config.node)
+            .cloned()
+            .collect();
+        dialers.retain(|node, (addr, stop)| {
+            let keep = wanted.iter().any(|p| p.node == *node && p.addr == *addr);
+            if !keep {
+                tracing::info!(peer = %node, "peer left the mesh");
+                stop.cancel();
+            }
+            keep
+        });
+        for peer in wanted {
+            if !dialers.contains_key(&peer.node) {
+                let stop = shutdown.child_token();
+                dialers.insert(peer.node.clone(), (peer.addr, stop.clone()));
+                tasks.spawn(dial(
+                    endpoint.clone(),
+                    peer,
+                    Arc::clone(&config),
+                    Arc::clone(&core),
+                    stop,
+                ));
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            changed = peers.changed() => {
+                // A fixed list's sender is gone: nothing will change.
+                if changed.is_err() {
+                    shutdown.cancelled().await;
+                    break;
+                }
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    while tasks.join_next().await.is_some() {}
 }
 
 async fn dial(
@@ -235,7 +289,7 @@ async fn accepted(
         connection.close(CLOSE_PROTOCOL.into(), b"expected hello");
         return Err(SessionError::Protocol("no hello".into()));
     };
-    let known = config.peers.iter().any(|p| p.node == node) && node < config.node;
+    let known = config.peers.borrow().iter().any(|p| p.node == node) && node < config.node;
     if !known || !tls::peer_is(&connection, &node) {
         connection.close(CLOSE_UNKNOWN_PEER.into(), b"unknown peer");
         return Err(SessionError::Protocol(format!(

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::replica::{PeerMessage, PeerMessageV1, Replica, ReplicaConfig};
@@ -30,6 +31,9 @@ fn credentials(ca: &PemPair, name: &str) -> Credentials {
 
 struct Running {
     replicas: Vec<Arc<Mutex<Replica>>>,
+    /// Each node's peer list, as discovery would publish it.
+    membership: Vec<watch::Sender<Vec<Peer>>>,
+    everyone: Vec<Vec<Peer>>,
     /// Dropping a mesh stops it.
     _meshes: Vec<Mesh>,
     addrs: Vec<SocketAddr>,
@@ -39,6 +43,12 @@ struct Running {
 /// Starts one replica and mesh endpoint per name, all peers of each other,
 /// each stepping its protocol every 20 ms.
 fn start(ca: &PemPair, names: &[&str]) -> Running {
+    start_knowing(ca, names, |_, _| true)
+}
+
+/// As [`start`], node `i` initially knowing node `j` as a peer only if
+/// `knows(i, j)`.
+fn start_knowing(ca: &PemPair, names: &[&str], knows: impl Fn(usize, usize) -> bool) -> Running {
     let shutdown = CancellationToken::new();
     let bound: Vec<BoundMesh> = names
         .iter()
@@ -47,6 +57,8 @@ fn start(ca: &PemPair, names: &[&str]) -> Running {
     let addrs: Vec<SocketAddr> = bound.iter().map(BoundMesh::local_addr).collect();
     let mut replicas = Vec::new();
     let mut meshes = Vec::new();
+    let mut membership = Vec::new();
+    let mut everyone = Vec::new();
     for (i, b) in bound.into_iter().enumerate() {
         let mut replica = Replica::new(ReplicaConfig {
             node: node(names[i]),
@@ -59,19 +71,31 @@ fn start(ca: &PemPair, names: &[&str]) -> Running {
         });
         replica.set_ready();
         let replica = Arc::new(Mutex::new(replica));
-        let peers = names
+        let peers: Vec<(usize, Peer)> = names
             .iter()
             .zip(&addrs)
-            .filter(|(n, _)| **n != names[i])
-            .map(|(n, a)| Peer {
-                node: node(n),
-                addr: *a,
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(j, (n, a))| {
+                let peer = Peer {
+                    node: node(n),
+                    addr: *a,
+                };
+                (j, peer)
             })
             .collect();
+        let known = peers
+            .iter()
+            .filter(|(j, _)| knows(i, *j))
+            .map(|(_, p)| p.clone())
+            .collect();
+        let (publish, peer_list) = watch::channel(known);
+        membership.push(publish);
+        everyone.push(peers.into_iter().map(|(_, p)| p).collect());
         meshes.push(b.start(
             MeshConfig {
                 node: node(names[i]),
-                peers,
+                peers: peer_list,
                 sync_interval: Duration::from_millis(10),
             },
             replica.clone(),
@@ -88,10 +112,49 @@ fn start(ca: &PemPair, names: &[&str]) -> Running {
     }
     Running {
         replicas,
+        membership,
+        everyone,
         _meshes: meshes,
         addrs,
         shutdown,
     }
+}
+
+const HERE: Position = Position {
+    lat: 23.78,
+    lon: 90.40,
+};
+
+/// Node `i` accepts a rider at [`HERE`].
+fn accept_rider(mesh: &Running, i: usize) -> RequestId {
+    let rider = RequestId::generate();
+    let to = Position {
+        lat: 23.8,
+        lon: 90.4,
+    };
+    let new = NewRider {
+        name: "rider".into(),
+        position: HERE,
+        destination: to,
+    };
+    mesh.replicas[i]
+        .lock()
+        .accept_rider(rider, new, Millis::now());
+    rider
+}
+
+/// Node `i` accepts a driver at [`HERE`].
+fn accept_driver(mesh: &Running, i: usize, car: &str) -> RequestId {
+    let driver = RequestId::generate();
+    let new = NewDriver {
+        name: "driver".into(),
+        car_number: car.into(),
+        position: HERE,
+    };
+    mesh.replicas[i]
+        .lock()
+        .accept_driver(driver, new, Millis::now());
+    driver
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
@@ -109,33 +172,8 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 async fn a_cross_owner_match_commits_once_and_converges_over_quic() {
     let ca = tls::new_ca("test mesh").unwrap();
     let mesh = start(&ca, &["a", "b", "c"]);
-    let here = Position {
-        lat: 23.78,
-        lon: 90.40,
-    };
-    let rider = RequestId::generate();
-    let driver = RequestId::generate();
-    mesh.replicas[0].lock().accept_rider(
-        rider,
-        NewRider {
-            name: "rider".into(),
-            position: here,
-            destination: Position {
-                lat: 23.8,
-                lon: 90.4,
-            },
-        },
-        Millis::now(),
-    );
-    mesh.replicas[2].lock().accept_driver(
-        driver,
-        NewDriver {
-            name: "driver".into(),
-            car_number: "QUIC-1".into(),
-            position: here,
-        },
-        Millis::now(),
-    );
+    let rider = accept_rider(&mesh, 0);
+    let driver = accept_driver(&mesh, 2, "QUIC-1");
 
     eventually("every node to see the commit", || {
         mesh.replicas.iter().all(|r| {
@@ -157,6 +195,42 @@ async fn a_cross_owner_match_commits_once_and_converges_over_quic() {
     let a = mesh.replicas[0].lock().stats();
     let c = mesh.replicas[2].lock().stats();
     assert_eq!((a.claims_sent, c.transfers_granted), (1, 1));
+    mesh.shutdown.cancel();
+}
+
+/// Peers found later (as discovery finds machines) are dialed and accepted:
+/// a node nobody knew at first joins, and its driver is matched across
+/// owners once everyone learns of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_discovered_later_joins_and_converges() {
+    let ca = tls::new_ca("test mesh").unwrap();
+    let newcomer = 2;
+    let mesh = start_knowing(&ca, &["a", "b", "c"], |i, j| i != newcomer && j != newcomer);
+    let rider = accept_rider(&mesh, 0);
+    let driver = accept_driver(&mesh, newcomer, "JOIN-1");
+    eventually("a and b to sync without the newcomer", || {
+        mesh.replicas[1].lock().ledger().rider(&rider).is_some()
+    })
+    .await;
+    assert!(mesh.replicas[0].lock().ledger().driver(&driver).is_none());
+
+    for (publish, peers) in mesh.membership.iter().zip(&mesh.everyone) {
+        publish.send_replace(peers.clone());
+    }
+    eventually("every node to see the commit", || {
+        mesh.replicas.iter().all(|r| {
+            r.lock()
+                .ledger()
+                .commit_of_rider(&rider)
+                .is_some_and(|c| c.record.driver == driver)
+        })
+    })
+    .await;
+    eventually("digests to agree", || {
+        let digests: Vec<u64> = mesh.replicas.iter().map(|r| r.lock().digest()).collect();
+        digests.iter().all(|d| *d == digests[0])
+    })
+    .await;
     mesh.shutdown.cancel();
 }
 
