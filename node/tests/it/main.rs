@@ -6,6 +6,7 @@
 mod bad_input;
 mod cql;
 mod flow;
+mod fly;
 mod keepalive;
 mod mesh;
 mod regions;
