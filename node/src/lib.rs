@@ -19,6 +19,7 @@ pub mod matcher;
 pub mod matches;
 pub mod matching;
 pub mod mesh;
+pub mod peer_board;
 pub mod ratings;
 pub mod regions;
 pub mod server;

@@ -131,6 +131,8 @@ pub async fn start(mut config: Config) -> Result<RunningNode, NodeError> {
             0
         },
     ));
+    let initial_peers: Vec<NodeId> = peers.borrow().iter().map(|p| p.node.clone()).collect();
+    core.expect_peers(&initial_peers);
     let hub = Arc::new(Hub::default());
     let shutdown = CancellationToken::new();
     let app = Arc::new(AppState {

@@ -11,7 +11,7 @@
 //!
 //! A node without peers is simply a mesh of one: the same protocol runs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 
@@ -26,8 +26,15 @@ use crate::matches::{Match, MatchLog, Retention};
 use crate::mesh::ledger::Owned;
 use crate::mesh::record::CommitRecord;
 pub use crate::mesh::replica::MIN_REQUEST_TTL_MS;
-use crate::mesh::replica::{PeerMessage, Replica, ReplicaError, ReplicaStats};
+use crate::mesh::replica::{
+    PeerMessage, PeerMessageV1, PeerStatus, Replica, ReplicaError, ReplicaStats,
+};
 use crate::mesh::transport::SyncCore;
+use crate::peer_board::{PeerBoard, RateMeter};
+use crate::wire::{DashboardClaim, DashboardFrame, DashboardMatch, NodePanel, Position};
+
+/// How often a node tells each peer its status.
+const STATUS_INTERVAL_MS: u64 = 1_000;
 
 /// The answer to an accepted request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +78,11 @@ struct State {
     /// Commits whose rider or driver record has not arrived yet (documents
     /// sync independently); retried every step.
     unresolved: Vec<Owned<CommitRecord>>,
+    /// Peers as operators see them, and this node's own rates.
+    board: PeerBoard,
+    intake_rate: RateMeter,
+    commit_rate: RateMeter,
+    status_sent: HashMap<NodeId, Millis>,
 }
 
 pub struct NodeCore {
@@ -98,6 +110,10 @@ impl NodeCore {
                 arrivals,
                 heard: HashSet::new(),
                 unresolved: Vec::new(),
+                board: PeerBoard::default(),
+                intake_rate: RateMeter::default(),
+                commit_rate: RateMeter::default(),
+                status_sent: HashMap::new(),
             }),
             intake,
             peers,
@@ -129,12 +145,16 @@ impl NodeCore {
             replica,
             matches,
             unresolved,
+            commit_rate,
             ..
         } = &mut *state;
         let mut made = Vec::new();
         for commit in learnt {
             match to_match(replica, &commit) {
                 Some(m) => {
+                    if m.committed_by == *replica.node() {
+                        commit_rate.add(1);
+                    }
                     let m = Arc::new(m);
                     matches.insert(Arc::clone(&m));
                     made.push(m);
@@ -193,6 +213,97 @@ impl NodeCore {
         }
     }
 
+    /// Peers to show (as unreachable) before they are first heard from.
+    pub fn expect_peers<'a>(&self, peers: impl IntoIterator<Item = &'a NodeId>) {
+        let mut state = self.lock();
+        for peer in peers {
+            state.board.expect(peer);
+        }
+    }
+
+    /// What the dashboard draws: pending requests, the newest `max_matches`
+    /// matches, open claims, and every node's panel.
+    pub fn dashboard(&self, now: Millis, max_matches: usize) -> DashboardFrame {
+        let mut state = self.lock();
+        let own = own_status(&mut state, now);
+        let state = &*state;
+        let replica = &state.replica;
+        let region_of = |owner: &NodeId| -> String {
+            if owner == replica.node() {
+                replica.region().to_owned()
+            } else {
+                state.board.region_of(owner).unwrap_or("?").to_owned()
+            }
+        };
+        let mut owners: Vec<String> = Vec::new();
+        let mut owner_index = |owner: &NodeId| -> u16 {
+            let region = region_of(owner);
+            let index = owners.iter().position(|r| *r == region).unwrap_or_else(|| {
+                owners.push(region);
+                owners.len() - 1
+            });
+            u16::try_from(index).unwrap_or(u16::MAX)
+        };
+        let riders = replica
+            .pending_riders(now)
+            .map(|r| point(r.record.position, owner_index(&r.owner)))
+            .collect();
+        let drivers = replica
+            .pending_drivers(now)
+            .map(|d| point(d.record.position, owner_index(&d.owner)))
+            .collect();
+        let matches = state
+            .matches
+            .recent(max_matches)
+            .map(|m| DashboardMatch {
+                rider: lat_lon(m.rider.position),
+                driver: lat_lon(m.driver.position),
+                region: m.region.clone(),
+                cross_border: region_of(&m.rider_owner) != region_of(&m.driver_owner),
+            })
+            .collect();
+        let ledger = replica.ledger();
+        let claims = replica
+            .waiting_claims(now)
+            .filter_map(|c| {
+                Some(DashboardClaim {
+                    rider: lat_lon(ledger.rider(&c.record.rider)?.record.position),
+                    driver: lat_lon(ledger.driver(&c.record.driver)?.record.position),
+                })
+            })
+            .collect();
+        let mut nodes = vec![panel(replica.node(), &own, true, true, None)];
+        for (peer, view) in state.board.iter() {
+            let status = view.status.clone().unwrap_or(PeerStatus {
+                region: "?".into(),
+                digest: 0,
+                documents: 0,
+                record_bytes: 0,
+                requests_per_s: 0.0,
+                matches_per_s: 0.0,
+                ready: false,
+            });
+            nodes.push(panel(
+                peer,
+                &status,
+                false,
+                view.connected,
+                view.lag_percentiles(),
+            ));
+        }
+        DashboardFrame {
+            node: replica.node().0.clone(),
+            region: replica.region().to_owned(),
+            at_ms: now.0,
+            owners,
+            riders,
+            drivers,
+            matches,
+            claims,
+            nodes,
+        }
+    }
+
     /// Lets the node decide even if some peer never answered (called after
     /// a grace period at start).
     pub fn set_ready(&self) {
@@ -203,11 +314,15 @@ impl NodeCore {
     fn lock(&self) -> MutexGuard<'_, State> {
         let mut state = self.state.lock();
         let State {
-            replica, arrivals, ..
+            replica,
+            arrivals,
+            intake_rate,
+            ..
         } = &mut *state;
         let mut arrived = false;
         for arrival in arrivals.try_iter() {
             arrived = true;
+            intake_rate.add(1);
             match arrival {
                 Arrival::Rider(id, rider, at) => replica.accept_rider(id, rider, at),
                 Arrival::Driver(id, driver, at) => replica.accept_driver(id, driver, at),
@@ -225,6 +340,57 @@ impl NodeCore {
             expires_at: now.plus(self.request_ttl_ms),
         }
     }
+}
+
+/// What this node tells its peers about itself.
+fn own_status(state: &mut State, now: Millis) -> PeerStatus {
+    PeerStatus {
+        region: state.replica.region().to_owned(),
+        digest: state.replica.digest(),
+        documents: u32::try_from(state.replica.document_count()).unwrap_or(u32::MAX),
+        record_bytes: state.replica.record_bytes(),
+        requests_per_s: state.intake_rate.per_second(now),
+        matches_per_s: state.commit_rate.per_second(now),
+        ready: state.replica.is_ready(),
+    }
+}
+
+fn panel(
+    node: &NodeId,
+    status: &PeerStatus,
+    this_node: bool,
+    reachable: bool,
+    lags: Option<(f64, f64)>,
+) -> NodePanel {
+    NodePanel {
+        node: node.0.clone(),
+        region: status.region.clone(),
+        this_node,
+        reachable,
+        lag_p50_ms: lags.map(|l| l.0),
+        lag_p99_ms: lags.map(|l| l.1),
+        requests_per_s: round(status.requests_per_s, 1),
+        matches_per_s: round(status.matches_per_s, 1),
+        documents: status.documents,
+        document_bytes: Some(status.record_bytes),
+        digest: format!("{:016x}", status.digest),
+        ready: status.ready,
+    }
+}
+
+/// Five decimals of a degree is about a metre: plenty for a map.
+fn lat_lon(p: Position) -> (f64, f64) {
+    (round(p.lat, 5), round(p.lon, 5))
+}
+
+fn point(p: Position, owner: u16) -> (f64, f64, u16) {
+    let (lat, lon) = lat_lon(p);
+    (lat, lon, owner)
+}
+
+fn round(x: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (x * scale).round() / scale
 }
 
 /// A commit, with what the rider and the driver are told.
@@ -250,17 +416,35 @@ fn to_match(replica: &Replica, commit: &Owned<CommitRecord>) -> Option<Match> {
 
 impl SyncCore for NodeCore {
     fn outgoing(&self, peer: &NodeId) -> Result<Vec<PeerMessage>, ReplicaError> {
-        self.lock().replica.outgoing(peer)
+        let mut state = self.lock();
+        let mut messages = state.replica.outgoing(peer)?;
+        let now = Millis::now();
+        let due = state
+            .status_sent
+            .get(peer)
+            .is_none_or(|at| now.0 >= at.0 + STATUS_INTERVAL_MS);
+        if due {
+            state.status_sent.insert(peer.clone(), now);
+            let status = own_status(&mut state, now);
+            messages.push(PeerMessage::V1(PeerMessageV1::Status(status)));
+        }
+        Ok(messages)
     }
 
     fn receive(&self, peer: &NodeId, message: PeerMessage) -> Result<(), ReplicaError> {
         let mut state = self.lock();
+        state.board.heard(peer);
+        if let PeerMessage::V1(PeerMessageV1::Status(status)) = message {
+            state.board.status(peer, status);
+            return Ok(());
+        }
         let arrived = state.replica.receive(peer, message)?;
         let now = Millis::now();
         for accepted_at in arrived {
             let lag = now.0.saturating_sub(accepted_at.0) as f64 / 1000.0;
             metrics::histogram!("mesh_replication_lag_seconds", "peer" => peer.0.clone())
                 .record(lag);
+            state.board.lag(peer, lag * 1000.0);
         }
         if !state.replica.is_ready() {
             state.heard.insert(peer.clone());
@@ -273,7 +457,10 @@ impl SyncCore for NodeCore {
     }
 
     fn peer_lost(&self, peer: &NodeId) {
-        self.lock().replica.peer_lost(peer);
+        let mut state = self.lock();
+        state.replica.peer_lost(peer);
+        state.board.lost(peer);
+        state.status_sent.remove(peer);
     }
 }
 

@@ -133,6 +133,61 @@ pub struct Health {
     pub node: String,
 }
 
+/// One frame of `GET /dashboard/events`: what this node sees now.
+/// Positions are `[lat, lon]`; pending requests carry the index of their
+/// owner's region in `owners`, so that 10,000 points stay compact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DashboardFrame {
+    pub node: String,
+    pub region: String,
+    pub at_ms: u64,
+    /// Region ids, referenced by index; `?` for an owner not heard from.
+    pub owners: Vec<String>,
+    pub riders: Vec<(f64, f64, u16)>,
+    pub drivers: Vec<(f64, f64, u16)>,
+    /// Recent committed matches, newest first.
+    pub matches: Vec<DashboardMatch>,
+    /// Cross-owner claims waiting for an answer.
+    pub claims: Vec<DashboardClaim>,
+    /// This node first, then its peers.
+    pub nodes: Vec<NodePanel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DashboardMatch {
+    pub rider: (f64, f64),
+    pub driver: (f64, f64),
+    pub region: String,
+    /// The rider and the driver were accepted in different regions.
+    pub cross_border: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DashboardClaim {
+    pub rider: (f64, f64),
+    pub driver: (f64, f64),
+}
+
+/// One node as this node sees it; a peer's figures are its last report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodePanel {
+    pub node: String,
+    /// `?` until the peer has reported.
+    pub region: String,
+    pub this_node: bool,
+    /// A session with it is up now (always true for this node).
+    pub reachable: bool,
+    pub lag_p50_ms: Option<f64>,
+    pub lag_p99_ms: Option<f64>,
+    pub requests_per_s: f64,
+    pub matches_per_s: f64,
+    pub documents: u32,
+    /// Bytes of the records its documents hold.
+    pub document_bytes: Option<u64>,
+    pub digest: String,
+    pub ready: bool,
+}
+
 /// `GET /debug/state`: what this node holds, for operators and checks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DebugState {

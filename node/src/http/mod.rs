@@ -1,5 +1,6 @@
 //! The HTTP API: routes, shared state and the layers every request passes.
 
+mod dashboard;
 mod error;
 mod ops;
 mod ratings;
@@ -63,6 +64,11 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/debug/state", get(ops::debug_state))
         .route("/regions", get(regions::list))
         .route("/route", get(regions::route))
+        .route("/", get(dashboard::page))
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/style.css", get(dashboard::style))
+        .route("/dashboard/events", get(dashboard::events))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

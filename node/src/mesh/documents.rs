@@ -41,6 +41,10 @@ pub enum DocumentError {
 struct Document {
     doc: AutoCommit,
     sync: HashMap<NodeId, sync::State>,
+    /// Bytes of the records read out of it (keys and values): its size as
+    /// the dashboard shows it. automerge's own size needs a full save,
+    /// too costly to run every second.
+    record_bytes: u64,
 }
 
 impl Document {
@@ -50,6 +54,7 @@ impl Document {
         Self {
             doc,
             sync: HashMap::new(),
+            record_bytes: 0,
         }
     }
 }
@@ -152,6 +157,7 @@ impl Documents {
                         .push(format!("{id:?}: {key} is not a bytes value"));
                     continue;
                 };
+                entry.record_bytes += (key.len() + bytes.len()) as u64;
                 match RecordV1::decode(&key, bytes) {
                     Ok(record) => changes.records.push((id.owner.clone(), record)),
                     Err(e) => changes.rejected.push(format!("{id:?}: {e}")),
@@ -197,6 +203,7 @@ impl Documents {
         for entry in self.docs.values_mut() {
             entry.sync.clear();
             entry.doc.reset_diff_cursor();
+            entry.record_bytes = 0;
         }
     }
 
@@ -215,6 +222,11 @@ impl Documents {
 
     pub fn len(&self) -> usize {
         self.docs.len()
+    }
+
+    /// Bytes of the records held in every document.
+    pub fn record_bytes(&self) -> u64 {
+        self.docs.values().map(|d| d.record_bytes).sum()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -55,6 +55,22 @@ pub enum PeerMessageV1 {
     Hello { node: NodeId },
     /// One automerge sync message for one document.
     Sync { doc: DocId, message: Vec<u8> },
+    /// How the speaker is doing, about once a second: for operators (the
+    /// dashboard), never for protocol decisions.
+    Status(PeerStatus),
+}
+
+/// A node's view of itself, as it tells its peers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub region: String,
+    pub digest: u64,
+    pub documents: u32,
+    pub record_bytes: u64,
+    /// Requests this node accepted, and matches it committed, per second.
+    pub requests_per_s: f64,
+    pub matches_per_s: f64,
+    pub ready: bool,
 }
 
 #[derive(Debug, Error)]
@@ -132,6 +148,10 @@ impl Replica {
         &self.config.node
     }
 
+    pub fn region(&self) -> &str {
+        &self.config.region
+    }
+
     pub fn request_ttl_ms(&self) -> u64 {
         self.config.request_ttl_ms
     }
@@ -192,6 +212,7 @@ impl Replica {
                 Ok(self.absorb())
             }
             PeerMessage::V1(PeerMessageV1::Hello { .. }) => Err(ReplicaError::UnexpectedHello),
+            PeerMessage::V1(PeerMessageV1::Status(_)) => Ok(Vec::new()),
         }
     }
 
@@ -255,23 +276,33 @@ impl Replica {
 
     /// (riders, drivers) pending now.
     pub fn pending_counts(&self, now: Millis) -> (usize, usize) {
-        let riders = self
-            .ledger
+        (
+            self.pending_riders(now).count(),
+            self.pending_drivers(now).count(),
+        )
+    }
+
+    pub fn pending_riders(&self, now: Millis) -> impl Iterator<Item = &Owned<RiderRecord>> {
+        self.ledger
             .open_riders()
-            .filter(|r| self.is_free(&r.record.id, now));
-        let drivers = self
-            .ledger
+            .filter(move |r| self.is_free(&r.record.id, now))
+    }
+
+    pub fn pending_drivers(&self, now: Millis) -> impl Iterator<Item = &Owned<DriverRecord>> {
+        self.ledger
             .open_drivers()
-            .filter(|d| self.is_free(&d.record.id, now));
-        (riders.count(), drivers.count())
+            .filter(move |d| self.is_free(&d.record.id, now))
     }
 
     /// Claims still waiting for an answer.
     pub fn open_claims(&self, now: Millis) -> usize {
+        self.waiting_claims(now).count()
+    }
+
+    pub fn waiting_claims(&self, now: Millis) -> impl Iterator<Item = &Owned<ClaimRecord>> {
         self.ledger
             .claims()
-            .filter(|c| self.ledger.claim_is_open(&c.record, now))
-            .count()
+            .filter(move |c| self.ledger.claim_is_open(&c.record, now))
     }
 
     pub fn stats(&self) -> ReplicaStats {
@@ -284,6 +315,10 @@ impl Replica {
 
     pub fn document_count(&self) -> usize {
         self.docs.len()
+    }
+
+    pub fn record_bytes(&self) -> u64 {
+        self.docs.record_bytes()
     }
 
     fn write(&mut self, now: Millis, record: RecordV1) {
