@@ -105,6 +105,12 @@ pub struct Cli {
     )]
     pub rate: Option<u32>,
 
+    /// Load mode: what to send. `ratings` first posts rider-driver pairs at
+    /// the same spots, waits for their matches, then rates one match per
+    /// request (latency of `POST /rating`, through the node's store).
+    #[arg(long, value_enum, env = "BOT_LOAD", default_value_t = LoadKind::Requests, requires = "rate")]
+    pub load: LoadKind,
+
     /// Most requests in flight at once. In load mode, too low a value shows
     /// up as an achieved rate below --rate.
     #[arg(
@@ -120,6 +126,14 @@ pub struct Cli {
     /// connection set-up does not count.
     #[arg(long, value_name = "DURATION", env = "BOT_WARMUP", default_value = "2s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadKind {
+    /// Riders and drivers, alternately.
+    Requests,
+    /// Ratings of matches prepared before the run.
+    Ratings,
 }
 
 impl Cli {
@@ -214,6 +228,8 @@ mod tests {
             &["--rate", "0"],
             &["--concurrency", "0"],
             &["--rate", "10", "--record", "x.jsonl"],
+            &["--load", "ratings"],
+            &["--rate", "10", "--load", "everything"],
         ] {
             assert!(parse(args).is_err(), "{args:?} was accepted");
         }
@@ -221,6 +237,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(message.contains("swapped"), "{message}");
+    }
+
+    #[test]
+    fn load_mode_sends_requests_unless_told_to_rate() {
+        assert_eq!(parse(&["--rate", "5"]).unwrap().load, LoadKind::Requests);
+        let cli = parse(&["--rate", "5", "--load", "ratings"]).unwrap();
+        assert_eq!(cli.load, LoadKind::Ratings);
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub enum BotError {
         #[source]
         source: io::Error,
     },
+    #[error("could not prepare matches to rate: {0}")]
+    Seed(String),
     #[error("could not write the summary to {}: {source}", path.display())]
     Summary {
         path: PathBuf,

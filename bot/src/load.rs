@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use node::wire::{DriverRequest, RiderRequest};
+use node::wire::{DriverRequest, RatingRequest, RiderRequest};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::Client;
@@ -24,6 +24,7 @@ use tracing::warn;
 use crate::area::Area;
 use crate::endpoint::Router;
 use crate::http::{self, describe_error};
+use crate::seed::RatingTarget;
 use crate::stats::{Outcome, Stats, per_sec};
 use crate::world::{self, RunTag};
 
@@ -67,6 +68,9 @@ pub struct LoadConfig {
     pub area: Area,
     pub seed: Option<u64>,
     pub run: RunTag,
+    /// Rate these matches (request `k` rates match `k`) instead of sending
+    /// riders and drivers.
+    pub ratings: Option<Arc<Vec<RatingTarget>>>,
 }
 
 /// What the summary needs beyond [`Stats`].
@@ -101,6 +105,7 @@ struct Shared {
     schedule: Schedule,
     area: Area,
     run: RunTag,
+    ratings: Option<Arc<Vec<RatingTarget>>>,
     next: AtomicU64,
     warmup_requests: AtomicU64,
 }
@@ -122,6 +127,7 @@ pub async fn run(
         schedule,
         area: config.area,
         run: config.run,
+        ratings: config.ratings,
         next: AtomicU64::new(0),
         warmup_requests: AtomicU64::new(0),
     });
@@ -174,24 +180,9 @@ async fn worker(shared: Arc<Shared>, mut rng: StdRng, mut stop: watch::Receiver<
                 _ = stop.wait_for(|stopped| *stopped) => return,
             }
         }
-        let position = shared.area.random_position(&mut rng);
-        let endpoint = shared.router.endpoint_for(position);
-        let name = k % NAMES;
-        let result = if k.is_multiple_of(2) {
-            let body = RiderRequest {
-                // Bounded by NAMES, so the cast cannot truncate.
-                name: world::rider_name(shared.run, name as usize),
-                position,
-                destination: shared.area.random_position(&mut rng),
-            };
-            http::post::<_, IgnoredAny>(&shared.client, &endpoint.rider, &body).await
-        } else {
-            let body = DriverRequest {
-                name: world::driver_name(shared.run, name as usize),
-                car_number: world::car_number(shared.run, k),
-                position,
-            };
-            http::post::<_, IgnoredAny>(&shared.client, &endpoint.driver, &body).await
+        let result = match &shared.ratings {
+            Some(targets) => rate(&shared, targets, k).await,
+            None => send_request(&shared, &mut rng, k).await,
         };
         let latency = due.elapsed();
         let outcome = match result {
@@ -219,6 +210,49 @@ async fn worker(shared: Arc<Shared>, mut rng: StdRng, mut stop: watch::Receiver<
             shared.warmup_requests.fetch_add(1, Relaxed);
         }
     }
+}
+
+/// Request `k`: a rider when even, a driver when odd.
+async fn send_request(
+    shared: &Shared,
+    rng: &mut StdRng,
+    k: u64,
+) -> reqwest::Result<http::Reply<IgnoredAny>> {
+    let position = shared.area.random_position(rng);
+    let endpoint = shared.router.endpoint_for(position);
+    let name = k % NAMES;
+    if k.is_multiple_of(2) {
+        let body = RiderRequest {
+            // Bounded by NAMES, so the cast cannot truncate.
+            name: world::rider_name(shared.run, name as usize),
+            position,
+            destination: shared.area.random_position(rng),
+        };
+        http::post::<_, IgnoredAny>(&shared.client, &endpoint.rider, &body).await
+    } else {
+        let body = DriverRequest {
+            name: world::driver_name(shared.run, name as usize),
+            car_number: world::car_number(shared.run, k),
+            position,
+        };
+        http::post::<_, IgnoredAny>(&shared.client, &endpoint.driver, &body).await
+    }
+}
+
+/// Request `k`: rates match `k` (cycling if the run outlasts the matches,
+/// which then shows as 409s).
+async fn rate(
+    shared: &Shared,
+    targets: &[RatingTarget],
+    k: u64,
+) -> reqwest::Result<http::Reply<IgnoredAny>> {
+    let target = &targets[(k % targets.len().max(1) as u64) as usize];
+    let body = RatingRequest {
+        rider_id: target.rider_id,
+        car_number: target.car_number.clone(),
+        stars: (k % 5 + 1) as i64,
+    };
+    http::post::<_, IgnoredAny>(&shared.client, &target.url, &body).await
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod http;
 mod load;
 mod progress;
 mod record;
+mod seed;
 mod simulate;
 mod socket;
 mod stats;
@@ -29,7 +30,7 @@ use node::regions::Regions;
 use tracing::warn;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, DEFAULT_LOAD_DURATION};
+use crate::cli::{Cli, DEFAULT_LOAD_DURATION, LoadKind};
 use crate::endpoint::Router;
 use crate::error::BotError;
 use crate::load::{LoadConfig, Schedule};
@@ -121,6 +122,28 @@ async fn run(cli: Cli) -> Result<Summary, BotError> {
                     endpoints.join(", ")
                 );
             }
+            let ratings = match cli.load {
+                LoadKind::Requests => None,
+                LoadKind::Ratings => {
+                    // One match per rating sent, warm-up included.
+                    let seconds = (cli.warmup + duration).as_secs_f64();
+                    let count = (f64::from(rate) * seconds * 1.05).ceil() as u64 + 1;
+                    if show_progress {
+                        eprintln!("bot: run {run}: preparing {count} matches to rate");
+                    }
+                    let targets = seed::matches_to_rate(
+                        &router,
+                        &client,
+                        &cli.area,
+                        run,
+                        count,
+                        cli.concurrency(),
+                        &mut rand::rng(),
+                    )
+                    .await?;
+                    Some(Arc::new(targets))
+                }
+            };
             let schedule = Schedule::new(
                 Instant::now() + LOAD_START_DELAY,
                 rate,
@@ -139,6 +162,7 @@ async fn run(cli: Cli) -> Result<Summary, BotError> {
                 area: cli.area,
                 seed: cli.seed,
                 run,
+                ratings,
             };
             let report = load::run(router, client, config, Arc::clone(&stats), interrupted()).await;
             progress.finish();

@@ -56,7 +56,7 @@ pub async fn events(
         let event = Event::default()
             .event("frame")
             .json_data(&frame)
-            .unwrap_or_else(|e| Event::default().event("error").data(e.to_string()));
+            .unwrap_or_else(|e| Event::default().event("frame_error").data(e.to_string()));
         Some((Ok(event), (app, ticker)))
     })
     .take_until(stopping);

@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod cql;
+mod dashboard;
 mod flow;
 mod fly;
 mod keepalive;

@@ -181,6 +181,10 @@ function openStream() {
   setConn('connecting');
   source.addEventListener('open', () => { retryMs = 1000; setConn('live'); });
   source.addEventListener('frame', onFrame);
+  source.addEventListener('frame_error', (ev) => {
+    // A frame the node could not encode; the next one may do.
+    console.warn('dashboard: the node reported an error instead of a frame:', ev.data);
+  });
   source.addEventListener('error', () => {
     if (source.readyState === EventSource.CLOSED) {
       // The browser gave up (a non-200 answer, say): reconnect ourselves.
@@ -320,9 +324,10 @@ function refreshCardHead(card) {
   card.style.setProperty('--region', colour);
   ui.sw.style.background = colour;
   const r = state.regions && state.regions.find((x) => x.id === id);
-  ui.name.textContent = r ? r.name : '';
-  ui.name.hidden = !r || !r.name;
-  if (r && r.name) ui.name.title = r.name;
+  const name = r ? r.name : id === '?' ? 'peers that have not reported their region yet' : '';
+  ui.name.textContent = name;
+  ui.name.hidden = !name;
+  ui.name.title = name;
   card.classList.toggle('mine', state.frame !== null && state.frame.region === id);
 }
 
@@ -335,6 +340,7 @@ function rowFor(n) {
   row.dataset.node = n.node;
   const head = el('div', 'node-head');
   const id = el('span', 'node-id', n.node);
+  id.title = n.node;
   const staleNote = el('span', 'stale-note', 'last known');
   const reach = el('span', 'badge');
   const ready = el('span', 'ready');
@@ -368,12 +374,14 @@ function updateRow(row, n, selfDigest) {
   row.dataset.reachable = String(reachable);
   row.dataset.thisNode = String(self);
   row.classList.toggle('stale', !reachable);
+  row.title = reachable ? '' : 'partitioned from this node: its last known values';
   ui.reach.className = 'badge ' + (self ? 'self' : reachable ? 'ok' : 'bad');
   setText(ui.reach, self ? 'this node' : reachable ? 'reachable' : 'partitioned');
   const ready = n.ready === true;
   ui.ready.className = 'ready ' + (ready ? 'yes' : 'no');
   setText(ui.ready, ready ? '✓ ready' : '✗ not ready');
-  setText(ui.lag, self ? '–' : `${ms(n.lag_p50_ms)} / ${ms(n.lag_p99_ms)} ms`);
+  const noLag = num(n.lag_p50_ms) === null && num(n.lag_p99_ms) === null;
+  setText(ui.lag, self || noLag ? '–' : `${ms(n.lag_p50_ms)} / ${ms(n.lag_p99_ms)} ms`);
   ui.lag.title = self ? 'replication lag is measured for peers' : 'replication lag p50 / p99';
   setText(ui.req, rate(n.requests_per_s));
   setText(ui.mat, rate(n.matches_per_s));
