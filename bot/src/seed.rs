@@ -33,7 +33,11 @@ pub struct RatingTarget {
     pub car_number: String,
 }
 
-/// Posts `count` rider-driver pairs and returns their matches.
+/// Matches listed per `GET /matches` at most (the node's cap).
+const LISTED: u64 = 1_000;
+
+/// Posts `count` rider-driver pairs and returns their matches, a listing's
+/// worth at a time so that every match is still listed when collected.
 pub async fn matches_to_rate(
     router: &Router,
     client: &Client,
@@ -43,7 +47,28 @@ pub async fn matches_to_rate(
     concurrency: usize,
     rng: &mut impl Rng,
 ) -> Result<Vec<RatingTarget>, BotError> {
-    let spots: Vec<_> = (0..count)
+    let mut targets = Vec::new();
+    let mut first = 0;
+    while first < count {
+        let chunk = first..(first + LISTED).min(count);
+        post_pairs(router, client, area, run, chunk.clone(), concurrency, rng).await?;
+        targets.extend(collect(router, client, run, chunk).await?);
+        first += LISTED;
+    }
+    Ok(targets)
+}
+
+async fn post_pairs(
+    router: &Router,
+    client: &Client,
+    area: &Area,
+    run: RunTag,
+    pairs: std::ops::Range<u64>,
+    concurrency: usize,
+    rng: &mut impl Rng,
+) -> Result<(), BotError> {
+    let wanted = pairs.end - pairs.start;
+    let spots: Vec<_> = pairs
         .map(|i| (i, area.random_position(rng), area.random_position(rng)))
         .collect();
     let posted = futures_util::stream::iter(spots)
@@ -68,13 +93,22 @@ pub async fn matches_to_rate(
         .filter(|accepted| std::future::ready(*accepted))
         .count()
         .await as u64;
-    if posted < count {
+    if posted < wanted {
         return Err(BotError::Seed(format!(
-            "only {posted} of {count} rider-driver pairs were accepted"
+            "only {posted} of {wanted} rider-driver pairs were accepted"
         )));
     }
+    Ok(())
+}
 
-    let prefix = format!("{run}-");
+/// Waits until the pairs' drivers are all matched; returns their matches.
+async fn collect(
+    router: &Router,
+    client: &Client,
+    run: RunTag,
+    pairs: std::ops::Range<u64>,
+) -> Result<Vec<RatingTarget>, BotError> {
+    let cars: HashSet<String> = pairs.map(|i| world::car_number(run, i)).collect();
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let mut targets = Vec::new();
@@ -82,7 +116,7 @@ pub async fn matches_to_rate(
         for endpoint in router.endpoints() {
             let url = endpoint
                 .base()
-                .join(&format!("matches?limit={}", count * 2))
+                .join(&format!("matches?limit={LISTED}"))
                 .map_err(|e| BotError::Seed(e.to_string()))?;
             let answer = client.get(url).send().await;
             let Ok(list) = (match answer {
@@ -92,7 +126,7 @@ pub async fn matches_to_rate(
                 continue;
             };
             for m in list.matches {
-                if m.car_number.starts_with(&prefix) && seen.insert(m.rider_id) {
+                if cars.contains(&m.car_number) && seen.insert(m.rider_id) {
                     targets.push(RatingTarget {
                         url: endpoint.rating.clone(),
                         rider_id: m.rider_id,
@@ -101,13 +135,14 @@ pub async fn matches_to_rate(
                 }
             }
         }
-        if targets.len() as u64 >= count {
+        if targets.len() >= cars.len() {
             return Ok(targets);
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(BotError::Seed(format!(
-                "{} of {count} pairs matched within {PATIENCE:?}",
-                targets.len()
+                "{} of {} pairs matched within {PATIENCE:?}",
+                targets.len(),
+                cars.len()
             )));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

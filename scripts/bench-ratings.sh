@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Rating write latency through a node: the embedded store, then the CQL
+# cluster at LOCAL_QUORUM (started with scripts/cql-cluster.sh up; pass its
+# CQL_NODES). The bot prepares one match per rating, then rates them at RATE
+# per second for DURATION and prints p50/p99.
+#
+#   CQL_NODES=127.0.0.1:9042,... scripts/bench-ratings.sh [RATE] [DURATION]   default 500 10s
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATE="${1:-500}"; DURATION="${2:-10s}"
+WORK="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT INT TERM
+
+cargo build --release --locked -p node -p bot >/dev/null 2>&1
+run() { # label, node flags...
+  local label=$1; shift
+  RUST_LOG=warn target/release/node --listen 127.0.0.1:18391 --regions regions \
+    --region dhaka-north --data-dir "$WORK/$label" --ready-file "$WORK/$label.ready" \
+    --match-interval 200ms "$@" >/dev/null 2>"$WORK/$label.log" &
+  local pid=$!
+  for _ in $(seq 200); do [[ -f "$WORK/$label.ready" ]] && break; sleep 0.1; done
+  echo "== $label: $RATE ratings/s for $DURATION"
+  # Positions inside dhaka-north, so the one node owns every request.
+  target/release/bot --endpoint http://127.0.0.1:18391 --area 23.80,90.32,23.94,90.54 \
+    --rate "$RATE" --load ratings --duration "$DURATION" --concurrency 64 --no-progress \
+    | grep -E "achieved|latency|p50|p99|status|[0-9]{3}:" || true
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+run embedded
+if [[ -n "${CQL_NODES:-}" ]]; then
+  run cql --cql-nodes "$CQL_NODES" --cql-keyspace "bench_$(date +%s)"
+else
+  echo "(CQL_NODES unset: cluster run skipped)"
+fi
