@@ -546,8 +546,9 @@ cmd_up() {
   echo "CQL_NODES=$CONTACTS"
 }
 
+# Exits 0 only when every node serves CQL.
 cmd_status() {
-  local i state pid out f
+  local i state pid out f serving=0
   printf '%-5s %-20s %-16s %-10s %s\n' node datacenter address pid cql
   for i in $(seq "$N"); do
     pid=-; state=down
@@ -556,13 +557,14 @@ cmd_status() {
     if [[ "$pid" != - ]]; then
       if out="$(serves_cql "$i")"; then
         read -r -a f <<<"$out"
-        state="up (reports ${f[0]}/${f[1]}; peers: ${f[*]:2})"
+        state="up (reports ${f[0]}/${f[1]}; peers: ${f[*]:2})"; serving=$((serving + 1))
         ((${#f[@]} > 2)) || state="up (reports ${f[0]}/${f[1]}; no peers)"
       else state="not serving"; fi
     fi
     printf '%-5s %-20s %-16s %-10s %s\n' "$i" "${DCS[$((i - 1))]}" "$(ip_of "$i"):$PORT" "$pid" "$state"
   done
   echo "engine=$ENGINE state=$STATE"
+  ((serving == N))
 }
 
 cmd="${1:-}"
