@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+# Partitions the local three-region mesh while the bot sends border-heavy
+# traffic, heals it, and checks that nothing went wrong: nobody in two
+# committed matches (on any node, or between nodes), every match the bot was
+# told of committed with the same driver, every node back on one digest
+# within a limit after the last heal, and no accepted request lost. Prints a
+# report (partitions, requests, matches, cross-border matches, convergence
+# times, violations); exits non-zero on any violation.
+#
+#   scripts/chaos.sh [options] [-- bot flags...]
+#
+#   --quick              ~1 minute: two single-region cuts and a split, 8 s each
+#   --hold D             how long each partition is held (default 10s)
+#   --rounds N           single-region cuts, one region after another (default:
+#                        one per region), before the split (every region alone)
+#   --kill               also kill -9 a node, and restart it, after the split
+#   --partition HOW      iptables (root; packet drops on the regions' QUIC ports)
+#                        or relay (cross-region QUIC through `node wan-relay`,
+#                        cut by SIGSTOP); default: iptables when usable
+#   --converge-limit D   longest allowed time from the last heal to one digest
+#                        everywhere (default 30s)
+#   --request-ttl D      the nodes' --request-ttl (default 10m: longer than the
+#                        run, so every accepted request must end matched or
+#                        still pending)
+#   --wan-delay D, --wan-jitter D, --wan-loss P
+#                        the relays' path (relay partitions only; see mesh.sh)
+#
+# The mesh uses the regions' ports (so a running scripts/mesh.sh must be
+# stopped first) and keeps its state in $MESH_DIR (default .mesh/chaos): node
+# logs, told.jsonl (every match notice the bot got), bot-summary.json,
+# matches.json, convergence.jsonl, partitions.jsonl. Every iptables rule it
+# adds carries the comment "ride-chaos" and is removed on exit, Ctrl-C
+# included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MESH_DIR="${MESH_DIR:-.mesh/chaos}"
+source scripts/lib/mesh-lib.sh
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
+
+HOLD=10 ROUNDS="" KILL=0 HOW=auto LIMIT=30 TTL=10m
+WARMUP=5 SETTLE=3 SNAPSHOT_EVERY=4
+BOT_ARGS=()
+while (( $# )); do
+  if [[ "$1" == --*=* ]]; then set -- "${1%%=*}" "${1#*=}" "${@:2}"; fi
+  case "$1" in
+    --quick) HOLD=8 ROUNDS=2 WARMUP=4 SETTLE=2 ;;
+    --kill) KILL=1 ;;
+    --hold|--rounds|--partition|--converge-limit|--request-ttl|--wan-delay|--wan-jitter|--wan-loss)
+      (( $# >= 2 )) || die "$1 needs a value"
+      case "$1" in
+        --hold) HOLD="$(dur_secs "$2")" ;;
+        --rounds) ROUNDS="$2" ;;
+        --partition) HOW="$2" ;;
+        --converge-limit) LIMIT="$(dur_secs "$2")" ;;
+        --request-ttl) TTL="$2" ;;
+        --wan-delay) MESH_WAN_DELAY="$2" ;;
+        --wan-jitter) MESH_WAN_JITTER="$2" ;;
+        --wan-loss) MESH_WAN_LOSS="$2" ;;
+      esac
+      shift ;;
+    -h|--help) usage ;;
+    --) shift; BOT_ARGS=("$@"); break ;;
+    *) echo "unknown option: $1" >&2; usage 2 ;;
+  esac
+  shift
+done
+[[ -z "$ROUNDS" || "$ROUNDS" =~ ^[0-9]+$ ]] || die "--rounds must be a number"
+
+CHAOS_TAG=ride-chaos
+CHECK=(python3 scripts/lib/chaos_check.py)
+
+# --- how to partition --------------------------------------------------------------
+
+iptables_usable() {
+  (( EUID == 0 )) && command -v iptables >/dev/null && iptables -S INPUT >/dev/null 2>&1
+}
+case "$HOW" in
+  auto)
+    if iptables_usable; then HOW=iptables; else
+      HOW=relay
+      echo "note: packet-level partitions (iptables on lo) need root and iptables;" \
+        "$( (( EUID == 0 )) && echo "iptables is missing or unusable here" || echo "not running as root" )," \
+        "so cross-region QUIC goes through 'node wan-relay' processes and a partition" \
+        "freezes them (SIGSTOP) until it heals (SIGCONT)."
+    fi ;;
+  iptables) iptables_usable || die "--partition iptables needs root and a working iptables" ;;
+  relay) ;;
+  *) die "--partition is iptables or relay" ;;
+esac
+[[ "$HOW" == relay ]] && MESH_WAN=1
+
+# Removes every rule tagged ride-chaos, in any chain (also any left by an
+# earlier run that was killed with SIGKILL).
+iptables_heal() {
+  local rule
+  command -v iptables >/dev/null || return 0
+  while read -r -a rule; do
+    [[ "${rule[0]:-}" == -A ]] || continue
+    rule[0]=-D
+    iptables "${rule[@]}" || log "could not remove iptables rule: ${rule[*]}"
+  done < <(iptables -S 2>/dev/null | grep -e "--comment $CHAOS_TAG" || true)
+}
+
+# Drops every datagram to or from the QUIC ports of the given regions' nodes:
+# each of them is cut off from every other node.
+iptables_cut() {
+  local r i port dir
+  for r in "$@"; do
+    for i in "${!NODE_IDS[@]}"; do
+      [[ "${NODE_REGION[i]}" == "$r" ]] || continue
+      port="${NODE_QUIC[i]##*:}"
+      for dir in --dport --sport; do
+        iptables -I INPUT -i lo -p udp "$dir" "$port" -m comment --comment "$CHAOS_TAG" -j DROP
+      done
+    done
+  done
+}
+
+# Freezes every relay that touches one of the given regions (all relays
+# cross regions, so each such region is cut off).
+FROZEN=()
+relay_cut() {
+  local r k i j
+  for k in "${RELAY_KEYS[@]}"; do
+    i="${k%>*}" j="${k#*>}"
+    for r in "$@"; do
+      if [[ "${NODE_REGION[i]}" == "$r" || "${NODE_REGION[j]}" == "$r" ]]; then
+        kill -STOP "${RELAY_PID[$k]}"; FROZEN+=("$k"); break
+      fi
+    done
+  done
+}
+relay_heal() {
+  local k
+  for k in "${FROZEN[@]}"; do kill -CONT "${RELAY_PID[$k]}" 2>/dev/null || true; done
+  FROZEN=()
+}
+
+cut() { if [[ "$HOW" == iptables ]]; then iptables_cut "$@"; else relay_cut "$@"; fi; }
+heal() { if [[ "$HOW" == iptables ]]; then iptables_heal; else relay_heal; fi; }
+
+# --- state, cleanup ----------------------------------------------------------------
+
+STATE="$MESH_DIR"
+TOLD="$STATE/told.jsonl" SUMMARY="$STATE/bot-summary.json" STORE="$STATE/matches.json"
+CONVERGENCE="$STATE/convergence.jsonl" PARTITIONS="$STATE/partitions.jsonl"
+BOT_PID=""
+
+cleanup() {
+  trap - INT TERM EXIT
+  heal
+  [[ "$HOW" == iptables ]] || iptables_heal   # rules from an earlier run, if any
+  [[ -n "$BOT_PID" ]] && stop_pids INT 15 "$BOT_PID"
+  BOT_PID=""
+  mesh_stop_all
+}
+trap 'log "interrupted: stopping everything"; cleanup; exit 130' INT
+trap 'log "terminated: stopping everything"; cleanup; exit 143' TERM
+trap cleanup EXIT
+
+# --- the run -----------------------------------------------------------------
+
+mesh_plan
+mapfile -t URLS < <(node_urls)
+NODE_EXTRA+=(--match-retention 15m --request-ttl "$TTL")
+(( ${#REGION_IDS[@]} >= 2 )) || die "chaos needs at least two regions"
+: "${ROUNDS:=${#REGION_IDS[@]}}"
+
+mesh_check_ports
+iptables_heal
+# A fresh mesh: the nodes' data, the bot's record (appended to otherwise),
+# the check files. Certificates are kept.
+for id in "${NODE_IDS[@]}"; do rm -rf "${STATE:?}/$id"; done
+rm -rf "$STATE/wan" "$TOLD" "$SUMMARY" "$STORE" "$CONVERGENCE" "$PARTITIONS"
+
+now() { date +%s.%N; }
+snapshot() { "${CHECK[@]}" snapshot "${URLS[@]}" --store "$STORE" || log "snapshot failed"; }
+converge() { # label since [--final]
+  "${CHECK[@]}" converge "${URLS[@]}" --label "$1" --since "$2" --timeout "$LIMIT" \
+    --log "$CONVERGENCE" "${@:3}" || true   # a timeout is reported by the check
+}
+# Sleeps SECS, taking a match snapshot every few seconds, and stops at once
+# if a node died that was not killed on purpose.
+pause() {
+  local t i
+  for (( t = 1; t <= $1; t++ )); do
+    sleep 1
+    for i in "${!NODE_IDS[@]}"; do
+      [[ -n "${NODE_PID[i]:-}" ]] && ! alive "${NODE_PID[i]}" &&
+        die "node ${NODE_IDS[i]} died; see $STATE/${NODE_IDS[i]}/node.log"
+    done
+    (( t % SNAPSHOT_EVERY )) || snapshot
+  done
+}
+# partition LABEL REGION...: cut the regions off, hold, heal, measure.
+LAST_HEAL=""
+partition() {
+  local label="$1" start end
+  shift
+  echo "-- $label: held ${HOLD}s"
+  start="$(now)"
+  cut "$@"
+  pause "$HOLD"
+  heal
+  end="$(now)"
+  LAST_HEAL="$end"
+  printf '{"label":"%s","method":"%s","start":%s,"end":%s}\n' "$label" "$HOW" "$start" "$end" >>"$PARTITIONS"
+  converge "heal $label" "$end"
+  snapshot
+  pause "$SETTLE"
+}
+
+echo "chaos: partitions by $HOW, holds ${HOLD}s, $ROUNDS single-region cut(s), then a split$( ((KILL)) && echo ", then kill -9 and restart")"
+mesh_up
+mesh_print_layout
+converge "start" "$(now)"
+
+# Border-heavy: the regions meet at latitude 23.78 and longitude 90.40.
+AREA="23.76,90.38,23.80,90.42"
+bot=("$BOT_BIN" --regions "$REGIONS_DIR" --area "$AREA"
+     --record "$TOLD" --summary-json "$SUMMARY")
+# Few enough riders and drivers that a snapshot every few seconds sees every
+# match (a node lists at most 1000); override with -- --riders N --drivers N.
+has_flag --riders "${BOT_ARGS[@]}" || bot+=(--riders 20)
+has_flag --drivers "${BOT_ARGS[@]}" || bot+=(--drivers 20)
+bot+=("${BOT_ARGS[@]}")
+echo "bot: ${bot[*]} (log: $STATE/bot.log)"
+"${bot[@]}" >"$STATE/bot.out" 2>"$STATE/bot.log" &
+BOT_PID=$!
+pause "$WARMUP"
+
+for (( n = 0; n < ROUNDS; n++ )); do
+  r="${REGION_IDS[n % ${#REGION_IDS[@]}]}"
+  others=""
+  for o in "${REGION_IDS[@]}"; do [[ "$o" == "$r" ]] || others+=" $o"; done
+  partition "isolate $r from$others" "$r"
+done
+partition "split: every region alone" "${REGION_IDS[@]}"
+
+RESTARTED=()
+if (( KILL )); then
+  victim=$(( 1 % ${#NODE_IDS[@]} ))
+  id="${NODE_IDS[victim]}"
+  echo "-- kill -9 $id, restart it 3 s later"
+  start="$(now)"
+  kill -KILL "${NODE_PID[victim]}"
+  wait "${NODE_PID[victim]}" 2>/dev/null || true
+  NODE_PID[victim]=""
+  pause 3
+  mesh_start_node "$victim"
+  mesh_wait_ready "$victim"
+  end="$(now)"
+  LAST_HEAL="$end"
+  RESTARTED+=("$id")
+  printf '{"label":"%s","method":"kill -9","start":%s,"end":%s}\n' "kill -9 $id" "$start" "$end" >>"$PARTITIONS"
+  converge "heal kill -9 $id" "$end"
+  snapshot
+  pause "$SETTLE"
+fi
+
+echo "-- stopping the bot"
+kill -INT "$BOT_PID" 2>/dev/null || true
+bot_status=0
+wait "$BOT_PID" || bot_status=$?
+BOT_PID=""
+(( bot_status == 0 )) || log "the bot exited with status $bot_status; see $STATE/bot.log"
+converge "final (bot stopped)" "$LAST_HEAL" --final
+
+status=0
+"${CHECK[@]}" check "${URLS[@]}" --store "$STORE" --record "$TOLD" --bot-summary "$SUMMARY" \
+  --convergence "$CONVERGENCE" --partitions "$PARTITIONS" --regions "$REGIONS_DIR" \
+  --limit "$LIMIT" --restarted "${RESTARTED[@]}" || status=$?
+cleanup
+left="$(iptables -S 2>/dev/null | grep -c -e "--comment $CHAOS_TAG" || true)"
+[[ "${left:-0}" == 0 ]] || { log "iptables rules tagged $CHAOS_TAG remain: $left"; status=1; }
+exit "$status"

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Runs the regions of regions/ as a local mesh on this machine, one node per
+# region (or N behind nginx), every node peered with every other over QUIC,
+# and the bot in simulation mode against it; prints where everything listens
+# and, every few seconds, one line per node from /debug/state. Ctrl-C stops
+# everything it started, and nothing else.
+#
+#   scripts/mesh.sh [options] [-- bot flags...]
+#
+#   --no-bot          start no bot
+#   --replicas N      N nodes per region (ids <region>-1..N) on free ports; nginx
+#                     listens on the region's HTTP port and balances over them
+#   --wan             cross-region QUIC through `node wan-relay` (delay, jitter,
+#                     loss per pair of nodes in different regions)
+#   --wan-delay D     one-way delay for every pair (default: from the distance
+#                     between the regions' centroids, at least 20ms); implies --wan
+#   --wan-jitter D    default 5ms; implies --wan
+#   --wan-loss P      datagram loss probability, default 0.01; implies --wan
+#   --cql             start scripts/cql-cluster.sh first; nodes keep ratings there
+#   --duration D      stop after D (30s, 2m, ...); default: until Ctrl-C
+#
+# State goes to $MESH_DIR (default .mesh): certs/ (made on first run), one
+# folder per node (data/, node.log, ready.json), wan/ and nginx/ logs,
+# bot.log and bot-summary.json. Node flags can be set through the
+# environment (NODE_REQUEST_TTL=60s, NODE_MATCH_RETENTION=15m, ...; see
+# `node --help`). MESH_STATUS_EVERY sets the status period in seconds (5).
+#
+# Examples:
+#   scripts/mesh.sh -- --riders 200 --drivers 200
+#   scripts/mesh.sh --replicas 2 --duration 30s
+#   scripts/mesh.sh --wan --no-bot
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/mesh-lib.sh
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
+
+BOT=1 CQL=0 DURATION=""
+STATUS_EVERY="${MESH_STATUS_EVERY:-5}"
+BOT_ARGS=()
+while (( $# )); do
+  # --flag=value is the same as --flag value.
+  if [[ "$1" == --*=* ]]; then set -- "${1%%=*}" "${1#*=}" "${@:2}"; fi
+  case "$1" in
+    --no-bot) BOT=0 ;;
+    --cql) CQL=1 ;;
+    --wan) MESH_WAN=1 ;;
+    --replicas|--wan-delay|--wan-jitter|--wan-loss|--duration)
+      (( $# >= 2 )) || die "$1 needs a value"
+      case "$1" in
+        --replicas) MESH_REPLICAS="$2" ;;
+        --wan-delay) MESH_WAN=1 MESH_WAN_DELAY="$2" ;;
+        --wan-jitter) MESH_WAN=1 MESH_WAN_JITTER="$2" ;;
+        --wan-loss) MESH_WAN=1 MESH_WAN_LOSS="$2" ;;
+        --duration) DURATION="$(dur_secs "$2")" ;;
+      esac
+      shift ;;
+    -h|--help) usage ;;
+    --) shift; BOT_ARGS=("$@"); break ;;
+    *) echo "unknown option: $1" >&2; usage 2 ;;
+  esac
+  shift
+done
+[[ "$MESH_REPLICAS" =~ ^[1-9][0-9]*$ ]] || die "--replicas must be a positive number"
+
+BOT_PID=""
+CQL_STARTED=()   # cql-cluster node numbers this run started (stopped at exit)
+
+stop_cql() {
+  local n
+  for n in "${CQL_STARTED[@]}"; do
+    scripts/cql-cluster.sh stop-node "$n" >/dev/null 2>&1 || log "could not stop CQL node $n"
+  done
+  CQL_STARTED=()
+}
+
+cleanup() {
+  trap - INT TERM EXIT
+  # The bot first (SIGINT: it drains and prints its summary), then the mesh.
+  [[ -n "$BOT_PID" ]] && stop_pids INT 15 "$BOT_PID"
+  BOT_PID=""
+  mesh_stop_all
+  stop_cql
+}
+trap 'log "interrupted: stopping everything"; cleanup; exit 130' INT
+trap 'log "terminated: stopping everything"; cleanup; exit 143' TERM
+trap cleanup EXIT
+
+# Ratings in the local CQL cluster. `up` starts only the nodes not running
+# and says "node N already running" for the others; only the ones it
+# started are stopped at exit.
+start_cql() {
+  local out n
+  log "starting the CQL cluster (scripts/cql-cluster.sh up; log: $MESH_DIR/cql-up.log)"
+  mkdir -p "$MESH_DIR"
+  out="$(scripts/cql-cluster.sh up 2>"$MESH_DIR/cql-up.log")" ||
+    die "scripts/cql-cluster.sh up failed:
+$(tail -n 20 "$MESH_DIR/cql-up.log")"
+  for n in $(seq "${#REGION_IDS[@]}"); do
+    grep -q "node $n already running" "$MESH_DIR/cql-up.log" || CQL_STARTED+=("$n")
+  done
+  out="$(sed -n 's/^CQL_NODES=//p' <<<"$out" | tail -n 1)"
+  [[ -n "$out" ]] || die "scripts/cql-cluster.sh up printed no CQL_NODES="
+  log "CQL cluster: $out"
+  NODE_EXTRA+=(--cql-nodes "$out")
+}
+
+mesh_plan
+mesh_check_ports
+(( CQL )) && start_cql
+mesh_up
+mesh_print_layout
+
+if (( BOT )); then
+  bot=("$BOT_BIN" --regions "$REGIONS_DIR")
+  has_flag --summary-json "${BOT_ARGS[@]}" || bot+=(--summary-json "$MESH_DIR/bot-summary.json")
+  bot+=("${BOT_ARGS[@]}")
+  echo "bot: ${bot[*]} (progress and warnings: $MESH_DIR/bot.log)"
+  "${bot[@]}" 2>"$MESH_DIR/bot.log" &
+  BOT_PID=$!
+fi
+echo "status every ${STATUS_EVERY}s${DURATION:+ for ${DURATION}s}; Ctrl-C stops everything"
+
+started=$SECONDS
+while :; do
+  nap="$STATUS_EVERY"
+  if [[ -n "$DURATION" ]]; then
+    left=$(( started + DURATION - SECONDS ))
+    (( left > 0 )) || break
+    (( left < nap )) && nap=$left
+  fi
+  sleep "$nap"
+  mesh_status
+  for i in "${!NODE_IDS[@]}"; do
+    alive "${NODE_PID[i]}" ||
+      die "node ${NODE_IDS[i]} exited; see $MESH_DIR/${NODE_IDS[i]}/node.log"
+  done
+  if [[ -n "$BOT_PID" ]] && ! alive "$BOT_PID"; then
+    status=0; wait "$BOT_PID" || status=$?
+    BOT_PID=""
+    log "the bot finished (exit status $status); the mesh keeps running"
+  fi
+done
+
+# --duration is over: stop the bot ourselves to learn how it went.
+status=0
+if [[ -n "$BOT_PID" ]]; then
+  kill -INT "$BOT_PID" 2>/dev/null || true
+  wait "$BOT_PID" || status=$?
+  BOT_PID=""
+fi
+cleanup
+(( status == 0 )) || die "the bot failed (exit status $status); see $MESH_DIR/bot.log"
+echo "done"
