@@ -159,7 +159,14 @@ impl Hub {
                         watch.push(id);
                         outcome.accepted.push(raw);
                     }
+                    // Possibly accepted by another node and on its way here.
+                    Status::Unknown if id.may_still_arrive(now) && room > 0 => {
+                        room -= 1;
+                        watch.push(id);
+                        outcome.accepted.push(raw);
+                    }
                     Status::Pending => outcome.over_limit.push(raw),
+                    Status::Unknown if id.may_still_arrive(now) => outcome.over_limit.push(raw),
                     Status::Unknown => outcome.unknown.push(raw),
                 }
             }
@@ -450,10 +457,34 @@ mod tests {
     fn unknown_ids_are_reported_not_watched() {
         let (hub, core) = (Hub::default(), core());
         let (s, _rx) = hub.connect();
-        let stranger = Uuid::now_v7();
-        let outcome = hub.subscribe(s, &[stranger], &core);
-        assert_eq!(outcome.unknown, vec![stranger]);
+        // Not UUIDv7, and a UUIDv7 from long ago: neither can still arrive.
+        let strangers = [
+            Uuid::from_u128(42),
+            Uuid::from_u128(0x0100_0000_0000_7000_8000_0000_0000_0000),
+        ];
+        let outcome = hub.subscribe(s, &strangers, &core);
+        assert_eq!(outcome.unknown, strangers.to_vec());
         assert!(outcome.accepted.is_empty());
+        assert!(hub.watched().is_empty());
+    }
+
+    /// Behind a load balancer, the subscription may reach a replica before
+    /// the request does: a fresh id is watched, and its match delivered
+    /// once the request arrives.
+    #[test]
+    fn a_fresh_unknown_id_is_watched_until_it_arrives() {
+        let (hub, core) = (Hub::default(), core());
+        let (s, mut rx) = hub.connect();
+        let early = RequestId::generate();
+        let outcome = hub.subscribe(s, &[early.0], &core);
+        assert_eq!(outcome.accepted, vec![early.0]);
+        assert_eq!(hub.watched(), vec![early]);
+        // The request arrives (here: a match naming it as its rider).
+        add_pair(&core);
+        let mut arrived = (*run_round(&core)[0]).clone();
+        arrived.rider.id = early;
+        assert_eq!(hub.publish(&[Arc::new(arrived)]), 1);
+        assert!(rx.try_recv().unwrap().contains(r#""type":"match""#));
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl Matcher {
         let gone: Vec<_> = watched
             .into_iter()
             .zip(pending)
-            .filter_map(|(id, pending)| (!pending).then_some(id))
+            .filter_map(|(id, pending)| (!pending && !id.may_still_arrive(now)).then_some(id))
             .collect();
         self.hub.forget(&gone);
 

@@ -28,9 +28,10 @@ use crate::ids::NodeId;
 
 /// The mesh's application protocol; both sides must offer it.
 pub const ALPN: &[u8] = b"ride-mesh/1";
-/// Keep-alives well inside the idle timeout keep quiet links open.
-const KEEP_ALIVE: Duration = Duration::from_secs(4);
-const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Keep-alives well inside the idle timeout keep quiet links open; a short
+/// idle timeout notices a dead peer (kill -9, a partition) within seconds.
+const KEEP_ALIVE: Duration = Duration::from_secs(1);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Error)]
 pub enum TlsError {

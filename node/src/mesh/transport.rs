@@ -122,16 +122,66 @@ impl BoundMesh {
         core: Arc<dyn SyncCore>,
         shutdown: CancellationToken,
     ) -> Mesh {
-        let config = Arc::new(config);
+        let context = Arc::new(Context {
+            config,
+            sessions: Sessions::default(),
+        });
         let mut tasks = JoinSet::new();
         tasks.spawn(follow_membership(
             self.endpoint.clone(),
-            Arc::clone(&config),
+            Arc::clone(&context),
             Arc::clone(&core),
             shutdown.clone(),
         ));
-        tasks.spawn(accept(self.endpoint, config, core, shutdown));
+        tasks.spawn(accept(self.endpoint, context, core, shutdown));
         Mesh { tasks }
+    }
+}
+
+/// What the mesh's tasks share.
+struct Context {
+    config: MeshConfig,
+    sessions: Sessions,
+}
+
+/// At most one session per peer. A peer that restarts dials again while
+/// this side may still hold the dead connection (until its idle timeout):
+/// the new session cancels the old one and waits for it to end, so the old
+/// one's `peer_lost` (which resets sync state) can never land in the middle
+/// of the new one.
+#[derive(Default)]
+struct Sessions {
+    peers: parking_lot::Mutex<HashMap<NodeId, PeerSlot>>,
+}
+
+struct PeerSlot {
+    current: CancellationToken,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Sessions {
+    /// Supersedes `peer`'s current session and waits for it to end. Returns
+    /// the new session's stop token and its turn, or `None` if the new
+    /// session was itself superseded or stopped while waiting.
+    async fn begin(
+        &self,
+        peer: &NodeId,
+        shutdown: &CancellationToken,
+    ) -> Option<(CancellationToken, tokio::sync::OwnedMutexGuard<()>)> {
+        let (stop, turn) = {
+            let mut peers = self.peers.lock();
+            let slot = peers.entry(peer.clone()).or_insert_with(|| PeerSlot {
+                current: CancellationToken::new(),
+                turn: Arc::new(tokio::sync::Mutex::new(())),
+            });
+            slot.current.cancel();
+            slot.current = shutdown.child_token();
+            (slot.current.clone(), Arc::clone(&slot.turn))
+        };
+        tokio::select! {
+            guard = turn.lock_owned() => (!stop.is_cancelled()).then_some((stop, guard)),
+            () = stop.cancelled() => None,
+        }
     }
 }
 
@@ -151,18 +201,18 @@ impl Mesh {
 /// starting and stopping dialers as the peer list changes.
 async fn follow_membership(
     endpoint: quinn::Endpoint,
-    config: Arc<MeshConfig>,
+    context: Arc<Context>,
     core: Arc<dyn SyncCore>,
     shutdown: CancellationToken,
 ) {
-    let mut peers = config.peers.clone();
+    let mut peers = context.config.peers.clone();
     let mut dialers: HashMap<NodeId, (SocketAddr, CancellationToken)> = HashMap::new();
     let mut tasks = JoinSet::new();
     loop {
         let wanted: Vec<Peer> = peers
             .borrow_and_update()
             .iter()
-            .filter(|p| p.node > config.node)
+            .filter(|p| p.node > context.config.node)
             .cloned()
             .collect();
         dialers.retain(|node, (addr, stop)| {
@@ -180,7 +230,7 @@ async fn follow_membership(
                 tasks.spawn(dial(
                     endpoint.clone(),
                     peer,
-                    Arc::clone(&config),
+                    Arc::clone(&context),
                     Arc::clone(&core),
                     stop,
                 ));
@@ -204,7 +254,7 @@ async fn follow_membership(
 async fn dial(
     endpoint: quinn::Endpoint,
     peer: Peer,
-    config: Arc<MeshConfig>,
+    context: Arc<Context>,
     core: Arc<dyn SyncCore>,
     shutdown: CancellationToken,
 ) {
@@ -216,7 +266,7 @@ async fn dial(
             let mut frames = Frames::new(send, recv, &peer.node);
             frames
                 .send(&PeerMessage::V1(PeerMessageV1::Hello {
-                    node: config.node.clone(),
+                    node: context.config.node.clone(),
                 }))
                 .await?;
             tracing::info!(peer = %peer.node, addr = %peer.addr, "connected to peer");
@@ -229,7 +279,7 @@ async fn dial(
         match outcome {
             Ok((connection, frames)) => {
                 backoff = BACKOFF_START;
-                session(connection, frames, &peer.node, &config, &*core, &shutdown).await;
+                session(connection, frames, &peer.node, &context, &*core, &shutdown).await;
             }
             Err(e) => {
                 metrics::counter!("mesh_connect_failures_total", "peer" => peer.node.0.clone())
@@ -247,7 +297,7 @@ async fn dial(
 
 async fn accept(
     endpoint: quinn::Endpoint,
-    config: Arc<MeshConfig>,
+    context: Arc<Context>,
     core: Arc<dyn SyncCore>,
     shutdown: CancellationToken,
 ) {
@@ -260,9 +310,9 @@ async fn accept(
                 None => break,
             },
         };
-        let (config, core, shutdown) = (Arc::clone(&config), Arc::clone(&core), shutdown.clone());
+        let (context, core, shutdown) = (Arc::clone(&context), Arc::clone(&core), shutdown.clone());
         sessions.spawn(async move {
-            if let Err(e) = accepted(incoming, &config, &*core, &shutdown).await {
+            if let Err(e) = accepted(incoming, &context, &*core, &shutdown).await {
                 metrics::counter!("mesh_rejected_peers_total").increment(1);
                 tracing::warn!(error = %e, "refused a peer");
             }
@@ -278,7 +328,7 @@ async fn accept(
 /// then serves it.
 async fn accepted(
     incoming: quinn::Incoming,
-    config: &MeshConfig,
+    context: &Context,
     core: &dyn SyncCore,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
@@ -289,6 +339,7 @@ async fn accepted(
         connection.close(CLOSE_PROTOCOL.into(), b"expected hello");
         return Err(SessionError::Protocol("no hello".into()));
     };
+    let config = &context.config;
     let known = config.peers.borrow().iter().any(|p| p.node == node) && node < config.node;
     if !known || !tls::peer_is(&connection, &node) {
         connection.close(CLOSE_UNKNOWN_PEER.into(), b"unknown peer");
@@ -298,7 +349,7 @@ async fn accepted(
     }
     tracing::info!(peer = %node, "peer connected");
     frames.peer = node.0.clone();
-    session(connection, frames, &node, config, core, shutdown).await;
+    session(connection, frames, &node, context, core, shutdown).await;
     Ok(())
 }
 
@@ -307,15 +358,19 @@ async fn session(
     connection: quinn::Connection,
     mut frames: Frames,
     peer: &NodeId,
-    config: &MeshConfig,
+    context: &Context,
     core: &dyn SyncCore,
     shutdown: &CancellationToken,
 ) {
+    let Some((stop, _turn)) = context.sessions.begin(peer, shutdown).await else {
+        connection.close(CLOSE_SHUTDOWN.into(), b"superseded");
+        return;
+    };
     metrics::gauge!("mesh_peers_connected").increment(1.0);
-    let mut ticker = tokio::time::interval(config.sync_interval);
+    let mut ticker = tokio::time::interval(context.config.sync_interval);
     let ended: Result<(), SessionError> = loop {
         tokio::select! {
-            () = shutdown.cancelled() => break Ok(()),
+            () = stop.cancelled() => break Ok(()),
             _ = ticker.tick() => {
                 let sent = async {
                     for message in core.outgoing(peer)? {

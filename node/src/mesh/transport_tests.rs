@@ -263,12 +263,17 @@ async fn intrude(
     if send.write_all(&frame).await.is_err() {
         return false;
     }
-    // An accepted peer gets sync traffic; a refused one a closed connection.
+    // An accepted peer gets sync traffic (or, superseded by the real peer
+    // reconnecting, a clean close); a refused one is closed as unknown.
     let mut buf = [0u8; 1];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(3), recv.read(&mut buf)).await,
-        Ok(Ok(Some(_))) | Err(_)
-    )
+    match tokio::time::timeout(Duration::from_secs(3), recv.read(&mut buf)).await {
+        Ok(Ok(Some(_))) | Err(_) => true,
+        Ok(_) => matches!(
+            connection.close_reason(),
+            Some(quinn::ConnectionError::ApplicationClosed(closed))
+                if closed.error_code == quinn::VarInt::from_u32(0)
+        ),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
