@@ -167,7 +167,7 @@ impl Hub {
                     }
                     Status::Pending => outcome.over_limit.push(raw),
                     Status::Unknown if id.may_still_arrive(now) => outcome.over_limit.push(raw),
-                    Status::Unknown => outcome.unknown.push(raw),
+                    Status::Unknown | Status::Over => outcome.unknown.push(raw),
                 }
             }
         }

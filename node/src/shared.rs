@@ -48,6 +48,8 @@ pub struct Ticket {
 pub enum Status {
     Pending,
     Matched(Arc<Match>),
+    /// Known here, but expired (or committed and no longer retained).
+    Over,
     Unknown,
 }
 
@@ -175,6 +177,8 @@ impl NodeCore {
             Status::Matched(Arc::clone(m))
         } else if state.replica.is_pending(id, now) {
             Status::Pending
+        } else if state.replica.knows(id) {
+            Status::Over
         } else {
             Status::Unknown
         }
@@ -543,7 +547,7 @@ mod tests {
         let r = core.submit_rider(rider(23.8), t0);
         core.step(t0.plus(TTL - 1)).unwrap();
         assert_eq!(core.status(&r.id, t0.plus(TTL - 1)), Status::Pending);
-        assert_eq!(core.status(&r.id, t0.plus(TTL)), Status::Unknown);
+        assert_eq!(core.status(&r.id, t0.plus(TTL)), Status::Over);
         core.submit_driver(driver(23.8), t0.plus(TTL));
         assert!(core.step(t0.plus(TTL + 1)).unwrap().is_empty());
     }

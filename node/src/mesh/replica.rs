@@ -269,6 +269,11 @@ impl Replica {
         &self.ledger
     }
 
+    /// A rider or driver with this id is in the replicated state.
+    pub fn knows(&self, id: &RequestId) -> bool {
+        self.ledger.rider(id).is_some() || self.ledger.driver(id).is_some()
+    }
+
     /// Known, unexpired and not yet committed.
     pub fn is_pending(&self, id: &RequestId, now: Millis) -> bool {
         self.is_free(id, now)
