@@ -220,7 +220,7 @@ mod tests {
     #[test]
     fn bad_values_are_usage_errors() {
         for args in [
-            &["--endpoint", "https://a:1"][..],
+            &["--endpoint", "ftp://a:1"][..],
             &["--area", "1,2,3"],
             &["--area", "23.9,90.35,23.7,90.5"],
             &["--duration", "soon"],

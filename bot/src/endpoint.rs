@@ -19,10 +19,7 @@ use reqwest::Url;
 pub enum EndpointError {
     #[error("{input:?} is not a URL: {reason}")]
     NotAUrl { input: String, reason: String },
-    #[error(
-        "{input:?}: only http:// endpoints are supported (this bot is built without TLS; \
-         point it at the node's plain HTTP listener)"
-    )]
+    #[error("{input:?}: an endpoint is an http:// or https:// URL")]
     UnsupportedScheme { input: String },
     #[error("{input:?}: an endpoint must not carry a query or fragment")]
     HasQuery { input: String },
@@ -50,7 +47,7 @@ pub fn parse_endpoint(input: &str) -> Result<Url, EndpointError> {
         input: input.to_owned(),
         reason: e.to_string(),
     })?;
-    if url.scheme() != "http" {
+    if !matches!(url.scheme(), "http" | "https") {
         return Err(EndpointError::UnsupportedScheme {
             input: input.to_owned(),
         });
@@ -92,9 +89,14 @@ impl Endpoint {
         let driver = join("driver")?;
         let rating = join("rating")?;
         let mut communication = join("communication")?;
-        // http -> ws is always allowed: both are "special" schemes.
+        // http -> ws and https -> wss are always allowed: all are "special".
+        let socket_scheme = if base.scheme() == "https" {
+            "wss"
+        } else {
+            "ws"
+        };
         communication
-            .set_scheme("ws")
+            .set_scheme(socket_scheme)
             .map_err(|()| EndpointError::UnsupportedScheme {
                 input: base.to_string(),
             })?;
@@ -239,10 +241,6 @@ mod tests {
     #[test]
     fn rejects_bad_endpoints() {
         assert!(matches!(
-            parse_endpoint("https://x:1"),
-            Err(EndpointError::UnsupportedScheme { .. })
-        ));
-        assert!(matches!(
             parse_endpoint("ftp://x:1"),
             Err(EndpointError::UnsupportedScheme { .. })
         ));
@@ -258,8 +256,18 @@ mod tests {
             parse_endpoint("http://x:1/?a=b"),
             Err(EndpointError::HasQuery { .. })
         ));
-        let message = parse_endpoint("https://x:1").unwrap_err().to_string();
+        let message = parse_endpoint("ftp://x:1").unwrap_err().to_string();
         assert!(message.contains("http://"), "{message}");
+    }
+
+    #[test]
+    fn a_tls_endpoint_gets_a_tls_websocket() {
+        let e = Endpoint::new(parse_endpoint("https://ride-mesh.fly.dev").unwrap()).unwrap();
+        assert_eq!(e.rider.as_str(), "https://ride-mesh.fly.dev/rider");
+        assert_eq!(
+            e.communication.as_str(),
+            "wss://ride-mesh.fly.dev/communication"
+        );
     }
 
     #[test]
