@@ -180,11 +180,12 @@ node_urls() {
 # --- binaries and certificates -----------------------------------------------
 
 mesh_need_binaries() {
-  if [[ ! -x "$NODE_BIN" || ! -x "$BOT_BIN" ]]; then
-    [[ "$MESH_BIN" == target/release ]] || die "no node/bot binaries in $MESH_BIN"
+  if [[ "$MESH_BIN" == target/release ]]; then
+    # Always: a no-op when up to date, and never a stale binary after a pull.
     log "building the node and the bot (release)"
     cargo build --release --locked -p node -p bot
   fi
+  [[ -x "$NODE_BIN" && -x "$BOT_BIN" ]] || die "no node/bot binaries in $MESH_BIN"
   if (( MESH_WAN )) && ! "$NODE_BIN" wan-relay --help >/dev/null 2>&1; then
     die "$NODE_BIN has no 'wan-relay' subcommand yet; rebuild it (cargo build --release --locked -p node)"
   fi
