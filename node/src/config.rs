@@ -195,6 +195,15 @@ impl Config {
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.region = "test".into();
         config.data_dir = data_dir.to_owned();
+        // Whatever the environment says (a CQL cluster for other tests, a
+        // Fly machine), a test node stands alone.
+        config.cql_nodes.clear();
+        config.fly_app = None;
+        config.fly_machine_id = None;
+        config.fly_region = None;
+        config.fly_private_ip = None;
+        config.mesh_ca_cert = None;
+        config.mesh_ca_key = None;
         config
     }
 }

@@ -48,6 +48,9 @@ impl NodeProcess {
             .env("NODE_MATCH_INTERVAL", "100ms")
             .env("NODE_REQUEST_TTL", "5s")
             .env("RUST_LOG", "warn")
+            // A node gets a cluster or a Fly identity only from its flags.
+            .env_remove("CQL_NODES")
+            .env_remove("FLY_APP_NAME")
             .stdout(Stdio::null())
             .spawn()
             .expect("start node");
