@@ -79,6 +79,7 @@ impl Matcher {
         metrics::gauge!("ride_pending", "kind" => "rider").set(state.pending_riders as f64);
         metrics::gauge!("ride_pending", "kind" => "driver").set(state.pending_drivers as f64);
         metrics::gauge!("mesh_documents").set(state.documents as f64);
+        metrics::gauge!("mesh_document_bytes").set(state.document_bytes as f64);
         metrics::gauge!("mesh_open_claims").set(state.open_claims as f64);
         metrics::counter!("mesh_claims_sent_total").absolute(state.stats.claims_sent);
         metrics::counter!("mesh_claims_granted_total").absolute(state.stats.transfers_granted);

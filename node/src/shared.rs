@@ -61,6 +61,8 @@ pub struct Snapshot {
     pub committed_matches: usize,
     pub open_claims: usize,
     pub documents: usize,
+    /// Bytes of the records the documents hold.
+    pub document_bytes: u64,
     pub digest: u64,
     pub ready: bool,
     pub stats: ReplicaStats,
@@ -211,6 +213,7 @@ impl NodeCore {
             committed_matches: state.matches.len(),
             open_claims: state.replica.open_claims(now),
             documents: state.replica.document_count(),
+            document_bytes: state.replica.record_bytes(),
             digest: state.replica.digest(),
             ready: state.replica.is_ready(),
             stats: state.replica.stats(),
