@@ -46,10 +46,6 @@ fn describe() {
         "ride_requests_accepted_total",
         "Rider and driver requests accepted, by kind."
     );
-    describe_counter!(
-        "ride_requests_expired_total",
-        "Requests that expired unmatched, by kind."
-    );
     describe_gauge!("ride_pending", "Requests waiting for a match, by kind.");
     describe_counter!(
         "ride_matches_committed_total",
