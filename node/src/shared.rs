@@ -281,14 +281,9 @@ impl NodeCore {
             .collect();
         let mut nodes = vec![panel(replica.node(), &own, true, true, None)];
         for (peer, view) in state.board.iter() {
-            let status = view.status.clone().unwrap_or(PeerStatus {
+            let status = view.status.clone().unwrap_or_else(|| PeerStatus {
                 region: "?".into(),
-                digest: 0,
-                documents: 0,
-                record_bytes: 0,
-                requests_per_s: 0.0,
-                matches_per_s: 0.0,
-                ready: false,
+                ..PeerStatus::default()
             });
             nodes.push(panel(
                 peer,
@@ -376,8 +371,8 @@ fn panel(
         reachable,
         lag_p50_ms: lags.map(|l| l.0),
         lag_p99_ms: lags.map(|l| l.1),
-        requests_per_s: round(status.requests_per_s, 1),
-        matches_per_s: round(status.matches_per_s, 1),
+        requests_per_s: fare::round_to(status.requests_per_s, 1),
+        matches_per_s: fare::round_to(status.matches_per_s, 1),
         documents: status.documents,
         document_bytes: Some(status.record_bytes),
         digest: format!("{:016x}", status.digest),
@@ -387,17 +382,12 @@ fn panel(
 
 /// Five decimals of a degree is about a metre: plenty for a map.
 fn lat_lon(p: Position) -> (f64, f64) {
-    (round(p.lat, 5), round(p.lon, 5))
+    (fare::round_to(p.lat, 5), fare::round_to(p.lon, 5))
 }
 
 fn point(p: Position, owner: u16) -> (f64, f64, u16) {
     let (lat, lon) = lat_lon(p);
     (lat, lon, owner)
-}
-
-fn round(x: f64, decimals: i32) -> f64 {
-    let scale = 10f64.powi(decimals);
-    (x * scale).round() / scale
 }
 
 /// A commit, with what the rider and the driver are told.

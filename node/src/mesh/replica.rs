@@ -61,7 +61,7 @@ pub enum PeerMessageV1 {
 }
 
 /// A node's view of itself, as it tells its peers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PeerStatus {
     pub region: String,
     pub digest: u64,
