@@ -10,7 +10,7 @@
 //! lock, and the matcher records a match in the core before it publishes, so
 //! each match reaches each subscriber exactly once, whichever comes first.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -30,6 +30,10 @@ use crate::wire::{ClientMessage, ErrorDetail, ServerMessage};
 
 /// Ids one socket may watch at once.
 pub const MAX_WATCHED_PER_SOCKET: usize = 10_000;
+/// Matches remembered per socket as told; far more than it may watch, and
+/// a match is retained (and so republished) for much less time than it
+/// takes a busy socket to be told this many.
+const MAX_TOLD_REMEMBERED: usize = 4 * MAX_WATCHED_PER_SOCKET;
 /// Frames queued for one socket before it counts as too slow.
 const OUTBOX_DEPTH: usize = 1_024;
 
@@ -43,6 +47,36 @@ type SocketId = u64;
 struct Socket {
     outbox: mpsc::Sender<Utf8Bytes>,
     watching: HashSet<RequestId>,
+    /// Riders whose match this socket was told, oldest first: each match
+    /// is told once per socket, however often it is published or
+    /// subscribed to (by the rider's id and the driver's, say).
+    told: HashSet<RequestId>,
+    told_order: VecDeque<RequestId>,
+}
+
+impl Socket {
+    fn new(outbox: mpsc::Sender<Utf8Bytes>) -> Self {
+        Self {
+            outbox,
+            watching: HashSet::new(),
+            told: HashSet::new(),
+            told_order: VecDeque::new(),
+        }
+    }
+
+    /// Marks a match told; `false` if it was already.
+    fn first_telling(&mut self, m: &Match) -> bool {
+        if !self.told.insert(m.rider.id) {
+            return false;
+        }
+        self.told_order.push_back(m.rider.id);
+        if self.told_order.len() > MAX_TOLD_REMEMBERED
+            && let Some(oldest) = self.told_order.pop_front()
+        {
+            self.told.remove(&oldest);
+        }
+        true
+    }
 }
 
 #[derive(Default)]
@@ -74,6 +108,14 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// Queues a match for a socket unless it was told it already.
+    fn tell(&mut self, socket: SocketId, m: &Match) -> bool {
+        let Some(s) = self.sockets.get_mut(&socket) else {
+            return false;
+        };
+        s.first_telling(m) && self.send(socket, &match_frame(m))
     }
 
     /// Queues a frame; a socket whose outbox is full is cut off.
@@ -119,13 +161,7 @@ impl Hub {
     pub fn connect(&self) -> (SocketId, mpsc::Receiver<Utf8Bytes>) {
         let id = self.next_socket.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(OUTBOX_DEPTH);
-        self.registry.lock().sockets.insert(
-            id,
-            Socket {
-                outbox: tx,
-                watching: HashSet::new(),
-            },
-        );
+        self.registry.lock().sockets.insert(id, Socket::new(tx));
         metrics::gauge!("ride_ws_connections").increment(1.0);
         (id, rx)
     }
@@ -136,13 +172,18 @@ impl Hub {
     }
 
     /// Watches each id, sending at once the matches already committed.
-    pub fn subscribe(&self, socket: SocketId, ids: &[Uuid], core: &NodeCore) -> Subscription {
+    pub fn subscribe(
+        &self,
+        socket: SocketId,
+        ids: &[Uuid],
+        core: &NodeCore,
+        now: Millis,
+    ) -> Subscription {
         let mut registry = self.registry.lock();
         let mut outcome = Subscription::default();
         let mut ready = Vec::new();
         let mut watch = Vec::new();
         {
-            let now = Millis::now();
             let Some(s) = registry.sockets.get(&socket) else {
                 return outcome;
             };
@@ -172,7 +213,7 @@ impl Hub {
             }
         }
         for m in ready {
-            registry.send(socket, &match_frame(&m));
+            registry.tell(socket, &m);
         }
         let registry = &mut *registry;
         if let Some(s) = registry.sockets.get_mut(&socket) {
@@ -198,9 +239,8 @@ impl Hub {
             if sockets.is_empty() {
                 continue;
             }
-            let frame = match_frame(m);
             for socket in sockets {
-                queued += usize::from(registry.send(socket, &frame));
+                queued += usize::from(registry.tell(socket, m));
             }
         }
         metrics::counter!("ride_ws_deliveries_total").increment(queued as u64);
@@ -338,7 +378,7 @@ fn handle_frame(text: &str, socket: SocketId, hub: &Hub, core: &NodeCore) -> Vec
             )];
         }
     };
-    let outcome = hub.subscribe(socket, &ids, core);
+    let outcome = hub.subscribe(socket, &ids, core, Millis::now());
     let mut replies = vec![frame(&ServerMessage::Subscribed {
         ids: outcome.accepted,
     })];
@@ -366,7 +406,6 @@ fn handle_frame(text: &str, socket: SocketId, hub: &Hub, core: &NodeCore) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::NodeId;
     use crate::intake::{NewDriver, NewRider};
     use crate::matches::Retention;
     use crate::mesh::replica::{Replica, ReplicaConfig};
@@ -374,20 +413,12 @@ mod tests {
 
     fn core() -> NodeCore {
         NodeCore::new(
-            Replica::new(ReplicaConfig {
-                node: NodeId("n1".into()),
-                region: "dhaka".into(),
-                incarnation: 1,
-                request_ttl_ms: 30_000,
-                claim_ttl_ms: 2_000,
-                epoch_ms: 1_000,
-                max_pickup_km: 5.0,
-            }),
+            Replica::volatile(ReplicaConfig::for_test("n1")),
             Retention {
                 ms: 60_000,
                 max_matches: 10_000,
             },
-            0,
+            Duration::from_secs(1),
         )
     }
 
@@ -397,7 +428,7 @@ mod tests {
             lon: 90.4,
         };
         let now = Millis::now();
-        let r = core.submit_rider(
+        let (r, _) = core.submit_rider(
             NewRider {
                 name: "r".into(),
                 position: p,
@@ -405,7 +436,7 @@ mod tests {
             },
             now,
         );
-        let d = core.submit_driver(
+        let (d, _) = core.submit_driver(
             NewDriver {
                 name: "d".into(),
                 car_number: "C-1".into(),
@@ -426,8 +457,8 @@ mod tests {
         let (rider, driver) = add_pair(&core);
         let (rs, mut rider_rx) = hub.connect();
         let (ds, mut driver_rx) = hub.connect();
-        hub.subscribe(rs, &[rider.0], &core);
-        hub.subscribe(ds, &[driver.0], &core);
+        hub.subscribe(rs, &[rider.0], &core, Millis::now());
+        hub.subscribe(ds, &[driver.0], &core, Millis::now());
         let made = run_round(&core);
         assert_eq!(hub.publish(&made), 2);
         assert!(rider_rx.try_recv().unwrap().contains(&rider.0.to_string()));
@@ -447,7 +478,7 @@ mod tests {
         let made = run_round(&core);
         assert_eq!(hub.publish(&made), 0);
         let (s, mut rx) = hub.connect();
-        let outcome = hub.subscribe(s, &[rider.0], &core);
+        let outcome = hub.subscribe(s, &[rider.0], &core, Millis::now());
         assert_eq!(outcome.accepted, vec![rider.0]);
         assert!(rx.try_recv().unwrap().contains(r#""type":"match""#));
         assert_eq!(hub.publish(&made), 0, "the late subscriber got it twice");
@@ -462,7 +493,7 @@ mod tests {
             Uuid::from_u128(42),
             Uuid::from_u128(0x0100_0000_0000_7000_8000_0000_0000_0000),
         ];
-        let outcome = hub.subscribe(s, &strangers, &core);
+        let outcome = hub.subscribe(s, &strangers, &core, Millis::now());
         assert_eq!(outcome.unknown, strangers.to_vec());
         assert!(outcome.accepted.is_empty());
         assert!(hub.watched().is_empty());
@@ -476,7 +507,7 @@ mod tests {
         let (hub, core) = (Hub::default(), core());
         let (s, mut rx) = hub.connect();
         let early = RequestId::generate();
-        let outcome = hub.subscribe(s, &[early.0], &core);
+        let outcome = hub.subscribe(s, &[early.0], &core, Millis::now());
         assert_eq!(outcome.accepted, vec![early.0]);
         assert_eq!(hub.watched(), vec![early]);
         // The request arrives (here: a match naming it as its rider).
@@ -494,8 +525,8 @@ mod tests {
         let (fast, mut fast_rx) = hub.connect();
         for _ in 0..OUTBOX_DEPTH + 5 {
             let (rider, driver) = add_pair(&core);
-            hub.subscribe(slow, &[rider.0], &core);
-            hub.subscribe(fast, &[driver.0], &core);
+            hub.subscribe(slow, &[rider.0], &core, Millis::now());
+            hub.subscribe(fast, &[driver.0], &core, Millis::now());
             let made = run_round(&core);
             hub.publish(&made);
             assert!(fast_rx.try_recv().is_ok());
@@ -508,7 +539,7 @@ mod tests {
         let (hub, core) = (Hub::default(), core());
         let (rider, _) = add_pair(&core);
         let (s, _rx) = hub.connect();
-        hub.subscribe(s, &[rider.0], &core);
+        hub.subscribe(s, &[rider.0], &core, Millis::now());
         assert_eq!(hub.watched(), vec![rider]);
         hub.forget(&[rider]);
         assert!(hub.watched().is_empty());

@@ -117,10 +117,16 @@ pub struct Config {
     #[arg(long, env = "NODE_MESH_SYNC_INTERVAL", default_value = "10ms", value_parser = parse_positive)]
     pub mesh_sync_interval: Duration,
 
-    /// At start, matching waits until every peer has been heard from, or
-    /// this long at most.
+    /// At start, matching waits until this node holds everything every
+    /// peer held when their sessions began, or this long at most.
     #[arg(long, env = "NODE_MESH_READY_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub mesh_ready_grace: Duration,
+
+    /// A peer whose clock differs from this node's by more than this is
+    /// reported (log, `/metrics`, `/debug/state`, dashboard). Safety never
+    /// depends on clocks; only liveness may suffer past it.
+    #[arg(long, env = "NODE_MAX_CLOCK_SKEW", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub max_clock_skew: Duration,
 
     /// CQL contact points (`host:port`, comma-separated; list some in every
     /// datacenter). Unset: ratings live in the embedded store only.

@@ -58,6 +58,17 @@ impl fmt::Display for NodeId {
     }
 }
 
+impl NodeId {
+    /// The node an owner identity (`<node>@<lineage>`, see
+    /// [`crate::mesh::journal::open_owner`]) belongs to.
+    pub fn node_of_owner(&self) -> NodeId {
+        match self.0.split_once('@') {
+            Some((node, _)) => NodeId(node.to_owned()),
+            None => self.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

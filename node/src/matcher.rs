@@ -1,16 +1,17 @@
-//! The matcher task: every interval, one protocol step of the core (answer
-//! claims, commit, run a matching round), then the matches it learnt of go
-//! to the websockets, and subscriptions of requests that are no longer
-//! pending are forgotten.
+//! The matcher task: drives the core's time. Whenever the core asks for it
+//! ([`NodeCore::poll_timeout`]), one step (answer claims, commit, run a
+//! matching round when one is due), then the matches it learnt of go to the
+//! websockets, and subscriptions of requests that are no longer pending are
+//! forgotten.
 //!
 //! A step is CPU work (tens of milliseconds at 10k x 10k), so it runs on the
-//! blocking pool and never occupies an async worker; intake does not take
-//! the core's lock at all (see [`crate::shared`]), so a step never delays it.
+//! blocking pool and never occupies an async worker; the round itself runs
+//! outside the core's lock (see [`crate::shared`]), so it delays neither
+//! intake nor the mesh.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Millis;
@@ -21,22 +22,25 @@ use crate::shared::NodeCore;
 pub struct Matcher {
     pub core: Arc<NodeCore>,
     pub hub: Arc<Hub>,
+    /// The longest the task sleeps between steps, whatever the core asks.
     pub interval: Duration,
 }
 
 impl Matcher {
-    /// Runs a step at once and then every interval, until `shutdown`.
+    /// Runs a step at once and then whenever the core's next timeout
+    /// comes, until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut ticker = tokio::time::interval(self.interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
             let matcher = self.clone();
             if let Err(e) = tokio::task::spawn_blocking(move || matcher.round()).await {
                 tracing::error!(error = %e, "matching round failed");
+            }
+            let due = self.core.poll_timeout();
+            let wait = Duration::from_millis(due.0.saturating_sub(Millis::now().0))
+                .clamp(Duration::from_millis(1), self.interval);
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -86,5 +90,8 @@ impl Matcher {
         metrics::counter!("mesh_claims_refused_total").absolute(state.stats.claims_refused);
         metrics::counter!("mesh_claims_expired_total").absolute(state.stats.claims_expired);
         metrics::counter!("mesh_records_rejected_total").absolute(state.stats.records_rejected);
+        metrics::counter!("mesh_documents_refused_total").absolute(state.stats.documents_refused);
+        metrics::counter!("ride_commits_duplicate_total").absolute(state.duplicate_commits);
+        metrics::counter!("ride_commits_conflicting_total").absolute(state.conflicting_commits);
     }
 }

@@ -55,6 +55,16 @@ pub struct Retention {
     pub max_matches: usize,
 }
 
+/// What [`MatchLog::insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    New,
+    /// The same match was recorded already.
+    Duplicate,
+    /// The rider or the driver is recorded with someone else.
+    Conflict,
+}
+
 #[derive(Debug)]
 pub struct MatchLog {
     retention: Retention,
@@ -73,14 +83,28 @@ impl MatchLog {
         }
     }
 
-    /// Records a match, forgetting the oldest one if the log is full.
-    pub fn insert(&mut self, m: Arc<Match>) {
+    /// Records a match, forgetting the oldest one if the log is full. A
+    /// commit learnt again (from another peer, after a reconnect) is not
+    /// recorded twice, and one that names another partner for someone
+    /// already matched is refused: nobody is told two partners.
+    pub fn insert(&mut self, m: Arc<Match>) -> Inserted {
+        let known = [m.rider.id, m.driver.id].map(|id| self.by_request.get(&id));
+        match known {
+            [None, None] => {}
+            [Some(a), Some(b)]
+                if Arc::ptr_eq(a, b) && a.rider.id == m.rider.id && a.driver.id == m.driver.id =>
+            {
+                return Inserted::Duplicate;
+            }
+            _ => return Inserted::Conflict,
+        }
         self.by_request.insert(m.rider.id, Arc::clone(&m));
         self.by_request.insert(m.driver.id, Arc::clone(&m));
         self.order.push_back(m);
         if self.order.len() > self.retention.max_matches {
             self.forget_oldest();
         }
+        Inserted::New
     }
 
     /// Forgets matches committed more than the retention ago.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::clock::Millis;
 use crate::ids::NodeId;
-use crate::mesh::replica::PeerStatus;
+use crate::mesh::protocol::PeerStatus;
 
 /// Lag samples kept per peer for its percentiles.
 const LAG_WINDOW: usize = 1024;
@@ -15,6 +15,8 @@ const LAG_WINDOW: usize = 1024;
 pub struct PeerView {
     pub connected: bool,
     pub status: Option<PeerStatus>,
+    /// The peer's clock minus this node's, from the last status exchange.
+    pub clock_offset_ms: Option<f64>,
     lags_ms: VecDeque<f64>,
 }
 
@@ -61,6 +63,14 @@ impl PeerBoard {
             lags.pop_front();
         }
         lags.push_back(lag_ms);
+    }
+
+    pub fn clock_offset(&self, peer: &NodeId) -> Option<f64> {
+        self.peers.get(peer).and_then(|v| v.clock_offset_ms)
+    }
+
+    pub fn set_clock_offset(&mut self, peer: &NodeId, offset_ms: f64) {
+        self.peers.entry(peer.clone()).or_default().clock_offset_ms = Some(offset_ms);
     }
 
     pub fn region_of(&self, peer: &NodeId) -> Option<&str> {

@@ -22,12 +22,13 @@ use crate::http::{self, AppState};
 use crate::ids::NodeId;
 use crate::matcher::Matcher;
 use crate::matches::Retention;
-use crate::mesh::replica::{Replica, ReplicaConfig};
+use crate::mesh::journal::Durability;
+use crate::mesh::replica::ReplicaConfig;
 use crate::mesh::tls::{Credentials, TlsError};
 use crate::mesh::transport::{BoundMesh, Mesh, MeshConfig, Peer, TransportError};
 use crate::ratings::{ClusterConfig, ClusterStore, EmbeddedStore, RatingStore, StoreError};
 use crate::regions::{Regions, RegionsError};
-use crate::shared::NodeCore;
+use crate::shared::{NodeCore, OpenError};
 use crate::telemetry;
 
 #[derive(Debug, Error)]
@@ -50,6 +51,8 @@ pub enum NodeError {
     Mesh(#[from] TransportError),
     #[error(transparent)]
     Regions(#[from] RegionsError),
+    #[error("own documents: {0}")]
+    Core(#[from] OpenError),
     #[error("on Fly: {0}")]
     Fly(#[from] FlyError),
     #[error("--region {region} is not one of the regions in {dir} ({known})")]
@@ -110,29 +113,11 @@ pub async fn start(mut config: Config) -> Result<RunningNode, NodeError> {
     }
     let (publish_peers, peers) = mesh_peers(&config, fly.as_ref(), &node).await?;
     let store = open_ratings(&config, regions.as_deref()).await?;
-    let replica = Replica::new(ReplicaConfig {
-        node: node.clone(),
-        region: config.region.clone(),
-        incarnation: Millis::now().0,
-        request_ttl_ms: duration_ms(config.request_ttl),
-        claim_ttl_ms: duration_ms(config.claim_ttl),
-        epoch_ms: duration_ms(config.epoch).max(1),
-        max_pickup_km: config.max_pickup_km,
-    });
-    let core = Arc::new(NodeCore::new(
-        replica,
-        Retention {
-            ms: duration_ms(config.match_retention),
-            max_matches: config.max_retained_matches.max(1),
-        },
-        if config.mesh_listen.is_some() {
-            peers.borrow().len()
-        } else {
-            0
-        },
-    ));
-    let initial_peers: Vec<NodeId> = peers.borrow().iter().map(|p| p.node.clone()).collect();
-    core.expect_peers(&initial_peers);
+    let core = Arc::new(open_core(&config, &node)?);
+    if config.mesh_listen.is_some() {
+        let initial_peers: Vec<NodeId> = peers.borrow().iter().map(|p| p.node.clone()).collect();
+        core.expect_peers(&initial_peers);
+    }
     let hub = Arc::new(Hub::default());
     let shutdown = CancellationToken::new();
     let app = Arc::new(AppState {
@@ -166,6 +151,7 @@ pub async fn start(mut config: Config) -> Result<RunningNode, NodeError> {
         tokio::spawn(discovery.watch(config.discovery_interval, publish_peers, shutdown.clone()));
     }
     let mesh_addr = mesh.as_ref().map(|(addr, _)| *addr);
+    let flusher = Arc::clone(&core).run_flusher(shutdown.clone());
     let matcher = tokio::spawn(
         Matcher {
             core,
@@ -192,6 +178,12 @@ pub async fn start(mut config: Config) -> Result<RunningNode, NodeError> {
         matcher.await?;
         if let Some((_, mesh)) = mesh {
             mesh.stopped().await;
+        }
+        if tokio::task::spawn_blocking(move || flusher.join())
+            .await?
+            .is_err()
+        {
+            tracing::error!("the group-commit thread panicked");
         }
         store.close().await?;
         tracing::info!("node stopped");
@@ -309,7 +301,7 @@ async fn mesh_peers(
 }
 
 /// Binds the mesh endpoint and starts talking to peers, when `--mesh-listen`
-/// is set. Matching waits for the peers, but never longer than the grace.
+/// is set.
 fn start_mesh(
     config: &Config,
     node: &NodeId,
@@ -329,17 +321,42 @@ fn start_mesh(
             peers,
             sync_interval: config.mesh_sync_interval,
         },
-        Arc::clone(core) as Arc<dyn crate::mesh::transport::SyncCore>,
+        Arc::clone(core) as Arc<dyn crate::mesh::protocol::SyncCore>,
         shutdown.clone(),
     );
-    let (waiting, grace, stop) = (Arc::clone(core), config.mesh_ready_grace, shutdown.clone());
-    tokio::spawn(async move {
-        tokio::select! {
-            () = stop.cancelled() => {}
-            () = tokio::time::sleep(grace) => waiting.set_ready(),
-        }
-    });
     Ok(Some((addr, mesh)))
+}
+
+/// The core, holding this node's own documents as its journal kept them
+/// (under `<data dir>/mesh`).
+fn open_core(config: &Config, node: &NodeId) -> Result<NodeCore, NodeError> {
+    let now = Millis::now();
+    let started = std::time::Instant::now();
+    let core = NodeCore::open(
+        &config.data_dir.join("mesh"),
+        node,
+        ReplicaConfig {
+            node: node.clone(),
+            region: config.region.clone(),
+            incarnation: now.0,
+            request_ttl_ms: duration_ms(config.request_ttl),
+            claim_ttl_ms: duration_ms(config.claim_ttl),
+            epoch_ms: duration_ms(config.epoch).max(1),
+            max_pickup_km: config.max_pickup_km,
+            match_interval_ms: duration_ms(config.match_interval).max(1),
+            ready_grace_ms: duration_ms(config.mesh_ready_grace),
+            observe: false,
+        },
+        Retention {
+            ms: duration_ms(config.match_retention),
+            max_matches: config.max_retained_matches.max(1),
+        },
+        config.max_clock_skew,
+        Durability::Fsync,
+        now,
+    )?;
+    tracing::info!(took = ?started.elapsed(), "own documents loaded");
+    Ok(core)
 }
 
 fn duration_ms(d: std::time::Duration) -> u64 {

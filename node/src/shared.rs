@@ -2,46 +2,55 @@
 //! protocol ([`Replica`]) plus the log of committed matches that websockets,
 //! ratings and operators read.
 //!
-//! Intake never takes the core's lock: an accepted request gets its id and
-//! expiry at once and is handed over through a lock-free queue. Whoever locks
-//! the core next (the matcher, the mesh, a subscription) first moves the
-//! queued requests in, so every reader sees every request accepted before
-//! it locked, and intake latency never depends on how long a matching round
-//! or a replication batch holds the lock.
+//! A 202 is a promise, so an accepted request is durable before it is
+//! answered: intake hands the request over through a lock-free queue and
+//! waits for the group commit that journals it ([`NodeCore::run_flusher`]
+//! wakes on every arrival; whoever locks the core next moves every queued
+//! request in, writes them as one change and syncs the journal once). The
+//! flush holds the core's lock until the journal is synced, so nothing can
+//! read a record (a peer's sync message, a websocket, a claim's answer)
+//! before it would survive a crash.
+//!
+//! The matching round itself runs on a snapshot, outside the lock
+//! ([`NodeCore::step`]), so intake's group commits, mesh sessions and
+//! readers never wait for a round.
 //!
 //! A node without peers is simply a mesh of one: the same protocol runs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::Duration;
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use thiserror::Error;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::Millis;
 use crate::fare;
 use crate::geodesy::haversine_km;
 use crate::ids::{NodeId, RequestId};
 use crate::intake::{NewDriver, NewRider};
-use crate::matches::{Match, MatchLog, Retention};
+use crate::matches::{Inserted, Match, MatchLog, Retention};
+use crate::mesh::documents::DocId;
+use crate::mesh::journal::{self, Durability, Journal, JournalError};
 use crate::mesh::ledger::Owned;
-use crate::mesh::record::CommitRecord;
+pub use crate::mesh::protocol::Ticket;
+use crate::mesh::protocol::{PeerMessage, PeerMessageV1, PeerStatus, SyncCore};
+use crate::mesh::record::{CommitRecord, RecordV1};
 pub use crate::mesh::replica::MIN_REQUEST_TTL_MS;
-use crate::mesh::replica::{
-    PeerMessage, PeerMessageV1, PeerStatus, Replica, ReplicaError, ReplicaStats,
-};
-use crate::mesh::transport::SyncCore;
+use crate::mesh::replica::{Replica, ReplicaConfig, ReplicaError, ReplicaStats};
 use crate::peer_board::{PeerBoard, RateMeter};
-use crate::wire::{DashboardClaim, DashboardFrame, DashboardMatch, NodePanel, Position};
+use crate::wire::{DashboardClaim, DashboardFrame, DashboardMatch, NodePanel, PeerClock, Position};
 
 /// How often a node tells each peer its status.
 const STATUS_INTERVAL_MS: u64 = 1_000;
 
-/// The answer to an accepted request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ticket {
-    pub id: RequestId,
-    pub expires_at: Millis,
-}
+/// Resolves once an accepted request is journaled; an error means it was
+/// not (the journal failed) and the request must be refused.
+pub type Durable = oneshot::Receiver<()>;
 
 /// Where a request stands, as this node knows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +65,7 @@ pub enum Status {
 /// What `/debug/state` shows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
+    pub owner: String,
     pub pending_riders: usize,
     pub pending_drivers: usize,
     pub committed_matches: usize,
@@ -66,19 +76,30 @@ pub struct Snapshot {
     pub digest: u64,
     pub ready: bool,
     pub stats: ReplicaStats,
+    pub peers: Vec<PeerClock>,
+    /// Commits learnt twice (recorded once), and commits that named another
+    /// partner for someone already matched (never told).
+    pub duplicate_commits: u64,
+    pub conflicting_commits: u64,
+}
+
+#[derive(Debug, Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
 }
 
 enum Arrival {
-    Rider(RequestId, NewRider, Millis),
-    Driver(RequestId, NewDriver, Millis),
+    Rider(RequestId, NewRider, Millis, oneshot::Sender<()>),
+    Driver(RequestId, NewDriver, Millis, oneshot::Sender<()>),
 }
 
 struct State {
     replica: Replica,
     matches: MatchLog,
     arrivals: Receiver<Arrival>,
-    /// Peers heard from since start, until the node is ready.
-    heard: HashSet<NodeId>,
     /// Commits whose rider or driver record has not arrived yet (documents
     /// sync independently); retried every step.
     unresolved: Vec<Owned<CommitRecord>>,
@@ -87,81 +108,204 @@ struct State {
     intake_rate: RateMeter,
     commit_rate: RateMeter,
     status_sent: HashMap<NodeId, Millis>,
+    /// Per peer, its last status's `sent_at` and this node's clock on
+    /// receipt: echoed back, for the peer's offset measurement.
+    status_heard: HashMap<NodeId, (Millis, Millis)>,
+    duplicate_commits: u64,
+    conflicting_commits: u64,
+}
+
+/// Wakes the flusher when requests arrive.
+#[derive(Default)]
+struct Wake {
+    pending: Mutex<bool>,
+    signal: Condvar,
 }
 
 pub struct NodeCore {
     state: Mutex<State>,
     intake: Sender<Arrival>,
+    wake: Wake,
     request_ttl_ms: u64,
-    peers: usize,
+    max_clock_skew_ms: u64,
 }
 
 impl NodeCore {
-    /// `peers` is how many peers the node has; without any, it is ready at
-    /// once, else once it has heard from all of them (see
-    /// [`NodeCore::set_ready`] for the fallback).
-    pub fn new(replica: Replica, retention: Retention, peers: usize) -> Self {
+    /// A core around `replica`; peers whose clocks differ from this node's
+    /// by more than `max_clock_skew` are reported.
+    pub fn new(replica: Replica, retention: Retention, max_clock_skew: Duration) -> Self {
         let (intake, arrivals) = mpsc::channel();
-        let mut replica = replica;
-        if peers == 0 {
-            replica.set_ready();
-        }
         Self {
             request_ttl_ms: replica.request_ttl_ms(),
+            max_clock_skew_ms: u64::try_from(max_clock_skew.as_millis()).unwrap_or(u64::MAX),
             state: Mutex::new(State {
                 replica,
                 matches: MatchLog::new(retention),
                 arrivals,
-                heard: HashSet::new(),
                 unresolved: Vec::new(),
                 board: PeerBoard::default(),
                 intake_rate: RateMeter::default(),
                 commit_rate: RateMeter::default(),
                 status_sent: HashMap::new(),
+                status_heard: HashMap::new(),
+                duplicate_commits: 0,
+                conflicting_commits: 0,
             }),
             intake,
-            peers,
+            wake: Wake::default(),
         }
     }
 
-    /// Accepts a rider without waiting for the core.
-    pub fn submit_rider(&self, rider: NewRider, now: Millis) -> Ticket {
-        let id = RequestId::generate();
-        let _ = self.intake.send(Arrival::Rider(id, rider, now));
-        self.ticket(id, now)
+    /// The core of a node whose own documents live in `dir`: they are
+    /// loaded from the journal there, and everything the node writes is
+    /// journaled there before anyone sees it. A node whose journal is gone
+    /// writes as a new owner (see [`journal::open_owner`]): `config.node`
+    /// is replaced by that owner identity.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        dir: &Path,
+        node: &NodeId,
+        mut config: ReplicaConfig,
+        retention: Retention,
+        max_clock_skew: Duration,
+        durability: Durability,
+        now: Millis,
+    ) -> Result<Self, OpenError> {
+        let (owner, fresh) = journal::open_owner(dir, node)?;
+        if fresh {
+            tracing::info!(%owner, "no journal: writing as a new owner");
+        }
+        let (journal, loaded) = Journal::open(dir, durability)?;
+        config.node = owner;
+        let replica = Replica::open(config, Some(journal), loaded, now)?;
+        tracing::info!(
+            owner = %replica.node(),
+            documents = replica.document_count(),
+            commits = replica.ledger().commits().count(),
+            "own documents loaded"
+        );
+        Ok(Self::new(replica, retention, max_clock_skew))
     }
 
-    /// Accepts a driver without waiting for the core.
-    pub fn submit_driver(&self, driver: NewDriver, now: Millis) -> Ticket {
+    /// Accepts a rider without waiting for the core; the answer may go out
+    /// once `Durable` resolves.
+    pub fn submit_rider(&self, rider: NewRider, now: Millis) -> (Ticket, Durable) {
         let id = RequestId::generate();
-        let _ = self.intake.send(Arrival::Driver(id, driver, now));
-        self.ticket(id, now)
+        let (done, durable) = oneshot::channel();
+        let _ = self.intake.send(Arrival::Rider(id, rider, now, done));
+        self.nudge();
+        (self.ticket(id, now), durable)
     }
 
-    /// One protocol step (see [`Replica::step`]); returns the matches this
-    /// node learnt of, already recorded for late subscribers and ratings.
+    /// Accepts a driver without waiting for the core; the answer may go out
+    /// once `Durable` resolves.
+    pub fn submit_driver(&self, driver: NewDriver, now: Millis) -> (Ticket, Durable) {
+        let id = RequestId::generate();
+        let (done, durable) = oneshot::channel();
+        let _ = self.intake.send(Arrival::Driver(id, driver, now, done));
+        self.nudge();
+        (self.ticket(id, now), durable)
+    }
+
+    fn nudge(&self) {
+        *self.wake.pending.lock() = true;
+        self.wake.signal.notify_one();
+    }
+
+    /// The group committer: whenever requests arrive, moves them in and
+    /// journals them (one sync for all that arrived meanwhile), until
+    /// `shutdown`. Runs on its own thread: a sync blocks.
+    pub fn run_flusher(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::Builder::new()
+            .name("group-commit".into())
+            .spawn(move || {
+                while !shutdown.is_cancelled() {
+                    {
+                        let mut pending = self.wake.pending.lock();
+                        if !*pending {
+                            self.wake
+                                .signal
+                                .wait_for(&mut pending, Duration::from_millis(100));
+                        }
+                        *pending = false;
+                    }
+                    self.commit_arrivals();
+                }
+                self.commit_arrivals();
+            })
+            .expect("spawn the group-commit thread")
+    }
+
+    /// Moves every request accepted so far in and journals them.
+    pub fn commit_arrivals(&self) {
+        drop(self.lock());
+    }
+
+    /// The identity this node writes as.
+    pub fn owner(&self) -> NodeId {
+        self.lock().replica.node().clone()
+    }
+
+    /// Every record the core absorbed since the last call (only with
+    /// [`ReplicaConfig::observe`]): what the simulation checks.
+    pub fn take_observed(&self) -> Vec<(DocId, RecordV1)> {
+        self.lock().replica.take_observed()
+    }
+
+    /// Every document held and its heads, for the simulation's reports.
+    #[cfg(test)]
+    pub fn inventory(&self) -> crate::mesh::documents::Inventory {
+        self.lock().replica.inventory()
+    }
+
+    /// When [`NodeCore::step`] has work next.
+    pub fn poll_timeout(&self) -> Millis {
+        self.lock().replica.poll_timeout()
+    }
+
+    /// Time passes (see [`Replica::handle_timeout`]): the round, when one
+    /// is due, runs outside the lock. Returns the matches this node learnt
+    /// of, each once, already recorded for late subscribers and ratings.
     pub fn step(&self, now: Millis) -> Result<Vec<Arc<Match>>, ReplicaError> {
+        let round = self.lock().replica.handle_timeout(now)?;
+        if let Some(input) = round {
+            let pairs = input.run();
+            self.lock().replica.complete_round(&input, &pairs, now)?;
+        }
         let mut state = self.lock();
         let mut learnt = std::mem::take(&mut state.unresolved);
-        learnt.extend(state.replica.step(now)?);
+        learnt.extend(state.replica.take_commits());
         state.matches.prune(now);
         let State {
             replica,
             matches,
             unresolved,
             commit_rate,
+            duplicate_commits,
+            conflicting_commits,
             ..
         } = &mut *state;
         let mut made = Vec::new();
         for commit in learnt {
             match to_match(replica, &commit) {
                 Some(m) => {
-                    if m.committed_by == *replica.node() {
-                        commit_rate.add(1);
-                    }
                     let m = Arc::new(m);
-                    matches.insert(Arc::clone(&m));
-                    made.push(m);
+                    match matches.insert(Arc::clone(&m)) {
+                        Inserted::New => {
+                            if m.committed_by == *replica.node() {
+                                commit_rate.add(1);
+                            }
+                            made.push(m);
+                        }
+                        Inserted::Duplicate => *duplicate_commits += 1,
+                        Inserted::Conflict => {
+                            *conflicting_commits += 1;
+                            tracing::error!(rider = %m.rider.id, driver = %m.driver.id, committed_by = %m.committed_by, "a commit names another partner for someone already matched; not told");
+                        }
+                    }
                 }
                 // Kept until its records arrive or its documents are dropped.
                 None if commit.record.committed_at.plus(replica.request_ttl_ms()) > now => {
@@ -207,7 +351,19 @@ impl NodeCore {
     pub fn snapshot(&self, now: Millis) -> Snapshot {
         let mut state = self.lock();
         let (pending_riders, pending_drivers) = state.replica.pending_counts(now);
+        let peers = state
+            .board
+            .iter()
+            .map(|(peer, view)| PeerClock {
+                node: peer.0.clone(),
+                reachable: view.connected,
+                in_sync: state.replica.is_synced_with(peer),
+                clock_offset_ms: view.clock_offset_ms,
+                clock_skewed: self.is_skewed(view.clock_offset_ms),
+            })
+            .collect();
         Snapshot {
+            owner: state.replica.node().0.clone(),
             pending_riders,
             pending_drivers,
             committed_matches: state.matches.len(),
@@ -217,15 +373,25 @@ impl NodeCore {
             digest: state.replica.digest(),
             ready: state.replica.is_ready(),
             stats: state.replica.stats(),
+            peers,
+            duplicate_commits: state.duplicate_commits,
+            conflicting_commits: state.conflicting_commits,
         }
     }
 
-    /// Peers to show (as unreachable) before they are first heard from.
+    fn is_skewed(&self, offset_ms: Option<f64>) -> bool {
+        offset_ms.is_some_and(|o| o.abs() > self.max_clock_skew_ms as f64)
+    }
+
+    /// The peers to be in sync with before deciding, and to show (as
+    /// unreachable) before they are first heard from.
     pub fn expect_peers<'a>(&self, peers: impl IntoIterator<Item = &'a NodeId>) {
         let mut state = self.lock();
-        for peer in peers {
+        let peers: Vec<NodeId> = peers.into_iter().cloned().collect();
+        for peer in &peers {
             state.board.expect(peer);
         }
+        state.replica.set_peers(peers);
     }
 
     /// What the dashboard draws: pending requests, the newest `max_matches`
@@ -239,7 +405,8 @@ impl NodeCore {
             if owner == replica.node() {
                 replica.region().to_owned()
             } else {
-                state.board.region_of(owner).unwrap_or("?").to_owned()
+                let node = owner.node_of_owner();
+                state.board.region_of(&node).unwrap_or("?").to_owned()
             }
         };
         let mut owners: Vec<String> = Vec::new();
@@ -279,22 +446,25 @@ impl NodeCore {
                 })
             })
             .collect();
-        let mut nodes = vec![panel(replica.node(), &own, true, true, None)];
+        let me = replica.node().node_of_owner();
+        let mut nodes = vec![panel(&me, &own, true, true, None, None)];
         for (peer, view) in state.board.iter() {
             let status = view.status.clone().unwrap_or_else(|| PeerStatus {
                 region: "?".into(),
                 ..PeerStatus::default()
             });
+            let clock = view.clock_offset_ms.map(|o| (o, self.is_skewed(Some(o))));
             nodes.push(panel(
                 peer,
                 &status,
                 false,
                 view.connected,
                 view.lag_percentiles(),
+                clock,
             ));
         }
         DashboardFrame {
-            node: replica.node().0.clone(),
+            node: me.0,
             region: replica.region().to_owned(),
             at_ms: now.0,
             owners,
@@ -306,13 +476,8 @@ impl NodeCore {
         }
     }
 
-    /// Lets the node decide even if some peer never answered (called after
-    /// a grace period at start).
-    pub fn set_ready(&self) {
-        self.lock().replica.set_ready();
-    }
-
-    /// Locks the core, with every request accepted so far moved in.
+    /// Locks the core, with every request accepted so far moved in and
+    /// journaled; their submitters are told once the journal is synced.
     fn lock(&self) -> MutexGuard<'_, State> {
         let mut state = self.state.lock();
         let State {
@@ -321,17 +486,33 @@ impl NodeCore {
             intake_rate,
             ..
         } = &mut *state;
-        let mut arrived = false;
+        let mut waiting = Vec::new();
+        let mut latest = None;
         for arrival in arrivals.try_iter() {
-            arrived = true;
             intake_rate.add(1);
-            match arrival {
-                Arrival::Rider(id, rider, at) => replica.accept_rider(id, rider, at),
-                Arrival::Driver(id, driver, at) => replica.accept_driver(id, driver, at),
+            let (at, done) = match arrival {
+                Arrival::Rider(id, rider, at, done) => {
+                    replica.accept_rider(id, rider, at);
+                    (at, done)
+                }
+                Arrival::Driver(id, driver, at, done) => {
+                    replica.accept_driver(id, driver, at);
+                    (at, done)
+                }
             };
+            latest = latest.max(Some(at));
+            waiting.push(done);
         }
-        if arrived && let Err(e) = replica.flush() {
-            tracing::error!(error = %e, "cannot record accepted requests");
+        if let Some(now) = latest {
+            match replica.flush(now) {
+                Ok(()) => {
+                    for done in waiting {
+                        let _ = done.send(());
+                    }
+                }
+                // Dropping `waiting` refuses them: the submitters answer 503.
+                Err(e) => tracing::error!(error = %e, "cannot journal accepted requests"),
+            }
         }
         state
     }
@@ -354,6 +535,8 @@ fn own_status(state: &mut State, now: Millis) -> PeerStatus {
         requests_per_s: state.intake_rate.per_second(now),
         matches_per_s: state.commit_rate.per_second(now),
         ready: state.replica.is_ready(),
+        sent_at: now,
+        echo: None,
     }
 }
 
@@ -363,6 +546,7 @@ fn panel(
     this_node: bool,
     reachable: bool,
     lags: Option<(f64, f64)>,
+    clock: Option<(f64, bool)>,
 ) -> NodePanel {
     NodePanel {
         node: node.0.clone(),
@@ -377,6 +561,8 @@ fn panel(
         document_bytes: Some(status.record_bytes),
         digest: format!("{:016x}", status.digest),
         ready: status.ready,
+        clock_offset_ms: clock.map(|c| fare::round_to(c.0, 1)),
+        clock_skewed: clock.is_some_and(|c| c.1),
     }
 }
 
@@ -412,43 +598,59 @@ fn to_match(replica: &Replica, commit: &Owned<CommitRecord>) -> Option<Match> {
 }
 
 impl SyncCore for NodeCore {
-    fn outgoing(&self, peer: &NodeId) -> Result<Vec<PeerMessage>, ReplicaError> {
+    fn outgoing(&self, peer: &NodeId, now: Millis) -> Result<Vec<PeerMessage>, ReplicaError> {
         let mut state = self.lock();
-        let mut messages = state.replica.outgoing(peer)?;
-        let now = Millis::now();
+        let mut messages = state.replica.outgoing(peer, now)?;
         let due = state
             .status_sent
             .get(peer)
             .is_none_or(|at| now.0 >= at.0 + STATUS_INTERVAL_MS);
         if due {
             state.status_sent.insert(peer.clone(), now);
-            let status = own_status(&mut state, now);
+            let mut status = own_status(&mut state, now);
+            status.echo = state.status_heard.get(peer).copied();
             messages.push(PeerMessage::V1(PeerMessageV1::Status(status)));
         }
         Ok(messages)
     }
 
-    fn receive(&self, peer: &NodeId, message: PeerMessage) -> Result<(), ReplicaError> {
+    fn receive(
+        &self,
+        peer: &NodeId,
+        message: PeerMessage,
+        now: Millis,
+    ) -> Result<(), ReplicaError> {
         let mut state = self.lock();
         state.board.heard(peer);
         if let PeerMessage::V1(PeerMessageV1::Status(status)) = message {
+            state
+                .status_heard
+                .insert(peer.clone(), (status.sent_at, now));
+            if let Some((sent, their_receipt)) = status.echo {
+                let offset = clock_offset_ms(sent, their_receipt, status.sent_at, now);
+                let was_skewed = self.is_skewed(state.board.clock_offset(peer));
+                state.board.set_clock_offset(peer, offset);
+                state.replica.set_clock_offset(peer, offset);
+                let skewed = self.is_skewed(Some(offset));
+                metrics::gauge!("mesh_peer_clock_offset_seconds", "peer" => peer.0.clone())
+                    .set(offset / 1000.0);
+                metrics::gauge!("mesh_peer_clock_skewed", "peer" => peer.0.clone())
+                    .set(if skewed { 1.0 } else { 0.0 });
+                if skewed && !was_skewed {
+                    tracing::warn!(%peer, offset_ms = offset, max_ms = self.max_clock_skew_ms, "peer's clock is beyond the skew bound");
+                } else if was_skewed && !skewed {
+                    tracing::info!(%peer, offset_ms = offset, "peer's clock is back within the skew bound");
+                }
+            }
             state.board.status(peer, status);
             return Ok(());
         }
-        let arrived = state.replica.receive(peer, message)?;
-        let now = Millis::now();
+        let arrived = state.replica.receive(peer, message, now)?;
         for accepted_at in arrived {
             let lag = now.0.saturating_sub(accepted_at.0) as f64 / 1000.0;
             metrics::histogram!("mesh_replication_lag_seconds", "peer" => peer.0.clone())
                 .record(lag);
             state.board.lag(peer, lag * 1000.0);
-        }
-        if !state.replica.is_ready() {
-            state.heard.insert(peer.clone());
-            if state.heard.len() >= self.peers {
-                state.replica.set_ready();
-                tracing::info!("synced with every peer; matching starts");
-            }
         }
         Ok(())
     }
@@ -458,33 +660,36 @@ impl SyncCore for NodeCore {
         state.replica.peer_lost(peer);
         state.board.lost(peer);
         state.status_sent.remove(peer);
+        state.status_heard.remove(peer);
     }
+}
+
+/// The peer's clock minus this node's, NTP-style, from one round trip:
+/// this node sent at `t1` (its clock), the peer received at `t2` and
+/// answered at `t3` (the peer's clock), this node received at `t4`.
+fn clock_offset_ms(t1: Millis, t2: Millis, t3: Millis, t4: Millis) -> f64 {
+    let ms = |m: Millis| m.0 as f64;
+    ((ms(t2) - ms(t1)) + (ms(t3) - ms(t4))) / 2.0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mesh::replica::ReplicaConfig;
     use crate::wire::Position;
 
     const TTL: u64 = 30_000;
 
     fn core() -> NodeCore {
         NodeCore::new(
-            Replica::new(ReplicaConfig {
-                node: NodeId("dhaka-1".into()),
-                region: "dhaka".into(),
-                incarnation: 1,
+            Replica::volatile(ReplicaConfig {
                 request_ttl_ms: TTL,
-                claim_ttl_ms: 2_000,
-                epoch_ms: 1_000,
-                max_pickup_km: 5.0,
+                ..ReplicaConfig::for_test("dhaka-1")
             }),
             Retention {
                 ms: 60_000,
                 max_matches: 1_000,
             },
-            0,
+            Duration::from_secs(1),
         )
     }
 
@@ -511,8 +716,8 @@ mod tests {
     fn a_rider_and_a_driver_are_matched_once_with_the_fare() {
         let core = core();
         let t0 = Millis(1_800_000_000_000);
-        let r = core.submit_rider(rider(23.8), t0);
-        let d = core.submit_driver(driver(23.81), t0);
+        let r = core.submit_rider(rider(23.8), t0).0;
+        let d = core.submit_driver(driver(23.81), t0).0;
         assert_eq!(r.expires_at, t0.plus(TTL));
         assert_eq!(core.status(&r.id, t0), Status::Pending);
 
@@ -537,7 +742,7 @@ mod tests {
     fn requests_expire_after_their_ttl_and_never_before() {
         let core = core();
         let t0 = Millis(1_800_000_000_000);
-        let r = core.submit_rider(rider(23.8), t0);
+        let r = core.submit_rider(rider(23.8), t0).0;
         core.step(t0.plus(TTL - 1)).unwrap();
         assert_eq!(core.status(&r.id, t0.plus(TTL - 1)), Status::Pending);
         assert_eq!(core.status(&r.id, t0.plus(TTL)), Status::Over);
@@ -548,23 +753,18 @@ mod tests {
     #[test]
     fn ttl_is_never_below_five_seconds() {
         let core = NodeCore::new(
-            Replica::new(ReplicaConfig {
-                node: NodeId("n".into()),
-                region: "r".into(),
-                incarnation: 1,
+            Replica::volatile(ReplicaConfig {
                 request_ttl_ms: 10,
-                claim_ttl_ms: 2_000,
-                epoch_ms: 1_000,
-                max_pickup_km: 5.0,
+                ..ReplicaConfig::for_test("n")
             }),
             Retention {
                 ms: 1,
                 max_matches: 1,
             },
-            0,
+            Duration::from_secs(1),
         );
         assert_eq!(
-            core.submit_rider(rider(1.0), Millis(0)).expires_at,
+            core.submit_rider(rider(1.0), Millis(0)).0.expires_at,
             Millis(MIN_REQUEST_TTL_MS)
         );
     }
@@ -573,7 +773,7 @@ mod tests {
     fn matches_are_forgotten_after_their_retention() {
         let core = core();
         let t0 = Millis(1_800_000_000_000);
-        let r = core.submit_rider(rider(23.8), t0);
+        let r = core.submit_rider(rider(23.8), t0).0;
         core.submit_driver(driver(23.8), t0);
         core.step(t0).unwrap();
         core.step(t0.plus(59_999)).unwrap();
@@ -589,7 +789,7 @@ mod tests {
         let mut riders = Vec::new();
         for i in 0..1_005 {
             let lat = 23.0 + f64::from(i) * 0.1; // 11 km apart: one pair per spot
-            riders.push(core.submit_rider(rider(lat), t0).id);
+            riders.push(core.submit_rider(rider(lat), t0).0.id);
             core.submit_driver(driver(lat), t0);
         }
         assert_eq!(core.step(t0).unwrap().len(), 1_005);

@@ -186,6 +186,27 @@ pub struct NodePanel {
     pub document_bytes: Option<u64>,
     pub digest: String,
     pub ready: bool,
+    /// The peer's clock minus this node's (absent for this node and until
+    /// measured), and whether it is beyond `--max-clock-skew`.
+    #[serde(default)]
+    pub clock_offset_ms: Option<f64>,
+    #[serde(default)]
+    pub clock_skewed: bool,
+}
+
+/// What a node knows of a peer's session and clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerClock {
+    pub node: String,
+    /// A session with it is up now.
+    pub reachable: bool,
+    /// This node has held everything the peer held at the start of a
+    /// session with it.
+    pub in_sync: bool,
+    /// The peer's clock minus this node's, once measured.
+    pub clock_offset_ms: Option<f64>,
+    /// Beyond `--max-clock-skew`.
+    pub clock_skewed: bool,
 }
 
 /// `GET /debug/state`: what this node holds, for operators and checks.
@@ -205,6 +226,19 @@ pub struct DebugState {
     pub digest: String,
     /// Whether the node has synced with its peers and makes decisions.
     pub ready: bool,
+    /// The identity it writes as (`<node>@<lineage>`): new whenever its
+    /// journal was lost.
+    #[serde(default)]
+    pub owner: String,
+    #[serde(default)]
+    pub peers: Vec<PeerClock>,
+    /// Commits learnt twice (recorded and told once).
+    #[serde(default)]
+    pub duplicate_commits: u64,
+    /// Commits naming another partner for someone already matched: a
+    /// broken guarantee, never told. Always 0.
+    #[serde(default)]
+    pub conflicting_commits: u64,
 }
 
 /// Body of every 4xx and 5xx answer.

@@ -62,5 +62,9 @@ pub async fn debug_state(State(app): State<Arc<AppState>>) -> Json<DebugState> {
         documents: state.documents,
         digest: format!("{:016x}", state.digest),
         ready: state.ready,
+        owner: state.owner,
+        peers: state.peers,
+        duplicate_commits: state.duplicate_commits,
+        conflicting_commits: state.conflicting_commits,
     })
 }

@@ -1,7 +1,9 @@
 //! `POST /rider` and `POST /driver`: the intake hot path. Validation, the
 //! region check (a position another region owns is redirected there), a
-//! hand-over to the core that never waits for its lock, and the
-//! answer; nothing here waits on I/O or on matching.
+//! hand-over to the core that never waits for its lock, and the answer once
+//! the request is journaled (a group commit shared with every request that
+//! arrived meanwhile): a 202 is a promise that survives a crash. Nothing
+//! here waits on matching.
 
 use std::sync::Arc;
 
@@ -24,7 +26,8 @@ pub async fn post_rider(
 ) -> Result<(StatusCode, Json<Accepted>), ErrorResponse> {
     let rider = intake::rider(body).map_err(ApiError::from)?;
     check_owner(&app, rider.position, "/rider")?;
-    let ticket = app.core.submit_rider(rider, Millis::now());
+    let (ticket, durable) = app.core.submit_rider(rider, Millis::now());
+    durable.await.map_err(|_| not_journaled())?;
     metrics::counter!("ride_requests_accepted_total", "kind" => "rider").increment(1);
     Ok(accepted(&app, ticket))
 }
@@ -35,9 +38,19 @@ pub async fn post_driver(
 ) -> Result<(StatusCode, Json<Accepted>), ErrorResponse> {
     let driver = intake::driver(body).map_err(ApiError::from)?;
     check_owner(&app, driver.position, "/driver")?;
-    let ticket = app.core.submit_driver(driver, Millis::now());
+    let (ticket, durable) = app.core.submit_driver(driver, Millis::now());
+    durable.await.map_err(|_| not_journaled())?;
     metrics::counter!("ride_requests_accepted_total", "kind" => "driver").increment(1);
     Ok(accepted(&app, ticket))
+}
+
+/// The journal could not take the request: it is refused, not lost.
+fn not_journaled() -> ApiError {
+    ApiError::unavailable(
+        "storage_unavailable",
+        "the node could not make the request durable; try again",
+        1,
+    )
 }
 
 fn accepted(app: &AppState, ticket: Ticket) -> (StatusCode, Json<Accepted>) {

@@ -9,18 +9,29 @@
 //!
 //! Every document has exactly one writer (its owner); others only merge it.
 //! Each (document, peer) pair has its own automerge sync state.
+//!
+//! Two rules keep a node's view safe whatever the clocks say:
+//! - its own documents are journaled ([`super::journal`]) before anyone can
+//!   read them, and are never learnt back from a peer (a peer's copy may be
+//!   stale);
+//! - a dropped document stays dropped: a peer that still has it (a late
+//!   reconnect) cannot bring it, or the commits in it, back.
+//!
+//! Age is measured on this node's clock, from when a document last changed
+//! here, never from the timestamps its writer put in it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 
 use automerge::sync::{self, SyncDoc};
-use automerge::{
-    ActorId, AutoCommit, PatchAction, ROOT, ScalarValue, Value, transaction::Transactable,
-};
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, AutoCommit, ChangeHash, PatchAction, ROOT, ReadDoc, ScalarValue, Value};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::journal::{Dropped, Journal, JournalError, Loaded};
 use super::record::RecordV1;
+use crate::clock::Millis;
 use crate::ids::NodeId;
 
 /// A document: its owner and the epoch of the owner's clock it covers.
@@ -36,31 +47,64 @@ pub enum DocumentError {
     BadSync { doc: DocId, reason: String },
     #[error("cannot write to {doc:?}: {reason}")]
     Write { doc: DocId, reason: String },
+    #[error("cannot load own document {doc:?} from the journal: {reason}")]
+    Load { doc: DocId, reason: String },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
 
 struct Document {
     doc: AutoCommit,
     sync: HashMap<NodeId, sync::State>,
+    /// Bumped whenever the document changes here.
+    version: u64,
+    /// Per peer, the version at which it last had nothing to send that
+    /// peer, if nothing was received from it since: it has nothing now
+    /// either, and generating a sync message to find that out is most of
+    /// a quiet mesh's work.
+    quiet: HashMap<NodeId, u64>,
     /// Bytes of the records read out of it (keys and values): its size as
     /// the dashboard shows it. automerge's own size needs a full save,
     /// too costly to run every second.
     record_bytes: u64,
+    /// This node's clock when the document last changed here.
+    touched_at: Millis,
+    /// The owner's clock at its newest change (each change carries it).
+    written_at: Option<Millis>,
 }
 
 impl Document {
-    fn new() -> Self {
+    fn new(now: Millis) -> Self {
         let mut doc = AutoCommit::new();
         doc.update_diff_cursor();
+        Self::holding(doc, now)
+    }
+
+    fn holding(doc: AutoCommit, now: Millis) -> Self {
         Self {
             doc,
             sync: HashMap::new(),
+            version: 0,
+            quiet: HashMap::new(),
             record_bytes: 0,
+            touched_at: now,
+            written_at: None,
         }
+    }
+
+    /// The owner's clock at the newest change not reachable from `since`.
+    fn newest_write(&mut self, since: &[ChangeHash]) -> Option<Millis> {
+        self.doc
+            .get_changes(since)
+            .iter()
+            .filter_map(|c| u64::try_from(c.timestamp()).ok())
+            .max()
+            .map(Millis)
     }
 }
 
-/// A record read out of a document, with the document's owner.
-pub type Change = (NodeId, RecordV1);
+/// A record read out of a document.
+pub type Change = (DocId, RecordV1);
 
 /// What was read from documents: good records and what was rejected.
 #[derive(Debug, Default)]
@@ -69,10 +113,23 @@ pub struct Changes {
     pub rejected: Vec<String>,
 }
 
+/// The heads of every document a node holds, as its peers are told.
+pub type Inventory = Vec<(DocId, Vec<[u8; 32]>)>;
+
 pub struct Documents {
+    owner: NodeId,
     docs: BTreeMap<DocId, Document>,
     /// The automerge actor this node writes its own documents as.
     actor: ActorId,
+    /// Where own changes go before anyone sees them; `None` only where a
+    /// test wants a node that forgets (the defect the journal fixes).
+    journal: Option<Journal>,
+    /// Documents dropped here, kept with the journal: refused if offered
+    /// again (a tombstone per document; per owner, a floor at or below
+    /// which everything is refused once tombstones are old).
+    dropped: Dropped,
+    /// Peers' clocks minus this node's, as measured, by node.
+    offsets: HashMap<NodeId, i64>,
 }
 
 /// One actor per node incarnation: a restarted node must not reuse the
@@ -88,50 +145,133 @@ fn actor_for(node: &NodeId, incarnation: u64) -> ActorId {
 }
 
 impl Documents {
-    pub fn new(node: &NodeId, incarnation: u64) -> Self {
-        Self {
-            docs: BTreeMap::new(),
-            actor: actor_for(node, incarnation),
+    /// `owner`'s documents as its journal kept them (`loaded`, by epoch),
+    /// to be read whole by the next [`Documents::take_changes`].
+    pub fn open(
+        owner: &NodeId,
+        incarnation: u64,
+        journal: Option<Journal>,
+        loaded: Loaded,
+        now: Millis,
+    ) -> Result<Self, DocumentError> {
+        let mut docs = BTreeMap::new();
+        for (epoch, bytes) in loaded.docs {
+            let id = DocId {
+                owner: owner.clone(),
+                epoch,
+            };
+            let mut doc = AutoCommit::load(&bytes).map_err(|e| DocumentError::Load {
+                doc: id.clone(),
+                reason: e.to_string(),
+            })?;
+            doc.reset_diff_cursor();
+            // Its age goes on from its last write (this node's clock, which
+            // each change carries), not from the restart.
+            let mut document = Document::holding(doc, now);
+            document.written_at = document.newest_write(&[]);
+            docs.insert(id, document);
         }
+        Ok(Self {
+            owner: owner.clone(),
+            docs,
+            actor: actor_for(owner, incarnation),
+            journal,
+            dropped: loaded.dropped,
+            offsets: HashMap::new(),
+        })
     }
 
-    /// Writes records into a document of one's own (created if new).
-    pub fn write(&mut self, doc: &DocId, records: &[RecordV1]) -> Result<(), DocumentError> {
-        let actor = &self.actor;
-        let entry = self.docs.entry(doc.clone()).or_insert_with(Document::new);
-        entry.doc.set_actor(actor.clone());
-        for record in records {
+    /// Writes records into documents of one's own (created if new), one
+    /// change per document, and journals the changes: when this returns
+    /// `Ok`, they survive a crash.
+    pub fn write(
+        &mut self,
+        writes: Vec<(DocId, Vec<RecordV1>)>,
+        now: Millis,
+    ) -> Result<(), DocumentError> {
+        let mut journaled = Vec::with_capacity(writes.len());
+        for (id, records) in writes {
+            debug_assert_eq!(id.owner, self.owner, "a node writes only its own documents");
+            self.dropped.docs.remove(&id);
+            let entry = self
+                .docs
+                .entry(id.clone())
+                .or_insert_with(|| Document::new(now));
+            entry.doc.set_actor(self.actor.clone());
+            entry.version += 1;
+            entry.touched_at = now;
+            entry.written_at = Some(now);
+            for record in &records {
+                entry
+                    .doc
+                    .put(ROOT, record.key(), ScalarValue::Bytes(record.encode()))
+                    .map_err(|e| DocumentError::Write {
+                        doc: id.clone(),
+                        reason: e.to_string(),
+                    })?;
+            }
+            let time = i64::try_from(now.0).unwrap_or(i64::MAX);
             entry
                 .doc
-                .put(ROOT, record.key(), ScalarValue::Bytes(record.encode()))
-                .map_err(|e| DocumentError::Write {
-                    doc: doc.clone(),
-                    reason: e.to_string(),
-                })?;
+                .commit_with(CommitOptions::default().with_time(time));
+            if self.journal.is_some() {
+                journaled.push((id.epoch, entry.doc.save_incremental()));
+            }
         }
-        entry.doc.commit();
+        if let Some(journal) = &mut self.journal {
+            journal.append(&journaled)?;
+        }
         Ok(())
     }
 
-    /// Applies a peer's sync message for one document.
+    /// Applies a peer's sync message for one document. Returns `false`
+    /// when the document is refused: dropped here before, or one of this
+    /// node's own that it does not hold (a peer's copy of it may be stale).
     pub fn receive(
         &mut self,
         from: &NodeId,
         doc: &DocId,
         message: &[u8],
-    ) -> Result<(), DocumentError> {
+        now: Millis,
+    ) -> Result<bool, DocumentError> {
         let bad = |reason: String| DocumentError::BadSync {
             doc: doc.clone(),
             reason,
         };
         let message = sync::Message::decode(message).map_err(|e| bad(e.to_string()))?;
-        let entry = self.docs.entry(doc.clone()).or_insert_with(Document::new);
+        if !self.docs.contains_key(doc) && self.refuses(doc) {
+            return Ok(false);
+        }
+        let entry = self
+            .docs
+            .entry(doc.clone())
+            .or_insert_with(|| Document::new(now));
+        let before = entry.doc.get_heads();
+        entry.quiet.remove(from);
         let state = entry.sync.entry(from.clone()).or_default();
         entry
             .doc
             .sync()
             .receive_sync_message(state, message)
-            .map_err(|e| bad(e.to_string()))
+            .map_err(|e| bad(e.to_string()))?;
+        if entry.doc.get_heads() != before {
+            entry.version += 1;
+            entry.touched_at = now;
+            entry.written_at = entry.newest_write(&before).max(entry.written_at);
+        }
+        Ok(true)
+    }
+
+    fn refuses(&self, doc: &DocId) -> bool {
+        // Without a journal (a test double of a node that forgets) there is
+        // nothing better than a peer's copy of one's own documents.
+        (doc.owner == self.owner && self.journal.is_some())
+            || self.dropped.docs.contains_key(doc)
+            || self
+                .dropped
+                .floors
+                .get(&doc.owner)
+                .is_some_and(|f| doc.epoch <= *f)
     }
 
     /// Records written since the last call, from every document.
@@ -159,7 +299,7 @@ impl Documents {
                 };
                 entry.record_bytes += (key.len() + bytes.len()) as u64;
                 match RecordV1::decode(&key, bytes) {
-                    Ok(record) => changes.records.push((id.owner.clone(), record)),
+                    Ok(record) => changes.records.push((id.clone(), record)),
                     Err(e) => changes.rejected.push(format!("{id:?}: {e}")),
                 }
             }
@@ -167,13 +307,42 @@ impl Documents {
         changes
     }
 
+    /// Every record a document holds.
+    pub fn records_of(&self, id: &DocId) -> Vec<RecordV1> {
+        let Some(entry) = self.docs.get(id) else {
+            return Vec::new();
+        };
+        entry
+            .doc
+            .map_range(ROOT, ..)
+            .filter_map(|item| {
+                let Value::Scalar(scalar) = Value::from(item.value) else {
+                    return None;
+                };
+                let ScalarValue::Bytes(bytes) = scalar.as_ref() else {
+                    return None;
+                };
+                RecordV1::decode(&item.key, bytes).ok()
+            })
+            .collect()
+    }
+
     /// The sync messages that `peer` needs now, one per document at most.
     pub fn outgoing(&mut self, peer: &NodeId) -> Vec<(DocId, Vec<u8>)> {
         let mut out = Vec::new();
         for (id, entry) in &mut self.docs {
+            if entry.quiet.get(peer) == Some(&entry.version) {
+                continue;
+            }
             let state = entry.sync.entry(peer.clone()).or_default();
-            if let Some(message) = entry.doc.sync().generate_sync_message(state) {
-                out.push((id.clone(), message.encode()));
+            match entry.doc.sync().generate_sync_message(state) {
+                Some(message) => {
+                    entry.quiet.remove(peer);
+                    out.push((id.clone(), message.encode()));
+                }
+                None => {
+                    entry.quiet.insert(peer.clone(), entry.version);
+                }
             }
         }
         out
@@ -184,27 +353,104 @@ impl Documents {
     pub fn reset_peer(&mut self, peer: &NodeId) {
         for entry in self.docs.values_mut() {
             entry.sync.remove(peer);
+            entry.quiet.remove(peer);
         }
     }
 
-    /// Drops every document of an epoch before `epoch`.
-    pub fn drop_before(&mut self, epoch: u64) -> usize {
-        let before = self.docs.len();
-        self.docs.retain(|id, _| id.epoch >= epoch);
-        before - self.docs.len()
+    /// A peer's clock minus this node's, as last measured.
+    pub fn set_clock_offset(&mut self, node: &NodeId, offset_ms: i64) {
+        self.offsets.insert(node.clone(), offset_ms);
     }
 
-    /// What a restart from durable storage leaves: only `node`'s own
-    /// documents, no sync state, a new actor, and
-    /// [`Documents::take_changes`] reading the kept documents whole again.
-    pub fn restart(&mut self, node: &NodeId, incarnation: u64) {
-        self.actor = actor_for(node, incarnation);
-        self.docs.retain(|id, _| &id.owner == node);
-        for entry in self.docs.values_mut() {
-            entry.sync.clear();
-            entry.doc.reset_diff_cursor();
-            entry.record_bytes = 0;
+    /// Documents whose newest change is at least `retain_ms` old at `now`,
+    /// on this node's clock. The age runs from the owner's write, mapped
+    /// onto this clock through the measured offset, so that nodes that
+    /// received a document at different times (one was partitioned away)
+    /// still drop it together; without a measurement, or if the mapping
+    /// says later, from the moment it changed here. Only liveness rests on
+    /// this: what may be dropped safely is the caller's rule.
+    pub fn unchanged_for(&self, retain_ms: u64, now: Millis) -> Vec<DocId> {
+        self.docs
+            .iter()
+            .filter(|(id, d)| {
+                let offset = if id.owner == self.owner {
+                    Some(0)
+                } else {
+                    self.offsets.get(&id.owner.node_of_owner()).copied()
+                };
+                let written_here = d
+                    .written_at
+                    .zip(offset)
+                    .map(|(at, offset)| Millis(at.0.saturating_add_signed(-offset)));
+                let since = written_here.map_or(d.touched_at, |w| w.min(d.touched_at));
+                since.plus(retain_ms) <= now
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    pub fn holds(&self, id: &DocId) -> bool {
+        self.docs.contains_key(id)
+    }
+
+    /// Drops documents for good: own ones leave the journal too, and every
+    /// one is refused if a peer offers it again. Tombstones older than
+    /// `tombstone_ms` become a per-owner floor.
+    pub fn drop_docs(
+        &mut self,
+        ids: &[DocId],
+        tombstone_ms: u64,
+        now: Millis,
+    ) -> Result<(), DocumentError> {
+        for id in ids {
+            if self.docs.remove(id).is_some() {
+                self.dropped.docs.insert(id.clone(), now);
+            }
         }
+        let horizon = now.minus(tombstone_ms);
+        let expired: Vec<DocId> = self
+            .dropped
+            .docs
+            .iter()
+            .filter(|(_, at)| **at < horizon)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.dropped.docs.remove(&id);
+            let floor = self.dropped.floors.entry(id.owner).or_insert(0);
+            *floor = (*floor).max(id.epoch);
+        }
+        // The tombstones first: a crash between the two steps then leaves
+        // a journaled document that is refused nowhere it matters.
+        if let Some(journal) = &mut self.journal {
+            journal.save_dropped(&self.dropped)?;
+            for id in ids.iter().filter(|id| id.owner == self.owner) {
+                journal.remove(id.epoch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every document held and its heads.
+    pub fn inventory(&mut self) -> Inventory {
+        self.docs
+            .iter_mut()
+            .map(|(id, d)| (id.clone(), d.doc.get_heads().iter().map(|h| h.0).collect()))
+            .collect()
+    }
+
+    /// Holds every change of `inventory` (or has dropped its document).
+    pub fn covers(&mut self, inventory: &Inventory) -> bool {
+        inventory.iter().all(|(id, heads)| {
+            if !self.docs.contains_key(id) && self.refuses(id) {
+                return true;
+            }
+            self.docs.get_mut(id).is_some_and(|d| {
+                heads
+                    .iter()
+                    .all(|h| d.doc.get_change_by_hash(&ChangeHash(*h)).is_some())
+            })
+        })
     }
 
     /// A hash of every document's id and heads: equal on nodes that hold

@@ -7,24 +7,40 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::documents::DocId;
 use super::record::{
     ClaimId, ClaimRecord, CommitRecord, DecisionRecord, DriverRecord, RecordV1, RiderRecord,
 };
 use crate::clock::Millis;
 use crate::ids::{NodeId, RequestId};
 
-/// A record and the node whose document holds it (its only writer).
+/// A record, the node whose document holds it (its only writer) and that
+/// document's epoch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Owned<T> {
     pub owner: NodeId,
+    pub epoch: u64,
     pub record: T,
 }
 
 impl<T> Owned<T> {
-    fn new(owner: &NodeId, record: T) -> Self {
+    fn new(doc: &DocId, record: T) -> Self {
         Self {
-            owner: owner.clone(),
+            owner: doc.owner.clone(),
+            epoch: doc.epoch,
             record,
+        }
+    }
+
+    fn is_from(&self, doc: &DocId) -> bool {
+        self.owner == doc.owner && self.epoch == doc.epoch
+    }
+
+    /// The document that holds the record.
+    pub fn doc(&self) -> DocId {
+        DocId {
+            owner: self.owner.clone(),
+            epoch: self.epoch,
         }
     }
 }
@@ -54,9 +70,9 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Adds a record from `owner`'s document. A record seen before is
-    /// ignored: keys are written once.
-    pub fn apply(&mut self, owner: &NodeId, record: RecordV1) {
+    /// Adds a record from a document. A record seen before is ignored:
+    /// keys are written once.
+    pub fn apply(&mut self, doc: &DocId, record: RecordV1) {
         match record {
             RecordV1::Rider(r) => {
                 if !self.commits.contains_key(&r.id) {
@@ -64,7 +80,7 @@ impl Ledger {
                 }
                 self.riders
                     .entry(r.id)
-                    .or_insert_with(|| Owned::new(owner, r));
+                    .or_insert_with(|| Owned::new(doc, r));
             }
             RecordV1::Driver(d) => {
                 if !self.committed_drivers.contains_key(&d.id) {
@@ -72,12 +88,12 @@ impl Ledger {
                 }
                 self.drivers
                     .entry(d.id)
-                    .or_insert_with(|| Owned::new(owner, d));
+                    .or_insert_with(|| Owned::new(doc, d));
             }
             RecordV1::Claim(c) => {
                 self.claims
                     .entry(c.id)
-                    .or_insert_with(|| Owned::new(owner, c));
+                    .or_insert_with(|| Owned::new(doc, c));
             }
             RecordV1::Decision(x) => {
                 if x.transfer {
@@ -87,7 +103,7 @@ impl Ledger {
                 }
                 self.decisions
                     .entry(x.claim)
-                    .or_insert_with(|| Owned::new(owner, x));
+                    .or_insert_with(|| Owned::new(doc, x));
             }
             RecordV1::Commit(m) => {
                 if !self.commits.contains_key(&m.rider) {
@@ -95,7 +111,7 @@ impl Ledger {
                     self.open_drivers.remove(&m.driver);
                     self.committed_drivers.insert(m.driver, m.rider);
                     self.fresh_commits.push(m.rider);
-                    self.commits.insert(m.rider, Owned::new(owner, m));
+                    self.commits.insert(m.rider, Owned::new(doc, m));
                 }
             }
         }
@@ -165,25 +181,55 @@ impl Ledger {
             .collect()
     }
 
-    /// Forgets every record written before `cutoff`, as the documents of
-    /// the epochs before it are dropped (a record's epoch is its write time).
-    pub fn forget_written_before(&mut self, cutoff: Millis) {
-        self.riders.retain(|_, r| r.record.accepted_at >= cutoff);
-        self.drivers.retain(|_, d| d.record.accepted_at >= cutoff);
-        self.claims.retain(|_, c| c.record.created_at >= cutoff);
-        self.decisions.retain(|_, x| x.record.decided_at >= cutoff);
-        self.commits.retain(|_, m| m.record.committed_at >= cutoff);
-        self.transfers = self
-            .decisions
-            .values()
-            .filter(|x| x.record.transfer)
-            .map(|x| ((x.record.driver, x.record.generation), x.record.to.clone()))
-            .collect();
-        let commits = &self.commits;
-        self.committed_drivers
-            .retain(|_, rider| commits.contains_key(rider));
-        let (riders, drivers) = (&self.riders, &self.drivers);
-        self.open_riders.retain(|id| riders.contains_key(id));
-        self.open_drivers.retain(|id| drivers.contains_key(id));
+    /// Forgets the records of a dropped document (those the ledger holds
+    /// from that very document: a key written elsewhere too stays).
+    pub fn forget(&mut self, doc: &DocId, records: &[RecordV1]) {
+        for record in records {
+            match record {
+                RecordV1::Rider(r) => {
+                    if self.riders.get(&r.id).is_some_and(|o| o.is_from(doc)) {
+                        self.riders.remove(&r.id);
+                        self.open_riders.remove(&r.id);
+                    }
+                }
+                RecordV1::Driver(d) => {
+                    if self.drivers.get(&d.id).is_some_and(|o| o.is_from(doc)) {
+                        self.drivers.remove(&d.id);
+                        self.open_drivers.remove(&d.id);
+                    }
+                }
+                RecordV1::Claim(c) => {
+                    if self.claims.get(&c.id).is_some_and(|o| o.is_from(doc)) {
+                        self.claims.remove(&c.id);
+                    }
+                }
+                RecordV1::Decision(x) => {
+                    if self.decisions.get(&x.claim).is_some_and(|o| o.is_from(doc)) {
+                        self.decisions.remove(&x.claim);
+                        if x.transfer
+                            && self.transfers.get(&(x.driver, x.generation)) == Some(&x.to)
+                        {
+                            self.transfers.remove(&(x.driver, x.generation));
+                        }
+                    }
+                }
+                RecordV1::Commit(m) => {
+                    if self.commits.get(&m.rider).is_some_and(|o| o.is_from(doc)) {
+                        self.commits.remove(&m.rider);
+                        if self.committed_drivers.get(&m.driver) == Some(&m.rider) {
+                            self.committed_drivers.remove(&m.driver);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The document that holds a rider's or a driver's record.
+    pub fn home_of(&self, id: &RequestId) -> Option<DocId> {
+        self.riders
+            .get(id)
+            .map(Owned::doc)
+            .or_else(|| self.drivers.get(id).map(Owned::doc))
     }
 }

@@ -23,55 +23,24 @@
 //! Every record lives in its writer's own documents, so every field has one
 //! writer and merges never have to pick a winner.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::documents::{DocId, DocumentError, Documents};
+use super::documents::{Change, DocId, DocumentError, Documents, Inventory};
+use super::journal::{Journal, Loaded};
 use super::ledger::{Ledger, Owned};
+use super::protocol::{PeerMessage, PeerMessageV1, Ticket};
 use super::record::{
     ClaimId, ClaimRecord, CommitRecord, DecisionRecord, DriverRecord, RecordV1, RiderRecord,
 };
 use crate::clock::Millis;
 use crate::ids::{NodeId, RequestId};
 use crate::intake::{NewDriver, NewRider};
-use crate::matching::{Candidate, greedy};
-use crate::shared::Ticket;
+use crate::matching::{Candidate, Pair, greedy};
 
 /// The lowest time-to-live a request may have.
 pub const MIN_REQUEST_TTL_MS: u64 = 5_000;
-
-/// What peers send each other.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum PeerMessage {
-    V1(PeerMessageV1),
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum PeerMessageV1 {
-    /// The first frame on a connection: who is speaking (checked against
-    /// the speaker's certificate).
-    Hello { node: NodeId },
-    /// One automerge sync message for one document.
-    Sync { doc: DocId, message: Vec<u8> },
-    /// How the speaker is doing, about once a second: for operators (the
-    /// dashboard), never for protocol decisions.
-    Status(PeerStatus),
-}
-
-/// A node's view of itself, as it tells its peers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PeerStatus {
-    pub region: String,
-    pub digest: u64,
-    pub documents: u32,
-    pub record_bytes: u64,
-    /// Requests this node accepted, and matches it committed, per second.
-    pub requests_per_s: f64,
-    pub matches_per_s: f64,
-    pub ready: bool,
-}
 
 #[derive(Debug, Error)]
 pub enum ReplicaError {
@@ -83,6 +52,8 @@ pub enum ReplicaError {
 
 #[derive(Debug, Clone)]
 pub struct ReplicaConfig {
+    /// The owner identity this node writes as (see
+    /// [`super::journal::open_owner`]).
     pub node: NodeId,
     pub region: String,
     /// Distinguishes this run of the node from earlier ones (e.g. its start
@@ -95,13 +66,26 @@ pub struct ReplicaConfig {
     /// Each owner starts a new document every epoch.
     pub epoch_ms: u64,
     pub max_pickup_km: f64,
+    /// How often a matching round runs.
+    pub match_interval_ms: u64,
+    /// How long a starting node waits to be in sync with every peer before
+    /// it decides anyway (peers may be down or partitioned away).
+    pub ready_grace_ms: u64,
+    /// Keep every record absorbed, for the simulation's checks.
+    pub observe: bool,
 }
 
 impl ReplicaConfig {
-    /// How long after its epoch ends a document is kept: until every
+    /// How long a document is kept after it last changed here: until every
     /// request, claim and answer in it is past use.
     fn retain_ms(&self) -> u64 {
         self.request_ttl_ms + 2 * self.claim_ttl_ms + self.epoch_ms
+    }
+
+    /// How long a dropped document is remembered by id before only its
+    /// owner's floor refuses it.
+    fn tombstone_ms(&self) -> u64 {
+        10 * self.retain_ms()
     }
 }
 
@@ -113,6 +97,24 @@ pub struct ReplicaStats {
     pub claims_refused: u64,
     pub claims_expired: u64,
     pub records_rejected: u64,
+    pub documents_refused: u64,
+}
+
+/// The candidates of one matching round, taken from the core so that the
+/// round itself runs without it (see [`Replica::complete_round`]).
+#[derive(Debug, Clone)]
+pub struct RoundInput {
+    pub riders: Vec<Candidate>,
+    pub drivers: Vec<Candidate>,
+    pub max_pickup_km: f64,
+    pub now: Millis,
+}
+
+impl RoundInput {
+    /// The greedy round: pure CPU work, no core needed.
+    pub fn run(&self) -> Vec<Pair> {
+        greedy(&self.riders, &self.drivers, self.max_pickup_km)
+    }
 }
 
 pub struct Replica {
@@ -121,27 +123,51 @@ pub struct Replica {
     ledger: Ledger,
     unflushed: Vec<(Millis, RecordV1)>,
     ready: bool,
-    /// Restarts so far; each incarnation writes as a new automerge actor.
-    incarnation: u64,
-    dropped_before_epoch: u64,
+    /// The first [`Replica::handle_timeout`]: readiness's grace runs from it.
+    started_at: Option<Millis>,
+    next_round: Millis,
+    next_cleanup: Millis,
+    /// The peers this node should be in sync with before it decides.
+    peers: BTreeSet<NodeId>,
+    synced: HashSet<NodeId>,
+    /// Peers' inventories this node does not cover yet.
+    inventories: HashMap<NodeId, Inventory>,
+    inventory_sent: HashSet<NodeId>,
     expired_claims: HashSet<ClaimId>,
+    observed: Vec<Change>,
     stats: ReplicaStats,
 }
 
 impl Replica {
-    pub fn new(mut config: ReplicaConfig) -> Self {
+    /// A replica holding its own documents as the journal kept them
+    /// (`loaded`). Without a journal it keeps nothing across a restart.
+    pub fn open(
+        mut config: ReplicaConfig,
+        journal: Option<Journal>,
+        loaded: Loaded,
+        now: Millis,
+    ) -> Result<Self, ReplicaError> {
         config.request_ttl_ms = config.request_ttl_ms.max(MIN_REQUEST_TTL_MS);
-        Self {
-            docs: Documents::new(&config.node, config.incarnation),
-            incarnation: config.incarnation,
+        let docs = Documents::open(&config.node, config.incarnation, journal, loaded, now)?;
+        let mut replica = Self {
+            docs,
             config,
             ledger: Ledger::default(),
             unflushed: Vec::new(),
             ready: false,
-            dropped_before_epoch: 0,
+            started_at: None,
+            next_round: Millis(0),
+            next_cleanup: Millis(0),
+            peers: BTreeSet::new(),
+            synced: HashSet::new(),
+            inventories: HashMap::new(),
+            inventory_sent: HashSet::new(),
             expired_claims: HashSet::new(),
+            observed: Vec::new(),
             stats: ReplicaStats::default(),
-        }
+        };
+        replica.absorb();
+        Ok(replica)
     }
 
     pub fn node(&self) -> &NodeId {
@@ -156,14 +182,25 @@ impl Replica {
         self.config.request_ttl_ms
     }
 
-    /// Lets the node make decisions: the runtime calls this once it has
-    /// synced with its peers (or none answered in time).
-    pub fn set_ready(&mut self) {
-        self.ready = true;
+    /// The peers (session ids) to be in sync with before deciding; follows
+    /// membership changes.
+    pub fn set_peers(&mut self, peers: impl IntoIterator<Item = NodeId>) {
+        self.peers = peers.into_iter().collect();
     }
 
     pub fn is_ready(&self) -> bool {
         self.ready
+    }
+
+    /// A peer's clock minus this node's, as measured (see
+    /// [`Documents::unchanged_for`]).
+    pub fn set_clock_offset(&mut self, peer: &NodeId, offset_ms: f64) {
+        self.docs.set_clock_offset(peer, offset_ms.round() as i64);
+    }
+
+    /// Peers this node has been in sync with since it started.
+    pub fn is_synced_with(&self, peer: &NodeId) -> bool {
+        self.synced.contains(peer)
     }
 
     pub fn accept_rider(&mut self, id: RequestId, rider: NewRider, now: Millis) -> Ticket {
@@ -205,64 +242,127 @@ impl Replica {
         &mut self,
         from: &NodeId,
         message: PeerMessage,
+        now: Millis,
     ) -> Result<Vec<Millis>, ReplicaError> {
-        match message {
+        let arrived = match message {
             PeerMessage::V1(PeerMessageV1::Sync { doc, message }) => {
-                self.docs.receive(from, &doc, &message)?;
-                Ok(self.absorb())
+                if !self.docs.receive(from, &doc, &message, now)? {
+                    self.stats.documents_refused += 1;
+                }
+                self.absorb()
             }
-            PeerMessage::V1(PeerMessageV1::Hello { .. }) => Err(ReplicaError::UnexpectedHello),
-            PeerMessage::V1(PeerMessageV1::Status(_)) => Ok(Vec::new()),
+            PeerMessage::V1(PeerMessageV1::Inventory { docs }) => {
+                if !self.ready {
+                    self.inventories.insert(from.clone(), docs);
+                }
+                Vec::new()
+            }
+            PeerMessage::V1(PeerMessageV1::Hello { .. }) => {
+                return Err(ReplicaError::UnexpectedHello);
+            }
+            PeerMessage::V1(PeerMessageV1::Status(_)) => Vec::new(),
+        };
+        self.check_synced();
+        Ok(arrived)
+    }
+
+    /// Peers whose inventory this node now covers are in sync.
+    fn check_synced(&mut self) {
+        if self.ready || self.inventories.is_empty() {
+            return;
+        }
+        let docs = &mut self.docs;
+        let covered: Vec<NodeId> = self
+            .inventories
+            .iter()
+            .filter(|(_, inventory)| docs.covers(inventory))
+            .map(|(peer, _)| peer.clone())
+            .collect();
+        for peer in covered {
+            self.inventories.remove(&peer);
+            tracing::info!(%peer, "in sync with peer");
+            self.synced.insert(peer);
         }
     }
 
-    /// What `peer` needs now. Flushes pending writes first, so a batch of
-    /// writes becomes one change.
-    pub fn outgoing(&mut self, peer: &NodeId) -> Result<Vec<PeerMessage>, ReplicaError> {
-        self.flush()?;
-        Ok(self
-            .docs
-            .outgoing(peer)
-            .into_iter()
-            .map(|(doc, message)| PeerMessage::V1(PeerMessageV1::Sync { doc, message }))
-            .collect())
+    /// What `peer` needs now: at the start of a session this node's
+    /// inventory, then sync messages. Flushes pending writes first, so a
+    /// batch of writes becomes one change, journaled before it leaves.
+    pub fn outgoing(
+        &mut self,
+        peer: &NodeId,
+        now: Millis,
+    ) -> Result<Vec<PeerMessage>, ReplicaError> {
+        self.flush(now)?;
+        let mut out = Vec::new();
+        if self.inventory_sent.insert(peer.clone()) {
+            out.push(PeerMessage::V1(PeerMessageV1::Inventory {
+                docs: self.docs.inventory(),
+            }));
+        }
+        out.extend(
+            self.docs
+                .outgoing(peer)
+                .into_iter()
+                .map(|(doc, message)| PeerMessage::V1(PeerMessageV1::Sync { doc, message })),
+        );
+        Ok(out)
     }
 
     /// The connection to `peer` was lost: start its syncs afresh.
     pub fn peer_lost(&mut self, peer: &NodeId) {
         self.docs.reset_peer(peer);
+        self.inventory_sent.remove(peer);
+        self.inventories.remove(peer);
     }
 
-    /// What a crash and restart leave: the node's own documents (durable),
-    /// nothing of others', no sync state, and no decisions until ready.
-    pub fn restart(&mut self) {
-        let me = self.config.node.clone();
-        self.unflushed.clear();
-        self.incarnation += 1;
-        self.docs.restart(&me, self.incarnation);
-        self.ledger = Ledger::default();
-        self.expired_claims.clear();
-        self.ready = false;
-        self.absorb();
+    /// When [`Replica::handle_timeout`] has work next.
+    pub fn poll_timeout(&self) -> Millis {
+        match (self.ready, self.started_at) {
+            (false, Some(started)) => self
+                .next_round
+                .min(started.plus(self.config.ready_grace_ms)),
+            _ => self.next_round,
+        }
     }
 
-    /// One protocol step: answer claims on our drivers, commit drivers handed
-    /// to us, run a matching round for our riders, and drop old documents.
-    /// Returns the commits this node learnt of since the last step (its own
-    /// and replicated ones), for delivery to websockets.
-    pub fn step(&mut self, now: Millis) -> Result<Vec<Owned<CommitRecord>>, ReplicaError> {
-        self.flush()?;
+    /// Time passes: become ready (in sync with every peer, or the grace is
+    /// over), answer claims on this node's drivers, commit drivers handed
+    /// to it, drop documents past use, and, when a round is due, return its
+    /// candidates. The caller runs [`RoundInput::run`] (outside any lock)
+    /// and hands the pairs to [`Replica::complete_round`].
+    pub fn handle_timeout(&mut self, now: Millis) -> Result<Option<RoundInput>, ReplicaError> {
+        self.flush(now)?;
+        let started = *self.started_at.get_or_insert(now);
+        if !self.ready {
+            let in_sync = self.peers.iter().all(|p| self.synced.contains(p));
+            if in_sync || now >= started.plus(self.config.ready_grace_ms) {
+                if !in_sync {
+                    tracing::warn!("not in sync with every peer after the grace; deciding anyway");
+                }
+                self.ready = true;
+                self.inventories.clear();
+            }
+        }
         if self.ready {
             self.answer_claims(now);
-            self.flush()?;
+            self.flush(now)?;
             self.commit_transfers(now);
-            self.flush()?;
-            self.match_round(now);
-            self.flush()?;
+            self.flush(now)?;
             self.count_expired_claims(now);
         }
-        self.drop_old(now);
-        Ok(self.ledger.take_new_commits())
+        self.drop_old(now)?;
+        if !self.ready || now < self.next_round {
+            return Ok(None);
+        }
+        self.next_round = now.plus(self.config.match_interval_ms);
+        Ok(Some(self.round_input(now)))
+    }
+
+    /// Every commit this node learnt of since the last call (its own and
+    /// replicated ones), for delivery.
+    pub fn take_commits(&mut self) -> Vec<Owned<CommitRecord>> {
+        self.ledger.take_new_commits()
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -318,6 +418,11 @@ impl Replica {
         self.docs.digest()
     }
 
+    #[cfg(test)]
+    pub fn inventory(&mut self) -> Inventory {
+        self.docs.inventory()
+    }
+
     pub fn document_count(&self) -> usize {
         self.docs.len()
     }
@@ -326,30 +431,41 @@ impl Replica {
         self.docs.record_bytes()
     }
 
+    /// Every record absorbed since the last call, with its document (only
+    /// with [`ReplicaConfig::observe`]).
+    pub fn take_observed(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.observed)
+    }
+
     fn write(&mut self, now: Millis, record: RecordV1) {
         self.unflushed.push((now, record));
     }
 
     /// Writes pending records into this node's documents of their epochs,
-    /// one change per document, and reads them back into the ledger.
-    pub fn flush(&mut self) -> Result<(), ReplicaError> {
+    /// one change per document, journals them, and reads them back into
+    /// the ledger. Nothing written is visible before this returns.
+    pub fn flush(&mut self, now: Millis) -> Result<(), ReplicaError> {
         if self.unflushed.is_empty() {
             return Ok(());
         }
-        let mut by_epoch: std::collections::BTreeMap<u64, Vec<RecordV1>> = Default::default();
+        let mut by_epoch: BTreeMap<u64, Vec<RecordV1>> = BTreeMap::new();
         for (at, record) in self.unflushed.drain(..) {
             by_epoch
                 .entry(at.0 / self.config.epoch_ms)
                 .or_default()
                 .push(record);
         }
-        for (epoch, records) in by_epoch {
-            let doc = DocId {
-                owner: self.config.node.clone(),
-                epoch,
-            };
-            self.docs.write(&doc, &records)?;
-        }
+        let writes = by_epoch
+            .into_iter()
+            .map(|(epoch, records)| {
+                let doc = DocId {
+                    owner: self.config.node.clone(),
+                    epoch,
+                };
+                (doc, records)
+            })
+            .collect();
+        self.docs.write(writes, now)?;
         self.absorb();
         Ok(())
     }
@@ -363,15 +479,18 @@ impl Replica {
         }
         self.stats.records_rejected += changes.rejected.len() as u64;
         let mut arrived = Vec::new();
-        for (owner, record) in changes.records {
-            if owner != self.config.node {
+        for (doc, record) in changes.records {
+            if doc.owner != self.config.node {
                 match &record {
                     RecordV1::Rider(r) => arrived.push(r.accepted_at),
                     RecordV1::Driver(d) => arrived.push(d.accepted_at),
                     _ => {}
                 }
             }
-            self.ledger.apply(&owner, record);
+            if self.config.observe {
+                self.observed.push((doc.clone(), record.clone()));
+            }
+            self.ledger.apply(&doc, record);
         }
         arrived
     }
@@ -472,7 +591,8 @@ impl Replica {
         alive && !self.ledger.is_committed(id)
     }
 
-    fn match_round(&mut self, now: Millis) {
+    /// Riders and drivers in a claim still waiting for its answer.
+    fn claimed(&self, now: Millis) -> HashSet<RequestId> {
         let mut claimed = HashSet::new();
         for claim in self.ledger.claims() {
             if self.ledger.claim_is_open(&claim.record, now) {
@@ -480,30 +600,53 @@ impl Replica {
                 claimed.insert(claim.record.driver);
             }
         }
+        claimed
+    }
+
+    fn round_input(&self, now: Millis) -> RoundInput {
+        let claimed = self.claimed(now);
         let available = |id: &RequestId| !claimed.contains(id) && self.is_free(id, now);
-        let riders: Vec<Candidate> = self
-            .ledger
-            .open_riders()
-            .filter(|r| available(&r.record.id))
-            .map(|r| Candidate {
-                id: r.record.id,
-                position: r.record.position,
-            })
-            .collect();
-        let drivers: Vec<Candidate> = self
-            .ledger
-            .open_drivers()
-            .filter(|d| available(&d.record.id))
-            .map(|d| Candidate {
-                id: d.record.id,
-                position: d.record.position,
-            })
-            .collect();
+        let candidate = |id: RequestId, position| Candidate { id, position };
+        RoundInput {
+            riders: self
+                .ledger
+                .open_riders()
+                .filter(|r| available(&r.record.id))
+                .map(|r| candidate(r.record.id, r.record.position))
+                .collect(),
+            drivers: self
+                .ledger
+                .open_drivers()
+                .filter(|d| available(&d.record.id))
+                .map(|d| candidate(d.record.id, d.record.position))
+                .collect(),
+            max_pickup_km: self.config.max_pickup_km,
+            now,
+        }
+    }
+
+    /// Acts on a round's pairs for this node's riders: commits where it
+    /// owns the driver too, claims the driver otherwise. What changed while
+    /// the round ran (a rider committed, a claim made) is checked again
+    /// here, under the core's lock, so a stale round can only propose less.
+    pub fn complete_round(
+        &mut self,
+        input: &RoundInput,
+        pairs: &[Pair],
+        now: Millis,
+    ) -> Result<(), ReplicaError> {
         let me = self.config.node.clone();
+        let claimed = self.claimed(now);
+        let round_at = input.now;
         let mut writes = Vec::new();
-        for pair in greedy(&riders, &drivers, self.config.max_pickup_km) {
+        for pair in pairs {
             let rider_owner = self.ledger.rider(&pair.rider).map(|r| &r.owner);
-            if rider_owner != Some(&me) {
+            if rider_owner != Some(&me)
+                || claimed.contains(&pair.rider)
+                || claimed.contains(&pair.driver)
+                || !self.is_free(&pair.rider, now)
+                || !self.is_free(&pair.driver, now)
+            {
                 continue;
             }
             let Some((driver_owner, generation)) = self.ledger.driver_owner(&pair.driver) else {
@@ -520,7 +663,7 @@ impl Replica {
             } else {
                 self.stats.claims_sent += 1;
                 writes.push(RecordV1::Claim(ClaimRecord {
-                    id: ClaimId::derive(&me, pair.rider, pair.driver, now),
+                    id: ClaimId::derive(&me, pair.rider, pair.driver, round_at),
                     rider: pair.rider,
                     driver: pair.driver,
                     driver_owner,
@@ -533,6 +676,7 @@ impl Replica {
         for record in writes {
             self.write(now, record);
         }
+        self.flush(now)
     }
 
     fn count_expired_claims(&mut self, now: Millis) {
@@ -552,32 +696,101 @@ impl Replica {
         self.expired_claims.extend(expired);
     }
 
-    fn drop_old(&mut self, now: Millis) {
-        let horizon = now.minus(self.config.retain_ms());
-        let first_kept = horizon.0 / self.config.epoch_ms;
-        if first_kept <= self.dropped_before_epoch {
-            return;
+    /// Drops the documents that have not changed here for the retention,
+    /// measured on this node's clock, except those whose commits, answers
+    /// or claims refer to a rider or driver still held elsewhere: a commit
+    /// or a transfer is never forgotten while what it decided about can
+    /// still be seen, whatever the timestamps inside say.
+    fn drop_old(&mut self, now: Millis) -> Result<(), ReplicaError> {
+        if now < self.next_cleanup {
+            return Ok(());
         }
-        self.dropped_before_epoch = first_kept;
-        self.docs.drop_before(first_kept);
-        self.ledger
-            .forget_written_before(Millis(first_kept * self.config.epoch_ms));
+        // At epoch boundaries of this node's clock: nodes whose clocks agree
+        // drop the same documents at the same moment.
+        let epoch = self.config.epoch_ms;
+        let boundary = Millis(now.0 / epoch * epoch);
+        self.next_cleanup = boundary.plus(epoch);
+        let stale = self.docs.unchanged_for(self.config.retain_ms(), boundary);
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let contents: Vec<(DocId, Vec<RecordV1>)> = stale
+            .into_iter()
+            .map(|doc| {
+                let records = self.docs.records_of(&doc);
+                (doc, records)
+            })
+            .collect();
+        let mut dropping: BTreeSet<DocId> = contents.iter().map(|(d, _)| d.clone()).collect();
+        loop {
+            let needed: Vec<DocId> = contents
+                .iter()
+                .filter(|(doc, records)| {
+                    dropping.contains(doc)
+                        && records.iter().flat_map(refers_to).any(|id| {
+                            self.ledger
+                                .home_of(&id)
+                                .is_some_and(|home| !dropping.contains(&home))
+                        })
+                })
+                .map(|(doc, _)| doc.clone())
+                .collect();
+            if needed.is_empty() {
+                break;
+            }
+            for doc in needed {
+                dropping.remove(&doc);
+            }
+        }
+        let mut dropped = Vec::with_capacity(dropping.len());
+        for (doc, records) in &contents {
+            if dropping.contains(doc) {
+                self.ledger.forget(doc, records);
+                dropped.push(doc.clone());
+            }
+        }
+        self.docs
+            .drop_docs(&dropped, self.config.tombstone_ms(), now)?;
         let ledger = &self.ledger;
         self.expired_claims
             .retain(|id| ledger.claims().any(|c| &c.record.id == id));
+        Ok(())
     }
 }
 
-impl super::transport::SyncCore for parking_lot::Mutex<Replica> {
-    fn outgoing(&self, peer: &NodeId) -> Result<Vec<PeerMessage>, ReplicaError> {
-        self.lock().outgoing(peer)
+/// The riders and drivers a record decides about.
+fn refers_to(record: &RecordV1) -> Vec<RequestId> {
+    match record {
+        RecordV1::Commit(m) => vec![m.rider, m.driver],
+        RecordV1::Claim(c) => vec![c.rider, c.driver],
+        RecordV1::Decision(x) => vec![x.driver],
+        RecordV1::Rider(_) | RecordV1::Driver(_) => Vec::new(),
     }
+}
 
-    fn receive(&self, peer: &NodeId, message: PeerMessage) -> Result<(), ReplicaError> {
-        self.lock().receive(peer, message).map(drop)
+#[cfg(test)]
+impl ReplicaConfig {
+    /// A node that runs a round at every step and decides at once.
+    pub fn for_test(node: &str) -> Self {
+        Self {
+            node: NodeId(node.into()),
+            region: "dhaka".into(),
+            incarnation: 1,
+            request_ttl_ms: 30_000,
+            claim_ttl_ms: 2_000,
+            epoch_ms: 1_000,
+            max_pickup_km: 5.0,
+            match_interval_ms: 0,
+            ready_grace_ms: 0,
+            observe: false,
+        }
     }
+}
 
-    fn peer_lost(&self, peer: &NodeId) {
-        self.lock().peer_lost(peer);
+#[cfg(test)]
+impl Replica {
+    /// A replica without a journal, for unit tests of what sits above it.
+    pub fn volatile(config: ReplicaConfig) -> Self {
+        Self::open(config, None, Loaded::default(), Millis(0)).expect("nothing to load")
     }
 }

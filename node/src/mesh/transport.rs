@@ -24,8 +24,10 @@ use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
-use super::replica::{PeerMessage, PeerMessageV1, ReplicaError};
+use super::protocol::{PeerMessage, PeerMessageV1, SyncCore};
+use super::replica::ReplicaError;
 use super::tls::{self, Credentials, TlsError};
+use crate::clock::Millis;
 use crate::ids::NodeId;
 
 /// Frames larger than this end the connection: no honest sync message
@@ -38,13 +40,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const CLOSE_SHUTDOWN: u32 = 0;
 const CLOSE_UNKNOWN_PEER: u32 = 1;
 const CLOSE_PROTOCOL: u32 = 2;
-
-/// What the transport needs from the replication core.
-pub trait SyncCore: Send + Sync + 'static {
-    fn outgoing(&self, peer: &NodeId) -> Result<Vec<PeerMessage>, ReplicaError>;
-    fn receive(&self, peer: &NodeId, message: PeerMessage) -> Result<(), ReplicaError>;
-    fn peer_lost(&self, peer: &NodeId);
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
@@ -373,7 +368,7 @@ async fn session(
             () = stop.cancelled() => break Ok(()),
             _ = ticker.tick() => {
                 let sent = async {
-                    for message in core.outgoing(peer)? {
+                    for message in core.outgoing(peer, Millis::now())? {
                         frames.send(&message).await?;
                     }
                     Ok::<_, SessionError>(())
@@ -384,7 +379,7 @@ async fn session(
             }
             frame = frames.next() => match frame {
                 Ok(Some(message)) => {
-                    if let Err(e) = core.receive(peer, message) {
+                    if let Err(e) = core.receive(peer, message, Millis::now()) {
                         break Err(e.into());
                     }
                 }

@@ -6,16 +6,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::replica::{PeerMessage, PeerMessageV1, Replica, ReplicaConfig};
+use super::protocol::{PeerMessage, PeerMessageV1};
+use super::replica::{Replica, ReplicaConfig};
 use super::tls::{self, Credentials, PemPair};
 use super::transport::{BoundMesh, Mesh, MeshConfig, Peer};
 use crate::clock::Millis;
 use crate::ids::{NodeId, RequestId};
 use crate::intake::{NewDriver, NewRider};
+use crate::matches::Retention;
+use crate::shared::{NodeCore, Status};
 use crate::wire::Position;
 
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -30,7 +32,7 @@ fn credentials(ca: &PemPair, name: &str) -> Credentials {
 }
 
 struct Running {
-    replicas: Vec<Arc<Mutex<Replica>>>,
+    cores: Vec<Arc<NodeCore>>,
     /// Each node's peer list, as discovery would publish it.
     membership: Vec<watch::Sender<Vec<Peer>>>,
     everyone: Vec<Vec<Peer>>,
@@ -55,22 +57,20 @@ fn start_knowing(ca: &PemPair, names: &[&str], knows: impl Fn(usize, usize) -> b
         .map(|n| BoundMesh::bind("127.0.0.1:0".parse().unwrap(), &credentials(ca, n)).unwrap())
         .collect();
     let addrs: Vec<SocketAddr> = bound.iter().map(BoundMesh::local_addr).collect();
-    let mut replicas = Vec::new();
+    let mut cores = Vec::new();
     let mut meshes = Vec::new();
     let mut membership = Vec::new();
     let mut everyone = Vec::new();
     for (i, b) in bound.into_iter().enumerate() {
-        let mut replica = Replica::new(ReplicaConfig {
-            node: node(names[i]),
+        let replica = Replica::volatile(ReplicaConfig {
             region: names[i].into(),
-            incarnation: 0,
-            request_ttl_ms: 30_000,
-            claim_ttl_ms: 2_000,
-            epoch_ms: 1_000,
-            max_pickup_km: 5.0,
+            ..ReplicaConfig::for_test(names[i])
         });
-        replica.set_ready();
-        let replica = Arc::new(Mutex::new(replica));
+        let retention = Retention {
+            ms: 60_000,
+            max_matches: 1_000,
+        };
+        let core = Arc::new(NodeCore::new(replica, retention, Duration::from_secs(1)));
         let peers: Vec<(usize, Peer)> = names
             .iter()
             .zip(&addrs)
@@ -98,20 +98,20 @@ fn start_knowing(ca: &PemPair, names: &[&str], knows: impl Fn(usize, usize) -> b
                 peers: peer_list,
                 sync_interval: Duration::from_millis(10),
             },
-            replica.clone(),
+            core.clone(),
             shutdown.clone(),
         ));
-        let (stepping, stop) = (Arc::clone(&replica), shutdown.clone());
+        let (stepping, stop) = (Arc::clone(&core), shutdown.clone());
         tokio::spawn(async move {
             while !stop.is_cancelled() {
-                let _ = stepping.lock().step(Millis::now());
+                let _ = stepping.step(Millis::now());
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
-        replicas.push(replica);
+        cores.push(core);
     }
     Running {
-        replicas,
+        cores,
         membership,
         everyone,
         _meshes: meshes,
@@ -127,7 +127,6 @@ const HERE: Position = Position {
 
 /// Node `i` accepts a rider at [`HERE`].
 fn accept_rider(mesh: &Running, i: usize) -> RequestId {
-    let rider = RequestId::generate();
     let to = Position {
         lat: 23.8,
         lon: 90.4,
@@ -137,24 +136,17 @@ fn accept_rider(mesh: &Running, i: usize) -> RequestId {
         position: HERE,
         destination: to,
     };
-    mesh.replicas[i]
-        .lock()
-        .accept_rider(rider, new, Millis::now());
-    rider
+    mesh.cores[i].submit_rider(new, Millis::now()).0.id
 }
 
 /// Node `i` accepts a driver at [`HERE`].
 fn accept_driver(mesh: &Running, i: usize, car: &str) -> RequestId {
-    let driver = RequestId::generate();
     let new = NewDriver {
         name: "driver".into(),
         car_number: car.into(),
         position: HERE,
     };
-    mesh.replicas[i]
-        .lock()
-        .accept_driver(driver, new, Millis::now());
-    driver
+    mesh.cores[i].submit_driver(new, Millis::now()).0.id
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
@@ -176,24 +168,26 @@ async fn a_cross_owner_match_commits_once_and_converges_over_quic() {
     let driver = accept_driver(&mesh, 2, "QUIC-1");
 
     eventually("every node to see the commit", || {
-        mesh.replicas.iter().all(|r| {
-            r.lock()
-                .ledger()
-                .commit_of_rider(&rider)
-                .is_some_and(|c| c.record.driver == driver && c.owner == node("a"))
+        mesh.cores.iter().all(|c| {
+            c.match_of(&rider)
+                .is_some_and(|m| m.driver.id == driver && m.committed_by == node("a"))
         })
     })
     .await;
     eventually("digests to agree", || {
-        let digests: Vec<u64> = mesh.replicas.iter().map(|r| r.lock().digest()).collect();
+        let digests: Vec<u64> = mesh
+            .cores
+            .iter()
+            .map(|c| c.snapshot(Millis::now()).digest)
+            .collect();
         digests.iter().all(|d| *d == digests[0])
     })
     .await;
-    for r in &mesh.replicas {
-        assert_eq!(r.lock().ledger().commits().count(), 1);
+    for c in &mesh.cores {
+        assert_eq!(c.snapshot(Millis::now()).committed_matches, 1);
     }
-    let a = mesh.replicas[0].lock().stats();
-    let c = mesh.replicas[2].lock().stats();
+    let a = mesh.cores[0].snapshot(Millis::now()).stats;
+    let c = mesh.cores[2].snapshot(Millis::now()).stats;
     assert_eq!((a.claims_sent, c.transfers_granted), (1, 1));
     mesh.shutdown.cancel();
 }
@@ -209,25 +203,29 @@ async fn a_peer_discovered_later_joins_and_converges() {
     let rider = accept_rider(&mesh, 0);
     let driver = accept_driver(&mesh, newcomer, "JOIN-1");
     eventually("a and b to sync without the newcomer", || {
-        mesh.replicas[1].lock().ledger().rider(&rider).is_some()
+        mesh.cores[1].status(&rider, Millis::now()) == Status::Pending
     })
     .await;
-    assert!(mesh.replicas[0].lock().ledger().driver(&driver).is_none());
+    assert_eq!(
+        mesh.cores[0].status(&driver, Millis::now()),
+        Status::Unknown
+    );
 
     for (publish, peers) in mesh.membership.iter().zip(&mesh.everyone) {
         publish.send_replace(peers.clone());
     }
     eventually("every node to see the commit", || {
-        mesh.replicas.iter().all(|r| {
-            r.lock()
-                .ledger()
-                .commit_of_rider(&rider)
-                .is_some_and(|c| c.record.driver == driver)
-        })
+        mesh.cores
+            .iter()
+            .all(|c| c.match_of(&rider).is_some_and(|m| m.driver.id == driver))
     })
     .await;
     eventually("digests to agree", || {
-        let digests: Vec<u64> = mesh.replicas.iter().map(|r| r.lock().digest()).collect();
+        let digests: Vec<u64> = mesh
+            .cores
+            .iter()
+            .map(|c| c.snapshot(Millis::now()).digest)
+            .collect();
         digests.iter().all(|d| *d == digests[0])
     })
     .await;
@@ -312,9 +310,7 @@ async fn peers_without_the_mesh_credentials_are_refused() {
         intrude(&genuine, target, "c", "b").await,
         "the probe cannot tell"
     );
-    let rider = RequestId::generate();
-    mesh.replicas[0].lock().accept_rider(
-        rider,
+    let (ticket, _) = mesh.cores[0].submit_rider(
         NewRider {
             name: "still".into(),
             position: Position {
@@ -329,7 +325,7 @@ async fn peers_without_the_mesh_credentials_are_refused() {
         Millis::now(),
     );
     eventually("b's rider to reach c", || {
-        mesh.replicas[1].lock().ledger().rider(&rider).is_some()
+        mesh.cores[1].status(&ticket.id, Millis::now()) == Status::Pending
     })
     .await;
     mesh.shutdown.cancel();

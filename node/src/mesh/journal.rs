@@ -1,0 +1,376 @@
+//! What makes a node's own documents survive a crash: every automerge change
+//! the node writes is appended to its document's journal file and synced to
+//! disk before anything else can see it (the 202, a peer's sync message, a
+//! websocket, a claim's answer: they all read the documents under the same
+//! lock that the write holds until the sync returns).
+//!
+//! One file per own document (per epoch), so dropping a document is
+//! deleting a file and the journal never needs compaction. Each entry is a
+//! frame `[len: u32 LE][crc32: u32 LE][automerge change bytes]`; a crash can
+//! leave a torn last frame, which loading cuts off (it was never synced, so
+//! nobody was told of it). Many writes share one sync (group commit): the
+//! caller appends everything a flush wrote, then [`Journal::append`] syncs
+//! each touched file once.
+//!
+//! A node whose journal is gone (a new disk, a wiped data folder) must not
+//! act as the owner of requests its peers still hold under its name, since
+//! it has forgotten what it decided about them. So the owner identity lives
+//! next to the journal ([`open_owner`]): a node that finds no journal takes a
+//! new one (`<node>@<lineage>`), and its old requests simply expire
+//! unmatched.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::documents::DocId;
+use crate::clock::Millis;
+use crate::ids::NodeId;
+
+const FRAME_HEADER: usize = 8;
+const OWNER_FILE: &str = "owner";
+const DROPPED_FILE: &str = "dropped";
+
+#[derive(Debug, Error)]
+pub enum JournalError {
+    #[error("journal {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("journal {path}: unreadable: {source}")]
+    Corrupt {
+        path: String,
+        source: postcard::Error,
+    },
+}
+
+/// The documents a node has dropped, kept with its journal so that a
+/// restart does not let a peer bring them back: each dropped document with
+/// the node's clock when it was dropped, and per owner the newest epoch
+/// below which everything was dropped long ago.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Dropped {
+    pub docs: BTreeMap<DocId, Millis>,
+    pub floors: BTreeMap<NodeId, u64>,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Whether an append waits for the disk. Tests and the simulation skip the
+/// `fsync` (their crashes are process-level, the page cache survives them);
+/// a node always syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    Fsync,
+    PageCache,
+}
+
+/// What a journal held when it was opened.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Every own document's changes, by epoch.
+    pub docs: BTreeMap<u64, Vec<u8>>,
+    pub dropped: Dropped,
+}
+
+/// The journal of one owner's documents, one file per epoch.
+pub struct Journal {
+    dir: PathBuf,
+    durability: Durability,
+    files: BTreeMap<u64, File>,
+}
+
+/// The owner identity this node writes as, and whether it is new (its
+/// journal was empty or missing, so nothing it owned before is its own).
+pub fn open_owner(dir: &Path, node: &NodeId) -> Result<(NodeId, bool), JournalError> {
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let path = dir.join(OWNER_FILE);
+    match fs::read_to_string(&path) {
+        Ok(owner) if owner.trim().starts_with(&format!("{}@", node.0)) => {
+            Ok((NodeId(owner.trim().to_owned()), false))
+        }
+        _ => {
+            // A journal without an owner file is not ours to trust.
+            for entry in fs::read_dir(dir).map_err(io_error(dir))?.flatten() {
+                if entry.path().extension().is_some_and(|e| e == "log")
+                    || entry.file_name() == DROPPED_FILE
+                {
+                    fs::remove_file(entry.path()).map_err(io_error(&entry.path()))?;
+                }
+            }
+            let lineage = uuid::Uuid::now_v7().simple().to_string();
+            // The tail of a UUIDv7 is random.
+            let owner = NodeId(format!("{}@{}", node.0, &lineage[20..]));
+            let tmp = dir.join("owner.tmp");
+            let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
+            file.write_all(owner.0.as_bytes()).map_err(io_error(&tmp))?;
+            file.sync_all().map_err(io_error(&tmp))?;
+            fs::rename(&tmp, &path).map_err(io_error(&path))?;
+            sync_dir(dir)?;
+            Ok((owner, true))
+        }
+    }
+}
+
+impl Journal {
+    /// Opens the journal in `dir`, returning every document's saved
+    /// changes by epoch. Torn tails are cut off.
+    pub fn open(dir: &Path, durability: Durability) -> Result<(Self, Loaded), JournalError> {
+        fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let mut loaded = BTreeMap::new();
+        let mut files = BTreeMap::new();
+        for entry in fs::read_dir(dir).map_err(io_error(dir))?.flatten() {
+            let path = entry.path();
+            let Some(epoch) = epoch_of(&path) else {
+                continue;
+            };
+            let mut file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_error(&path))?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).map_err(io_error(&path))?;
+            let (chunks, good) = read_frames(&bytes);
+            if good < bytes.len() {
+                tracing::warn!(path = %path.display(), torn = bytes.len() - good, "cut a torn journal tail");
+                file.set_len(good as u64).map_err(io_error(&path))?;
+            }
+            loaded.insert(epoch, chunks);
+            files.insert(epoch, file);
+        }
+        let dropped_path = dir.join(DROPPED_FILE);
+        let dropped = match fs::read(&dropped_path) {
+            Ok(bytes) => postcard::from_bytes(&bytes).map_err(|source| JournalError::Corrupt {
+                path: dropped_path.display().to_string(),
+                source,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Dropped::default(),
+            Err(e) => return Err(io_error(&dropped_path)(e)),
+        };
+        Ok((
+            Self {
+                dir: dir.to_owned(),
+                durability,
+                files,
+            },
+            Loaded {
+                docs: loaded,
+                dropped,
+            },
+        ))
+    }
+
+    /// Replaces the record of dropped documents (atomically: a crash
+    /// leaves the old one or the new one).
+    pub fn save_dropped(&mut self, dropped: &Dropped) -> Result<(), JournalError> {
+        let path = self.dir.join(DROPPED_FILE);
+        let tmp = self.dir.join("dropped.tmp");
+        let bytes = postcard::to_stdvec(dropped).unwrap_or_default();
+        let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
+        file.write_all(&bytes).map_err(io_error(&tmp))?;
+        if self.durability == Durability::Fsync {
+            file.sync_data().map_err(io_error(&tmp))?;
+        }
+        fs::rename(&tmp, &path).map_err(io_error(&path))
+    }
+
+    /// Appends each document's new changes and syncs every touched file
+    /// once: when this returns, the changes survive a crash.
+    pub fn append(&mut self, writes: &[(u64, Vec<u8>)]) -> Result<(), JournalError> {
+        let mut touched = Vec::new();
+        let mut created = false;
+        for (epoch, bytes) in writes {
+            if bytes.is_empty() {
+                continue;
+            }
+            let path = self.path_of(*epoch);
+            if !self.files.contains_key(epoch) {
+                let file = OpenOptions::new()
+                    .create(true)
+                    .read(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(io_error(&path))?;
+                self.files.insert(*epoch, file);
+                created = true;
+            }
+            let file = self.files.get_mut(epoch).expect("opened above");
+            let mut frame = Vec::with_capacity(FRAME_HEADER + bytes.len());
+            let len = u32::try_from(bytes.len()).expect("a change under 4 GiB");
+            frame.extend_from_slice(&len.to_le_bytes());
+            frame.extend_from_slice(&crc32fast::hash(bytes).to_le_bytes());
+            frame.extend_from_slice(bytes);
+            file.write_all(&frame).map_err(io_error(&path))?;
+            touched.push(*epoch);
+        }
+        if self.durability == Durability::Fsync {
+            for epoch in touched {
+                let path = self.path_of(epoch);
+                self.files[&epoch].sync_data().map_err(io_error(&path))?;
+            }
+            if created {
+                sync_dir(&self.dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a dropped document's file.
+    pub fn remove(&mut self, epoch: u64) -> Result<(), JournalError> {
+        if self.files.remove(&epoch).is_some() {
+            let path = self.path_of(epoch);
+            fs::remove_file(&path).map_err(io_error(&path))?;
+        }
+        Ok(())
+    }
+
+    fn path_of(&self, epoch: u64) -> PathBuf {
+        self.dir.join(format!("{epoch}.log"))
+    }
+}
+
+fn epoch_of(path: &Path) -> Option<u64> {
+    if path.extension()? != "log" {
+        return None;
+    }
+    path.file_stem()?.to_str()?.parse().ok()
+}
+
+/// The payloads of every whole, intact frame, concatenated, and how many
+/// bytes they span.
+fn read_frames(bytes: &[u8]) -> (Vec<u8>, usize) {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while bytes.len() - at >= FRAME_HEADER {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
+        let Some(payload) = bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len) else {
+            break;
+        };
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        out.extend_from_slice(payload);
+        at += FRAME_HEADER + len;
+    }
+    (out, at)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+/// What a crash leaves of a journal file whose last write was torn: the
+/// simulation appends half a frame to check that loading cuts it off.
+#[cfg(test)]
+pub fn tear_last_write(dir: &Path) {
+    let newest = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| epoch_of(p).is_some())
+        .max_by_key(|p| epoch_of(p));
+    if let Some(path) = newest {
+        let mut file = OpenOptions::new().append(true).open(path).expect("open");
+        file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6])
+            .expect("append");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appended_changes_come_back_and_torn_tails_are_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, loaded) = Journal::open(dir.path(), Durability::Fsync).unwrap();
+        assert!(loaded.docs.is_empty());
+        journal
+            .append(&[(7, b"first".to_vec()), (8, b"other".to_vec())])
+            .unwrap();
+        journal.append(&[(7, b"-second".to_vec())]).unwrap();
+        drop(journal);
+        tear_last_write(dir.path());
+
+        let (mut journal, loaded) = Journal::open(dir.path(), Durability::Fsync).unwrap();
+        assert_eq!(loaded.docs[&7], b"first-second");
+        assert_eq!(loaded.docs[&8], b"other");
+        let dropped = Dropped {
+            docs: [(
+                DocId {
+                    owner: NodeId("peer@1".into()),
+                    epoch: 3,
+                },
+                Millis(99),
+            )]
+            .into(),
+            floors: [(NodeId("peer@1".into()), 1)].into(),
+        };
+        journal.save_dropped(&dropped).unwrap();
+        journal.append(&[(8, b"+more".to_vec())]).unwrap();
+        journal.remove(7).unwrap();
+        drop(journal);
+
+        let (_, loaded) = Journal::open(dir.path(), Durability::Fsync).unwrap();
+        assert_eq!(loaded.docs.keys().copied().collect::<Vec<_>>(), vec![8]);
+        assert_eq!(
+            loaded.docs[&8], b"other+more",
+            "the torn frame was cut, not kept"
+        );
+        assert_eq!(loaded.dropped, dropped);
+    }
+
+    #[test]
+    fn a_corrupt_frame_ends_what_is_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), Durability::PageCache).unwrap();
+        journal.append(&[(1, b"good".to_vec())]).unwrap();
+        journal.append(&[(1, b"flipped".to_vec())]).unwrap();
+        drop(journal);
+        let path = dir.path().join("1.log");
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+        let (_, loaded) = Journal::open(dir.path(), Durability::PageCache).unwrap();
+        assert_eq!(loaded.docs[&1], b"good");
+    }
+
+    #[test]
+    fn an_owner_is_kept_with_its_journal_and_new_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = NodeId("dhaka-north".into());
+        let (first, new) = open_owner(dir.path(), &node).unwrap();
+        assert!(new);
+        assert!(first.0.starts_with("dhaka-north@"), "{first:?}");
+        let (again, new) = open_owner(dir.path(), &node).unwrap();
+        assert_eq!((again.clone(), new), (first.clone(), false));
+
+        let (mut journal, _) = Journal::open(dir.path(), Durability::PageCache).unwrap();
+        journal.append(&[(3, b"x".to_vec())]).unwrap();
+        fs::remove_file(dir.path().join(OWNER_FILE)).unwrap();
+        let (replaced, new) = open_owner(dir.path(), &node).unwrap();
+        assert!(new);
+        assert_ne!(replaced, first);
+        let (_, loaded) = Journal::open(dir.path(), Durability::PageCache).unwrap();
+        assert!(
+            loaded.docs.is_empty(),
+            "a journal without its owner is discarded"
+        );
+    }
+}
