@@ -9,19 +9,22 @@
 #
 #   scripts/chaos.sh [options] [-- bot flags...]
 #
-#   --quick              ~1 minute: two single-region cuts and a split, 8 s each
+#   --quick              ~1 minute: two single-region cuts and a split, 8 s each,
+#                        then kill -9 and a restart
 #   --hold D             how long each partition is held (default 10s)
 #   --rounds N           single-region cuts, one region after another (default:
 #                        one per region), before the split (every region alone)
 #   --kill               also kill -9 a node, and restart it, after the split
+#   --skew D             run the second region's node with its wall clock D
+#                        ahead (faketime; monotonic timers stay real)
 #   --partition HOW      iptables (root; packet drops on the regions' QUIC ports)
 #                        or relay (cross-region QUIC through `node wan-relay`,
 #                        cut by SIGSTOP); default: iptables when usable
 #   --converge-limit D   longest allowed time from the last heal to one digest
 #                        everywhere (default 30s)
-#   --request-ttl D      the nodes' --request-ttl (default 10m: longer than the
-#                        run, so every accepted request must end matched or
-#                        still pending)
+#   --request-ttl D      the nodes' --request-ttl (default 20s: requests expire
+#                        and whole documents are dropped during the run; every
+#                        accepted request must end matched, pending or expired)
 #   --wan-delay D, --wan-jitter D, --wan-loss P
 #                        the relays' path (relay partitions only; see mesh.sh)
 #
@@ -38,15 +41,15 @@ source scripts/lib/mesh-lib.sh
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
 
-HOLD=10 ROUNDS="" KILL=0 HOW=auto LIMIT=30 TTL=10m
+HOLD=10 ROUNDS="" KILL=0 HOW=auto LIMIT=30 TTL=20s SKEW=
 WARMUP=5 SETTLE=3 SNAPSHOT_EVERY=4
 BOT_ARGS=()
 while (( $# )); do
   if [[ "$1" == --*=* ]]; then set -- "${1%%=*}" "${1#*=}" "${@:2}"; fi
   case "$1" in
-    --quick) HOLD=8 ROUNDS=2 WARMUP=4 SETTLE=2 ;;
+    --quick) HOLD=8 ROUNDS=2 WARMUP=4 SETTLE=2 KILL=1 ;;
     --kill) KILL=1 ;;
-    --hold|--rounds|--partition|--converge-limit|--request-ttl|--wan-delay|--wan-jitter|--wan-loss)
+    --hold|--rounds|--partition|--converge-limit|--request-ttl|--skew|--wan-delay|--wan-jitter|--wan-loss)
       (( $# >= 2 )) || die "$1 needs a value"
       case "$1" in
         --hold) HOLD="$(dur_secs "$2")" ;;
@@ -54,6 +57,7 @@ while (( $# )); do
         --partition) HOW="$2" ;;
         --converge-limit) LIMIT="$(dur_secs "$2")" ;;
         --request-ttl) TTL="$2" ;;
+        --skew) SKEW="$2" ;;
         --wan-delay) MESH_WAN_DELAY="$2" ;;
         --wan-jitter) MESH_WAN_JITTER="$2" ;;
         --wan-loss) MESH_WAN_LOSS="$2" ;;
@@ -164,6 +168,10 @@ trap cleanup EXIT
 mesh_plan
 mapfile -t URLS < <(node_urls)
 NODE_EXTRA+=(--match-retention 15m --request-ttl "$TTL")
+if [[ -n "$SKEW" ]]; then
+  command -v faketime >/dev/null || die "--skew needs faketime (apt-get install faketime)"
+  NODE_WRAP[1]="env FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f +$(dur_secs "$SKEW")s"
+fi
 (( ${#REGION_IDS[@]} >= 2 )) || die "chaos needs at least two regions"
 : "${ROUNDS:=${#REGION_IDS[@]}}"
 
@@ -211,7 +219,7 @@ partition() {
   pause "$SETTLE"
 }
 
-echo "chaos: partitions by $HOW, holds ${HOLD}s, $ROUNDS single-region cut(s), then a split$( ((KILL)) && echo ", then kill -9 and restart")"
+echo "chaos: partitions by $HOW, holds ${HOLD}s, $ROUNDS single-region cut(s), then a split$( ((KILL)) && echo ", then kill -9 and restart")$([[ -n "$SKEW" ]] && echo "; ${NODE_IDS[1]}'s clock $SKEW ahead"); request TTL $TTL"
 mesh_up
 mesh_print_layout
 converge "start" "$(now)"

@@ -5,7 +5,7 @@
 # short form. This is the test command of the README, and what CI runs.
 #
 # On a machine that has only the toolchains it installs what the tests need
-# (Debian packages: chromium, iptables, a JRE and Maven for the cluster; the
+# (Debian packages: chromium, iptables, faketime, a JRE and Maven for the cluster; the
 # browser test's npm packages) and starts the CQL cluster, stopping it again
 # at the end if it started it.
 #
@@ -33,6 +33,7 @@ apt_install() {
 step "what the tests need"
 have chromium || apt_install chromium
 have iptables || apt_install iptables
+have faketime || apt_install faketime
 if [[ ! -d node/tests/dashboard/node_modules ]]; then
   (cd node/tests/dashboard && npm ci --no-audit --no-fund --silent)
 fi
@@ -66,5 +67,5 @@ shift_args=()
 if [[ "${1:-}" == "--" ]]; then shift; shift_args=("$@"); fi
 cargo test --workspace --locked "${shift_args[@]}"
 
-step "chaos, short form (scripts/chaos.sh --quick)"
-scripts/chaos.sh --quick
+step "chaos, short form, one clock 2 s ahead (scripts/chaos.sh --quick --skew 2s)"
+scripts/chaos.sh --quick --skew 2s

@@ -471,6 +471,24 @@ mod tests {
         assert_eq!(hub.publish(&made), 0, "delivered twice");
     }
 
+    /// A match learnt again (a reconnect, another peer) and a socket that
+    /// watches both sides of it, or asks again: told once.
+    #[test]
+    fn commits_learnt_twice_are_told_once() {
+        let (hub, core) = (Hub::default(), core());
+        let (rider, driver) = add_pair(&core);
+        let (s, mut rx) = hub.connect();
+        hub.subscribe(s, &[rider.0, driver.0], &core, Millis::now());
+        let made = run_round(&core);
+        assert_eq!(made.len(), 1);
+        assert_eq!(hub.publish(&made), 1, "one socket, one notice");
+        hub.subscribe(s, &[rider.0, driver.0, rider.0], &core, Millis::now());
+        assert_eq!(hub.publish(&made), 0);
+        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_err(), "told twice");
+        assert!(run_round(&core).is_empty(), "a commit learnt twice");
+    }
+
     #[test]
     fn subscribing_after_the_match_still_delivers_it() {
         let (hub, core) = (Hub::default(), core());

@@ -144,3 +144,61 @@ impl MatchLog {
         self.order.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Position;
+
+    fn matched(rider: RequestId, driver: RequestId) -> Arc<Match> {
+        let p = Position {
+            lat: 23.8,
+            lon: 90.4,
+        };
+        Arc::new(Match {
+            rider: RiderRecord {
+                id: rider,
+                name: "r".into(),
+                position: p,
+                destination: p,
+                accepted_at: Millis(0),
+                expires_at: Millis(5_000),
+            },
+            rider_owner: NodeId("a".into()),
+            driver: DriverRecord {
+                id: driver,
+                name: "d".into(),
+                car_number: "C-1".into(),
+                position: p,
+                accepted_at: Millis(0),
+                expires_at: Millis(5_000),
+            },
+            driver_owner: NodeId("b".into()),
+            pickup_km: 0.0,
+            trip_km: 0.0,
+            fare_taka: 0.0,
+            region: "dhaka".into(),
+            committed_by: NodeId("a".into()),
+            committed_at: Millis(1),
+        })
+    }
+
+    #[test]
+    fn a_match_recorded_again_is_a_duplicate_and_another_partner_a_conflict() {
+        let mut log = MatchLog::new(Retention {
+            ms: 60_000,
+            max_matches: 10,
+        });
+        let (rider, driver, other) = (
+            RequestId::generate(),
+            RequestId::generate(),
+            RequestId::generate(),
+        );
+        assert_eq!(log.insert(matched(rider, driver)), Inserted::New);
+        assert_eq!(log.insert(matched(rider, driver)), Inserted::Duplicate);
+        assert_eq!(log.insert(matched(rider, other)), Inserted::Conflict);
+        assert_eq!(log.insert(matched(other, driver)), Inserted::Conflict);
+        assert_eq!(log.len(), 1);
+        assert_eq!(log.get(&driver).unwrap().rider.id, rider);
+    }
+}

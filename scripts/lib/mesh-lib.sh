@@ -10,6 +10,8 @@
 #   MESH_WAN_DELAY  one-way delay for every pair (empty: from the distance)
 #   MESH_WAN_JITTER, MESH_WAN_LOSS
 #   NODE_EXTRA      array of flags added to every node's command line
+#   NODE_WRAP       array, by node index: a command the node runs under
+#                   (e.g. "faketime -f +3s" to shift its wall clock)
 #
 # Every process started here is tracked by pid and stopped by mesh_stop_all;
 # nothing is ever killed by name.
@@ -27,6 +29,7 @@ REGIONS_DIR="${REGIONS_DIR:-regions}"
 NODE_BIN="$MESH_BIN/node"
 BOT_BIN="$MESH_BIN/bot"
 [[ -v NODE_EXTRA ]] || NODE_EXTRA=()
+[[ -v NODE_WRAP ]] || NODE_WRAP=()
 
 MESHPY=(python3 scripts/lib/mesh.py)
 
@@ -245,7 +248,7 @@ mesh_print_wan() {
 
 # Starts node i in the background; mesh_wait_ready waits for it.
 mesh_start_node() {
-  local i="$1" j id="${NODE_IDS[$1]}" dir args
+  local i="$1" j id="${NODE_IDS[$1]}" dir args wrap=()
   dir="$MESH_DIR/$id"
   mkdir -p "$dir/data"
   rm -f "$dir/ready.json"
@@ -256,9 +259,10 @@ mesh_start_node() {
     (( j == i )) || args+=(--peer "${NODE_IDS[j]}=$(peer_addr "$i" "$j")")
   done
   args+=("${NODE_EXTRA[@]}")
-  echo "=== $(date -Is) $NODE_BIN ${args[*]}" >>"$dir/node.log"
+  [[ -n "${NODE_WRAP[i]:-}" ]] && read -ra wrap <<<"${NODE_WRAP[i]}"
+  echo "=== $(date -Is) ${wrap[*]} $NODE_BIN ${args[*]}" >>"$dir/node.log"
   # NO_COLOR: plain log files (tracing colours them by default).
-  NO_COLOR=1 "$NODE_BIN" "${args[@]}" >>"$dir/node.log" 2>&1 &
+  NO_COLOR=1 "${wrap[@]}" "$NODE_BIN" "${args[@]}" >>"$dir/node.log" 2>&1 &
   NODE_PID[i]=$!
 }
 

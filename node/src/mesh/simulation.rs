@@ -791,7 +791,7 @@ fn invariants_hold_for_hundreds_of_seeds() {
 /// the README.
 #[test]
 fn a_node_that_forgets_what_it_wrote_is_caught() {
-    let seeds: Vec<u64> = (0..env("SIM_FORGETFUL_SEEDS").unwrap_or(40)).collect();
+    let seeds: Vec<u64> = (0..env("SIM_FORGETFUL_SEEDS").unwrap_or(8)).collect();
     let caught: Vec<u64> = run_seeds(&seeds, Memory::Forgetful)
         .into_iter()
         .filter(|(_, o)| {

@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod cql;
+mod crash;
 mod dashboard;
 mod flow;
 mod fly;

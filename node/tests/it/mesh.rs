@@ -24,7 +24,12 @@ fn free_udp_port() -> u16 {
 
 pub struct Mesh {
     pub nodes: Vec<Option<NodeProcess>>,
+    /// Each node's QUIC port on loopback.
+    pub mesh_ports: Vec<u16>,
     args: Vec<Vec<String>>,
+    /// The command each node runs under, if any (see
+    /// [`NodeProcess::start_under`]).
+    wraps: Vec<Vec<String>>,
     dirs: Vec<tempfile::TempDir>,
 }
 
@@ -36,6 +41,15 @@ impl Mesh {
     /// Starts one node per region, node `i` with `extra(i)` added to its
     /// flags.
     pub async fn start_with(certs: &Path, extra: impl Fn(usize) -> Vec<String>) -> Self {
+        Self::start_under(certs, extra, |_| Vec::new()).await
+    }
+
+    /// As [`Mesh::start_with`], node `i` run under `wrap(i)`.
+    pub async fn start_under(
+        certs: &Path,
+        extra: impl Fn(usize) -> Vec<String>,
+        wrap: impl Fn(usize) -> Vec<String>,
+    ) -> Self {
         let status = Command::new(env!("CARGO_BIN_EXE_node"))
             .arg("certs")
             .arg("--dir")
@@ -79,7 +93,9 @@ impl Mesh {
             .collect();
         let mut mesh = Mesh {
             nodes: Vec::new(),
+            mesh_ports: ports,
             args,
+            wraps: (0..REGIONS.len()).map(wrap).collect(),
             dirs,
         };
         for i in 0..REGIONS.len() {
@@ -91,14 +107,15 @@ impl Mesh {
 
     pub async fn launch(&self, i: usize) -> NodeProcess {
         let args: Vec<&str> = self.args[i].iter().map(String::as_str).collect();
-        NodeProcess::start(self.dirs[i].path(), &args).await
+        let wrap: Vec<&str> = self.wraps[i].iter().map(String::as_str).collect();
+        NodeProcess::start_under(&wrap, self.dirs[i].path(), &args).await
     }
 
     pub fn node(&self, i: usize) -> &NodeProcess {
         self.nodes[i].as_ref().expect("running")
     }
 
-    async fn states(&self, http: &reqwest::Client) -> Option<Vec<DebugState>> {
+    pub async fn states(&self, http: &reqwest::Client) -> Option<Vec<DebugState>> {
         let mut states = Vec::new();
         for node in self.nodes.iter().flatten() {
             let state = http.get(node.url("/debug/state")).send().await.ok()?;
@@ -107,7 +124,7 @@ impl Mesh {
         Some(states)
     }
 
-    async fn matches(&self, http: &reqwest::Client, i: usize) -> Option<MatchList> {
+    pub async fn matches(&self, http: &reqwest::Client, i: usize) -> Option<MatchList> {
         let list = http
             .get(self.node(i).url("/matches?limit=1000"))
             .send()

@@ -33,9 +33,23 @@ impl NodeProcess {
     /// Starts `node` on 127.0.0.1:0 with fast rounds and the shortest TTL.
     /// `extra` flags override those defaults.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_under(&[], data_dir, extra).await
+    }
+
+    /// As [`NodeProcess::start`], run under `wrap` (a command and its
+    /// arguments, e.g. `faketime -f +3s`), if not empty.
+    pub async fn start_under(wrap: &[&str], data_dir: &Path, extra: &[&str]) -> Self {
         let ready = data_dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_node"))
+        let mut command = match wrap.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(env!("CARGO_BIN_EXE_node"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_node")),
+        };
+        let mut child = command
             .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)
