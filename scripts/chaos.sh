@@ -169,8 +169,11 @@ mesh_plan
 mapfile -t URLS < <(node_urls)
 NODE_EXTRA+=(--match-retention 15m --request-ttl "$TTL")
 if [[ -n "$SKEW" ]]; then
-  command -v faketime >/dev/null || die "--skew needs faketime (apt-get install faketime)"
-  NODE_WRAP[1]="env FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f +$(dur_secs "$SKEW")s"
+  # libfaketime preloaded through env, which execs the node: a kill -9
+  # reaches the node itself (the faketime wrapper would fork and survive).
+  FAKETIME_LIB="$(ls /usr/lib/*/faketime/libfaketime.so.1 2>/dev/null | head -n 1)"
+  [[ -n "$FAKETIME_LIB" ]] || die "--skew needs libfaketime (apt-get install faketime)"
+  NODE_WRAP[1]="env LD_PRELOAD=$FAKETIME_LIB FAKETIME=+$(dur_secs "$SKEW")s FAKETIME_DONT_FAKE_MONOTONIC=1"
 fi
 (( ${#REGION_IDS[@]} >= 2 )) || die "chaos needs at least two regions"
 : "${ROUNDS:=${#REGION_IDS[@]}}"

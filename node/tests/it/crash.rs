@@ -11,7 +11,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use node::wire::DebugState;
+use node::wire::{DebugState, ServerMessage};
 
 use crate::mesh::{Mesh, REGIONS};
 use crate::support::*;
@@ -102,8 +102,8 @@ async fn a_node_killed_and_restarted_next_to_a_stale_peer_never_commits_a_driver
         return;
     }
     let certs = tempfile::tempdir().unwrap();
-    let mut mesh =
-        Mesh::start_with(certs.path(), |_| vec!["--request-ttl".into(), "60s".into()]).await;
+    // Requests live 30 s: long enough for every step below.
+    let mut mesh = Mesh::start(certs.path()).await;
     let http = reqwest::Client::new();
     mesh.converged(&http).await;
     let (a, b, c) = (0, 1, 2); // north, south-east, south-west
@@ -161,6 +161,10 @@ async fn a_node_killed_and_restarted_next_to_a_stale_peer_never_commits_a_driver
     .await;
     let mut second_socket = Socket::connect(mesh.node(b)).await;
     second_socket.subscribe(&[second.id]).await;
+    assert!(matches!(
+        second_socket.next().await,
+        ServerMessage::Subscribed { .. }
+    ));
     second_socket.stay_quiet_for(Duration::from_secs(3)).await;
 
     // Heal everything: one digest, and the driver in one match everywhere.
@@ -194,9 +198,18 @@ async fn a_node_killed_and_restarted_next_to_a_stale_peer_never_commits_a_driver
 /// as skewed by its peers, and cross-border matching stays single.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_skewed_clock_is_reported_and_changes_no_match() {
-    if !required(have("faketime", &["-f", "+0s", "true"]), "faketime") {
+    // Preloaded through env, which execs the node, so that killing the
+    // process kills the node (the faketime wrapper forks).
+    let lib = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|arch| arch.path().join("faketime/libfaketime.so.1"))
+        .find(|lib| lib.exists());
+    if !required(lib.is_some(), "libfaketime") {
         return;
     }
+    let preload = format!("LD_PRELOAD={}", lib.unwrap().display());
     let certs = tempfile::tempdir().unwrap();
     let skewed = 1;
     let mesh = Mesh::start_under(
@@ -204,15 +217,12 @@ async fn a_skewed_clock_is_reported_and_changes_no_match() {
         |_| Vec::new(),
         |i| {
             if i == skewed {
-                [
-                    "env",
-                    "FAKETIME_DONT_FAKE_MONOTONIC=1",
-                    "faketime",
-                    "-f",
-                    "+3s",
+                vec![
+                    "env".into(),
+                    preload.clone(),
+                    "FAKETIME=+3s".into(),
+                    "FAKETIME_DONT_FAKE_MONOTONIC=1".into(),
                 ]
-                .map(String::from)
-                .to_vec()
             } else {
                 Vec::new()
             }
