@@ -28,6 +28,9 @@ const HOT_SPOTS: [(f64, f64); 5] = [
 const HOT_SHARE: f64 = 0.8;
 const HOT_RADIUS_KM: f64 = 3.0;
 
+/// Where the next rider or driver appears.
+type Placement = fn(&mut StdRng) -> Position;
+
 fn uniform(rng: &mut StdRng) -> Position {
     Position {
         lat: rng.random_range(AREA.0..AREA.2),
@@ -51,12 +54,7 @@ fn clustered(rng: &mut StdRng) -> Position {
     }
 }
 
-fn scatter(
-    rng: &mut StdRng,
-    n: usize,
-    id_offset: u128,
-    place: fn(&mut StdRng) -> Position,
-) -> Vec<Candidate> {
+fn scatter(rng: &mut StdRng, n: usize, id_offset: u128, place: Placement) -> Vec<Candidate> {
     (0..n)
         .map(|i| Candidate {
             id: RequestId(Uuid::from_u128(id_offset + i as u128)),
@@ -68,8 +66,7 @@ fn scatter(
 fn matching_round(c: &mut Criterion) {
     let mut group = c.benchmark_group("matching_round");
     group.sample_size(10);
-    let cities: [(&str, fn(&mut StdRng) -> Position); 2] =
-        [("uniform", uniform), ("clustered", clustered)];
+    let cities: [(&str, Placement); 2] = [("uniform", uniform), ("clustered", clustered)];
     for (city, place) in cities {
         for n in [1_000usize, 10_000, 100_000] {
             let mut rng = StdRng::seed_from_u64(n as u64);

@@ -320,8 +320,8 @@ impl<'a> DriverGrid<'a> {
 
     /// The riders ordered by the grid cell they fall in, row by row: asked
     /// for their nearest drivers in this order, consecutive searches read
-    /// the same few rows of cells, which stay in cache (in id order, every
-    /// search missed it; this halved the round).
+    /// the same few rows of cells, which stay in cache (in id order, which
+    /// is random in space, nearly every search missed it).
     fn in_grid_order(&self, riders: &ById) -> Vec<(usize, Place)> {
         let mut keyed: Vec<(i64, i64, usize)> = riders
             .places
