@@ -204,8 +204,9 @@ fn window(chord: f64) -> f64 {
 
 /// How many drivers a cell should hold on average, counted from the
 /// drivers' side (the mean number sharing a driver's cell). A nearest-driver
-/// search reads the rider's cell and usually its 8 neighbours; 2 per cell
-/// measured fastest at 100k x 100k (1 and 4 were both slower).
+/// search reads the rider's cell and usually some of its 8 neighbours: with
+/// about 2 per cell that is a dozen or two chord tests; bigger cells mean
+/// more tests per search, smaller ones more empty cells read.
 const CELL_OCCUPANCY: f64 = 2.0;
 
 /// The grid never has more cells than this per driver, whatever the spread:
