@@ -3,7 +3,7 @@
 //! "Linear distance" in this system is the great-circle (haversine) distance,
 //! computed by the `geo` crate. For spatial indexing, points are also mapped
 //! to 3-D unit vectors: the straight-line chord between two unit vectors grows
-//! strictly with their great-circle distance, so an ordinary Euclidean R-tree
+//! strictly with their great-circle distance, so an ordinary Euclidean index
 //! over unit vectors answers great-circle nearest-neighbour queries exactly,
 //! across the antimeridian and the poles too.
 
