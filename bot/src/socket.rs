@@ -1,18 +1,18 @@
 //! One long-lived websocket per node endpoint, delivering match notices.
 //!
-//! The socket task owns the set of ids still waiting for a match, so that
-//! when the connection drops it can reconnect (with backoff) and subscribe to
-//! all of them again in one frame: the node promises to deliver a match
+//! The socket task owns the ids still waiting for a match, with their
+//! tokens, so that when the connection drops it can reconnect (with backoff)
+//! and subscribe to all of them again in one frame: the node promises to deliver a match
 //! committed before the subscription, so nothing is lost by the gap.
 //! Subscriptions queued while disconnected are folded into that frame.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::{SinkExt, StreamExt};
-use node::wire::{ClientMessage, ServerMessage};
+use node::wire::{AccessToken, ClientMessage, Grant, ServerMessage};
 use rand::Rng;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender, error::TryRecvError};
 use tokio::task::JoinHandle;
@@ -37,8 +37,11 @@ pub struct Delivery {
     pub message: ServerMessage,
 }
 
+/// A request id to follow, and the token its answer carried.
+pub type Followed = (Uuid, AccessToken);
+
 enum Command {
-    Subscribe(Vec<Uuid>),
+    Subscribe(Vec<Followed>),
     Forget(Uuid),
 }
 
@@ -62,10 +65,11 @@ impl Socket {
         Socket { commands, task }
     }
 
-    /// Watches `ids` until each is [forgotten](Socket::forget).
-    pub fn subscribe(&self, ids: Vec<Uuid>) {
+    /// Watches each id, with the token its answer carried, until it is
+    /// [forgotten](Socket::forget).
+    pub fn subscribe(&self, requests: Vec<Followed>) {
         // Fails only once the task has ended, i.e. during shutdown.
-        let _ = self.commands.send(Command::Subscribe(ids));
+        let _ = self.commands.send(Command::Subscribe(requests));
     }
 
     /// Stops resubscribing `id` after a reconnect (its match arrived, or it
@@ -96,7 +100,7 @@ async fn run(
     stats: Arc<Stats>,
 ) {
     let url = endpoint.communication.as_str().to_owned();
-    let mut watching = HashSet::new();
+    let mut watching = HashMap::new();
     let mut backoff = BACKOFF_START;
     // Log the first failure of an outage as a warning, repeats at debug.
     let mut failing = false;
@@ -147,7 +151,7 @@ async fn run(
 
 struct Session<'a> {
     endpoint: &'a Arc<Endpoint>,
-    watching: &'a mut HashSet<Uuid>,
+    watching: &'a mut HashMap<Uuid, AccessToken>,
     commands: &'a mut UnboundedReceiver<Command>,
     deliveries: &'a UnboundedSender<Delivery>,
     stats: &'a Stats,
@@ -168,8 +172,12 @@ impl Session<'_> {
             }
         }
         if !self.watching.is_empty() {
-            let ids = self.watching.iter().copied().collect();
-            if let Err(reason) = send_subscribe(&mut sink, ids).await {
+            let requests = self
+                .watching
+                .iter()
+                .map(|(id, token)| (*id, token.clone()))
+                .collect();
+            if let Err(reason) = send_subscribe(&mut sink, requests).await {
                 return SessionEnd::Dropped(reason);
             }
         }
@@ -180,9 +188,9 @@ impl Session<'_> {
                         let _ = sink.close().await;
                         return SessionEnd::Finished;
                     }
-                    Some(Command::Subscribe(ids)) => {
-                        self.watching.extend(&ids);
-                        if let Err(reason) = send_subscribe(&mut sink, ids).await {
+                    Some(Command::Subscribe(requests)) => {
+                        self.watching.extend(requests.iter().cloned());
+                        if let Err(reason) = send_subscribe(&mut sink, requests).await {
                             return SessionEnd::Dropped(reason);
                         }
                     }
@@ -206,7 +214,7 @@ impl Session<'_> {
 
     fn apply(&mut self, command: Command) {
         match command {
-            Command::Subscribe(ids) => self.watching.extend(ids),
+            Command::Subscribe(requests) => self.watching.extend(requests),
             Command::Forget(id) => {
                 self.watching.remove(&id);
             }
@@ -248,12 +256,19 @@ impl Session<'_> {
     }
 }
 
-async fn send_subscribe<S>(sink: &mut S, ids: Vec<Uuid>) -> Result<(), String>
+async fn send_subscribe<S>(sink: &mut S, requests: Vec<Followed>) -> Result<(), String>
 where
     S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
 {
+    let requests = requests
+        .into_iter()
+        .map(|(id, token)| Grant {
+            id,
+            token: Some(token),
+        })
+        .collect();
     let frame =
-        serde_json::to_string(&ClientMessage::Subscribe { ids }).map_err(|e| e.to_string())?;
+        serde_json::to_string(&ClientMessage::Subscribe { requests }).map_err(|e| e.to_string())?;
     sink.send(Message::text(frame))
         .await
         .map_err(|e| e.to_string())

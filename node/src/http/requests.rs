@@ -1,7 +1,8 @@
 //! `POST /rider` and `POST /driver`: the intake hot path. Validation, the
 //! region check (a position another region owns is redirected there), a
 //! hand-over to the core that never waits for its lock, and the
-//! answer; nothing here waits on I/O or on matching.
+//! answer with the request's token; nothing here waits on I/O or on
+//! matching.
 
 use std::sync::Arc;
 
@@ -45,6 +46,7 @@ fn accepted(app: &AppState, ticket: Ticket) -> (StatusCode, Json<Accepted>) {
         StatusCode::ACCEPTED,
         Json(Accepted {
             id: ticket.id.0,
+            token: app.tokens.mint(ticket.id.0),
             region: app.region.clone(),
             node: app.node.clone(),
             expires_at: ticket.expires_at.to_utc(),
