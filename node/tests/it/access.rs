@@ -112,7 +112,12 @@ async fn a_stranger_who_knows_an_id_can_neither_follow_nor_rate_it() {
 #[tokio::test]
 async fn operator_routes_exist_only_on_the_admin_listener() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::start(dir.path(), &[]).await;
+    let regions = concat!(env!("CARGO_MANIFEST_DIR"), "/../regions");
+    let node = NodeProcess::start(
+        dir.path(),
+        &["--regions", regions, "--region", "dhaka-north"],
+    )
+    .await;
     let http = reqwest::Client::new();
     for path in ADMIN_ONLY {
         let public = http.get(node.url(path)).send().await.unwrap();
@@ -133,9 +138,18 @@ async fn operator_routes_exist_only_on_the_admin_listener() {
         .await
         .unwrap();
     assert_eq!(on_admin.status(), StatusCode::NOT_FOUND);
-    for path in ["/healthz", "/regions"] {
+    for path in ["/healthz", "/regions", "/route?lat=23.8&lon=90.4"] {
         let status = http.get(node.url(path)).send().await.unwrap().status();
         assert_eq!(status, StatusCode::OK, "public {path}");
+    }
+    for path in ["/healthz", "/regions"] {
+        let status = http
+            .get(node.admin_url(path))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, StatusCode::OK, "admin {path}");
     }
 }
 
