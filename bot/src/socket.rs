@@ -26,6 +26,9 @@ use crate::stats::Stats;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Ids per subscribe frame: the node closes a socket whose frame exceeds
+/// its limit, and an id with its token takes under 100 bytes of JSON.
+const PER_FRAME: usize = node::http::MAX_FRAME_BYTES / 128;
 
 /// A match notice as received, stamped with where and when.
 #[derive(Debug)]
@@ -256,20 +259,49 @@ impl Session<'_> {
     }
 }
 
+/// Subscribes in as many frames as the node's frame limit needs.
 async fn send_subscribe<S>(sink: &mut S, requests: Vec<Followed>) -> Result<(), String>
 where
     S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
 {
-    let requests = requests
-        .into_iter()
-        .map(|(id, token)| Grant {
-            id,
-            token: Some(token),
-        })
-        .collect();
-    let frame =
-        serde_json::to_string(&ClientMessage::Subscribe { requests }).map_err(|e| e.to_string())?;
-    sink.send(Message::text(frame))
-        .await
-        .map_err(|e| e.to_string())
+    for chunk in requests.chunks(PER_FRAME) {
+        let requests = chunk
+            .iter()
+            .map(|(id, token)| Grant {
+                id: *id,
+                token: Some(token.clone()),
+            })
+            .collect();
+        let frame = serde_json::to_string(&ClientMessage::Subscribe { requests })
+            .map_err(|e| e.to_string())?;
+        sink.send(Message::text(frame))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_subscribe_frame_fits_the_nodes_limit() {
+        let keys = node::access::TokenKeys::ephemeral().unwrap();
+        let requests = (0..PER_FRAME)
+            .map(|_| {
+                let id = Uuid::now_v7();
+                Grant {
+                    id,
+                    token: Some(keys.mint(id)),
+                }
+            })
+            .collect();
+        let frame = serde_json::to_string(&ClientMessage::Subscribe { requests }).unwrap();
+        assert!(
+            frame.len() <= node::http::MAX_FRAME_BYTES,
+            "{}",
+            frame.len()
+        );
+    }
 }
