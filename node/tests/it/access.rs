@@ -107,6 +107,22 @@ async fn a_stranger_who_knows_an_id_can_neither_follow_nor_rate_it() {
         rate(Some(&rider.token)).await.unwrap().status(),
         StatusCode::CREATED
     );
+
+    // Tokens are nowhere an operator looks: not in metrics, the match
+    // list, the node's state or a dashboard frame.
+    for path in ["/metrics", "/matches", "/debug/state", "/dashboard/events"] {
+        let mut answer = http.get(node.admin_url(path)).send().await.unwrap();
+        // The events stream never ends: its first frame is enough.
+        let text = match path {
+            "/dashboard/events" => {
+                String::from_utf8_lossy(&answer.chunk().await.unwrap().unwrap()).into_owned()
+            }
+            _ => answer.text().await.unwrap(),
+        };
+        for token in [&rider.token, &driver.token] {
+            assert!(!text.contains(token.expose()), "a token in {path}");
+        }
+    }
 }
 
 #[tokio::test]
