@@ -58,7 +58,7 @@ impl TokenKey {
 pub enum KeyError {
     #[error(
         "a token key must be at least {MIN_KEY_BYTES} bytes, got {bytes} \
-         (make one with `head -c 32 /dev/urandom | base64`)"
+         (`node token-key` makes one)"
     )]
     TooShort { bytes: usize },
     #[error("no token key in {path}")]

@@ -48,12 +48,13 @@ pub struct Config {
         env = "NODE_TOKEN_KEYS",
         value_delimiter = ',',
         hide_env_values = true,
-        value_parser = parse_token_key,
-        conflicts_with = "token_keys_file"
+        value_parser = parse_token_key
     )]
     pub token_keys: Vec<TokenKey>,
 
     /// A file with the token keys, one per line, the signing key first.
+    /// It takes the place of `--token-keys` (which may still be in the
+    /// environment, e.g. for other tools).
     #[arg(long, env = "NODE_TOKEN_KEYS_FILE", value_name = "PATH")]
     pub token_keys_file: Option<PathBuf>,
 
@@ -353,6 +354,18 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn reads_token_keys_and_refuses_short_ones() {
+        let (a, b) = ("a".repeat(32), "b".repeat(44));
+        let c = Config::try_parse_from(["node", "--token-keys", &format!("{a},{b}")]).unwrap();
+        assert_eq!(c.token_keys.len(), 2);
+        assert!(
+            !format!("{c:?}").contains(&a),
+            "a key in the config's Debug"
+        );
+        assert!(Config::try_parse_from(["node", "--token-keys", "short"]).is_err());
     }
 
     #[test]
