@@ -1,4 +1,9 @@
-//! The HTTP API: routes, shared state and the layers every request passes.
+//! The HTTP API: the public and the admin routers, shared state and the
+//! layers every request passes.
+//!
+//! They are two routers on two listeners, not one router with a check,
+//! so that an operator route cannot reach the public listener by mistake:
+//! it is not there to be reached.
 
 mod dashboard;
 mod error;
