@@ -13,9 +13,11 @@ trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WO
 cargo build --release --locked -p node -p bot >/dev/null 2>&1
 NODE=target/release/node
 $NODE certs --dir "$WORK/certs" --node mem-a --node mem-b --ip 127.0.0.1 >/dev/null
-start() {
+$NODE token-key >"$WORK/certs/token.keys"
+start() { # name http-port mesh-port peer=addr (admin: http-port + 10)
   RUST_LOG=warn $NODE --node-id "$1" --region bench --listen "127.0.0.1:$2" \
-    --mesh-listen "127.0.0.1:$3" --peer "$4" --certs "$WORK/certs" \
+    --admin-listen "127.0.0.1:$(( $2 + 10 ))" --mesh-listen "127.0.0.1:$3" --peer "$4" \
+    --certs "$WORK/certs" --token-keys-file "$WORK/certs/token.keys" \
     --data-dir "$WORK/$1" --mesh-ready-grace 1s >/dev/null 2>"$WORK/$1.log" &
 }
 start mem-a 18281 19281 mem-b=127.0.0.1:19282; A=$!
@@ -26,4 +28,4 @@ target/release/bot --endpoint http://127.0.0.1:18281 --rate "$RATE" --concurrenc
 rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 sleep "$SHORT"; echo "after ${SHORT}s: A $(rss "$A") MiB, B $(rss "$B") MiB"
 sleep "$((LONG - SHORT))"; echo "after ${LONG}s: A $(rss "$A") MiB, B $(rss "$B") MiB"
-curl -s http://127.0.0.1:18282/debug/state; echo
+curl -s http://127.0.0.1:18292/debug/state; echo

@@ -14,7 +14,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WO
 cargo build --release --locked -p node -p bot >/dev/null 2>&1
 run() { # label, node flags...
   local label=$1; shift
-  RUST_LOG=warn target/release/node --listen 127.0.0.1:18391 --regions regions \
+  RUST_LOG=warn target/release/node --listen 127.0.0.1:18391 --admin-listen 127.0.0.1:0 --regions regions \
     --region dhaka-north --data-dir "$WORK/$label" --ready-file "$WORK/$label.ready" \
     --match-interval 200ms "$@" >/dev/null 2>"$WORK/$label.log" &
   local pid=$!

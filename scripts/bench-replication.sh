@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Replication benchmark: two nodes peered over QUIC (mutual TLS) on
 # loopback; the bot's load mode sends RATE requests/s to node A; reports the
-# replication lag A -> B (p50/p99 from B's /metrics), bytes on the wire per
+# replication lag A -> B (p50/p99 from B's /metrics, on its admin listener),
+# bytes on the wire per
 # replicated request next to the request's JSON size, intake latency, and
 # both nodes' RSS.
 #
@@ -16,10 +17,12 @@ trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WO
 cargo build --release --locked -p node -p bot >/dev/null 2>&1
 NODE=target/release/node
 $NODE certs --dir "$WORK/certs" --node bench-a --node bench-b --ip 127.0.0.1 >/dev/null
+$NODE token-key >"$WORK/certs/token.keys"
 
-start() { # name http-port mesh-port peer=addr
+start() { # name http-port mesh-port peer=addr (admin: http-port + 10)
   RUST_LOG=warn $NODE --node-id "$1" --region bench --listen "127.0.0.1:$2" \
-    --mesh-listen "127.0.0.1:$3" --peer "$4" --certs "$WORK/certs" \
+    --admin-listen "127.0.0.1:$(( $2 + 10 ))" --mesh-listen "127.0.0.1:$3" --peer "$4" \
+    --certs "$WORK/certs" --token-keys-file "$WORK/certs/token.keys" \
     --data-dir "$WORK/$1" --mesh-ready-grace 1s 2>"$WORK/$1.log" &
 }
 start bench-a 18181 19181 bench-b=127.0.0.1:19182
@@ -33,9 +36,9 @@ sleep 1
 
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 ~ "^"m {sum += $2} END {print sum+0}'; }
 quantile() { curl -s "http://127.0.0.1:$1/metrics" | grep "^mesh_replication_lag_seconds{" | grep "quantile=\"$2\"" | awk '{print $2*1000}'; }
-accepted=$(metric 18181 'ride_requests_accepted_total')
-sent=$(metric 18181 'mesh_bytes_sent_total')
+accepted=$(metric 18191 'ride_requests_accepted_total')
+sent=$(metric 18191 'mesh_bytes_sent_total')
 json=$(printf '%s' '{"name":"Rider 0042","position":{"lat":23.812345,"lon":90.412345},"destination":{"lat":23.765432,"lon":90.398765}}' | wc -c)
-echo "replication lag A->B: p50 $(quantile 18182 0.5) ms, p99 $(quantile 18182 0.99) ms"
+echo "replication lag A->B: p50 $(quantile 18192 0.5) ms, p99 $(quantile 18192 0.99) ms"
 awk -v b="$sent" -v n="$accepted" -v j="$json" 'BEGIN {printf "wire: %.1f bytes per request (%d requests, %d bytes); request JSON %d bytes; ratio %.2f\n", b/n, n, b, j, (b/n)/j}'
 for p in $(jobs -p); do grep VmRSS "/proc/$p/status" | awk -v p="$p" '{print "RSS pid " p ": " $2/1024 " MiB"}'; done

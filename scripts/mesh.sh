@@ -2,7 +2,8 @@
 # Runs the regions of regions/ as a local mesh on this machine, one node per
 # region (or N behind nginx), every node peered with every other over QUIC,
 # and the bot in simulation mode against it; prints where everything listens
-# and, every few seconds, one line per node from /debug/state. Ctrl-C stops
+# (each node's public API and its admin listener, where the map is) and,
+# every few seconds, one line per node from /debug/state. Ctrl-C stops
 # everything it started, and nothing else.
 #
 #   scripts/mesh.sh [options] [-- bot flags...]
@@ -19,7 +20,8 @@
 #   --cql             start scripts/cql-cluster.sh first; nodes keep ratings there
 #   --duration D      stop after D (30s, 2m, ...); default: until Ctrl-C
 #
-# State goes to $MESH_DIR (default .mesh): certs/ (made on first run), one
+# State goes to $MESH_DIR (default .mesh): certs/ (the mesh CA and the token
+# key, made on first run), one
 # folder per node (data/, node.log, ready.json), wan/ and nginx/ logs,
 # bot.log and bot-summary.json. Node flags can be set through the
 # environment (NODE_REQUEST_TTL=60s, NODE_MATCH_RETENTION=15m, ...; see

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT="${PORT:-8080}"
+ADMIN_PORT="${ADMIN_PORT:-9100}"
 STATE=.mesh/local
 mkdir -p "$STATE"
 
@@ -21,13 +22,13 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 rm -f "$STATE/ready.json"
-./target/release/node --listen "127.0.0.1:$PORT" --region local \
+./target/release/node --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" --region local \
   --data-dir "$STATE" --ready-file "$STATE/ready.json" 2>"$STATE/node.log" &
 pids+=($!)
 for _ in $(seq 100); do [[ -f "$STATE/ready.json" ]] && break; sleep 0.1; done
 [[ -f "$STATE/ready.json" ]] || { echo "node did not start; see $STATE/node.log" >&2; exit 1; }
-echo "node listening on http://127.0.0.1:$PORT (log: $STATE/node.log)"
-echo "try: curl -s http://127.0.0.1:$PORT/matches?limit=3 | jq ."
+echo "node listening on http://127.0.0.1:$PORT, map on http://127.0.0.1:$ADMIN_PORT/ (log: $STATE/node.log)"
+echo "try: curl -s http://127.0.0.1:$ADMIN_PORT/matches?limit=3 | jq ."
 
 ./target/release/bot --endpoint "http://127.0.0.1:$PORT" "$@" &
 pids+=($!)

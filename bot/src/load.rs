@@ -249,6 +249,7 @@ async fn rate(
     let target = &targets[(k % targets.len().max(1) as u64) as usize];
     let body = RatingRequest {
         rider_id: target.rider_id,
+        token: Some(target.token.clone()),
         car_number: target.car_number.clone(),
         stars: (k % 5 + 1) as i64,
     };

@@ -1,25 +1,31 @@
 //! Matches to rate, for the ratings load (`--rate N --load ratings`).
 //!
-//! A rating needs a committed match, so before measuring, the bot posts
-//! pairs of riders and drivers at the same spots, waits until the nodes have
-//! matched them, and collects (rider, car) pairs from `GET /matches`. Each
-//! pair is rated once during the run: a second rating would be a 409, which
-//! measures something else.
+//! A rating needs a committed match and the rider's token, so before
+//! measuring, the bot posts pairs of riders and drivers at the same spots,
+//! keeps each rider's token, and follows the riders on `/communication` of
+//! the node that accepted them until every one is matched (the same way a
+//! rider's app learns its match; the operators' `GET /matches` is not on the
+//! public API). Each pair is rated once during the run: a second rating
+//! would be a 409, which measures something else.
 
-use std::collections::HashSet;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use node::wire::{DriverRequest, MatchList, RiderRequest};
+use node::wire::{Accepted, AccessToken, DriverRequest, RiderRequest, ServerMessage};
 use rand::Rng;
-use reqwest::Client;
+use reqwest::{Client, Url};
 use serde::de::IgnoredAny;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::area::Area;
-use crate::endpoint::Router;
+use crate::endpoint::{Endpoint, Router};
 use crate::error::BotError;
 use crate::http;
+use crate::socket::{Followed, Socket};
+use crate::stats::Stats;
 use crate::world::{self, RunTag};
 
 /// How long the nodes get to match everything posted.
@@ -30,14 +36,17 @@ const PATIENCE: Duration = Duration::from_secs(60);
 pub struct RatingTarget {
     pub url: reqwest::Url,
     pub rider_id: Uuid,
+    /// The rider's token, which the rating must carry.
+    pub token: AccessToken,
     pub car_number: String,
 }
 
-/// Matches listed per `GET /matches` at most (the node's cap).
-const LISTED: u64 = 1_000;
+/// Pairs posted and followed at a time, well under the ids one socket may
+/// watch (10,000).
+const CHUNK: u64 = 1_000;
 
-/// Posts `count` rider-driver pairs and returns their matches, a listing's
-/// worth at a time so that every match is still listed when collected.
+/// Posts `count` rider-driver pairs and returns their matches, a chunk at a
+/// time.
 pub async fn matches_to_rate(
     router: &Router,
     client: &Client,
@@ -50,12 +59,18 @@ pub async fn matches_to_rate(
     let mut targets = Vec::new();
     let mut first = 0;
     while first < count {
-        let chunk = first..(first + LISTED).min(count);
-        post_pairs(router, client, area, run, chunk.clone(), concurrency, rng).await?;
-        targets.extend(collect(router, client, run, chunk).await?);
-        first += LISTED;
+        let chunk = first..(first + CHUNK).min(count);
+        let riders = post_pairs(router, client, area, run, chunk, concurrency, rng).await?;
+        targets.extend(collect(riders).await?);
+        first += CHUNK;
     }
     Ok(targets)
+}
+
+/// A rider accepted, and the node that accepted it (after any redirect).
+struct Posted {
+    base: Url,
+    rider: Accepted,
 }
 
 async fn post_pairs(
@@ -66,7 +81,7 @@ async fn post_pairs(
     pairs: std::ops::Range<u64>,
     concurrency: usize,
     rng: &mut impl Rng,
-) -> Result<(), BotError> {
+) -> Result<Vec<Posted>, BotError> {
     let wanted = pairs.end - pairs.start;
     let spots: Vec<_> = pairs
         .map(|i| (i, area.random_position(rng), area.random_position(rng)))
@@ -84,67 +99,85 @@ async fn post_pairs(
                 car_number: world::car_number(run, i),
                 position,
             };
-            let rider = http::post::<_, IgnoredAny>(client, &endpoint.rider, &rider).await;
+            let rider = http::post::<_, Accepted>(client, &endpoint.rider, &rider).await;
             let driver = http::post::<_, IgnoredAny>(client, &endpoint.driver, &driver).await;
-            rider.is_ok_and(|r| r.status.is_success())
-                && driver.is_ok_and(|r| r.status.is_success())
+            let driver_ok = driver.is_ok_and(|r| r.status.is_success());
+            let reply = rider.ok().filter(|_| driver_ok)?;
+            let base = reply
+                .redirected_to
+                .as_ref()
+                .map_or_else(|| endpoint.base().clone(), Endpoint::base_of);
+            Some(Posted {
+                base,
+                rider: reply.body.ok()?,
+            })
         })
         .buffer_unordered(concurrency)
-        .filter(|accepted| std::future::ready(*accepted))
-        .count()
-        .await as u64;
-    if posted < wanted {
+        .filter_map(std::future::ready)
+        .collect::<Vec<_>>()
+        .await;
+    if (posted.len() as u64) < wanted {
         return Err(BotError::Seed(format!(
-            "only {posted} of {wanted} rider-driver pairs were accepted"
+            "only {} of {wanted} rider-driver pairs were accepted",
+            posted.len()
         )));
     }
-    Ok(())
+    Ok(posted)
 }
 
-/// Waits until the pairs' drivers are all matched; returns their matches.
-async fn collect(
-    router: &Router,
-    client: &Client,
-    run: RunTag,
-    pairs: std::ops::Range<u64>,
-) -> Result<Vec<RatingTarget>, BotError> {
-    let cars: HashSet<String> = pairs.map(|i| world::car_number(run, i)).collect();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let mut targets = Vec::new();
-        let mut seen = HashSet::new();
-        for endpoint in router.endpoints() {
-            let url = endpoint
-                .base()
-                .join(&format!("matches?limit={LISTED}"))
-                .map_err(|e| BotError::Seed(e.to_string()))?;
-            let answer = client.get(url).send().await;
-            let Ok(list) = (match answer {
-                Ok(answer) => answer.json::<MatchList>().await,
-                Err(e) => Err(e),
-            }) else {
-                continue;
-            };
-            for m in list.matches {
-                if cars.contains(&m.car_number) && seen.insert(m.rider_id) {
-                    targets.push(RatingTarget {
-                        url: endpoint.rating.clone(),
-                        rider_id: m.rider_id,
-                        car_number: m.car_number,
-                    });
-                }
-            }
-        }
-        if targets.len() >= cars.len() {
-            return Ok(targets);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(BotError::Seed(format!(
-                "{} of {} pairs matched within {PATIENCE:?}",
-                targets.len(),
-                cars.len()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+/// Follows every rider on the socket of the node that accepted it until
+/// each is matched; returns their matches.
+async fn collect(riders: Vec<Posted>) -> Result<Vec<RatingTarget>, BotError> {
+    let (deliveries, mut delivered) = mpsc::unbounded_channel();
+    // The seed's own counters: its socket traffic is not part of the run.
+    let stats = Arc::new(Stats::new(Instant::now()));
+    let mut by_node: HashMap<Url, Vec<Followed>> = HashMap::new();
+    let mut waiting: HashMap<Uuid, AccessToken> = HashMap::new();
+    for Posted { base, rider } in riders {
+        by_node
+            .entry(base)
+            .or_default()
+            .push((rider.id, rider.token.clone()));
+        waiting.insert(rider.id, rider.token);
     }
+    // Kept until every match is in: dropping a socket stops it.
+    let mut sockets = Vec::with_capacity(by_node.len());
+    for (base, requests) in by_node {
+        let endpoint = Endpoint::new(base).map_err(|e| BotError::Seed(e.to_string()))?;
+        let socket = Socket::spawn(Arc::new(endpoint), deliveries.clone(), Arc::clone(&stats));
+        socket.subscribe(requests);
+        sockets.push(socket);
+    }
+    // From here on, `None` means every socket task has ended.
+    drop(deliveries);
+    let wanted = waiting.len();
+    let mut targets = Vec::with_capacity(wanted);
+    let deadline = tokio::time::sleep(PATIENCE);
+    tokio::pin!(deadline);
+    while !waiting.is_empty() {
+        let delivery = tokio::select! {
+            () = &mut deadline => {
+                return Err(BotError::Seed(format!(
+                    "{} of {wanted} pairs matched within {PATIENCE:?}",
+                    targets.len()
+                )));
+            }
+            delivery = delivered.recv() => delivery,
+        };
+        let Some(delivery) = delivery else {
+            return Err(BotError::Seed("the websockets stopped".into()));
+        };
+        let ServerMessage::Match(m) = delivery.message else {
+            continue;
+        };
+        if let Some(token) = waiting.remove(&m.rider_id) {
+            targets.push(RatingTarget {
+                url: delivery.endpoint.rating.clone(),
+                rider_id: m.rider_id,
+                token,
+                car_number: m.car_number,
+            });
+        }
+    }
+    Ok(targets)
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use node::wire::{
-    Accepted, DriverRequest, MatchNotice, RatingRecorded, RatingRequest, RiderRequest,
+    Accepted, AccessToken, DriverRequest, MatchNotice, RatingRecorded, RatingRequest, RiderRequest,
     ServerMessage,
 };
 use rand::rngs::StdRng;
@@ -31,7 +31,7 @@ use crate::endpoint::{Endpoint, Router};
 use crate::error::BotError;
 use crate::http::{self, describe_error};
 use crate::record::Recorder;
-use crate::socket::{Delivery, Socket};
+use crate::socket::{Delivery, Followed, Socket};
 use crate::stats::{Outcome, Stats};
 use crate::world::{self, RunTag};
 
@@ -161,6 +161,8 @@ enum State {
     /// Accepted; listening on `site`'s socket until the match or `expires_at`.
     Waiting {
         id: Uuid,
+        /// Needed to follow the id and, for a rider, to rate the match.
+        token: AccessToken,
         site: Arc<Site>,
         expires_at: DateTime<Utc>,
     },
@@ -325,6 +327,7 @@ impl Sim {
                     id,
                     site,
                     expires_at,
+                    ..
                 } = &entity.state
                 else {
                     continue;
@@ -354,7 +357,7 @@ impl Sim {
 
     /// Starts waiting for every accepted id, with one subscribe per site.
     fn on_posted(&mut self, posted: Vec<Posted>) {
-        let mut subscriptions: HashMap<Url, (Arc<Site>, Vec<Uuid>)> = HashMap::new();
+        let mut subscriptions: HashMap<Url, (Arc<Site>, Vec<Followed>)> = HashMap::new();
         for Posted {
             role,
             index,
@@ -362,12 +365,12 @@ impl Sim {
         } in posted
         {
             let waiting = match accepted {
-                Some((accepted, base)) if !self.draining => self
-                    .site(&base)
-                    .map(|site| (accepted.id, site, accepted.expires_at)),
+                Some((accepted, base)) if !self.draining => {
+                    self.site(&base).map(|site| (accepted, site))
+                }
                 _ => None,
             };
-            let Some((id, site, expires_at)) = waiting else {
+            let Some((accepted, site)) = waiting else {
                 if let Some(entity) = self.entity(role, index) {
                     entity.state = State::Idle;
                 }
@@ -376,20 +379,22 @@ impl Sim {
             let Some(entity) = self.entity(role, index) else {
                 continue;
             };
+            let id = accepted.id;
             entity.state = State::Waiting {
                 id,
+                token: accepted.token.clone(),
                 site: Arc::clone(&site),
-                expires_at,
+                expires_at: accepted.expires_at,
             };
             self.waiting.insert(id, (role, index));
             subscriptions
                 .entry(site.endpoint.base().clone())
                 .or_insert_with(|| (site, Vec::new()))
                 .1
-                .push(id);
+                .push((id, accepted.token));
         }
-        for (site, ids) in subscriptions.into_values() {
-            site.socket.subscribe(ids);
+        for (site, requests) in subscriptions.into_values() {
+            site.socket.subscribe(requests);
         }
     }
 
@@ -426,7 +431,9 @@ impl Sim {
         let Some(entity) = self.entity(Role::Rider, index) else {
             return;
         };
-        let State::Waiting { id, site, .. } = std::mem::replace(&mut entity.state, State::Idle)
+        let State::Waiting {
+            id, token, site, ..
+        } = std::mem::replace(&mut entity.state, State::Idle)
         else {
             return;
         };
@@ -437,6 +444,7 @@ impl Sim {
         entity.state = State::Rating;
         let rating = RatingRequest {
             rider_id: notice.rider_id,
+            token: Some(token),
             car_number: notice.car_number,
             stars: entity.rng.random_range(1..=5),
         };

@@ -1,18 +1,18 @@
 //! One long-lived websocket per node endpoint, delivering match notices.
 //!
-//! The socket task owns the set of ids still waiting for a match, so that
-//! when the connection drops it can reconnect (with backoff) and subscribe to
-//! all of them again in one frame: the node promises to deliver a match
+//! The socket task owns the ids still waiting for a match, with their
+//! tokens, so that when the connection drops it can reconnect (with backoff)
+//! and subscribe to all of them again in one frame: the node promises to deliver a match
 //! committed before the subscription, so nothing is lost by the gap.
 //! Subscriptions queued while disconnected are folded into that frame.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::{SinkExt, StreamExt};
-use node::wire::{ClientMessage, ServerMessage};
+use node::wire::{AccessToken, ClientMessage, Grant, ServerMessage};
 use rand::Rng;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender, error::TryRecvError};
 use tokio::task::JoinHandle;
@@ -26,6 +26,9 @@ use crate::stats::Stats;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Ids per subscribe frame: the node closes a socket whose frame exceeds
+/// its limit, and an id with its token takes under 100 bytes of JSON.
+const PER_FRAME: usize = node::http::MAX_FRAME_BYTES / 128;
 
 /// A match notice as received, stamped with where and when.
 #[derive(Debug)]
@@ -37,8 +40,11 @@ pub struct Delivery {
     pub message: ServerMessage,
 }
 
+/// A request id to follow, and the token its answer carried.
+pub type Followed = (Uuid, AccessToken);
+
 enum Command {
-    Subscribe(Vec<Uuid>),
+    Subscribe(Vec<Followed>),
     Forget(Uuid),
 }
 
@@ -62,10 +68,11 @@ impl Socket {
         Socket { commands, task }
     }
 
-    /// Watches `ids` until each is [forgotten](Socket::forget).
-    pub fn subscribe(&self, ids: Vec<Uuid>) {
+    /// Watches each id, with the token its answer carried, until it is
+    /// [forgotten](Socket::forget).
+    pub fn subscribe(&self, requests: Vec<Followed>) {
         // Fails only once the task has ended, i.e. during shutdown.
-        let _ = self.commands.send(Command::Subscribe(ids));
+        let _ = self.commands.send(Command::Subscribe(requests));
     }
 
     /// Stops resubscribing `id` after a reconnect (its match arrived, or it
@@ -96,7 +103,7 @@ async fn run(
     stats: Arc<Stats>,
 ) {
     let url = endpoint.communication.as_str().to_owned();
-    let mut watching = HashSet::new();
+    let mut watching = HashMap::new();
     let mut backoff = BACKOFF_START;
     // Log the first failure of an outage as a warning, repeats at debug.
     let mut failing = false;
@@ -147,7 +154,7 @@ async fn run(
 
 struct Session<'a> {
     endpoint: &'a Arc<Endpoint>,
-    watching: &'a mut HashSet<Uuid>,
+    watching: &'a mut HashMap<Uuid, AccessToken>,
     commands: &'a mut UnboundedReceiver<Command>,
     deliveries: &'a UnboundedSender<Delivery>,
     stats: &'a Stats,
@@ -168,8 +175,12 @@ impl Session<'_> {
             }
         }
         if !self.watching.is_empty() {
-            let ids = self.watching.iter().copied().collect();
-            if let Err(reason) = send_subscribe(&mut sink, ids).await {
+            let requests = self
+                .watching
+                .iter()
+                .map(|(id, token)| (*id, token.clone()))
+                .collect();
+            if let Err(reason) = send_subscribe(&mut sink, requests).await {
                 return SessionEnd::Dropped(reason);
             }
         }
@@ -180,9 +191,9 @@ impl Session<'_> {
                         let _ = sink.close().await;
                         return SessionEnd::Finished;
                     }
-                    Some(Command::Subscribe(ids)) => {
-                        self.watching.extend(&ids);
-                        if let Err(reason) = send_subscribe(&mut sink, ids).await {
+                    Some(Command::Subscribe(requests)) => {
+                        self.watching.extend(requests.iter().cloned());
+                        if let Err(reason) = send_subscribe(&mut sink, requests).await {
                             return SessionEnd::Dropped(reason);
                         }
                     }
@@ -206,7 +217,7 @@ impl Session<'_> {
 
     fn apply(&mut self, command: Command) {
         match command {
-            Command::Subscribe(ids) => self.watching.extend(ids),
+            Command::Subscribe(requests) => self.watching.extend(requests),
             Command::Forget(id) => {
                 self.watching.remove(&id);
             }
@@ -248,13 +259,49 @@ impl Session<'_> {
     }
 }
 
-async fn send_subscribe<S>(sink: &mut S, ids: Vec<Uuid>) -> Result<(), String>
+/// Subscribes in as many frames as the node's frame limit needs.
+async fn send_subscribe<S>(sink: &mut S, requests: Vec<Followed>) -> Result<(), String>
 where
     S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
 {
-    let frame =
-        serde_json::to_string(&ClientMessage::Subscribe { ids }).map_err(|e| e.to_string())?;
-    sink.send(Message::text(frame))
-        .await
-        .map_err(|e| e.to_string())
+    for chunk in requests.chunks(PER_FRAME) {
+        let requests = chunk
+            .iter()
+            .map(|(id, token)| Grant {
+                id: *id,
+                token: Some(token.clone()),
+            })
+            .collect();
+        let frame = serde_json::to_string(&ClientMessage::Subscribe { requests })
+            .map_err(|e| e.to_string())?;
+        sink.send(Message::text(frame))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_subscribe_frame_fits_the_nodes_limit() {
+        let keys = node::access::TokenKeys::ephemeral().unwrap();
+        let requests = (0..PER_FRAME)
+            .map(|_| {
+                let id = Uuid::now_v7();
+                Grant {
+                    id,
+                    token: Some(keys.mint(id)),
+                }
+            })
+            .collect();
+        let frame = serde_json::to_string(&ClientMessage::Subscribe { requests }).unwrap();
+        assert!(
+            frame.len() <= node::http::MAX_FRAME_BYTES,
+            "{}",
+            frame.len()
+        );
+    }
 }

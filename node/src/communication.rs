@@ -22,11 +22,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::access::{TokenError, TokenKeys};
 use crate::clock::Millis;
 use crate::ids::RequestId;
 use crate::matches::Match;
 use crate::shared::{NodeCore, Status};
-use crate::wire::{ClientMessage, ErrorDetail, ServerMessage};
+use crate::wire::{ClientMessage, ErrorDetail, Grant, ServerMessage};
 
 /// Ids one socket may watch at once.
 pub const MAX_WATCHED_PER_SOCKET: usize = 10_000;
@@ -307,6 +308,7 @@ pub async fn serve(
     core: Arc<NodeCore>,
     settings: SocketSettings,
     shutdown: CancellationToken,
+    tokens: Arc<TokenKeys>,
 ) {
     let (id, mut outbox) = hub.connect();
     let (mut sink, mut stream) = socket.split();
@@ -326,7 +328,7 @@ pub async fn serve(
             },
             incoming = stream.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    let reply = handle_frame(&text, id, &hub, &core);
+                    let reply = handle_frame(&text, id, &hub, &core, &tokens);
                     let mut failed = false;
                     for frame in reply {
                         failed |= sink.send(Message::Text(frame)).await.is_err();
@@ -367,21 +369,50 @@ pub async fn serve(
     }
 }
 
-/// Answers one client frame.
-fn handle_frame(text: &str, socket: SocketId, hub: &Hub, core: &NodeCore) -> Vec<Utf8Bytes> {
-    let ids = match serde_json::from_str::<ClientMessage>(text) {
-        Ok(ClientMessage::Subscribe { ids }) => ids,
+/// Answers one client frame. Ids without their token are refused one by
+/// one (`missing_token`, `invalid_token`); the others are subscribed.
+fn handle_frame(
+    text: &str,
+    socket: SocketId,
+    hub: &Hub,
+    core: &NodeCore,
+    tokens: &TokenKeys,
+) -> Vec<Utf8Bytes> {
+    let requests = match serde_json::from_str::<ClientMessage>(text) {
+        Ok(ClientMessage::Subscribe { requests }) => requests,
         Err(e) => {
             return vec![error_frame(
                 "malformed_message",
-                format!(r#"expected {{"type":"subscribe","ids":[...]}}: {e}"#),
+                format!(
+                    r#"expected {{"type":"subscribe","requests":[{{"id":...,"token":...}}]}}: {e}"#
+                ),
             )];
         }
     };
+    let mut ids = Vec::with_capacity(requests.len());
+    let (mut missing, mut invalid) = (Vec::new(), Vec::new());
+    for Grant { id, token } in requests {
+        match tokens.verify(id, token.as_ref()) {
+            Ok(()) => ids.push(id),
+            Err(TokenError::Missing) => missing.push(id),
+            Err(TokenError::Invalid) => invalid.push(id),
+        }
+    }
     let outcome = hub.subscribe(socket, &ids, core, Millis::now());
     let mut replies = vec![frame(&ServerMessage::Subscribed {
         ids: outcome.accepted,
     })];
+    for (refused, error) in [
+        (missing, TokenError::Missing),
+        (invalid, TokenError::Invalid),
+    ] {
+        if !refused.is_empty() {
+            replies.push(error_frame(
+                error.code(),
+                format!("{error}; not watching {refused:?}"),
+            ));
+        }
+    }
     if !outcome.unknown.is_empty() {
         replies.push(error_frame(
             "unknown_id",

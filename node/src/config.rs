@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::access::TokenKey;
 use crate::ids::NodeId;
 use crate::mesh::transport::Peer;
 use crate::shared::MIN_REQUEST_TTL_MS;
@@ -26,9 +27,52 @@ pub enum LogFormat {
     about = "A ride-sharing region node: rider and driver intake, matching, fares, websocket delivery and ratings."
 )]
 pub struct Config {
-    /// Address for the HTTP API and the websocket.
+    /// Address for the public API and the websocket, and nothing else.
     #[arg(long, env = "NODE_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+
+    /// Address for the operator surfaces: the dashboard and its events,
+    /// `/debug/state`, `/metrics` and `/matches`. Loopback by default, since
+    /// they show where every waiting rider is; on Fly it moves to the
+    /// machine's private (6PN) address.
+    #[arg(long, env = "NODE_ADMIN_LISTEN", default_value = "127.0.0.1:9100")]
+    pub admin_listen: SocketAddr,
+
+    /// Keys for request tokens, the signing key first (any of them
+    /// verifies; see `deploy/README.md` for rotating). Every node of the mesh
+    /// needs the same list. Without it (and without
+    /// `--token-keys-file`) a node that runs alone makes up a key at start;
+    /// a node with peers refuses to start.
+    #[arg(
+        long,
+        env = "NODE_TOKEN_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_parser = parse_token_key
+    )]
+    pub token_keys: Vec<TokenKey>,
+
+    /// A file with the token keys, one per line, the signing key first.
+    /// It takes the place of `--token-keys` (which may still be in the
+    /// environment, e.g. for other tools).
+    #[arg(long, env = "NODE_TOKEN_KEYS_FILE", value_name = "PATH")]
+    pub token_keys_file: Option<PathBuf>,
+
+    /// Requests per second each client may send to the public API, on
+    /// average; beyond it (and `--rate-limit-burst`) the answer is `429`
+    /// with `Retry-After`. 0, the default, turns the limit off.
+    #[arg(long, env = "NODE_RATE_LIMIT_PER_SECOND", default_value_t = 0)]
+    pub rate_limit_per_second: u32,
+
+    /// Requests a client may send at once before the rate applies.
+    #[arg(long, env = "NODE_RATE_LIMIT_BURST", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: u32,
+
+    /// A header that holds the client's IP address, set by a trusted proxy in
+    /// front of the node (`fly-client-ip` on Fly). Without it, clients are
+    /// told apart by the connection's peer address.
+    #[arg(long, env = "NODE_CLIENT_IP_HEADER", value_name = "HEADER")]
+    pub client_ip_header: Option<String>,
 
     /// The region this node serves; it is reported with every request and match.
     #[arg(long, env = "NODE_REGION", default_value = "local")]
@@ -199,6 +243,7 @@ impl Config {
     pub fn for_tests(data_dir: &Path) -> Self {
         let mut config = Self::parse_from(["node"]);
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.admin_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.region = "test".into();
         config.data_dir = data_dir.to_owned();
         // Whatever the environment says (a CQL cluster for other tests, a
@@ -210,6 +255,8 @@ impl Config {
         config.fly_private_ip = None;
         config.mesh_ca_cert = None;
         config.mesh_ca_key = None;
+        config.rate_limit_per_second = 0;
+        config.client_ip_header = None;
         config
     }
 }
@@ -228,6 +275,10 @@ fn parse_peer(raw: &str) -> Result<Peer, String> {
         node: NodeId(node.to_owned()),
         addr,
     })
+}
+
+fn parse_token_key(raw: &str) -> Result<TokenKey, String> {
+    TokenKey::parse(raw).map_err(|e| e.to_string())
 }
 
 fn parse_replication(raw: &str) -> Result<(String, u32), String> {
@@ -309,6 +360,18 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn reads_token_keys_and_refuses_short_ones() {
+        let (a, b) = ("a".repeat(32), "b".repeat(44));
+        let c = Config::try_parse_from(["node", "--token-keys", &format!("{a},{b}")]).unwrap();
+        assert_eq!(c.token_keys.len(), 2);
+        assert!(
+            !format!("{c:?}").contains(&a),
+            "a key in the config's Debug"
+        );
+        assert!(Config::try_parse_from(["node", "--token-keys", "short"]).is_err());
     }
 
     #[test]

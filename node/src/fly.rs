@@ -7,7 +7,9 @@
 //! its mesh certificate is issued at start from the mesh CA kept in Fly
 //! secrets, and its peers come from the app's private DNS
 //! ([`crate::mesh::discovery`]). One image and one `fly.toml` then serve
-//! every region.
+//! every region. The operator surfaces (`--admin-listen`) move from loopback
+//! to the machine's private address, where `fly proxy` and Fly's metrics
+//! scraper reach them and the public proxy does not.
 //!
 //! The cost of self-issued certificates: every machine holds the CA key. A
 //! machine is trusted with the whole mesh's data anyway; rotating means
@@ -69,10 +71,16 @@ impl FlyMachine {
     }
 
     /// Fills in what the platform decides and the flags left open: the node
-    /// id (the machine id) and the region (the one its Fly region hosts).
+    /// id (the machine id), the region (the one its Fly region hosts) and,
+    /// for a loopback `--admin-listen`, the private address (same port).
     pub fn adapt(&self, config: &mut Config, regions: Option<&Regions>) -> Result<(), FlyError> {
         if config.node_id.is_none() {
             config.node_id = Some(self.machine_id.clone().ok_or(FlyError::NoMachineId)?);
+        }
+        if config.admin_listen.ip().is_loopback()
+            && let Some(private_ip) = self.private_ip
+        {
+            config.admin_listen.set_ip(private_ip);
         }
         if config.mesh_listen.is_none() {
             return Err(FlyError::NoMeshListen);
@@ -165,6 +173,24 @@ mod tests {
         fly.adapt(&mut config, Some(&regions())).unwrap();
         assert_eq!(config.node_id.as_deref(), Some("148e21ea7e0589"));
         assert_eq!(config.region, "dhaka-southeast");
+    }
+
+    #[test]
+    fn operator_surfaces_move_to_the_private_address() {
+        let (mut fly, mut config) = on_fly("sin");
+        let private: IpAddr = "fdaa:0:1:a7b:1f4:8f7d:6c1b:2".parse().unwrap();
+        fly.private_ip = Some(private);
+        fly.adapt(&mut config, Some(&regions())).unwrap();
+        assert_eq!(
+            config.admin_listen,
+            std::net::SocketAddr::new(private, 9100)
+        );
+
+        let (mut fly, mut config) = on_fly("sin");
+        fly.private_ip = Some(private);
+        config.admin_listen = "[::]:9200".parse().unwrap();
+        fly.adapt(&mut config, Some(&regions())).unwrap();
+        assert_eq!(config.admin_listen, "[::]:9200".parse().unwrap());
     }
 
     #[test]

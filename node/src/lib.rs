@@ -6,6 +6,7 @@
 //! the dispatch state machine, fares), so that they are testable without
 //! sockets or clocks; thin async tasks in [`server`] drive them.
 
+pub mod access;
 pub mod clock;
 pub mod communication;
 pub mod config;

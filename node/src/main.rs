@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use node::access;
 use node::config::{Config, LogFormat};
 use node::ids::NodeId;
 use node::mesh::tls;
@@ -44,6 +45,9 @@ enum Command {
         #[arg(long = "ip")]
         ips: Vec<IpAddr>,
     },
+    /// Prints a new token key (32 random bytes, base64) for --token-keys or
+    /// a --token-keys-file line.
+    TokenKey,
     /// Relays UDP between a node and one peer with a WAN's delay, jitter
     /// and loss (see `scripts/mesh.sh --wan`); runs until SIGINT or SIGTERM.
     WanRelay {
@@ -71,6 +75,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Certs { dir, nodes, ips }) => certs(&dir, nodes, &ips),
+        Some(Command::TokenKey) => token_key(),
         Some(Command::WanRelay {
             listen,
             forward,
@@ -93,6 +98,19 @@ fn certs(dir: &std::path::Path, nodes: Vec<String>, ips: &[IpAddr]) -> ExitCode 
         }
         Err(e) => {
             eprintln!("node certs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token_key() -> ExitCode {
+    match access::new_key_text() {
+        Ok(key) => {
+            println!("{key}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("node token-key: {e}");
             ExitCode::FAILURE
         }
     }

@@ -14,11 +14,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::{self, KeyError, TokenKeys};
 use crate::clock::Millis;
 use crate::communication::{Hub, SocketSettings};
 use crate::config::Config;
 use crate::fly::{FlyError, FlyMachine};
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, LimitError, RateLimit};
 use crate::ids::NodeId;
 use crate::matcher::Matcher;
 use crate::matches::Retention;
@@ -61,6 +62,15 @@ pub enum NodeError {
         dir: String,
         known: String,
     },
+    #[error("token keys: {0}")]
+    TokenKeys(#[from] KeyError),
+    #[error(
+        "a node with peers needs the mesh's token keys (--token-keys or --token-keys-file), \
+         or tokens minted on one node would not verify on another"
+    )]
+    NoTokenKeys,
+    #[error(transparent)]
+    RateLimit(#[from] LimitError),
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
     #[error("a node task failed: {0}")]
@@ -70,6 +80,7 @@ pub enum NodeError {
 /// A node that is serving.
 pub struct RunningNode {
     http_addr: SocketAddr,
+    admin_addr: SocketAddr,
     node: NodeId,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), NodeError>>,
@@ -78,6 +89,11 @@ pub struct RunningNode {
 impl RunningNode {
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where the dashboard, `/debug/state`, `/metrics` and `/matches` are.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     pub fn node_id(&self) -> &NodeId {
@@ -112,6 +128,7 @@ pub async fn start(mut config: Config) -> Result<RunningNode, NodeError> {
         fly.issue_certificate(&config, &node)?;
     }
     let (publish_peers, peers) = mesh_peers(&config, fly.as_ref(), &node).await?;
+    let tokens = token_keys(&config)?;
     let store = open_ratings(&config, regions.as_deref()).await?;
     let core = Arc::new(open_core(&config, &node)?);
     if config.mesh_listen.is_some() {
@@ -132,18 +149,17 @@ pub async fn start(mut config: Config) -> Result<RunningNode, NodeError> {
         },
         shutdown: shutdown.clone(),
         regions,
+        tokens: Arc::new(tokens),
     });
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| NodeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let http_addr = listener.local_addr().map_err(|source| NodeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let (listener, http_addr) = bind(config.listen).await?;
+    let (admin_listener, admin_addr) = bind(config.admin_listen).await?;
+    let limit = (config.rate_limit_per_second > 0).then(|| RateLimit {
+        per_second: config.rate_limit_per_second,
+        burst: config.rate_limit_burst,
+        client_ip_header: config.client_ip_header.clone(),
+    });
+    let public = http::public_router(Arc::clone(&app), limit.as_ref())?;
 
     let mesh = start_mesh(&config, &node, peers, &core, &shutdown)?;
     if let (Some(fly), Some(listen)) = (&fly, config.mesh_listen) {
@@ -160,13 +176,22 @@ pub async fn start(mut config: Config) -> Result<RunningNode, NodeError> {
         }
         .run(shutdown.clone()),
     );
-    let serve_shutdown = shutdown.clone();
-    let server = axum::serve(listener, http::router(app))
-        .with_graceful_shutdown(async move { serve_shutdown.cancelled().await });
+    let (serve_shutdown, admin_shutdown) = (shutdown.clone(), shutdown.clone());
+    // The peer address is what the rate limit tells clients apart by.
+    let server = axum::serve(
+        listener,
+        public.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { serve_shutdown.cancelled().await });
+    let admin = axum::serve(admin_listener, http::admin_router(app))
+        .with_graceful_shutdown(async move { admin_shutdown.cancelled().await });
     let grace = config.shutdown_grace;
     let stopping = shutdown.clone();
     let task = tokio::spawn(async move {
-        let serving = tokio::spawn(server.into_future());
+        let serving = tokio::spawn(async move {
+            let (public, admin) = tokio::join!(server.into_future(), admin.into_future());
+            public.and(admin)
+        });
         stopping.cancelled().await;
         let served = match tokio::time::timeout(grace, serving).await {
             Ok(joined) => joined?.map_err(NodeError::Serve),
@@ -193,6 +218,7 @@ pub async fn start(mut config: Config) -> Result<RunningNode, NodeError> {
     if let Some(path) = &config.ready_file {
         let ready = serde_json::json!({
             "http": http_addr.to_string(),
+            "admin": admin_addr.to_string(),
             "mesh": mesh_addr.map(|a| a.to_string()),
             "node": node.0,
         });
@@ -203,13 +229,38 @@ pub async fn start(mut config: Config) -> Result<RunningNode, NodeError> {
             }
         })?;
     }
-    tracing::info!(%http_addr, ?mesh_addr, node = %node, region = %config.region, "node serving");
+    tracing::info!(%http_addr, %admin_addr, ?mesh_addr, node = %node, region = %config.region, "node serving");
     Ok(RunningNode {
         http_addr,
+        admin_addr,
         node,
         shutdown,
         task,
     })
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), NodeError> {
+    let bind_error = |source| NodeError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, bound))
+}
+
+/// The mesh's token keys; a node alone may make up its own, a node with
+/// peers may not (its tokens would fail everywhere else).
+fn token_keys(config: &Config) -> Result<TokenKeys, NodeError> {
+    let keys = match &config.token_keys_file {
+        Some(path) => access::read_key_file(path)?,
+        None => config.token_keys.clone(),
+    };
+    if let Some(keys) = TokenKeys::new(&keys) {
+        return Ok(keys);
+    }
+    if config.mesh_listen.is_some() {
+        return Err(NodeError::NoTokenKeys);
+    }
+    tracing::info!("no --token-keys: tokens are signed with a key of this process only");
+    Ok(TokenKeys::ephemeral()?)
 }
 
 /// The embedded store, or with `--cql-nodes` the cluster store with the

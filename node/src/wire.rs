@@ -5,6 +5,7 @@
 //! often a client bug than a forward-compatible extension, and the error names
 //! the offending field. Responses may gain fields; clients must ignore extras.
 
+use std::fmt;
 use std::net::SocketAddr;
 
 use chrono::{DateTime, Utc};
@@ -37,10 +38,36 @@ pub struct DriverRequest {
     pub position: Position,
 }
 
+/// A request's capability: whoever holds it may follow the request on
+/// `/communication` and, for a rider, rate its match. Opaque to clients.
+/// `Debug` never shows it, so logging a value that holds one cannot leak it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AccessToken(String);
+
+impl AccessToken {
+    pub fn new(token: String) -> Self {
+        Self(token)
+    }
+
+    /// The token itself, to send or to check; never to log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AccessToken(..)")
+    }
+}
+
 /// `202 Accepted` answer to `POST /rider` and `POST /driver`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Accepted {
     pub id: Uuid,
+    /// Needed to follow this id on `/communication` and to rate its match.
+    pub token: AccessToken,
     pub region: String,
     /// The node that accepted the request and alone may commit a match for it.
     pub node: String,
@@ -51,9 +78,21 @@ pub struct Accepted {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
-    /// Ask for the match of each id (rider or driver). May be sent any number
-    /// of times; a match committed before the subscription is still delivered.
-    Subscribe { ids: Vec<Uuid> },
+    /// Ask for the match of each request (rider or driver). May be sent any
+    /// number of times; a match committed before the subscription is still
+    /// delivered.
+    Subscribe { requests: Vec<Grant> },
+}
+
+/// A request id with the token its `POST` answered with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub id: Uuid,
+    /// Optional in the frame so that a missing token is refused for this id
+    /// alone (`missing_token`), not as a malformed frame.
+    #[serde(default)]
+    pub token: Option<AccessToken>,
 }
 
 /// Frames the server sends on `/communication`.
@@ -95,6 +134,10 @@ pub struct MatchNotice {
 #[serde(deny_unknown_fields)]
 pub struct RatingRequest {
     pub rider_id: Uuid,
+    /// The rider's token. Optional in the body so that a missing one gets
+    /// `401 missing_token` rather than a body error.
+    #[serde(default)]
+    pub token: Option<AccessToken>,
     pub car_number: String,
     /// 1..=5. Wide on purpose, so that `0` or `6` get a range message
     /// rather than a type error.

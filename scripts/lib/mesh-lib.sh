@@ -11,7 +11,10 @@
 #   MESH_WAN_JITTER, MESH_WAN_LOSS
 #   NODE_EXTRA      array of flags added to every node's command line
 #   NODE_WRAP       array, by node index: a command the node runs under
-#                   (e.g. "faketime -f +3s" to shift its wall clock)
+#                   (e.g. "env LD_PRELOAD=<libfaketime> FAKETIME=+3s" to shift its clock)
+#   MESH_ADMIN_OFFSET  a node's operator listener (map, /debug/state,
+#                   /metrics, /matches) is its HTTP port plus this (100: the
+#                   north's map is on :8181); replicas take free ports
 #
 # Every process started here is tracked by pid and stopped by mesh_stop_all;
 # nothing is ever killed by name.
@@ -25,6 +28,7 @@ MESH_WAN_JITTER="${MESH_WAN_JITTER:-5ms}"
 MESH_WAN_LOSS="${MESH_WAN_LOSS:-0.01}"
 # Shipped regions are a few km apart, so computed delays are floored here.
 MESH_WAN_MIN_MS="${MESH_WAN_MIN_MS:-20}"
+MESH_ADMIN_OFFSET="${MESH_ADMIN_OFFSET:-100}"
 REGIONS_DIR="${REGIONS_DIR:-regions}"
 NODE_BIN="$MESH_BIN/node"
 BOT_BIN="$MESH_BIN/bot"
@@ -94,7 +98,8 @@ stop_pids() {
 # --- plan: regions, nodes, ports, relays --------------------------------------
 
 # Fills REGION_IDS, REGION_HTTP[id], REGION_QUIC[id], and the node table:
-# NODE_IDS[i], NODE_REGION[i], NODE_HTTP[i], NODE_QUIC[i] (host:port).
+# NODE_IDS[i], NODE_REGION[i], NODE_HTTP[i], NODE_ADMIN[i], NODE_QUIC[i]
+# (host:port).
 # With MESH_WAN=1 also RELAY_KEYS ("i>j": node i reaches node j through it),
 # RELAY_ADDR[key], RELAY_DELAY[key]. One-way delay per pair of regions: the
 # great-circle distance between their areas' centroids at 5 us/km, doubled
@@ -105,7 +110,7 @@ mesh_plan() {
   REGION_IDS=()
   declare -gA REGION_HTTP=() REGION_QUIC=() RELAY_ADDR=() RELAY_DELAY=() RELAY_PID=()
   declare -gA PAIR_DELAY=() PAIR_KM=() PAIR_RAW=()
-  NODE_IDS=() NODE_REGION=() NODE_HTTP=() NODE_QUIC=() NODE_PID=() RELAY_KEYS=()
+  NODE_IDS=() NODE_REGION=() NODE_HTTP=() NODE_ADMIN=() NODE_QUIC=() NODE_PID=() RELAY_KEYS=()
   rows="$("${MESHPY[@]}" regions "$REGIONS_DIR")"
   while IFS=$'\t' read -r id http quic _lat _lon; do
     REGION_IDS+=("$id"); REGION_HTTP[$id]="$http"; REGION_QUIC[$id]="$quic"
@@ -115,17 +120,19 @@ mesh_plan() {
     for r in "${REGION_IDS[@]}"; do
       NODE_IDS+=("$r"); NODE_REGION+=("$r")
       NODE_HTTP+=("${REGION_HTTP[$r]}"); NODE_QUIC+=("${REGION_QUIC[$r]}")
+      NODE_ADMIN+=("${REGION_HTTP[$r]%:*}:$(( ${REGION_HTTP[$r]##*:} + MESH_ADMIN_OFFSET ))")
     done
   else
     # The region's own HTTP port belongs to nginx; replicas take free ports.
     n=$(( ${#REGION_IDS[@]} * MESH_REPLICAS ))
-    mapfile -t ports < <("${MESHPY[@]}" ports --tcp "$n" --udp "$n")
-    (( ${#ports[@]} == 2 * n )) || die "could not find free ports"
+    mapfile -t ports < <("${MESHPY[@]}" ports --tcp "$(( 2 * n ))" --udp "$n")
+    (( ${#ports[@]} == 3 * n )) || die "could not find free ports"
     i=0
     for r in "${REGION_IDS[@]}"; do
       for (( k = 1; k <= MESH_REPLICAS; k++ )); do
         NODE_IDS+=("$r-$k"); NODE_REGION+=("$r")
-        NODE_HTTP+=("127.0.0.1:${ports[i]}"); NODE_QUIC+=("127.0.0.1:${ports[n + i]}")
+        NODE_HTTP+=("127.0.0.1:${ports[i]}"); NODE_ADMIN+=("127.0.0.1:${ports[n + i]}")
+        NODE_QUIC+=("127.0.0.1:${ports[2 * n + i]}")
         i=$(( i + 1 ))
       done
     done
@@ -153,13 +160,15 @@ mesh_plan() {
 }
 
 # Refuses to start over another mesh (e.g. scripts/mesh.sh while chaos.sh
-# runs): the regions' HTTP and QUIC ports must be free.
+# runs): the regions' HTTP and QUIC ports and the nodes' admin ports must be
+# free.
 mesh_check_ports() {
-  local r specs=() busy
+  local r i specs=() busy
   for r in "${REGION_IDS[@]}"; do
     specs+=("tcp:${REGION_HTTP[$r]}")
     (( MESH_REPLICAS > 1 )) || specs+=("udp:${REGION_QUIC[$r]}")
   done
+  for i in "${!NODE_ADMIN[@]}"; do specs+=("tcp:${NODE_ADMIN[i]}"); done
   busy="$("${MESHPY[@]}" busy "${specs[@]}")" ||
     die "ports in use ($busy): is another mesh (scripts/mesh.sh, scripts/chaos.sh) running?"
 }
@@ -174,10 +183,11 @@ peer_addr() {
   fi
 }
 
-# ID=URL arguments for mesh.py and chaos_check.py, one per node.
+# ID=URL arguments for mesh.py and chaos_check.py, one per node: the admin
+# listener, where /debug/state, /metrics and /matches are.
 node_urls() {
   local i
-  for i in "${!NODE_IDS[@]}"; do echo "${NODE_IDS[i]}=http://${NODE_HTTP[i]}"; done
+  for i in "${!NODE_IDS[@]}"; do echo "${NODE_IDS[i]}=http://${NODE_ADMIN[i]}"; done
 }
 
 # --- binaries and certificates -----------------------------------------------
@@ -194,15 +204,19 @@ mesh_need_binaries() {
   fi
 }
 
-# One CA for the mesh, made on first run; a certificate for each node id
-# that does not have one yet (the CA is kept, so old certificates stay valid).
+# One CA and one token key for the mesh, made on first run; a certificate
+# for each node id that does not have one yet (the CA is kept, so old
+# certificates stay valid; the key is kept, so tokens outlive a restart).
 mesh_certs() {
   local dir="$MESH_DIR/certs" args=() id
+  mkdir -p "$dir"
+  if [[ ! -s "$dir/token.keys" ]]; then
+    (umask 077 && "$NODE_BIN" token-key >"$dir/token.keys")
+  fi
   for id in "${NODE_IDS[@]}"; do
     [[ -f "$dir/$id.pem" && -f "$dir/$id.key" ]] || args+=(--node "$id")
   done
   (( ${#args[@]} )) || return 0
-  mkdir -p "$dir"
   "$NODE_BIN" certs --dir "$dir" "${args[@]}" --ip 127.0.0.1 >/dev/null
 }
 
@@ -253,8 +267,8 @@ mesh_start_node() {
   mkdir -p "$dir/data"
   rm -f "$dir/ready.json"
   args=(--regions "$REGIONS_DIR" --region "${NODE_REGION[i]}" --node-id "$id"
-        --listen "${NODE_HTTP[i]}" --mesh-listen "${NODE_QUIC[i]}"
-        --certs "$MESH_DIR/certs" --data-dir "$dir/data" --ready-file "$dir/ready.json")
+        --listen "${NODE_HTTP[i]}" --admin-listen "${NODE_ADMIN[i]}" --mesh-listen "${NODE_QUIC[i]}"
+        --certs "$MESH_DIR/certs" --token-keys-file "$MESH_DIR/certs/token.keys" --data-dir "$dir/data" --ready-file "$dir/ready.json")
   for j in "${!NODE_IDS[@]}"; do
     (( j == i )) || args+=(--peer "${NODE_IDS[j]}=$(peer_addr "$i" "$j")")
   done
@@ -408,7 +422,8 @@ mesh_stop_nginx() {
 
 # --- everything ---------------------------------------------------------------
 
-# Where each region listens.
+# Where each region listens: the public API and, per node, the operator
+# listener (the map at its root).
 mesh_print_layout() {
   local r i
   for r in "${REGION_IDS[@]}"; do
@@ -419,8 +434,9 @@ mesh_print_layout() {
     fi
     for i in "${!NODE_IDS[@]}"; do
       [[ "${NODE_REGION[i]}" == "$r" ]] || continue
-      printf '  node %-18s http://%-16s quic %-16s log %s\n' "${NODE_IDS[i]}" \
-        "${NODE_HTTP[i]}" "${NODE_QUIC[i]}" "$MESH_DIR/${NODE_IDS[i]}/node.log"
+      printf '  node %-18s http://%-16s admin (map) http://%-16s quic %-16s log %s\n' \
+        "${NODE_IDS[i]}" "${NODE_HTTP[i]}" "${NODE_ADMIN[i]}" "${NODE_QUIC[i]}" \
+        "$MESH_DIR/${NODE_IDS[i]}/node.log"
     done
   done
   (( MESH_REPLICAS > 1 )) && echo "nginx: $MESH_DIR/nginx/nginx.conf (logs next to it)"

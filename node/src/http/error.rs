@@ -10,6 +10,7 @@ use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::access::TokenError;
 use crate::intake::InvalidInput;
 use crate::ratings::StoreError;
 use crate::wire::{ErrorBody, ErrorDetail};
@@ -67,6 +68,17 @@ impl From<InvalidInput> for ApiError {
             "invalid_field",
             e.to_string(),
         )
+    }
+}
+
+/// `401` without a token, `403` with someone else's.
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        let status = match e {
+            TokenError::Missing => StatusCode::UNAUTHORIZED,
+            TokenError::Invalid => StatusCode::FORBIDDEN,
+        };
+        Self::new(status, e.code(), e.to_string())
     }
 }
 

@@ -1,7 +1,13 @@
-//! The HTTP API: routes, shared state and the layers every request passes.
+//! The HTTP API: the public and the admin routers, shared state and the
+//! layers every request passes.
+//!
+//! They are two routers on two listeners, not one router with a check,
+//! so that an operator route cannot reach the public listener by mistake:
+//! it is not there to be reached.
 
 mod dashboard;
 mod error;
+mod limits;
 mod ops;
 mod ratings;
 mod regions;
@@ -22,7 +28,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
+pub use limits::{LimitError, RateLimit};
 
+use crate::access::TokenKeys;
 use crate::communication::{self, Hub, SocketSettings};
 use crate::ratings::RatingStore;
 use crate::regions::Regions;
@@ -46,10 +54,16 @@ pub struct AppState {
     /// The regions this node routes by; `None` (no `--regions`) serves every
     /// position here.
     pub regions: Option<Arc<Regions>>,
+    /// Mints and checks the tokens that let a client follow and rate its
+    /// own requests.
+    pub tokens: Arc<TokenKeys>,
 }
 
-pub fn router(app: Arc<AppState>) -> Router {
-    Router::new()
+/// The public API (`--listen`): what riders, drivers and their apps need,
+/// and nothing that shows other people's requests. With a rate limit, each
+/// client is held to it here.
+pub fn public_router(app: Arc<AppState>, limit: Option<&RateLimit>) -> Result<Router, LimitError> {
+    let routes = Router::new()
         .route("/rider", post(requests::post_rider))
         .route("/driver", post(requests::post_driver))
         .route("/rating", post(ratings::post_rating))
@@ -58,17 +72,39 @@ pub fn router(app: Arc<AppState>) -> Router {
             get(ratings::get_driver_rating),
         )
         .route("/communication", get(communication_socket))
-        .route("/matches", get(ops::matches))
         .route("/healthz", get(ops::healthz))
-        .route("/metrics", get(ops::metrics))
-        .route("/debug/state", get(ops::debug_state))
         .route("/regions", get(regions::list))
-        .route("/route", get(regions::route))
+        .route("/route", get(regions::route));
+    let shutdown = app.shutdown.clone();
+    let routes = with_layers(routes, app);
+    match limit {
+        Some(limit) => limits::limit(routes, limit, shutdown),
+        None => Ok(routes),
+    }
+}
+
+/// The operator surfaces (`--admin-listen`): the dashboard, the node's state,
+/// metrics and the match list. `/regions` and `/healthz` are here too, for
+/// the dashboard and for checking the listener itself.
+pub fn admin_router(app: Arc<AppState>) -> Router {
+    let routes = Router::new()
         .route("/", get(dashboard::page))
         .route("/dashboard", get(dashboard::page))
         .route("/dashboard/app.js", get(dashboard::script))
         .route("/dashboard/style.css", get(dashboard::style))
         .route("/dashboard/events", get(dashboard::events))
+        .route("/debug/state", get(ops::debug_state))
+        .route("/metrics", get(ops::metrics))
+        .route("/matches", get(ops::matches))
+        .route("/healthz", get(ops::healthz))
+        .route("/regions", get(regions::list));
+    with_layers(routes, app)
+}
+
+/// What every request passes on either listener: JSON errors for unknown
+/// routes and methods, the body limit, metrics, panics caught, tracing.
+fn with_layers(routes: Router<Arc<AppState>>, app: Arc<AppState>) -> Router {
+    routes
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -91,6 +127,7 @@ async fn communication_socket(
                 Arc::clone(&app.core),
                 app.sockets,
                 app.shutdown.clone(),
+                Arc::clone(&app.tokens),
             )
         })
 }

@@ -1,8 +1,11 @@
 //! `POST /rating` and `GET /drivers/{car_number}/rating`.
 //!
-//! A rating is taken only for a match this node knows was committed, and
+//! A rating is taken only from the rider (the token their `POST /rider`
+//! answered with), only for a match this node knows was committed, and
 //! only once per match: the match is named by its rider (a rider is in at
-//! most one match), and the store refuses a second rating for it.
+//! most one match), and the store refuses a second rating for it. The token
+//! is checked first, so a stranger learns nothing, not even whether the
+//! rider has a match.
 
 use std::sync::Arc;
 
@@ -22,6 +25,7 @@ pub async fn post_rating(
     State(app): State<Arc<AppState>>,
     ApiJson(body): ApiJson<RatingRequest>,
 ) -> Result<(StatusCode, Json<RatingRecorded>), ApiError> {
+    app.tokens.verify(body.rider_id, body.token.as_ref())?;
     let stars = intake::stars(body.stars)?;
     let car_number = intake::car_number(body.car_number)?;
     let rider_id = RequestId(body.rider_id);

@@ -1,9 +1,9 @@
 //! `POST /rider` and `POST /driver`: the intake hot path. Validation, the
 //! region check (a position another region owns is redirected there), a
-//! hand-over to the core that never waits for its lock, and the answer once
-//! the request is journaled (a group commit shared with every request that
-//! arrived meanwhile): a 202 is a promise that survives a crash. Nothing
-//! here waits on matching.
+//! hand-over to the core that never waits for its lock, and the answer, with
+//! the request's token, once the request is journaled (a group commit shared
+//! with every request that arrived meanwhile): a 202 is a promise that
+//! survives a crash. Nothing here waits on matching.
 
 use std::sync::Arc;
 
@@ -58,6 +58,7 @@ fn accepted(app: &AppState, ticket: Ticket) -> (StatusCode, Json<Accepted>) {
         StatusCode::ACCEPTED,
         Json(Accepted {
             id: ticket.id.0,
+            token: app.tokens.mint(ticket.id.0),
             region: app.region.clone(),
             node: app.node.clone(),
             expires_at: ticket.expires_at.to_utc(),

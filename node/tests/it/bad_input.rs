@@ -8,6 +8,8 @@ use crate::support::*;
 
 struct Case {
     what: &'static str,
+    /// Sent to the admin listener rather than the public one.
+    admin: bool,
     method: &'static str,
     path: &'static str,
     content_type: Option<&'static str>,
@@ -25,6 +27,7 @@ fn case(
 ) -> Case {
     Case {
         what,
+        admin: false,
         method: "POST",
         path,
         content_type: Some("application/json"),
@@ -47,8 +50,30 @@ fn raw(
     }
 }
 
+fn get(what: &'static str, path: &'static str, status: u16, code: &'static str) -> Case {
+    Case {
+        method: "GET",
+        ..case(what, path, Value::Null, status, code)
+    }
+}
+
+/// A `GET` to the admin listener.
+fn admin_get(what: &'static str, path: &'static str, status: u16, code: &'static str) -> Case {
+    Case {
+        admin: true,
+        ..get(what, path, status, code)
+    }
+}
+
 fn rider(name: Value, lat: Value, lon: Value) -> Value {
     json!({"name": name, "position": {"lat": lat, "lon": lon}, "destination": {"lat": 23.8, "lon": 90.4}})
+}
+
+/// A rating body for a fresh rider id, with that id's token (the token is
+/// checked first, so the other fields' errors show only with it).
+fn rating(stars: Value, car: &str) -> Value {
+    let id = Uuid::now_v7();
+    json!({"rider_id": id, "token": token_for(id), "car_number": car, "stars": stars})
 }
 
 fn cases() -> Vec<Case> {
@@ -142,23 +167,30 @@ fn cases() -> Vec<Case> {
         case(
             "zero stars",
             "/rating",
-            json!({"rider_id": Uuid::now_v7(), "car_number": "C-1", "stars": 0}),
+            rating(json!(0), "C-1"),
             422,
             "invalid_field",
         ),
         case(
             "six stars",
             "/rating",
-            json!({"rider_id": Uuid::now_v7(), "car_number": "C-1", "stars": 6}),
+            rating(json!(6), "C-1"),
             422,
             "invalid_field",
         ),
         case(
             "stars as text",
             "/rating",
-            json!({"rider_id": Uuid::now_v7(), "car_number": "C-1", "stars": "five"}),
+            rating(json!("five"), "C-1"),
             422,
             "invalid_body",
+        ),
+        case(
+            "bad car number in a rating",
+            "/rating",
+            rating(json!(3), "C/1"),
+            422,
+            "invalid_field",
         ),
         case(
             "malformed rider id",
@@ -170,9 +202,31 @@ fn cases() -> Vec<Case> {
         case(
             "unknown rider id",
             "/rating",
-            json!({"rider_id": Uuid::now_v7(), "car_number": "C-1", "stars": 3}),
+            rating(json!(3), "C-1"),
             404,
             "no_such_match",
+        ),
+        case(
+            "rating without a token",
+            "/rating",
+            json!({"rider_id": Uuid::now_v7(), "car_number": "C-1", "stars": 3}),
+            401,
+            "missing_token",
+        ),
+        case(
+            "rating with another id's token",
+            "/rating",
+            json!({"rider_id": Uuid::now_v7(), "token": token_for(Uuid::now_v7()),
+                   "car_number": "C-1", "stars": 3}),
+            403,
+            "invalid_token",
+        ),
+        case(
+            "token of the wrong type",
+            "/rating",
+            json!({"rider_id": Uuid::now_v7(), "token": 7, "car_number": "C-1", "stars": 3}),
+            422,
+            "invalid_body",
         ),
         Case {
             content_type: Some("text/plain"),
@@ -201,10 +255,7 @@ fn cases() -> Vec<Case> {
             413,
             "payload_too_large",
         ),
-        Case {
-            method: "GET",
-            ..case("unknown route", "/riders", Value::Null, 404, "not_found")
-        },
+        get("unknown route", "/riders", 404, "not_found"),
         Case {
             method: "DELETE",
             ..case(
@@ -215,26 +266,30 @@ fn cases() -> Vec<Case> {
                 "method_not_allowed",
             )
         },
-        Case {
-            method: "GET",
-            ..case(
-                "bad query",
-                "/matches?limit=-3",
-                Value::Null,
-                400,
-                "invalid_query",
-            )
-        },
-        Case {
-            method: "GET",
-            ..case(
-                "bad car number in the path",
-                "/drivers/a%2Fb/rating",
-                Value::Null,
-                422,
-                "invalid_field",
-            )
-        },
+        get(
+            "bad query",
+            "/route?lat=north&lon=90.4",
+            400,
+            "invalid_query",
+        ),
+        admin_get(
+            "bad query on the admin listener",
+            "/matches?limit=-3",
+            400,
+            "invalid_query",
+        ),
+        admin_get(
+            "unknown route on the admin listener",
+            "/rider",
+            404,
+            "not_found",
+        ),
+        get(
+            "bad car number in the path",
+            "/drivers/a%2Fb/rating",
+            422,
+            "invalid_field",
+        ),
     ]
 }
 
@@ -244,7 +299,12 @@ async fn every_bad_request_gets_a_clear_4xx_and_the_node_stays_healthy() {
     let node = NodeProcess::start(dir.path(), &[]).await;
     let http = reqwest::Client::new();
     for c in cases() {
-        let mut request = http.request(c.method.parse().unwrap(), node.url(c.path));
+        let url = if c.admin {
+            node.admin_url(c.path)
+        } else {
+            node.url(c.path)
+        };
+        let mut request = http.request(c.method.parse().unwrap(), url);
         if let Some(ct) = c.content_type {
             request = request.header("content-type", ct);
         }
@@ -292,6 +352,8 @@ async fn bad_websocket_frames_get_error_frames_and_the_socket_stays_open() {
         "garbage",
         r#"{"type":"unsubscribe","ids":[]}"#,
         r#"{"type":"subscribe","ids":["x"]}"#,
+        r#"{"type":"subscribe","requests":[{"id":"x","token":"t"}]}"#,
+        r#"{"type":"subscribe","requests":[{"id":"0190a5c4-d5c2-7000-8000-000000000000","token":7}]}"#,
     ] {
         socket.send_text(bad).await;
         let ServerMessage::Error { error } = socket.next().await else {
@@ -308,6 +370,6 @@ async fn bad_websocket_frames_get_error_frames_and_the_socket_stays_open() {
     // The same socket still works.
     let rider = post_rider(&http, &node, "Still", at(23.8, 90.4), at(23.9, 90.4)).await;
     post_driver(&http, &node, "Here", "OK-1", at(23.8, 90.4)).await;
-    socket.subscribe(&[rider.id]).await;
+    socket.subscribe(&[&rider]).await;
     assert_eq!(socket.next_match().await.rider_id, rider.id);
 }

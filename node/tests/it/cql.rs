@@ -73,20 +73,20 @@ async fn matches_in_the_north(
         let rider = post_rider(http, node, "Rider", at(lat, 90.45), at(lat, 90.50)).await;
         let car = format!("CQL-{}-{i}", std::process::id());
         post_driver(http, node, "Driver", &car, at(lat + 0.0009, 90.45)).await;
-        riders.push(rider.id);
+        riders.push(rider);
     }
-    socket.subscribe(&riders).await;
+    socket.subscribe(&riders.iter().collect::<Vec<_>>()).await;
     let mut told = Vec::new();
     for _ in 0..n {
         told.push(socket.next_match().await);
     }
-    told.sort_by_key(|m| riders.iter().position(|r| *r == m.rider_id));
+    told.sort_by_key(|m| riders.iter().position(|r| r.id == m.rider_id));
     told
 }
 
 async fn rate(http: &reqwest::Client, node: &NodeProcess, m: &MatchNotice, stars: u8) -> u16 {
     http.post(node.url("/rating"))
-        .json(&json!({"rider_id": m.rider_id, "car_number": m.car_number, "stars": stars}))
+        .json(&json!({"rider_id": m.rider_id, "token": token_for(m.rider_id), "car_number": m.car_number, "stars": stars}))
         .send()
         .await
         .expect("POST /rating")
@@ -109,7 +109,7 @@ async fn rating_of(http: &reqwest::Client, node: &NodeProcess, car: &str) -> Opt
 /// The outbox backlog a node exports on `/metrics`.
 async fn backlog(http: &reqwest::Client, node: &NodeProcess) -> Option<f64> {
     let text = http
-        .get(node.url("/metrics"))
+        .get(node.admin_url("/metrics"))
         .send()
         .await
         .ok()?

@@ -89,7 +89,7 @@ impl Drop for Cut {
 }
 
 async fn state(http: &reqwest::Client, node: &NodeProcess) -> DebugState {
-    get_json(http, node, "/debug/state").await
+    get_json(http, &node.admin_url("/debug/state")).await
 }
 
 /// The scenario, step by step. Before the journal, the restarted
@@ -114,7 +114,7 @@ async fn a_node_killed_and_restarted_next_to_a_stale_peer_never_commits_a_driver
     let driver = post_driver(&http, mesh.node(b), "Driver", "TWICE-1", at(23.7799, 90.45)).await;
     assert_eq!(driver.region, REGIONS[b]);
     let mut driver_socket = Socket::connect(mesh.node(b)).await;
-    driver_socket.subscribe(&[driver.id]).await;
+    driver_socket.subscribe(&[&driver]).await;
     eventually("C to hold the driver", || async {
         (state(&http, mesh.node(c)).await.pending_drivers == 1).then_some(())
     })
@@ -133,7 +133,7 @@ async fn a_node_killed_and_restarted_next_to_a_stale_peer_never_commits_a_driver
     )
     .await;
     let mut rider_socket = Socket::connect(mesh.node(a)).await;
-    rider_socket.subscribe(&[first.id]).await;
+    rider_socket.subscribe(&[&first]).await;
     let told = rider_socket.next_match().await;
     assert_eq!((told.rider_id, told.driver_id), (first.id, driver.id));
     assert_eq!(driver_socket.next_match().await, told);
@@ -160,7 +160,7 @@ async fn a_node_killed_and_restarted_next_to_a_stale_peer_never_commits_a_driver
     )
     .await;
     let mut second_socket = Socket::connect(mesh.node(b)).await;
-    second_socket.subscribe(&[second.id]).await;
+    second_socket.subscribe(&[&second]).await;
     assert!(matches!(
         second_socket.next().await,
         ServerMessage::Subscribed { .. }
@@ -254,7 +254,7 @@ async fn a_skewed_clock_is_reported_and_changes_no_match() {
         "{north:?}"
     );
     let metrics = http
-        .get(mesh.node(0).url("/metrics"))
+        .get(mesh.node(0).admin_url("/metrics"))
         .send()
         .await
         .unwrap()

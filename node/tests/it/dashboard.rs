@@ -54,7 +54,7 @@ async fn the_page_draws_pending_requests_and_a_match_and_names_the_region() {
     post_rider(&http, &node, "Waiting", gulshan, uttara).await;
     post_driver(&http, &node, "Idle", "DASH-2", at(23.93, 90.50)).await;
 
-    let url = node.url("");
+    let url = node.admin_url("");
     let checked = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .args([CHECK, &url, SCREENSHOT, "dhaka-north"])

@@ -18,8 +18,8 @@ async fn rider_and_driver_are_matched_told_the_fare_and_rated() {
     let rider = post_rider(&http, &node, "Amina", from, to).await;
     let driver = post_driver(&http, &node, "Karim", "DHA-11-2233", at(23.7399, 90.3958)).await;
     assert_eq!(rider.node, node.node);
-    rider_socket.subscribe(&[rider.id]).await;
-    driver_socket.subscribe(&[driver.id]).await;
+    rider_socket.subscribe(&[&rider]).await;
+    driver_socket.subscribe(&[&driver]).await;
 
     let told_rider = rider_socket.next_match().await;
     let told_driver = driver_socket.next_match().await;
@@ -44,7 +44,7 @@ async fn rider_and_driver_are_matched_told_the_fare_and_rated() {
 
     let rate = |stars: i64, car: &str| {
         http.post(node.url("/rating"))
-            .json(&json!({"rider_id": rider.id, "car_number": car, "stars": stars}))
+            .json(&json!({"rider_id": rider.id, "token": rider.token, "car_number": car, "stars": stars}))
             .send()
     };
     let first = rate(4, "DHA-11-2233").await.unwrap();
@@ -66,10 +66,10 @@ async fn rider_and_driver_are_matched_told_the_fare_and_rated() {
         "no_such_match"
     );
 
-    let average: DriverRating = get_json(&http, &node, "/drivers/DHA-11-2233/rating").await;
+    let average: DriverRating = get_json(&http, &node.url("/drivers/DHA-11-2233/rating")).await;
     assert_eq!((average.average, average.count), (Some(4.0), 1));
 
-    let listed: MatchList = get_json(&http, &node, "/matches?limit=5").await;
+    let listed: MatchList = get_json(&http, &node.admin_url("/matches?limit=5")).await;
     assert_eq!(listed.matches, vec![told_rider]);
 }
 
@@ -85,7 +85,7 @@ async fn closest_pairs_win_and_nobody_is_matched_twice() {
     let b = post_rider(&http, &node, "B", at(23.810, 90.40), at(23.9, 90.4)).await;
     let x = post_driver(&http, &node, "X", "X-1", at(23.811, 90.40)).await;
     let y = post_driver(&http, &node, "Y", "Y-1", at(23.795, 90.40)).await;
-    socket.subscribe(&[a.id, b.id]).await;
+    socket.subscribe(&[&a, &b]).await;
     let mut pairs = vec![];
     for _ in 0..2 {
         let m = socket.next_match().await;
@@ -106,7 +106,7 @@ async fn a_match_made_before_the_subscription_is_still_delivered() {
     let driver = post_driver(&http, &node, "Early", "LATE-1", at(23.8, 90.4)).await;
     eventually("the match to be committed", || async {
         let listed: MatchList = http
-            .get(node.url("/matches"))
+            .get(node.admin_url("/matches"))
             .send()
             .await
             .ok()?
@@ -122,7 +122,7 @@ async fn a_match_made_before_the_subscription_is_still_delivered() {
     .await;
 
     let mut socket = Socket::connect(&node).await;
-    socket.subscribe(&[driver.id]).await;
+    socket.subscribe(&[&driver]).await;
     let m = socket.next_match().await;
     assert_eq!((m.rider_id, m.driver_id), (rider.id, driver.id));
 }
@@ -148,10 +148,12 @@ async fn an_unmatched_request_expires_after_its_ttl() {
             .await
             .ok()
     };
-    let pending = state(http.clone(), node.url("/debug/state")).await.unwrap();
+    let pending = state(http.clone(), node.admin_url("/debug/state"))
+        .await
+        .unwrap();
     assert_eq!(pending.pending_riders, 1);
     eventually("the rider to expire", || async {
-        let s = state(http.clone(), node.url("/debug/state")).await?;
+        let s = state(http.clone(), node.admin_url("/debug/state")).await?;
         (s.pending_riders == 0).then_some(())
     })
     .await;
@@ -162,7 +164,7 @@ async fn an_unmatched_request_expires_after_its_ttl() {
 
     // Gone for good: a driver on the same spot gets nobody.
     let mut socket = Socket::connect(&node).await;
-    socket.subscribe(&[rider.id]).await;
+    socket.subscribe(&[&rider]).await;
     let ServerMessage::Subscribed { ids } = socket.next().await else {
         panic!("expected an acknowledgement first");
     };
@@ -173,11 +175,13 @@ async fn an_unmatched_request_expires_after_its_ttl() {
     assert_eq!(error.code, "unknown_id");
     post_driver(&http, &node, "Too late", "LATE-2", at(23.8, 90.4)).await;
     eventually("a matching round to pass", || async {
-        let s = state(http.clone(), node.url("/debug/state")).await?;
+        let s = state(http.clone(), node.admin_url("/debug/state")).await?;
         (s.pending_drivers == 1).then_some(s)
     })
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let s = state(http.clone(), node.url("/debug/state")).await.unwrap();
+    let s = state(http.clone(), node.admin_url("/debug/state"))
+        .await
+        .unwrap();
     assert_eq!((s.pending_drivers, s.committed_matches), (1, 0));
 }

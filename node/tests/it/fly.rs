@@ -162,8 +162,20 @@ fn http_service_serves_the_node_listen_port() {
     );
 }
 
+/// The operator listener's address: `NODE_ADMIN_LISTEN`, or the node's
+/// default (which a Fly machine moves to its private address, same port).
+fn admin_listen(fly: &Table) -> SocketAddr {
+    match fly.get("env").and_then(|e| e.get("NODE_ADMIN_LISTEN")) {
+        Some(_) => socket_addr(fly, "NODE_ADMIN_LISTEN"),
+        None => {
+            use clap::Parser;
+            node::config::Config::parse_from(["node"]).admin_listen
+        }
+    }
+}
+
 #[tokio::test]
-async fn health_checks_and_metrics_are_routes_of_the_node_on_its_http_port() {
+async fn health_checks_are_public_and_metrics_on_the_private_admin_port() {
     let fly = fly_toml();
     let internal_port = at(&fly, "http_service.internal_port").as_integer().unwrap();
     let check_paths: Vec<&str> = tables(at(&fly, "http_service.checks"))
@@ -186,27 +198,33 @@ async fn health_checks_and_metrics_are_routes_of_the_node_on_its_http_port() {
         metrics_path, "/metrics",
         "[metrics] path must be the node's /metrics"
     );
+    let admin_port = admin_listen(&fly).port();
     assert_eq!(
         metrics_port,
-        Some(internal_port),
-        "[metrics] port must be the HTTP port, where the node serves /metrics"
+        Some(i64::from(admin_port)),
+        "[metrics] port must be the admin listener's, where the node serves /metrics"
+    );
+    assert_ne!(
+        i64::from(admin_port),
+        internal_port,
+        "the admin listener must not be the port Fly's public proxy carries"
     );
 
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(dir.path(), &[]).await;
     let http = reqwest::Client::new();
-    for path in check_paths.iter().copied().chain([metrics_path]) {
-        let status = http.get(node.url(path)).send().await.unwrap().status();
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "GET {path} on the node must answer 200"
-        );
+    for url in check_paths
+        .iter()
+        .map(|path| node.url(path))
+        .chain([node.admin_url(metrics_path)])
+    {
+        let status = http.get(&url).send().await.unwrap().status();
+        assert_eq!(status, StatusCode::OK, "GET {url} must answer 200");
     }
 }
 
 #[test]
-fn mesh_port_is_exposed_as_udp_and_http_port_as_tcp() {
+fn mesh_port_is_exposed_as_udp_and_http_ports_as_tcp() {
     let fly = fly_toml();
     let exposed: BTreeSet<String> = dockerfile(&fly)
         .into_iter()
@@ -222,9 +240,11 @@ fn mesh_port_is_exposed_as_udp_and_http_port_as_tcp() {
         .collect();
     let mesh = format!("{}/udp", socket_addr(&fly, "NODE_MESH_LISTEN").port());
     let http = format!("{}/tcp", socket_addr(&fly, "NODE_LISTEN").port());
+    let admin = format!("{}/tcp", admin_listen(&fly).port());
     assert!(
-        exposed.contains(&mesh) && exposed.contains(&http),
-        "the Dockerfile must EXPOSE {http} (NODE_LISTEN) and {mesh} (NODE_MESH_LISTEN), exposes {exposed:?}"
+        exposed.contains(&mesh) && exposed.contains(&http) && exposed.contains(&admin),
+        "the Dockerfile must EXPOSE {http} (NODE_LISTEN), {admin} (the admin listener) \
+         and {mesh} (NODE_MESH_LISTEN), exposes {exposed:?}"
     );
 }
 

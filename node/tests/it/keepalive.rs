@@ -20,6 +20,6 @@ async fn a_client_that_stops_answering_pings_is_dropped_and_a_live_one_kept() {
 
     let rider = post_rider(&http, &node, "Awake", at(23.8, 90.4), at(23.9, 90.4)).await;
     post_driver(&http, &node, "Still", "PING-1", at(23.8, 90.4)).await;
-    live.subscribe(&[rider.id]).await;
+    live.subscribe(&[&rider]).await;
     assert_eq!(live.next_match().await.rider_id, rider.id);
 }

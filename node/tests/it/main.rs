@@ -3,6 +3,7 @@
 //!
 //! One test binary (modules below) so the dependencies link once.
 
+mod access;
 mod bad_input;
 mod cql;
 mod crash;

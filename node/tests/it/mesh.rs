@@ -118,7 +118,7 @@ impl Mesh {
     pub async fn states(&self, http: &reqwest::Client) -> Option<Vec<DebugState>> {
         let mut states = Vec::new();
         for node in self.nodes.iter().flatten() {
-            let state = http.get(node.url("/debug/state")).send().await.ok()?;
+            let state = http.get(node.admin_url("/debug/state")).send().await.ok()?;
             states.push(state.json().await.ok()?);
         }
         Some(states)
@@ -126,7 +126,7 @@ impl Mesh {
 
     pub async fn matches(&self, http: &reqwest::Client, i: usize) -> Option<MatchList> {
         let list = http
-            .get(self.node(i).url("/matches?limit=1000"))
+            .get(self.node(i).admin_url("/matches?limit=1000"))
             .send()
             .await
             .ok()?;
@@ -178,8 +178,8 @@ async fn a_cross_border_pair_is_matched_once_everywhere_and_survives_a_restart()
         (rider.region.as_str(), driver.region.as_str()),
         ("dhaka-north", "dhaka-southeast")
     );
-    rider_socket.subscribe(&[rider.id]).await;
-    driver_socket.subscribe(&[driver.id]).await;
+    rider_socket.subscribe(&[&rider]).await;
+    driver_socket.subscribe(&[&driver]).await;
 
     let told_rider = rider_socket.next_match().await;
     let told_driver = driver_socket.next_match().await;
@@ -202,6 +202,24 @@ async fn a_cross_border_pair_is_matched_once_everywhere_and_survives_a_restart()
         .await;
         assert_eq!(list.matches, vec![told_rider.clone()], "node {i}");
     }
+
+    // Tokens verify on every node without asking the one that minted them:
+    // the rider, accepted in the north, follows and rates its match from
+    // the south-west.
+    let southwest = 2;
+    let mut elsewhere = Socket::connect(mesh.node(southwest)).await;
+    elsewhere.subscribe(&[&rider]).await;
+    assert_eq!(elsewhere.next_match().await, told_rider);
+    let rated = http
+        .post(mesh.node(southwest).url("/rating"))
+        .json(
+            &serde_json::json!({"rider_id": rider.id, "token": rider.token,
+                                  "car_number": "BORDER-1", "stars": 5}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rated.status(), 201);
 
     // kill -9 the south-east node, restart it: it resyncs from its peers and
     // commits nothing that conflicts.

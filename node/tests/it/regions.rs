@@ -103,7 +103,7 @@ async fn lists_regions_and_routes_positions() {
     let node = start_north(dir.path()).await;
     let http = client();
 
-    let list: RegionList = get_json(&http, &node, "/regions").await;
+    let list: RegionList = get_json(&http, &node.url("/regions")).await;
     let ids: Vec<&str> = list.regions.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["dhaka-north", "dhaka-southeast", "dhaka-southwest"]);
     let north = &list.regions[0];

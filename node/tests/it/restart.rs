@@ -13,11 +13,11 @@ async fn ratings_and_the_node_id_survive_a_restart() {
     let mut socket = Socket::connect(&node).await;
     let rider = post_rider(&http, &node, "Keep", at(23.8, 90.4), at(23.9, 90.4)).await;
     post_driver(&http, &node, "Me", "KEEP-1", at(23.8, 90.4)).await;
-    socket.subscribe(&[rider.id]).await;
+    socket.subscribe(&[&rider]).await;
     socket.next_match().await;
     let rated = http
         .post(node.url("/rating"))
-        .json(&json!({"rider_id": rider.id, "car_number": "KEEP-1", "stars": 5}))
+        .json(&json!({"rider_id": rider.id, "token": rider.token, "car_number": "KEEP-1", "stars": 5}))
         .send()
         .await
         .unwrap();
@@ -29,6 +29,6 @@ async fn ratings_and_the_node_id_survive_a_restart() {
 
     let node = NodeProcess::start(dir.path(), &[]).await;
     assert_eq!(node.node, first_id);
-    let average: DriverRating = get_json(&http, &node, "/drivers/KEEP-1/rating").await;
+    let average: DriverRating = get_json(&http, &node.url("/drivers/KEEP-1/rating")).await;
     assert_eq!((average.average, average.count), (Some(5.0), 1));
 }

@@ -3,10 +3,15 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use node::wire::{Accepted, ClientMessage, DriverRequest, Position, RiderRequest, ServerMessage};
+use node::access::{self, TokenKey, TokenKeys};
+use node::wire::{
+    Accepted, AccessToken, ClientMessage, DriverRequest, Grant, Position, RiderRequest,
+    ServerMessage,
+};
 use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -16,28 +21,48 @@ use uuid::Uuid;
 /// Long enough for a slow CI machine; only ever waited out on failure.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
+/// The token key every node started here shares, made up once per test
+/// run, as `scripts/mesh.sh` makes one per mesh.
+pub fn token_key() -> &'static str {
+    static KEY: OnceLock<String> = OnceLock::new();
+    KEY.get_or_init(|| access::new_key_text().expect("a random key"))
+}
+
+/// The token a node started here hands out with `id`: what the client that
+/// posted it holds.
+pub fn token_for(id: Uuid) -> AccessToken {
+    let key = TokenKey::parse(token_key()).expect("a valid key");
+    TokenKeys::new(&[key]).expect("one key").mint(id)
+}
+
 /// A node process, killed when dropped.
 pub struct NodeProcess {
     child: Child,
+    /// The public API.
     pub addr: SocketAddr,
+    /// The operator surfaces (dashboard, `/debug/state`, `/metrics`,
+    /// `/matches`).
+    pub admin: SocketAddr,
     pub node: String,
 }
 
 #[derive(Deserialize)]
 struct Ready {
     http: SocketAddr,
+    admin: SocketAddr,
     node: String,
 }
 
 impl NodeProcess {
-    /// Starts `node` on 127.0.0.1:0 with fast rounds and the shortest TTL.
-    /// `extra` flags override those defaults.
+    /// Starts `node` on 127.0.0.1:0 (both listeners) with fast rounds, the
+    /// shortest TTL and the shared token key. `extra` flags override those
+    /// defaults.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
         Self::start_under(&[], data_dir, extra).await
     }
 
     /// As [`NodeProcess::start`], run under `wrap` (a command and its
-    /// arguments, e.g. `faketime -f +3s`), if not empty.
+    /// arguments, e.g. `env LD_PRELOAD=...`), if not empty.
     pub async fn start_under(wrap: &[&str], data_dir: &Path, extra: &[&str]) -> Self {
         let ready = data_dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
@@ -50,7 +75,7 @@ impl NodeProcess {
             None => Command::new(env!("CARGO_BIN_EXE_node")),
         };
         let mut child = command
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--ready-file")
@@ -62,6 +87,9 @@ impl NodeProcess {
             .env("NODE_MATCH_INTERVAL", "100ms")
             .env("NODE_REQUEST_TTL", "5s")
             .env("RUST_LOG", "warn")
+            .env("NODE_TOKEN_KEYS", token_key())
+            .env_remove("NODE_TOKEN_KEYS_FILE")
+            .env_remove("NODE_RATE_LIMIT_PER_SECOND")
             // A node gets a cluster or a Fly identity only from its flags.
             .env_remove("CQL_NODES")
             .env_remove("FLY_APP_NAME")
@@ -75,6 +103,7 @@ impl NodeProcess {
                 return Self {
                     child,
                     addr: ready.http,
+                    admin: ready.admin,
                     node: ready.node,
                 };
             }
@@ -89,8 +118,14 @@ impl NodeProcess {
         }
     }
 
+    /// A URL of the public API.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// A URL of the operator surfaces.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
     }
 
     /// SIGTERM, then waits for a clean exit.
@@ -182,8 +217,21 @@ impl Socket {
         Self(ws)
     }
 
-    pub async fn subscribe(&mut self, ids: &[Uuid]) {
-        let frame = serde_json::to_string(&ClientMessage::Subscribe { ids: ids.to_vec() }).unwrap();
+    /// Subscribes to requests with the tokens their answers carried.
+    pub async fn subscribe(&mut self, requests: &[&Accepted]) {
+        let grants = requests
+            .iter()
+            .map(|a| Grant {
+                id: a.id,
+                token: Some(a.token.clone()),
+            })
+            .collect();
+        self.subscribe_grants(grants).await;
+    }
+
+    /// Subscribes with whatever tokens, right or wrong.
+    pub async fn subscribe_grants(&mut self, requests: Vec<Grant>) {
+        let frame = serde_json::to_string(&ClientMessage::Subscribe { requests }).unwrap();
         self.send_text(&frame).await;
     }
 
@@ -271,12 +319,8 @@ where
     }
 }
 
-/// GETs `path` from the node and decodes the JSON answer.
-pub async fn get_json<T: serde::de::DeserializeOwned>(
-    http: &reqwest::Client,
-    node: &NodeProcess,
-    path: &str,
-) -> T {
-    let response = http.get(node.url(path)).send().await.expect("GET");
+/// GETs `url` and decodes the JSON answer.
+pub async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &str) -> T {
+    let response = http.get(url).send().await.expect("GET");
     response.json().await.expect("a JSON answer")
 }
