@@ -125,6 +125,7 @@ pub struct Replica {
     ready: bool,
     /// The first [`Replica::handle_timeout`]: readiness's grace runs from it.
     started_at: Option<Millis>,
+    last_timeout: Millis,
     next_round: Millis,
     next_cleanup: Millis,
     /// The peers this node should be in sync with before it decides.
@@ -156,6 +157,7 @@ impl Replica {
             unflushed: Vec::new(),
             ready: false,
             started_at: None,
+            last_timeout: Millis(0),
             next_round: Millis(0),
             next_cleanup: Millis(0),
             peers: BTreeSet::new(),
@@ -316,11 +318,14 @@ impl Replica {
         self.inventories.remove(peer);
     }
 
-    /// When [`Replica::handle_timeout`] has work next.
+    /// When [`Replica::handle_timeout`] has work next: the next round, or
+    /// while not ready, the next check of readiness (a round's interval
+    /// after the last call, or the end of the grace if sooner).
     pub fn poll_timeout(&self) -> Millis {
         match (self.ready, self.started_at) {
             (false, Some(started)) => self
-                .next_round
+                .last_timeout
+                .plus(self.config.match_interval_ms)
                 .min(started.plus(self.config.ready_grace_ms)),
             _ => self.next_round,
         }
@@ -333,6 +338,7 @@ impl Replica {
     /// and hands the pairs to [`Replica::complete_round`].
     pub fn handle_timeout(&mut self, now: Millis) -> Result<Option<RoundInput>, ReplicaError> {
         self.flush(now)?;
+        self.last_timeout = now;
         let started = *self.started_at.get_or_insert(now);
         if !self.ready {
             let in_sync = self.peers.iter().all(|p| self.synced.contains(p));
