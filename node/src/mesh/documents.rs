@@ -214,8 +214,13 @@ impl Documents {
             entry
                 .doc
                 .commit_with(CommitOptions::default().with_time(time));
-            if self.journal.is_some() {
-                journaled.push((id.epoch, entry.doc.save_incremental()));
+            // The change just made, as automerge encodes it: appending
+            // it costs what the change costs (`save_incremental` walks the
+            // document's history to find what is new).
+            if self.journal.is_some()
+                && let Some(change) = entry.doc.get_last_local_change()
+            {
+                journaled.push((id.epoch, change.raw_bytes().to_vec()));
             }
         }
         if let Some(journal) = &mut self.journal {
