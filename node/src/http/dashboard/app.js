@@ -357,12 +357,13 @@ function rowFor(n) {
   const req = cell('requests/s');
   const mat = cell('matches/s');
   const docs = cell('documents');
+  const clock = cell('clock offset');
   const digest = el('div', 'digest');
   const code = el('code');
   const cmp = el('span', 'cmp');
   digest.append(el('span', 'k', 'digest'), code, cmp);
   row.append(head, metrics, digest);
-  row._ui = { reach, ready, lag, req, mat, docs, code, cmp, staleNote, digest: undefined };
+  row._ui = { reach, ready, lag, req, mat, docs, clock, code, cmp, staleNote, digest: undefined };
   rowsById.set(n.node, row);
   return row;
 }
@@ -388,6 +389,12 @@ function updateRow(row, n, selfDigest) {
   const docs = num(n.documents) === null ? '–' : count(n.documents);
   setText(ui.docs, `${docs} · ${bytes(n.document_bytes)}`);
   ui.docs.title = num(n.document_bytes) === null ? '' : `${count(n.document_bytes)} bytes`;
+  // A peer's clock minus this node's, measured from their status exchange;
+  // beyond --max-clock-skew it is flagged (safety never depends on it).
+  const offset = num(n.clock_offset_ms);
+  setText(ui.clock, self || offset === null ? '–' : `${offset > 0 ? '+' : ''}${ms(offset)} ms${n.clock_skewed ? ' ⚠ skewed' : ''}`);
+  ui.clock.classList.toggle('skewed', n.clock_skewed === true);
+  ui.clock.title = n.clock_skewed ? 'beyond the clock skew bound' : '';
   ui.staleNote.hidden = reachable;
   const digest = typeof n.digest === 'string' ? n.digest : '';
   if (ui.digest !== digest) {
