@@ -50,6 +50,8 @@ const EPOCH_MS: u64 = 1_000;
 const RETAIN_MS: u64 = TTL_MS + 2 * CLAIM_TTL_MS + EPOCH_MS;
 const READY_GRACE_MS: u64 = 2_000;
 const MAX_SKEW_MS: u64 = 1_000;
+/// After healing and fresh traffic, one digest everywhere within this.
+const CONVERGE_WITHIN_MS: u64 = 20_000;
 /// Regions meet at these points; traffic clusters around them.
 const BORDERS: [(f64, f64); 3] = [(23.78, 90.40), (23.78, 90.36), (23.82, 90.40)];
 
@@ -189,6 +191,7 @@ struct Sim {
     links: BTreeMap<(usize, usize), Link>,
     check: Checker,
     cross_border: usize,
+    converged_after_ms: u64,
 }
 
 fn node_id(i: usize) -> NodeId {
@@ -241,6 +244,7 @@ impl Sim {
             links: BTreeMap::new(),
             check: Checker::default(),
             cross_border: 0,
+            converged_after_ms: 0,
         };
         let n = sim.nodes.len();
         for a in 0..n {
@@ -654,6 +658,7 @@ struct Outcome {
     violations: Vec<String>,
     matches: usize,
     cross_border: usize,
+    converged_after_ms: u64,
 }
 
 /// Runs one seed: three retention periods of traffic and chaos (with a
@@ -683,11 +688,14 @@ fn run(seed: u64, nodes: usize, memory: Memory) -> Outcome {
     }
     let healed = sim.now;
     let mut converged_after = None;
-    for _ in 0..(3 * READY_GRACE_MS) / TICK_MS {
+    for _ in 0..CONVERGE_WITHIN_MS / TICK_MS {
         sim.tick(false, false);
         if converged_after.is_none() && sim.now.0.is_multiple_of(STEP_EVERY_MS) && sim.converged() {
             converged_after = Some(sim.now.0 - healed.0);
         }
+    }
+    if let Some(after) = converged_after {
+        sim.converged_after_ms = after;
     }
     if converged_after.is_none() {
         let states: Vec<String> = sim
@@ -711,8 +719,7 @@ fn run(seed: u64, nodes: usize, memory: Memory) -> Outcome {
             })
             .collect();
         sim.check.violations.push(format!(
-            "no single digest within {} ms of fresh traffic after healing: {states:?}",
-            3 * READY_GRACE_MS
+            "no single digest within {CONVERGE_WITHIN_MS} ms of fresh traffic after healing: {states:?}"
         ));
     }
     sim.check();
@@ -721,6 +728,7 @@ fn run(seed: u64, nodes: usize, memory: Memory) -> Outcome {
         violations: sim.check.violations,
         matches,
         cross_border: sim.cross_border,
+        converged_after_ms: sim.converged_after_ms,
     }
 }
 
@@ -763,7 +771,9 @@ fn invariants_hold_for_hundreds_of_seeds() {
     let results = run_seeds(&seeds, Memory::Journal);
     let mut matches = 0;
     let mut cross_border = 0;
+    let mut slowest = (0, 0);
     for (seed, outcome) in &results {
+        slowest = slowest.max((outcome.converged_after_ms, *seed));
         assert!(
             outcome.violations.is_empty(),
             "seed {seed} broke the protocol (replay: SIM_SEED={seed}):\n{}",
@@ -773,11 +783,17 @@ fn invariants_hold_for_hundreds_of_seeds() {
         cross_border += outcome.cross_border;
     }
     eprintln!(
-        "simulation: {} seeds, {matches} matches told, {cross_border} cross-border, 0 violations, {:?}",
+        "simulation: {} seeds, {matches} matches told, {cross_border} cross-border, 0 violations, slowest convergence {} ms (seed {}), {:?}",
         seeds.len(),
+        slowest.0,
+        slowest.1,
         started.elapsed()
     );
-    // The runs must actually exercise the protocol.
+    // The runs must actually exercise the protocol (a replayed seed may
+    // have clocks too far apart for cross-owner claims: liveness only).
+    if seeds.len() < 20 {
+        return;
+    }
     assert!(matches > seeds.len() * 10, "only {matches} matches");
     assert!(
         cross_border > seeds.len(),
