@@ -9,8 +9,7 @@
 #
 #   scripts/chaos.sh [options] [-- bot flags...]
 #
-#   --quick              ~1 minute: two single-region cuts and a split, 8 s each,
-#                        then kill -9 and a restart
+#   --quick              ~1 minute: two single-region cuts and a split, 8 s each
 #   --hold D             how long each partition is held (default 10s)
 #   --rounds N           single-region cuts, one region after another (default:
 #                        one per region), before the split (every region alone)
@@ -47,7 +46,7 @@ BOT_ARGS=()
 while (( $# )); do
   if [[ "$1" == --*=* ]]; then set -- "${1%%=*}" "${1#*=}" "${@:2}"; fi
   case "$1" in
-    --quick) HOLD=8 ROUNDS=2 WARMUP=4 SETTLE=2 KILL=1 ;;
+    --quick) HOLD=8 ROUNDS=2 WARMUP=4 SETTLE=2 ;;
     --kill) KILL=1 ;;
     --hold|--rounds|--partition|--converge-limit|--request-ttl|--skew|--wan-delay|--wan-jitter|--wan-loss)
       (( $# >= 2 )) || die "$1 needs a value"
