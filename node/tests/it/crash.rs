@@ -97,7 +97,7 @@ async fn state(http: &reqwest::Client, node: &NodeProcess) -> DebugState {
 /// no transfer) and committed the driver a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_and_restarted_next_to_a_stale_peer_never_commits_a_driver_twice() {
-    let iptables = nix_root() && have("iptables", &["-S", "INPUT"]);
+    let iptables = running_as_root() && have("iptables", &["-S", "INPUT"]);
     if !required(iptables, "root and iptables") {
         return;
     }
@@ -308,7 +308,7 @@ async fn a_skewed_clock_is_reported_and_changes_no_match() {
     }
 }
 
-fn nix_root() -> bool {
+fn running_as_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
