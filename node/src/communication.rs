@@ -475,6 +475,7 @@ mod tests {
             },
             now,
         );
+        core.commit_arrivals();
         (r.id, d.id)
     }
 

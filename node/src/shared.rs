@@ -5,11 +5,12 @@
 //! A 202 is a promise, so an accepted request is durable before it is
 //! answered: intake hands the request over through a lock-free queue and
 //! waits for the group commit that journals it ([`NodeCore::run_flusher`]
-//! wakes on every arrival; whoever locks the core next moves every queued
-//! request in, writes them as one change and syncs the journal once). The
-//! flush holds the core's lock until the journal is synced, so nothing can
-//! read a record (a peer's sync message, a websocket, a claim's answer)
-//! before it would survive a crash.
+//! wakes on every arrival, moves a bounded batch of queued requests in under
+//! the lock, writes them as one change, and syncs the journal once with the
+//! lock released, so that intake, mesh sessions and readers never queue
+//! behind the disk). Nothing leaves the node before it is durable: sync
+//! messages and the step that tells websockets of commits first make sure
+//! the journal has caught up ([`Replica::sync`]).
 //!
 //! The matching round itself runs on a snapshot, outside the lock
 //! ([`NodeCore::step`]), so intake's group commits, mesh sessions and
@@ -20,6 +21,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
@@ -34,8 +36,8 @@ use crate::geodesy::haversine_km;
 use crate::ids::{NodeId, RequestId};
 use crate::intake::{NewDriver, NewRider};
 use crate::matches::{Inserted, Match, MatchLog, Retention};
-use crate::mesh::documents::DocId;
-use crate::mesh::journal::{self, Durability, Journal, JournalError};
+use crate::mesh::documents::{DocId, DocumentError};
+use crate::mesh::journal::{self, Durability, Journal, JournalError, PendingSync};
 use crate::mesh::ledger::Owned;
 pub use crate::mesh::protocol::Ticket;
 use crate::mesh::protocol::{PeerMessage, PeerMessageV1, PeerStatus, SyncCore};
@@ -47,6 +49,17 @@ use crate::wire::{DashboardClaim, DashboardFrame, DashboardMatch, NodePanel, Pee
 
 /// How often a node tells each peer its status.
 const STATUS_INTERVAL_MS: u64 = 1_000;
+
+/// Most requests one group commit moves in: bounds how long it holds the
+/// lock (each costs an automerge write), whatever the backlog.
+const MAX_COMMIT_BATCH: usize = 1_024;
+
+/// Most pairs of a round committed under one hold of the lock: a round's
+/// thousands of commits would otherwise stall intake for tens of ms. The
+/// pairs of a round are disjoint, and each chunk checks its pairs against
+/// the state of the moment, so splitting a round changes nothing it
+/// decides.
+const ROUND_CHUNK: usize = 128;
 
 /// Resolves once an accepted request is journaled; an error means it was
 /// not (the journal failed) and the request must be refused.
@@ -125,6 +138,8 @@ struct Wake {
 pub struct NodeCore {
     state: Mutex<State>,
     intake: Sender<Arrival>,
+    /// Requests handed over and not yet moved in by a group commit.
+    queued: AtomicUsize,
     wake: Wake,
     request_ttl_ms: u64,
     max_clock_skew_ms: u64,
@@ -152,6 +167,7 @@ impl NodeCore {
                 conflicting_commits: 0,
             }),
             intake,
+            queued: AtomicUsize::new(0),
             wake: Wake::default(),
         }
     }
@@ -192,6 +208,7 @@ impl NodeCore {
     pub fn submit_rider(&self, rider: NewRider, now: Millis) -> (Ticket, Durable) {
         let id = RequestId::generate();
         let (done, durable) = oneshot::channel();
+        self.queued.fetch_add(1, Ordering::Relaxed);
         let _ = self.intake.send(Arrival::Rider(id, rider, now, done));
         self.nudge();
         (self.ticket(id, now), durable)
@@ -202,6 +219,7 @@ impl NodeCore {
     pub fn submit_driver(&self, driver: NewDriver, now: Millis) -> (Ticket, Durable) {
         let id = RequestId::generate();
         let (done, durable) = oneshot::channel();
+        self.queued.fetch_add(1, Ordering::Relaxed);
         let _ = self.intake.send(Arrival::Driver(id, driver, now, done));
         self.nudge();
         (self.ticket(id, now), durable)
@@ -239,9 +257,64 @@ impl NodeCore {
             .expect("spawn the group-commit thread")
     }
 
-    /// Moves every request accepted so far in and journals them.
+    /// Moves every request accepted so far in and journals them, in
+    /// batches of at most [`MAX_COMMIT_BATCH`]: each batch is written under
+    /// the lock and synced outside it, and its submitters are told once
+    /// the sync returns (a failed write or sync refuses them: 503).
     pub fn commit_arrivals(&self) {
-        drop(self.lock());
+        loop {
+            let (waiting, sync, more) = {
+                let mut state = self.state.lock();
+                let State {
+                    replica,
+                    arrivals,
+                    intake_rate,
+                    ..
+                } = &mut *state;
+                let mut waiting = Vec::new();
+                let mut latest = None;
+                for arrival in arrivals.try_iter().take(MAX_COMMIT_BATCH) {
+                    let (at, done) = match arrival {
+                        Arrival::Rider(id, rider, at, done) => {
+                            replica.accept_rider(id, rider, at);
+                            (at, done)
+                        }
+                        Arrival::Driver(id, driver, at, done) => {
+                            replica.accept_driver(id, driver, at);
+                            (at, done)
+                        }
+                    };
+                    latest = latest.max(Some(at));
+                    waiting.push(done);
+                }
+                let Some(now) = latest else { return };
+                self.queued.fetch_sub(waiting.len(), Ordering::Relaxed);
+                intake_rate.add(waiting.len() as u64);
+                if let Err(e) = replica.flush(now) {
+                    // Dropping `waiting` refuses them: the submitters answer 503.
+                    tracing::error!(error = %e, "cannot journal accepted requests");
+                    continue;
+                }
+                let more = waiting.len() == MAX_COMMIT_BATCH;
+                (waiting, replica.take_sync(), more)
+            };
+            match sync.map_or(Ok(()), PendingSync::run) {
+                Ok(()) => {
+                    for done in waiting {
+                        let _ = done.send(());
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot sync the journal"),
+            }
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// Requests handed over and not yet journaled: the intake queue.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// The identity this node writes as.
@@ -273,9 +346,17 @@ impl NodeCore {
         let round = self.lock().replica.handle_timeout(now)?;
         if let Some(input) = round {
             let pairs = input.run();
-            self.lock().replica.complete_round(&input, &pairs, now)?;
+            for chunk in pairs.chunks(ROUND_CHUNK) {
+                self.lock().replica.complete_round(&input, chunk, now)?;
+            }
+        }
+        // What this step wrote must be durable before anyone is told of it:
+        // synced outside the lock, and checked again under it.
+        if let Some(sync) = self.lock().replica.take_sync() {
+            sync.run().map_err(DocumentError::from)?;
         }
         let mut state = self.lock();
+        state.replica.sync()?;
         let mut learnt = std::mem::take(&mut state.unresolved);
         learnt.extend(state.replica.take_commits());
         state.matches.prune(now);
@@ -476,45 +557,8 @@ impl NodeCore {
         }
     }
 
-    /// Locks the core, with every request accepted so far moved in and
-    /// journaled; their submitters are told once the journal is synced.
     fn lock(&self) -> MutexGuard<'_, State> {
-        let mut state = self.state.lock();
-        let State {
-            replica,
-            arrivals,
-            intake_rate,
-            ..
-        } = &mut *state;
-        let mut waiting = Vec::new();
-        let mut latest = None;
-        for arrival in arrivals.try_iter() {
-            intake_rate.add(1);
-            let (at, done) = match arrival {
-                Arrival::Rider(id, rider, at, done) => {
-                    replica.accept_rider(id, rider, at);
-                    (at, done)
-                }
-                Arrival::Driver(id, driver, at, done) => {
-                    replica.accept_driver(id, driver, at);
-                    (at, done)
-                }
-            };
-            latest = latest.max(Some(at));
-            waiting.push(done);
-        }
-        if let Some(now) = latest {
-            match replica.flush(now) {
-                Ok(()) => {
-                    for done in waiting {
-                        let _ = done.send(());
-                    }
-                }
-                // Dropping `waiting` refuses them: the submitters answer 503.
-                Err(e) => tracing::error!(error = %e, "cannot journal accepted requests"),
-            }
-        }
-        state
+        self.state.lock()
     }
 
     fn ticket(&self, id: RequestId, now: Millis) -> Ticket {
@@ -718,6 +762,7 @@ mod tests {
         let t0 = Millis(1_800_000_000_000);
         let r = core.submit_rider(rider(23.8), t0).0;
         let d = core.submit_driver(driver(23.81), t0).0;
+        core.commit_arrivals();
         assert_eq!(r.expires_at, t0.plus(TTL));
         assert_eq!(core.status(&r.id, t0), Status::Pending);
 
@@ -743,10 +788,12 @@ mod tests {
         let core = core();
         let t0 = Millis(1_800_000_000_000);
         let r = core.submit_rider(rider(23.8), t0).0;
+        core.commit_arrivals();
         core.step(t0.plus(TTL - 1)).unwrap();
         assert_eq!(core.status(&r.id, t0.plus(TTL - 1)), Status::Pending);
         assert_eq!(core.status(&r.id, t0.plus(TTL)), Status::Over);
         core.submit_driver(driver(23.8), t0.plus(TTL));
+        core.commit_arrivals();
         assert!(core.step(t0.plus(TTL + 1)).unwrap().is_empty());
     }
 
@@ -775,6 +822,7 @@ mod tests {
         let t0 = Millis(1_800_000_000_000);
         let r = core.submit_rider(rider(23.8), t0).0;
         core.submit_driver(driver(23.8), t0);
+        core.commit_arrivals();
         core.step(t0).unwrap();
         core.step(t0.plus(59_999)).unwrap();
         assert!(core.match_of(&r.id).is_some());
@@ -792,6 +840,7 @@ mod tests {
             riders.push(core.submit_rider(rider(lat), t0).0.id);
             core.submit_driver(driver(lat), t0);
         }
+        core.commit_arrivals();
         assert_eq!(core.step(t0).unwrap().len(), 1_005);
         assert_eq!(core.snapshot(t0).committed_matches, 1_000);
         assert!(core.match_of(&riders[0]).is_none());

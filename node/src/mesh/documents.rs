@@ -29,7 +29,7 @@ use automerge::{ActorId, AutoCommit, ChangeHash, PatchAction, ROOT, ReadDoc, Sca
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::journal::{Dropped, Journal, JournalError, Loaded};
+use super::journal::{Dropped, Journal, JournalError, Loaded, PendingSync};
 use super::record::RecordV1;
 use crate::clock::Millis;
 use crate::ids::NodeId;
@@ -182,8 +182,9 @@ impl Documents {
     }
 
     /// Writes records into documents of one's own (created if new), one
-    /// change per document, and journals the changes: when this returns
-    /// `Ok`, they survive a crash.
+    /// change per document, and appends the changes to the journal: they
+    /// survive a crash once [`Documents::take_sync`]'s sync has run or
+    /// [`Documents::sync`] has returned.
     pub fn write(
         &mut self,
         writes: Vec<(DocId, Vec<RecordV1>)>,
@@ -227,6 +228,20 @@ impl Documents {
             journal.append(&journaled)?;
         }
         Ok(())
+    }
+
+    /// The sync that makes every write so far durable, for the caller to
+    /// run outside its lock.
+    pub fn take_sync(&mut self) -> Option<PendingSync> {
+        self.journal.as_mut().and_then(Journal::take_sync)
+    }
+
+    /// Every write so far is durable when this returns `Ok`.
+    pub fn sync(&mut self) -> Result<(), DocumentError> {
+        match &mut self.journal {
+            Some(journal) => Ok(journal.sync()?),
+            None => Ok(()),
+        }
     }
 
     /// Applies a peer's sync message for one document. Returns `false`

@@ -8,9 +8,17 @@
 //! deleting a file and the journal never needs compaction. Each entry is a
 //! frame `[len: u32 LE][crc32: u32 LE][automerge change bytes]`; a crash can
 //! leave a torn last frame, which loading cuts off (it was never synced, so
-//! nobody was told of it). Many writes share one sync (group commit): the
-//! caller appends everything a flush wrote, then [`Journal::append`] syncs
-//! each touched file once.
+//! nobody was told of it).
+//!
+//! Writing and syncing are separate steps, so that the sync (the slow one)
+//! need not hold the core's lock: [`Journal::append`] only writes, and
+//! advances a sequence number; [`Journal::take_sync`] hands the touched
+//! files to whoever syncs them outside the lock (the group committer, one
+//! sync for every request that arrived meanwhile), and the durable
+//! watermark says how far the disk has caught up. Whatever lets a write
+//! leave the node (a peer's sync message, a websocket notice) first calls
+//! [`Journal::sync`] under the lock, which returns at once when the
+//! watermark has already passed every write.
 //!
 //! A node whose journal is gone (a new disk, a wiped data folder) must not
 //! act as the owner of requests its peers still hold under its name, since
@@ -23,6 +31,8 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -87,7 +97,40 @@ pub struct Loaded {
 pub struct Journal {
     dir: PathBuf,
     durability: Durability,
-    files: BTreeMap<u64, File>,
+    files: BTreeMap<u64, Arc<File>>,
+    /// Files written since the last [`Journal::take_sync`], and whether the
+    /// directory gained a file.
+    unsynced: BTreeMap<u64, Arc<File>>,
+    dir_unsynced: bool,
+    /// Appends so far, and how many of them are known to be on disk.
+    written: u64,
+    durable: Arc<AtomicU64>,
+}
+
+/// The sync of some appends, to be run outside the core's lock.
+#[must_use = "the appends are not durable until the sync runs"]
+pub struct PendingSync {
+    files: Vec<(PathBuf, Arc<File>)>,
+    dir: Option<PathBuf>,
+    upto: u64,
+    durable: Arc<AtomicU64>,
+    durability: Durability,
+}
+
+impl PendingSync {
+    /// Syncs the files; on success every append up to this one is durable.
+    pub fn run(self) -> Result<(), JournalError> {
+        if self.durability == Durability::Fsync {
+            for (path, file) in &self.files {
+                file.sync_data().map_err(io_error(path))?;
+            }
+            if let Some(dir) = &self.dir {
+                sync_dir(dir)?;
+            }
+        }
+        self.durable.fetch_max(self.upto, Ordering::AcqRel);
+        Ok(())
+    }
 }
 
 /// The owner identity this node writes as, and whether it is new (its
@@ -147,7 +190,7 @@ impl Journal {
                 file.set_len(good as u64).map_err(io_error(&path))?;
             }
             loaded.insert(epoch, chunks);
-            files.insert(epoch, file);
+            files.insert(epoch, Arc::new(file));
         }
         let dropped_path = dir.join(DROPPED_FILE);
         let dropped = match fs::read(&dropped_path) {
@@ -163,6 +206,10 @@ impl Journal {
                 dir: dir.to_owned(),
                 durability,
                 files,
+                unsynced: BTreeMap::new(),
+                dir_unsynced: false,
+                written: 0,
+                durable: Arc::new(AtomicU64::new(0)),
             },
             Loaded {
                 docs: loaded,
@@ -185,11 +232,10 @@ impl Journal {
         fs::rename(&tmp, &path).map_err(io_error(&path))
     }
 
-    /// Appends each document's new changes and syncs every touched file
-    /// once: when this returns, the changes survive a crash.
+    /// Appends each document's new changes, without waiting for the disk:
+    /// they are durable once a [`Journal::take_sync`] taken after this has
+    /// run, or [`Journal::sync`] has returned.
     pub fn append(&mut self, writes: &[(u64, Vec<u8>)]) -> Result<(), JournalError> {
-        let mut touched = Vec::new();
-        let mut created = false;
         for (epoch, bytes) in writes {
             if bytes.is_empty() {
                 continue;
@@ -202,32 +248,61 @@ impl Journal {
                     .append(true)
                     .open(&path)
                     .map_err(io_error(&path))?;
-                self.files.insert(*epoch, file);
-                created = true;
+                self.files.insert(*epoch, Arc::new(file));
+                self.dir_unsynced = true;
             }
-            let file = self.files.get_mut(epoch).expect("opened above");
+            let file = &self.files[epoch];
             let mut frame = Vec::with_capacity(FRAME_HEADER + bytes.len());
             let len = u32::try_from(bytes.len()).expect("a change under 4 GiB");
             frame.extend_from_slice(&len.to_le_bytes());
             frame.extend_from_slice(&crc32fast::hash(bytes).to_le_bytes());
             frame.extend_from_slice(bytes);
-            file.write_all(&frame).map_err(io_error(&path))?;
-            touched.push(*epoch);
-        }
-        if self.durability == Durability::Fsync {
-            for epoch in touched {
-                let path = self.path_of(epoch);
-                self.files[&epoch].sync_data().map_err(io_error(&path))?;
-            }
-            if created {
-                sync_dir(&self.dir)?;
-            }
+            (&**file).write_all(&frame).map_err(io_error(&path))?;
+            self.unsynced.insert(*epoch, Arc::clone(file));
+            self.written += 1;
         }
         Ok(())
     }
 
+    /// The sync that makes every append so far durable, to run outside the
+    /// lock; `None` when there is nothing to sync.
+    pub fn take_sync(&mut self) -> Option<PendingSync> {
+        if self.unsynced.is_empty() && !self.dir_unsynced {
+            return None;
+        }
+        let files = std::mem::take(&mut self.unsynced)
+            .into_iter()
+            .map(|(epoch, file)| (self.path_of(epoch), file))
+            .collect();
+        Some(PendingSync {
+            files,
+            dir: std::mem::take(&mut self.dir_unsynced).then(|| self.dir.clone()),
+            upto: self.written,
+            durable: Arc::clone(&self.durable),
+            durability: self.durability,
+        })
+    }
+
+    /// Every append so far is durable when this returns `Ok`. Cheap when
+    /// the watermark has passed them; otherwise it syncs every open file
+    /// (a sync taken earlier may still be running outside the lock).
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        if self.is_durable() {
+            return Ok(());
+        }
+        self.unsynced = self.files.clone();
+        self.dir_unsynced = true;
+        self.take_sync().map_or(Ok(()), PendingSync::run)
+    }
+
+    /// Every append so far is on disk.
+    pub fn is_durable(&self) -> bool {
+        self.durable.load(Ordering::Acquire) >= self.written
+    }
+
     /// Deletes a dropped document's file.
     pub fn remove(&mut self, epoch: u64) -> Result<(), JournalError> {
+        self.unsynced.remove(&epoch);
         if self.files.remove(&epoch).is_some() {
             let path = self.path_of(epoch);
             fs::remove_file(&path).map_err(io_error(&path))?;
@@ -333,6 +408,26 @@ mod tests {
             "the torn frame was cut, not kept"
         );
         assert_eq!(loaded.dropped, dropped);
+    }
+
+    #[test]
+    fn the_watermark_passes_an_append_only_once_a_sync_covers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), Durability::Fsync).unwrap();
+        assert!(journal.is_durable() && journal.take_sync().is_none());
+        journal.append(&[(1, b"a".to_vec())]).unwrap();
+        let first = journal.take_sync().expect("a write to sync");
+        journal.append(&[(2, b"b".to_vec())]).unwrap();
+        first.run().unwrap();
+        assert!(
+            !journal.is_durable(),
+            "a sync taken before the second append does not cover it"
+        );
+        let second = journal.take_sync().expect("the second write to sync");
+        journal.sync().unwrap();
+        assert!(journal.is_durable());
+        second.run().unwrap();
+        assert!(journal.is_durable(), "a late sync does not move it back");
     }
 
     #[test]

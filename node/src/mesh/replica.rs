@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use thiserror::Error;
 
 use super::documents::{Change, DocId, DocumentError, Documents, Inventory};
-use super::journal::{Journal, Loaded};
+use super::journal::{Journal, Loaded, PendingSync};
 use super::ledger::{Ledger, Owned};
 use super::protocol::{PeerMessage, PeerMessageV1, Ticket};
 use super::record::{
@@ -289,13 +289,14 @@ impl Replica {
 
     /// What `peer` needs now: at the start of a session this node's
     /// inventory, then sync messages. Flushes pending writes first, so a
-    /// batch of writes becomes one change, journaled before it leaves.
+    /// batch of writes becomes one change, durable before it leaves.
     pub fn outgoing(
         &mut self,
         peer: &NodeId,
         now: Millis,
     ) -> Result<Vec<PeerMessage>, ReplicaError> {
         self.flush(now)?;
+        self.sync()?;
         let mut out = Vec::new();
         if self.inventory_sent.insert(peer.clone()) {
             out.push(PeerMessage::V1(PeerMessageV1::Inventory {
@@ -448,8 +449,10 @@ impl Replica {
     }
 
     /// Writes pending records into this node's documents of their epochs,
-    /// one change per document, journals them, and reads them back into
-    /// the ledger. Nothing written is visible before this returns.
+    /// one change per document, appends them to the journal, and reads them
+    /// back into the ledger. They may leave the node only once durable
+    /// ([`Replica::take_sync`], [`Replica::sync`]): outgoing messages see
+    /// to it, and so must whoever tells a client of a commit.
     pub fn flush(&mut self, now: Millis) -> Result<(), ReplicaError> {
         if self.unflushed.is_empty() {
             return Ok(());
@@ -474,6 +477,17 @@ impl Replica {
         self.docs.write(writes, now)?;
         self.absorb();
         Ok(())
+    }
+
+    /// The sync that makes every flushed write durable, for the caller to
+    /// run outside its lock.
+    pub fn take_sync(&mut self) -> Option<PendingSync> {
+        self.docs.take_sync()
+    }
+
+    /// Every flushed write is durable when this returns `Ok`.
+    pub fn sync(&mut self) -> Result<(), ReplicaError> {
+        Ok(self.docs.sync()?)
     }
 
     /// Moves new document contents into the ledger; returns when each new

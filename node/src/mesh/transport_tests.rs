@@ -101,6 +101,8 @@ fn start_knowing(ca: &PemPair, names: &[&str], knows: impl Fn(usize, usize) -> b
             core.clone(),
             shutdown.clone(),
         ));
+        // As the server runs it: a group committer, and the step loop.
+        let _flusher = Arc::clone(&core).run_flusher(shutdown.clone());
         let (stepping, stop) = (Arc::clone(&core), shutdown.clone());
         tokio::spawn(async move {
             while !stop.is_cancelled() {
