@@ -39,6 +39,8 @@ pub struct Reply<T> {
     /// The parsed 2xx body, or a one-line description of the rejection
     /// (`409 already_rated: ...`) or of an unreadable body.
     pub body: Result<T, String>,
+    /// When a refusal (a shed request's 503) says to come back.
+    pub retry_after: Option<Duration>,
 }
 
 impl<T> Reply<T> {
@@ -61,6 +63,12 @@ where
     let response = client.post(url.clone()).json(body).send().await?;
     let status = response.status();
     let redirected_to = (response.url() != url).then(|| response.url().clone());
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .map(Duration::from_secs);
     let bytes = response.bytes().await?;
     let body = if status.is_success() {
         serde_json::from_slice(&bytes)
@@ -72,6 +80,7 @@ where
         status,
         redirected_to,
         body,
+        retry_after,
     })
 }
 

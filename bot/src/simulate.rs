@@ -156,6 +156,9 @@ struct Entity {
 
 enum State {
     Idle,
+    /// Refused by a node at capacity: idle again once its `Retry-After`
+    /// has passed, not at the next tick.
+    BackingOff(Instant),
     /// A request is in flight.
     Posting,
     /// Accepted; listening on `site`'s socket until the match or `expires_at`.
@@ -198,6 +201,8 @@ struct Posted {
     /// The accepted answer and the endpoint that gave it (differs from the
     /// one asked when a redirect was followed).
     accepted: Option<(Accepted, Url)>,
+    /// A refusal's `Retry-After`.
+    retry_after: Option<Duration>,
 }
 
 /// A request to send in this tick.
@@ -272,9 +277,12 @@ impl Sim {
             (Role::Rider, &mut self.riders),
             (Role::Driver, &mut self.drivers),
         ] {
+            let now = Instant::now();
             for (index, entity) in entities.iter_mut().enumerate() {
-                if !matches!(entity.state, State::Idle) {
-                    continue;
+                match entity.state {
+                    State::Idle => {}
+                    State::BackingOff(until) if until <= now => {}
+                    _ => continue,
                 }
                 let position = area.random_position(&mut entity.rng);
                 let body = match &entity.car_number {
@@ -362,6 +370,7 @@ impl Sim {
             role,
             index,
             accepted,
+            retry_after,
         } in posted
         {
             let waiting = match accepted {
@@ -372,7 +381,10 @@ impl Sim {
             };
             let Some((accepted, site)) = waiting else {
                 if let Some(entity) = self.entity(role, index) {
-                    entity.state = State::Idle;
+                    entity.state = match retry_after {
+                        Some(wait) => State::BackingOff(Instant::now() + wait),
+                        None => State::Idle,
+                    };
                 }
                 continue;
             };
@@ -494,8 +506,10 @@ async fn send_job(client: &Client, stats: &Stats, job: Job) -> Posted {
         Body::Driver(body) => http::post::<_, Accepted>(client, &job.endpoint.driver, body).await,
     };
     let latency = started.elapsed();
+    let mut retry_after = None;
     let accepted = match result {
         Ok(reply) => {
+            retry_after = reply.retry_after;
             stats.record_request(reply.outcome(), latency);
             let base = reply
                 .redirected_to
@@ -521,6 +535,7 @@ async fn send_job(client: &Client, stats: &Stats, job: Job) -> Posted {
         role: job.role,
         index: job.index,
         accepted,
+        retry_after,
     }
 }
 

@@ -17,6 +17,13 @@ use hdrhistogram::Histogram;
 const MAX_LATENCY_MICROS: u64 = 120_000_000;
 /// Status codes are three digits; anything else is folded into slot 0.
 const STATUS_SLOTS: usize = 1000;
+/// The status of a request refused at the door (a node at capacity).
+const SHED: u16 = 503;
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3)
+        .expect("constant histogram bounds are valid")
+}
 
 /// How one HTTP request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +50,9 @@ pub struct CountersSnapshot {
     pub accepted: u64,
     /// Every other answer (4xx, 5xx, an unfollowed 3xx).
     pub rejected: u64,
+    /// 503s: refused at the door by a node at capacity (or whose storage
+    /// failed), with `Retry-After`. Counted among `rejected` too.
+    pub shed: u64,
     pub by_status: BTreeMap<u16, u64>,
     pub transport_errors: u64,
     pub redirects: u64,
@@ -95,6 +105,9 @@ impl Counters {
             } else {
                 snap.rejected += count;
             }
+            if status == SHED {
+                snap.shed += count;
+            }
         }
         snap
     }
@@ -143,6 +156,7 @@ pub struct Stats {
     requests: Counters,
     ratings: Counters,
     latency: Mutex<Histogram<u64>>,
+    shed_latency: Mutex<Histogram<u64>>,
     matches: AtomicU64,
     driver_notices: AtomicU64,
     fare_paisa: AtomicU64,
@@ -161,6 +175,8 @@ pub struct Snapshot {
     pub requests: CountersSnapshot,
     pub ratings: CountersSnapshot,
     pub latency: LatencySnapshot,
+    /// Latency of the shed (503) answers alone: refusing must be fast.
+    pub shed_latency: LatencySnapshot,
     pub matches: u64,
     pub driver_notices: u64,
     pub fare_total_taka: f64,
@@ -181,10 +197,8 @@ impl Stats {
             started,
             requests: Counters::new(),
             ratings: Counters::new(),
-            latency: Mutex::new(
-                Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3)
-                    .expect("constant histogram bounds are valid"),
-            ),
+            latency: Mutex::new(latency_histogram()),
+            shed_latency: Mutex::new(latency_histogram()),
             matches: AtomicU64::new(0),
             driver_notices: AtomicU64::new(0),
             fare_paisa: AtomicU64::new(0),
@@ -205,11 +219,19 @@ impl Stats {
         if outcome == Outcome::Transport {
             return;
         }
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.latency
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .saturating_record(micros.max(1));
+        let micros = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let histograms: &[&Mutex<Histogram<u64>>] = match outcome {
+            Outcome::Answered { status: SHED, .. } => &[&self.latency, &self.shed_latency],
+            _ => &[&self.latency],
+        };
+        for histogram in histograms {
+            histogram
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .saturating_record(micros);
+        }
     }
 
     pub fn record_rating(&self, outcome: Outcome) {
@@ -270,17 +292,16 @@ impl Stats {
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        let latency = LatencySnapshot::from_micros(
-            &self
-                .latency
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
+        let read = |h: &Mutex<Histogram<u64>>| {
+            LatencySnapshot::from_micros(&h.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        };
+        let (latency, shed_latency) = (read(&self.latency), read(&self.shed_latency));
         Snapshot {
             elapsed: self.started.elapsed(),
             requests: self.requests.snapshot(),
             ratings: self.ratings.snapshot(),
             latency,
+            shed_latency,
             matches: self.matches.load(Relaxed),
             driver_notices: self.driver_notices.load(Relaxed),
             fare_total_taka: self.fare_paisa.load(Relaxed) as f64 / 100.0,
@@ -373,6 +394,11 @@ mod tests {
         assert_eq!(s.requests.sent, 5);
         assert_eq!(s.requests.accepted, 2);
         assert_eq!(s.requests.rejected, 2);
+        assert_eq!(s.requests.shed, 1, "the 503 was shed");
+        assert_eq!(
+            s.shed_latency.count, 1,
+            "only the 503 enters the shed latency"
+        );
         assert_eq!(s.requests.transport_errors, 1);
         assert_eq!(s.requests.redirects, 1);
         assert_eq!(

@@ -45,6 +45,10 @@ pub struct RequestSummary {
     pub accepted: u64,
     /// Non-2xx answers.
     pub rejected: u64,
+    /// 503s with `Retry-After`: refused at the door by a node at capacity
+    /// (among `rejected`), and how fast they were refused.
+    pub shed: u64,
+    pub shed_latency_ms: LatencySnapshot,
     /// Status code -> count (JSON keys are strings: `"202"`).
     pub by_status: BTreeMap<u16, u64>,
     pub transport_errors: u64,
@@ -91,11 +95,13 @@ pub struct LoadSummary {
 }
 
 impl RequestSummary {
-    fn new(c: &CountersSnapshot, elapsed: Duration) -> Self {
+    fn new(c: &CountersSnapshot, shed_latency: &LatencySnapshot, elapsed: Duration) -> Self {
         RequestSummary {
             sent: c.sent,
             accepted: c.accepted,
             rejected: c.rejected,
+            shed: c.shed,
+            shed_latency_ms: shed_latency.clone(),
             by_status: c.by_status.clone(),
             transport_errors: c.transport_errors,
             redirects: c.redirects,
@@ -118,7 +124,7 @@ impl Summary {
             verdict: String::new(),
             elapsed_secs,
             endpoints,
-            requests: RequestSummary::new(&s.requests, s.elapsed),
+            requests: RequestSummary::new(&s.requests, &s.shed_latency, s.elapsed),
             latency_ms: s.latency.clone(),
             matches: Some(MatchSummary {
                 received: s.matches,
@@ -160,7 +166,7 @@ impl Summary {
             verdict: String::new(),
             elapsed_secs: window_secs,
             endpoints,
-            requests: RequestSummary::new(&s.requests, report.window),
+            requests: RequestSummary::new(&s.requests, &s.shed_latency, report.window),
             latency_ms: s.latency.clone(),
             matches: None,
             ratings: None,
@@ -237,6 +243,14 @@ impl fmt::Display for Summary {
         if !r.by_status.is_empty() {
             writeln!(f, "             by status: {}", statuses(&r.by_status))?;
         }
+        if r.shed > 0 {
+            let l = &r.shed_latency_ms;
+            writeln!(
+                f,
+                "  shed       {} refused at capacity (503, Retry-After), answered in p50 {:.2}ms  p99 {:.2}ms",
+                r.shed, l.p50, l.p99
+            )?;
+        }
         let l = &self.latency_ms;
         writeln!(
             f,
@@ -302,6 +316,7 @@ mod tests {
                 sent: 100,
                 accepted: 98,
                 rejected: 2,
+                shed: 0,
                 by_status: BTreeMap::from([(202, 98), (422, 2)]),
                 transport_errors: 0,
                 redirects: 3,
@@ -313,6 +328,7 @@ mod tests {
                 ..CountersSnapshot::default()
             },
             latency: LatencySnapshot::default(),
+            shed_latency: LatencySnapshot::default(),
             matches: 4,
             driver_notices: 4,
             fare_total_taka: 50.0,

@@ -172,6 +172,20 @@ pub struct Config {
     #[arg(long, env = "NODE_MAX_CLOCK_SKEW", default_value = "1s", value_parser = humantime::parse_duration)]
     pub max_clock_skew: Duration,
 
+    /// Admission control: intake answers 503 `overloaded` (with
+    /// `Retry-After`) while this many requests wait to be journaled...
+    #[arg(long, env = "NODE_MAX_INTAKE_QUEUE", default_value_t = 4_096)]
+    pub max_intake_queue: usize,
+
+    /// ...or while replication to a connected peer is this far behind (a
+    /// status message's round trip through both nodes' streams)...
+    #[arg(long, env = "NODE_MAX_MESH_LAG", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub max_mesh_lag: Duration,
+
+    /// ...or while the last matching round took longer than this.
+    #[arg(long, env = "NODE_MAX_ROUND_TIME", default_value = "800ms", value_parser = humantime::parse_duration)]
+    pub max_round_time: Duration,
+
     /// CQL contact points (`host:port`, comma-separated; list some in every
     /// datacenter). Unset: ratings live in the embedded store only.
     #[arg(long, env = "CQL_NODES", value_delimiter = ',')]

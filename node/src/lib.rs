@@ -7,6 +7,7 @@
 //! sockets or clocks; thin async tasks in [`server`] drive them.
 
 pub mod access;
+pub mod admission;
 pub mod clock;
 pub mod communication;
 pub mod config;

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::{self, KeyError, TokenKeys};
+use crate::admission::Limits;
 use crate::clock::Millis;
 use crate::communication::{Hub, SocketSettings};
 use crate::config::Config;
@@ -405,7 +406,12 @@ fn open_core(config: &Config, node: &NodeId) -> Result<NodeCore, NodeError> {
         config.max_clock_skew,
         Durability::Fsync,
         now,
-    )?;
+    )?
+    .with_limits(Limits {
+        max_queue: config.max_intake_queue.max(1),
+        max_mesh_lag: config.max_mesh_lag,
+        max_round: config.max_round_time,
+    });
     tracing::info!(took = ?started.elapsed(), "own documents loaded");
     Ok(core)
 }

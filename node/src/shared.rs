@@ -21,7 +21,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
@@ -30,6 +29,7 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Limits, Load, Overload};
 use crate::clock::Millis;
 use crate::fare;
 use crate::geodesy::haversine_km;
@@ -124,6 +124,10 @@ struct State {
     /// Per peer, its last status's `sent_at` and this node's clock on
     /// receipt: echoed back, for the peer's offset measurement.
     status_heard: HashMap<NodeId, (Millis, Millis)>,
+    /// Per connected peer, when its last status (or the session) began to
+    /// count, and the last round trip of a status through both streams:
+    /// the mesh lag that admission bounds.
+    round_trips: HashMap<NodeId, (Millis, f64)>,
     duplicate_commits: u64,
     conflicting_commits: u64,
 }
@@ -138,8 +142,9 @@ struct Wake {
 pub struct NodeCore {
     state: Mutex<State>,
     intake: Sender<Arrival>,
-    /// Requests handed over and not yet moved in by a group commit.
-    queued: AtomicUsize,
+    /// What admission control reads without the lock, and its bounds.
+    load: Load,
+    limits: Limits,
     wake: Wake,
     request_ttl_ms: u64,
     max_clock_skew_ms: u64,
@@ -163,13 +168,27 @@ impl NodeCore {
                 commit_rate: RateMeter::default(),
                 status_sent: HashMap::new(),
                 status_heard: HashMap::new(),
+                round_trips: HashMap::new(),
                 duplicate_commits: 0,
                 conflicting_commits: 0,
             }),
             intake,
-            queued: AtomicUsize::new(0),
+            load: Load::default(),
+            limits: Limits::default(),
             wake: Wake::default(),
         }
+    }
+
+    /// The same core, shedding intake past `limits` ([`NodeCore::admit`]).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Whether one more request may be accepted now: refused past any of
+    /// the limits, without taking the lock.
+    pub fn admit(&self) -> Result<(), Overload> {
+        self.load.admit(&self.limits)
     }
 
     /// The core of a node whose own documents live in `dir`: they are
@@ -208,7 +227,7 @@ impl NodeCore {
     pub fn submit_rider(&self, rider: NewRider, now: Millis) -> (Ticket, Durable) {
         let id = RequestId::generate();
         let (done, durable) = oneshot::channel();
-        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.load.enqueued();
         let _ = self.intake.send(Arrival::Rider(id, rider, now, done));
         self.nudge();
         (self.ticket(id, now), durable)
@@ -219,7 +238,7 @@ impl NodeCore {
     pub fn submit_driver(&self, driver: NewDriver, now: Millis) -> (Ticket, Durable) {
         let id = RequestId::generate();
         let (done, durable) = oneshot::channel();
-        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.load.enqueued();
         let _ = self.intake.send(Arrival::Driver(id, driver, now, done));
         self.nudge();
         (self.ticket(id, now), durable)
@@ -288,7 +307,7 @@ impl NodeCore {
                     waiting.push(done);
                 }
                 let Some(now) = latest else { return };
-                self.queued.fetch_sub(waiting.len(), Ordering::Relaxed);
+                self.load.dequeued(waiting.len());
                 intake_rate.add(waiting.len() as u64);
                 if let Err(e) = replica.flush(now) {
                     // Dropping `waiting` refuses them: the submitters answer 503.
@@ -314,7 +333,7 @@ impl NodeCore {
 
     /// Requests handed over and not yet journaled: the intake queue.
     pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
+        self.load.queued()
     }
 
     /// The identity this node writes as.
@@ -345,10 +364,12 @@ impl NodeCore {
     pub fn step(&self, now: Millis) -> Result<Vec<Arc<Match>>, ReplicaError> {
         let round = self.lock().replica.handle_timeout(now)?;
         if let Some(input) = round {
+            let started = std::time::Instant::now();
             let pairs = input.run();
             for chunk in pairs.chunks(ROUND_CHUNK) {
                 self.lock().replica.complete_round(&input, chunk, now)?;
             }
+            self.load.set_round(started.elapsed());
         }
         // What this step wrote must be durable before anyone is told of it:
         // synced outside the lock, and checked again under it.
@@ -357,6 +378,7 @@ impl NodeCore {
         }
         let mut state = self.lock();
         state.replica.sync()?;
+        self.load.set_mesh_lag(mesh_lag(&state, now));
         let mut learnt = std::mem::take(&mut state.unresolved);
         learnt.extend(state.replica.take_commits());
         state.matches.prune(now);
@@ -649,6 +671,8 @@ impl SyncCore for NodeCore {
             .status_sent
             .get(peer)
             .is_none_or(|at| now.0 >= at.0 + STATUS_INTERVAL_MS);
+        state.round_trips.entry(peer.clone()).or_insert((now, 0.0));
+        self.load.set_mesh_lag(mesh_lag(&state, now));
         if due {
             state.status_sent.insert(peer.clone(), now);
             let mut status = own_status(&mut state, now);
@@ -671,6 +695,9 @@ impl SyncCore for NodeCore {
                 .status_heard
                 .insert(peer.clone(), (status.sent_at, now));
             if let Some((sent, their_receipt)) = status.echo {
+                let round_trip = round_trip_ms(sent, their_receipt, status.sent_at, now);
+                state.round_trips.insert(peer.clone(), (now, round_trip));
+                self.load.set_mesh_lag(mesh_lag(&state, now));
                 let offset = clock_offset_ms(sent, their_receipt, status.sent_at, now);
                 let was_skewed = self.is_skewed(state.board.clock_offset(peer));
                 state.board.set_clock_offset(peer, offset);
@@ -705,7 +732,32 @@ impl SyncCore for NodeCore {
         state.board.lost(peer);
         state.status_sent.remove(peer);
         state.status_heard.remove(peer);
+        state.round_trips.remove(peer);
+        self.load.set_mesh_lag(mesh_lag(&state, Millis::now()));
     }
+}
+
+/// How far replication to the slowest connected peer is behind: the last
+/// round trip of a status through both nodes' streams (queued behind their
+/// sync messages), or, when a peer's next status is late, how late it is.
+fn mesh_lag(state: &State, now: Millis) -> Duration {
+    let worst_ms = state
+        .round_trips
+        .values()
+        .map(|(since, round_trip)| {
+            let late = now.0.saturating_sub(since.0 + STATUS_INTERVAL_MS) as f64;
+            round_trip.max(late)
+        })
+        .fold(0.0, f64::max);
+    Duration::from_secs_f64(worst_ms / 1000.0)
+}
+
+/// The round trip of a status and its echo, without the time the peer held
+/// it (NTP's delay): `t1`..`t4` as in [`clock_offset_ms`].
+fn round_trip_ms(t1: Millis, t2: Millis, t3: Millis, t4: Millis) -> f64 {
+    let total = t4.0.saturating_sub(t1.0) as f64;
+    let held = t3.0.saturating_sub(t2.0) as f64;
+    (total - held).max(0.0)
 }
 
 /// The peer's clock minus this node's, NTP-style, from one round trip:
@@ -795,6 +847,26 @@ mod tests {
         core.submit_driver(driver(23.8), t0.plus(TTL));
         core.commit_arrivals();
         assert!(core.step(t0.plus(TTL + 1)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn intake_is_shed_while_the_queue_is_full_and_admitted_once_it_drains() {
+        let core = core().with_limits(Limits {
+            max_queue: 2,
+            ..Limits::default()
+        });
+        let t0 = Millis(1_800_000_000_000);
+        assert_eq!(core.admit(), Ok(()));
+        let (_, first) = core.submit_rider(rider(23.8), t0);
+        let (_, second) = core.submit_driver(driver(23.8), t0);
+        assert_eq!(core.admit(), Err(Overload::Queue { queued: 2, max: 2 }));
+        core.commit_arrivals();
+        assert_eq!(core.queued(), 0);
+        assert_eq!(core.admit(), Ok(()));
+        assert!(
+            first.blocking_recv().is_ok() && second.blocking_recv().is_ok(),
+            "what was queued is journaled, not dropped"
+        );
     }
 
     #[test]

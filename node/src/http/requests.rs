@@ -3,7 +3,8 @@
 //! hand-over to the core that never waits for its lock, and the answer, with
 //! the request's token, once the request is journaled (a group commit shared
 //! with every request that arrived meanwhile): a 202 is a promise that
-//! survives a crash. Nothing here waits on matching.
+//! survives a crash. Nothing here waits on matching, and a node past its
+//! capacity refuses at the door (503 `overloaded`, see [`crate::admission`]).
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ pub async fn post_rider(
     State(app): State<Arc<AppState>>,
     ApiJson(body): ApiJson<RiderRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ErrorResponse> {
+    admit(&app)?;
     let rider = intake::rider(body).map_err(ApiError::from)?;
     check_owner(&app, rider.position, "/rider")?;
     let (ticket, durable) = app.core.submit_rider(rider, Millis::now());
@@ -36,12 +38,26 @@ pub async fn post_driver(
     State(app): State<Arc<AppState>>,
     ApiJson(body): ApiJson<DriverRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ErrorResponse> {
+    admit(&app)?;
     let driver = intake::driver(body).map_err(ApiError::from)?;
     check_owner(&app, driver.position, "/driver")?;
     let (ticket, durable) = app.core.submit_driver(driver, Millis::now());
     durable.await.map_err(|_| not_journaled())?;
     metrics::counter!("ride_requests_accepted_total", "kind" => "driver").increment(1);
     Ok(accepted(&app, ticket))
+}
+
+/// Refuses a request the node could not keep its promise for (see
+/// [`crate::admission`]), before any work is spent on it.
+fn admit(app: &AppState) -> Result<(), ApiError> {
+    app.core.admit().map_err(|overload| {
+        metrics::counter!("ride_requests_shed_total", "reason" => overload.reason()).increment(1);
+        ApiError::unavailable(
+            "overloaded",
+            format!("this node is at capacity: {overload}; try again"),
+            1,
+        )
+    })
 }
 
 /// The journal could not take the request: it is refused, not lost.

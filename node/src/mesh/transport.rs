@@ -368,7 +368,11 @@ async fn session(
             () = stop.cancelled() => break Ok(()),
             _ = ticker.tick() => {
                 let sent = async {
-                    for message in core.outgoing(peer, Millis::now())? {
+                    // Core calls lock it and do CPU work (automerge): off the
+                    // async workers, so that QUIC keep-alives, other sessions
+                    // and intake never wait behind them.
+                    let messages = tokio::task::block_in_place(|| core.outgoing(peer, Millis::now()))?;
+                    for message in messages {
                         frames.send(&message).await?;
                     }
                     Ok::<_, SessionError>(())
@@ -379,7 +383,7 @@ async fn session(
             }
             frame = frames.next() => match frame {
                 Ok(Some(message)) => {
-                    if let Err(e) = core.receive(peer, message, Millis::now()) {
+                    if let Err(e) = tokio::task::block_in_place(|| core.receive(peer, message, Millis::now())) {
                         break Err(e.into());
                     }
                 }
@@ -397,6 +401,7 @@ async fn session(
         Err(_) => {}
     }
     if let Err(e) = ended {
+        metrics::counter!("mesh_sessions_lost_total", "peer" => peer.0.clone()).increment(1);
         tracing::warn!(peer = %peer, error = %e, "peer session ended");
     }
     core.peer_lost(peer);

@@ -253,14 +253,7 @@ async fn a_skewed_clock_is_reported_and_changes_no_match() {
             .all(|p| p.node == REGIONS[skewed] || !p.clock_skewed),
         "{north:?}"
     );
-    let metrics = http
-        .get(mesh.node(0).admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_of(&http, mesh.node(0)).await;
     assert!(
         metrics
             .lines()

@@ -12,6 +12,7 @@ mod flow;
 mod fly;
 mod keepalive;
 mod mesh;
+mod overload;
 mod regions;
 mod restart;
 mod support;

@@ -319,6 +319,16 @@ where
     }
 }
 
+/// A node's Prometheus metrics, as text.
+pub async fn metrics_of(http: &reqwest::Client, node: &NodeProcess) -> String {
+    let response = http.get(node.admin_url("/metrics")).send().await;
+    response
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 /// GETs `url` and decodes the JSON answer.
 pub async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &str) -> T {
     let response = http.get(url).send().await.expect("GET");
