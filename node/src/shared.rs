@@ -733,7 +733,6 @@ impl SyncCore for NodeCore {
         state.status_sent.remove(peer);
         state.status_heard.remove(peer);
         state.round_trips.remove(peer);
-        self.load.set_mesh_lag(mesh_lag(&state, Millis::now()));
     }
 }
 

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Overload benchmark (goodput, not answers): a burst far past capacity,
+# uniform over the three regions of regions/, sent by the bot's load mode to
+# each position's own region; first against the three-region mesh on
+# loopback (QUIC, mutual TLS), then against one node alone with the same
+# burst. Reports, per setup: riders accepted (202), shed (503), the shed
+# answers' latency, how long after the burst every node held one digest,
+# and riders matched (once converged, a few seconds later) per second of
+# burst, with the mesh/single ratio.
+#
+#   scripts/bench-overload.sh [RATE] [BURST] [CONCURRENCY]   e.g. 30000 8s 48
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATE="${1:-30000}"
+BURST="${2:-8s}"
+CONCURRENCY="${3:-48}"
+WORK="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+cargo build --release --locked -p node -p bot >/dev/null 2>&1
+NODE=target/release/node BOT=target/release/bot
+REGIONS=(dhaka-north dhaka-southeast dhaka-southwest)
+$NODE certs --dir "$WORK/certs" "${REGIONS[@]/#/--node=}" --ip 127.0.0.1 >/dev/null
+$NODE token-key >"$WORK/certs/token.keys"
+
+start() { # index id mesh-args...  (public 1850i, admin 1860i, quic 1870i)
+  local i=$1 id=$2; shift 2
+  RUST_LOG=warn $NODE --node-id "$id" --listen "127.0.0.1:1850$i" \
+    --admin-listen "127.0.0.1:1860$i" --certs "$WORK/certs" \
+    --token-keys-file "$WORK/certs/token.keys" --data-dir "$WORK/$id-data" \
+    --mesh-ready-grace 1s "$@" 2>"$WORK/$id.log" &
+}
+wait_ready() { for i in "$@"; do
+  until curl -sf "http://127.0.0.1:1860$i/debug/state" | grep -q '"ready":true'; do sleep 0.2; done
+done; }
+state() { curl -s "http://127.0.0.1:1860$1/debug/state"; }
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+accepted_riders() { curl -s "http://127.0.0.1:1860$1/metrics" \
+  | awk '$1 ~ /^ride_requests_accepted_total\{kind="rider"\}/ {print $2+0}'; }
+now() { date +%s.%N; }
+
+# burst LABEL NODE-INDEXES BOT-ARGS...: prints one result line.
+burst() {
+  local label=$1 nodes=$2; shift 2
+  $BOT "$@" --rate "$RATE" --concurrency "$CONCURRENCY" --duration "$BURST" --warmup 0s \
+    --no-progress --summary-json "$WORK/$label.json" >"$WORK/$label.bot" 2>&1 || true
+  local ended converged_at digests
+  ended=$(now)
+  while :; do
+    digests=$(for i in $nodes; do state "$i" | field digest; done | sort -u | wc -l)
+    [[ $digests == 1 ]] && { converged_at=$(now); break; }
+    awk -v a="$ended" -v b="$(now)" 'BEGIN {exit !(b - a > 60)}' && { converged_at=; break; }
+    sleep 0.1
+  done
+  sleep 5 # matching of what is still pending
+  local first accepted=0
+  first=${nodes%% *}
+  for i in $nodes; do accepted=$(( accepted + $(accepted_riders "$i") )); done
+  local matched; matched=$(state "$first" | field committed_matches)
+  python3 - "$WORK/$label.json" "$label" "$accepted" "$matched" "$ended" "${converged_at:-}" "$BURST" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1])); label, accepted, matched = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ended, converged, burst = float(sys.argv[5]), sys.argv[6], sys.argv[7]
+secs = float(burst.rstrip('s'))
+r = s['requests']; shed = r.get('shed', 0); sl = r.get('shed_latency_ms', {})
+conv = f"{float(converged) - ended:.2f}s" if converged else "NOT within 60s"
+print(f"{label}: sent {r['sent']}, riders accepted {accepted}, shed {shed} (p50 {sl.get('p50', 0):.2f} ms, "
+      f"p99 {sl.get('p99', 0):.2f} ms), one digest {conv} after the burst, riders matched {matched} "
+      f"({100 * matched / max(accepted, 1):.1f}% of accepted), {matched / secs:.0f} matched/s of burst")
+open(sys.argv[1] + '.goodput', 'w').write(str(matched / secs))
+PY
+}
+
+peers() { local i=$1 out=() j; for j in 0 1 2; do
+  (( j != i )) && out+=(--peer "${REGIONS[$j]}=127.0.0.1:1870$j"); done; echo "${out[@]}"; }
+for i in 0 1 2; do
+  # shellcheck disable=SC2046
+  start "$i" "${REGIONS[$i]}" --regions regions --region "${REGIONS[$i]}" \
+    --mesh-listen "127.0.0.1:1870$i" $(peers "$i")
+done
+wait_ready 0 1 2
+burst mesh "0 1 2" --regions regions --endpoint http://127.0.0.1:18500,http://127.0.0.1:18501,http://127.0.0.1:18502
+kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true
+
+start 3 single --region dhaka
+wait_ready 3
+burst single "3" --endpoint http://127.0.0.1:18503 --area 23.60,90.30,23.95,90.55
+python3 -c "m=float(open('$WORK/mesh.json.goodput').read()); s=float(open('$WORK/single.json.goodput').read()); print(f'goodput ratio mesh/single: {m / max(s, 1e-9):.2f}')"
