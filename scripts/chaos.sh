@@ -9,7 +9,8 @@
 #
 #   scripts/chaos.sh [options] [-- bot flags...]
 #
-#   --quick              ~1 minute: two single-region cuts and a split, 8 s each
+#   --quick              ~1 minute: two single-region cuts and a split, 8 s each,
+#                        then a kill -9 and restart (as --kill)
 #   --hold D             how long each partition is held (default 10s)
 #   --rounds N           single-region cuts, one region after another (default:
 #                        one per region), before the split (every region alone)
@@ -46,7 +47,7 @@ BOT_ARGS=()
 while (( $# )); do
   if [[ "$1" == --*=* ]]; then set -- "${1%%=*}" "${1#*=}" "${@:2}"; fi
   case "$1" in
-    --quick) HOLD=8 ROUNDS=2 WARMUP=4 SETTLE=2 ;;
+    --quick) HOLD=8 ROUNDS=2 WARMUP=4 SETTLE=2 KILL=1 ;;
     --kill) KILL=1 ;;
     --hold|--rounds|--partition|--converge-limit|--request-ttl|--skew|--wan-delay|--wan-jitter|--wan-loss)
       (( $# >= 2 )) || die "$1 needs a value"
@@ -275,7 +276,7 @@ bot_status=0
 wait "$BOT_PID" || bot_status=$?
 BOT_PID=""
 (( bot_status == 0 )) || log "the bot exited with status $bot_status; see $STATE/bot.log"
-converge "final (bot stopped)" "$LAST_HEAL" --final
+converge "final (bot stopped)" "$LAST_HEAL" --final --restarted "${RESTARTED[@]}"
 
 status=0
 "${CHECK[@]}" check "${URLS[@]}" --store "$STORE" --record "$TOLD" --bot-summary "$SUMMARY" \

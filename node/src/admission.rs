@@ -8,11 +8,12 @@
 //!
 //! Three signals, each against a limit (all flags):
 //! - the intake queue: requests handed to the core and not yet journaled;
-//! - the mesh round trip: how long ago the slowest connected peer echoed a
-//!   status this node sent. Status messages share the stream with sync
-//!   messages, so a peer (or this node) falling behind on replication
-//!   shows here, whichever side is slow. A peer cut off does not count: a
-//!   partition must not stop a region from serving;
+//! - the mesh round trip: the last round trip of a status message to the
+//!   slowest connected peer and back. Status messages share the stream with
+//!   sync messages, so a peer (or this node) falling behind on replication
+//!   shows here, whichever side is slow. A peer gone silent keeps its last
+//!   round trip: silence is what a partition looks like until the session
+//!   times out, and a partition must not stop a region from serving;
 //! - the last matching round: a round slower than the limit cannot keep up
 //!   with what it is given.
 

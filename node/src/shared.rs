@@ -124,10 +124,9 @@ struct State {
     /// Per peer, its last status's `sent_at` and this node's clock on
     /// receipt: echoed back, for the peer's offset measurement.
     status_heard: HashMap<NodeId, (Millis, Millis)>,
-    /// Per connected peer, when its last status (or the session) began to
-    /// count, and the last round trip of a status through both streams:
-    /// the mesh lag that admission bounds.
-    round_trips: HashMap<NodeId, (Millis, f64)>,
+    /// Per connected peer, the last round trip of a status through both
+    /// streams, in ms: the mesh lag that admission bounds.
+    round_trips: HashMap<NodeId, f64>,
     duplicate_commits: u64,
     conflicting_commits: u64,
 }
@@ -378,7 +377,6 @@ impl NodeCore {
         }
         let mut state = self.lock();
         state.replica.sync()?;
-        self.load.set_mesh_lag(mesh_lag(&state, now));
         let mut learnt = std::mem::take(&mut state.unresolved);
         learnt.extend(state.replica.take_commits());
         state.matches.prune(now);
@@ -671,8 +669,6 @@ impl SyncCore for NodeCore {
             .status_sent
             .get(peer)
             .is_none_or(|at| now.0 >= at.0 + STATUS_INTERVAL_MS);
-        state.round_trips.entry(peer.clone()).or_insert((now, 0.0));
-        self.load.set_mesh_lag(mesh_lag(&state, now));
         if due {
             state.status_sent.insert(peer.clone(), now);
             let mut status = own_status(&mut state, now);
@@ -696,8 +692,8 @@ impl SyncCore for NodeCore {
                 .insert(peer.clone(), (status.sent_at, now));
             if let Some((sent, their_receipt)) = status.echo {
                 let round_trip = round_trip_ms(sent, their_receipt, status.sent_at, now);
-                state.round_trips.insert(peer.clone(), (now, round_trip));
-                self.load.set_mesh_lag(mesh_lag(&state, now));
+                state.round_trips.insert(peer.clone(), round_trip);
+                self.load.set_mesh_lag(mesh_lag(&state));
                 let offset = clock_offset_ms(sent, their_receipt, status.sent_at, now);
                 let was_skewed = self.is_skewed(state.board.clock_offset(peer));
                 state.board.set_clock_offset(peer, offset);
@@ -733,21 +729,17 @@ impl SyncCore for NodeCore {
         state.status_sent.remove(peer);
         state.status_heard.remove(peer);
         state.round_trips.remove(peer);
+        self.load.set_mesh_lag(mesh_lag(&state));
     }
 }
 
 /// How far replication to the slowest connected peer is behind: the last
-/// round trip of a status through both nodes' streams (queued behind their
-/// sync messages), or, when a peer's next status is late, how late it is.
-fn mesh_lag(state: &State, now: Millis) -> Duration {
-    let worst_ms = state
-        .round_trips
-        .values()
-        .map(|(since, round_trip)| {
-            let late = now.0.saturating_sub(since.0 + STATUS_INTERVAL_MS) as f64;
-            round_trip.max(late)
-        })
-        .fold(0.0, f64::max);
+/// round trip of a status through both nodes' streams, where it queues
+/// behind sync messages. A peer that has gone silent counts with its last
+/// round trip: silence is what a partition looks like until the session
+/// times out, and a partition must not stop intake.
+fn mesh_lag(state: &State) -> Duration {
+    let worst_ms = state.round_trips.values().copied().fold(0.0, f64::max);
     Duration::from_secs_f64(worst_ms / 1000.0)
 }
 
