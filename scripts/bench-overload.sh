@@ -14,8 +14,8 @@ cd "$(dirname "$0")/.."
 RATE="${1:-30000}"
 BURST="${2:-8s}"
 CONCURRENCY="${3:-48}"
-WORK="$(mktemp -d)"
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+WORK="$(mktemp -d)"; echo "work: $WORK" >&2
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; [[ -n "${BENCH_KEEP:-}" ]] || rm -rf "$WORK"' EXIT
 
 cargo build --release --locked -p node -p bot >/dev/null 2>&1
 NODE=target/release/node BOT=target/release/bot

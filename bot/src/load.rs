@@ -180,11 +180,12 @@ async fn worker(shared: Arc<Shared>, mut rng: StdRng, mut stop: watch::Receiver<
                 _ = stop.wait_for(|stopped| *stopped) => return,
             }
         }
+        let sent = Instant::now();
         let result = match &shared.ratings {
             Some(targets) => rate(&shared, targets, k).await,
             None => send_request(&shared, &mut rng, k).await,
         };
-        let latency = due.elapsed();
+        let (latency, answered_in) = (due.elapsed(), sent.elapsed());
         let outcome = match result {
             Ok(reply) => {
                 if let Err(problem) = reply.body
@@ -206,6 +207,7 @@ async fn worker(shared: Arc<Shared>, mut rng: StdRng, mut stop: watch::Receiver<
         };
         if due >= schedule.measure_from {
             shared.stats.record_request(outcome, latency);
+            shared.stats.record_shed(outcome, answered_in);
         } else {
             shared.warmup_requests.fetch_add(1, Relaxed);
         }

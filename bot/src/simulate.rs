@@ -511,6 +511,7 @@ async fn send_job(client: &Client, stats: &Stats, job: Job) -> Posted {
         Ok(reply) => {
             retry_after = reply.retry_after;
             stats.record_request(reply.outcome(), latency);
+            stats.record_shed(reply.outcome(), latency);
             let base = reply
                 .redirected_to
                 .as_ref()

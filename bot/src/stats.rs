@@ -20,6 +20,16 @@ const STATUS_SLOTS: usize = 1000;
 /// The status of a request refused at the door (a node at capacity).
 const SHED: u16 = 503;
 
+fn record_micros(histogram: &Mutex<Histogram<u64>>, latency: Duration) {
+    let micros = u64::try_from(latency.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    histogram
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .saturating_record(micros);
+}
+
 fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3)
         .expect("constant histogram bounds are valid")
@@ -219,18 +229,15 @@ impl Stats {
         if outcome == Outcome::Transport {
             return;
         }
-        let micros = u64::try_from(latency.as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let histograms: &[&Mutex<Histogram<u64>>] = match outcome {
-            Outcome::Answered { status: SHED, .. } => &[&self.latency, &self.shed_latency],
-            _ => &[&self.latency],
-        };
-        for histogram in histograms {
-            histogram
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .saturating_record(micros);
+        record_micros(&self.latency, latency);
+    }
+
+    /// How long a request that was shed took to be answered, from the
+    /// moment it was sent (not scheduled): refusing must be fast whatever
+    /// the bot's own backlog.
+    pub fn record_shed(&self, outcome: Outcome, answered_in: Duration) {
+        if matches!(outcome, Outcome::Answered { status: SHED, .. }) {
+            record_micros(&self.shed_latency, answered_in);
         }
     }
 
@@ -376,13 +383,13 @@ mod tests {
             },
             Duration::from_millis(1),
         );
-        stats.record_request(
-            Outcome::Answered {
-                status: 503,
-                redirected: false,
-            },
-            Duration::from_secs(200),
-        );
+        let shed = Outcome::Answered {
+            status: 503,
+            redirected: false,
+        };
+        stats.record_request(shed, Duration::from_secs(200));
+        stats.record_shed(shed, Duration::from_micros(300));
+        stats.record_shed(ok, Duration::from_secs(1));
         stats.record_request(Outcome::Transport, Duration::from_millis(1));
         stats.record_rating(Outcome::Answered {
             status: 409,
@@ -396,8 +403,9 @@ mod tests {
         assert_eq!(s.requests.rejected, 2);
         assert_eq!(s.requests.shed, 1, "the 503 was shed");
         assert_eq!(
-            s.shed_latency.count, 1,
-            "only the 503 enters the shed latency"
+            (s.shed_latency.count, s.shed_latency.max),
+            (1, 0.3),
+            "only the 503 enters the shed latency, with its own time"
         );
         assert_eq!(s.requests.transport_errors, 1);
         assert_eq!(s.requests.redirects, 1);

@@ -14,17 +14,19 @@ mod regions;
 mod requests;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
@@ -110,8 +112,21 @@ fn with_layers(routes: Router<Arc<AppState>>, app: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(record_request))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().on_failure(log_failure))
         .with_state(app)
+}
+
+/// Server errors are logged, except 503s: a node refusing at the door
+/// (overloaded, or its storage failing, which is logged where it fails)
+/// would otherwise write a line per refusal just when it is busiest; they
+/// are counted in `/metrics` instead.
+fn log_failure(failure: ServerErrorsFailureClass, latency: Duration, _span: &tracing::Span) {
+    if !matches!(
+        failure,
+        ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE)
+    ) {
+        tracing::error!(classification = %failure, ?latency, "response failed");
+    }
 }
 
 async fn communication_socket(
