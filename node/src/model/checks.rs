@@ -3,9 +3,10 @@
 //! without faults must commit every rider, and each defect put back must
 //! be found, its shortest counterexample printed as a trace.
 
-use std::collections::BTreeSet;
-use std::time::Instant;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
+use stateright::report::{ReportData, ReportDiscovery, Reporter};
 use stateright::{Checker, HasDiscoveries, Model, Path};
 
 use super::protocol::{
@@ -29,8 +30,8 @@ fn home(node: u8, rider: bool) -> RequestSpec {
 /// claims once per rider, driver and believed owner, and a driver is handed
 /// over at most twice; a node sends to every peer it reaches at once, and
 /// messages arrive as they are sent (see [`Bounds`]). `MODEL_BOUND=large`
-/// sends link by link, holds a message in flight on each link and allows a
-/// second attempt per claim.
+/// sends link by link, so that one peer learns a record before another
+/// without a fault.
 fn bounds() -> Bounds {
     let large = std::env::var("MODEL_BOUND").is_ok_and(|b| b == "large");
     Bounds {
@@ -41,10 +42,9 @@ fn bounds() -> Bounds {
         crashes: 1,
         partitions: 1,
         max_generation: 1,
-        max_attempts: if large { 2 } else { 1 },
-        link_capacity: usize::from(large),
+        max_attempts: 1,
         broadcast: !large,
-        cleanup_together: !large,
+        cleanup_together: true,
         fair: false,
     }
 }
@@ -59,6 +59,32 @@ struct Run {
     states: usize,
 }
 
+/// Prints how far a long run got, every half minute.
+struct Progress {
+    what: String,
+    printed: Duration,
+}
+
+impl Reporter<ProtocolModel> for Progress {
+    fn report_checking(&mut self, data: ReportData) {
+        if !data.done && data.duration >= self.printed + Duration::from_secs(30) {
+            self.printed = data.duration;
+            eprintln!(
+                "model check ({}): {} states so far, depth {}, {:?}",
+                self.what, data.unique_states, data.max_depth, data.duration
+            );
+        }
+    }
+
+    fn report_discoveries(
+        &mut self,
+        _: &ProtocolModel,
+        _: BTreeMap<&'static str, ReportDiscovery<ProtocolModel>>,
+    ) {
+        // The tests print the traces they want, in words.
+    }
+}
+
 fn explore(model: ProtocolModel, finish_when: HasDiscoveries, what: &str) -> (Run, ProtocolModel) {
     let started = Instant::now();
     let checker = model
@@ -66,7 +92,10 @@ fn explore(model: ProtocolModel, finish_when: HasDiscoveries, what: &str) -> (Ru
         .threads(threads())
         .finish_when(finish_when)
         .spawn_bfs()
-        .join();
+        .join_and_report(&mut Progress {
+            what: what.to_owned(),
+            printed: Duration::ZERO,
+        });
     let run = Run {
         discoveries: checker.discoveries(),
         states: checker.unique_state_count(),
@@ -188,5 +217,8 @@ fn an_owner_transferring_a_driver_it_no_longer_owns_is_caught() {
 
 #[test]
 fn a_restart_that_forgets_its_transfers_is_caught() {
-    caught(Defect::ForgetfulRestart, "defect: restart without journal");
+    caught(
+        Defect::ForgetfulRestart,
+        "defect: a restart that forgets its transfers",
+    );
 }

@@ -131,7 +131,6 @@ impl Replay {
                 partitions: 0,
                 max_generation: u8::MAX,
                 max_attempts: u8::MAX,
-                link_capacity: usize::MAX,
                 broadcast: false,
                 cleanup_together: false,
                 fair: false,

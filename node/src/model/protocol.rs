@@ -8,17 +8,15 @@
 //!   it), so merging views is set union; documents shrink to single records
 //!   (a record is dropped alone, with the same rule the node applies to a
 //!   document's records).
-//! - **Messages.** One directed link per pair of nodes, a FIFO queue of at
-//!   most `link_capacity` messages (one QUIC stream). A message carries the
-//!   records the receiver lacks when it is sent (what automerge's sync state
-//!   works out). A link that goes down, or a crash at either end, loses what
-//!   it carried; sending again afterwards duplicates what had arrived, and
-//!   the queues of different links interleave freely. With a capacity of 0
-//!   a message arrives as it is sent: a message's effect depends only on
-//!   what its sender held when sending and merging is set union, so holding
-//!   it in flight adds only orders that commuting independent steps already
-//!   gives, and a lost message is one never sent. The normal test run
-//!   checks that way, the large bound with messages in flight.
+//! - **Messages.** A message carries the records the receiver lacks when
+//!   it is sent (what automerge's sync state works out) and arrives as it
+//!   is sent. A message's effect depends only on what its sender held when
+//!   sending, and merging is set union, so holding it in flight adds only
+//!   orders that commuting independent steps already give; a message lost
+//!   (a link down, a crash at either end) is one never sent; a duplicate
+//!   changes nothing; order within a link holds trivially, and across links
+//!   any order is explored. Sends go link by link (`Send`), or, in the
+//!   normal bound, to every reachable peer at once (`Broadcast`).
 //! - **Time.** No clock at all. Whatever a deadline or an expiry decides
 //!   only ever makes a node refuse or not act, so every check that a clock
 //!   could fail is a free choice here: an owner may refuse any claim, a
@@ -37,7 +35,7 @@
 //!   most `max_attempts` claims for one rider, driver and believed owner,
 //!   and none beyond `max_generation` hand-overs.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::fmt;
 
 use stateright::{Model, Property};
@@ -129,7 +127,6 @@ pub struct Bounds {
     pub partitions: u8,
     pub max_generation: u8,
     pub max_attempts: u8,
-    pub link_capacity: usize,
     /// A node sends to every peer it reaches at once (the checker's
     /// `Broadcast`), rather than link by link: what one peer learns before
     /// another then needs a crash or a partition, which the bound has;
@@ -167,8 +164,6 @@ pub struct NodeState {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct State {
     pub nodes: Vec<NodeState>,
-    /// In-flight messages per directed link (`from * nodes + to`).
-    pub links: Vec<VecDeque<Vec<Record>>>,
     /// The node cut off from all others, if any.
     pub isolated: Option<u8>,
     /// Answered 202.
@@ -203,15 +198,12 @@ pub enum Action {
         claim: ClaimKey,
         transfer: bool,
     },
+    /// `from` sends `to` what it lacks, which arrives.
     Send {
         from: u8,
         to: u8,
     },
-    Deliver {
-        from: u8,
-        to: u8,
-    },
-    /// `Send` to every peer that `from` reaches, each delivered at once.
+    /// `Send` to every peer that `from` reaches.
     Broadcast(u8),
     /// Memory is lost; the journal is kept unless `wipe` (an empty disk: the
     /// node comes back as a new owner).
@@ -247,10 +239,6 @@ impl ProtocolModel {
 
     fn n(&self) -> u8 {
         self.bounds.nodes
-    }
-
-    fn link(&self, from: u8, to: u8) -> usize {
-        usize::from(from) * usize::from(self.n()) + usize::from(to)
     }
 
     pub fn writer(&self, record: &Record) -> Owner {
@@ -560,19 +548,11 @@ impl ProtocolModel {
                 transfer,
             } => self.may_answer(node(*i), claim, *transfer),
             Action::Send { from, to } => {
-                self.link_up(state, *from, *to)
-                    && (self.bounds.link_capacity == 0
-                        || state.links[self.link(*from, *to)].len() < self.bounds.link_capacity)
-                    && !self.sendable(state, *from, *to).is_empty()
+                self.link_up(state, *from, *to) && !self.sendable(state, *from, *to).is_empty()
             }
-            Action::Deliver { from, to } => !state.links[self.link(*from, *to)].is_empty(),
-            Action::Broadcast(from) => {
-                self.bounds.link_capacity == 0
-                    && (0..self.n()).any(|to| {
-                        self.link_up(state, *from, to)
-                            && !self.sendable(state, *from, to).is_empty()
-                    })
-            }
+            Action::Broadcast(from) => (0..self.n()).any(|to| {
+                self.link_up(state, *from, to) && !self.sendable(state, *from, to).is_empty()
+            }),
             Action::Crash { node: i, .. } => state.crashes_left > 0 && node(*i).up,
             Action::Restart(i) => !node(*i).up,
             Action::Ready(i) => node(*i).up && !node(*i).ready,
@@ -624,14 +604,6 @@ impl ProtocolModel {
         }
     }
 
-    fn clear_links_of(&self, state: &mut State, node: u8) {
-        for other in 0..self.n() {
-            let (a, b) = (self.link(node, other), self.link(other, node));
-            state.links[a].clear();
-            state.links[b].clear();
-        }
-    }
-
     /// Takes the action in place if the model allows it; `false` if not.
     pub fn step(&self, state: &mut State, action: Action) -> bool {
         if !self.allowed(state, &action) {
@@ -674,18 +646,7 @@ impl ProtocolModel {
             } => self.write(state, node, Record::Decision { claim, transfer }),
             Action::Send { from, to } => {
                 let message = self.sendable(state, from, to);
-                if self.bounds.link_capacity == 0 {
-                    self.merge(state, to, &message);
-                } else {
-                    let link = self.link(from, to);
-                    state.links[link].push_back(message);
-                }
-            }
-            Action::Deliver { from, to } => {
-                let link = self.link(from, to);
-                if let Some(message) = state.links[link].pop_front() {
-                    self.merge(state, to, &message);
-                }
+                self.merge(state, to, &message);
             }
             Action::Broadcast(from) => {
                 for to in 0..self.n() {
@@ -714,7 +675,6 @@ impl ProtocolModel {
                 }
                 n.up = false;
                 n.ready = false;
-                self.clear_links_of(state, node);
             }
             Action::Restart(node) => {
                 let n = &mut state.nodes[usize::from(node)];
@@ -725,7 +685,6 @@ impl ProtocolModel {
             Action::Isolate(node) => {
                 state.partitions_left -= 1;
                 state.isolated = Some(node);
-                self.clear_links_of(state, node);
             }
             Action::Heal => state.isolated = None,
             Action::Expire(qs) => {
@@ -765,7 +724,6 @@ impl ProtocolModel {
     /// cleanup done: long enough.
     fn quiescent(&self, state: &State) -> bool {
         state.isolated.is_none()
-            && state.links.iter().all(VecDeque::is_empty)
             && (0..self.n()).all(|a| {
                 state.nodes[usize::from(a)].up
                     && self.droppable(state, a).is_empty()
@@ -864,13 +822,6 @@ impl ProtocolModel {
                     records.join(", ")
                 )
             }
-            Action::Deliver { from, to } => {
-                format!(
-                    "{} receives the oldest message from {}",
-                    owner(to),
-                    owner(from)
-                )
-            }
             Action::Broadcast(from) => {
                 let sent: Vec<String> = (0..self.n())
                     .filter(|to| self.link_up(state, *from, *to))
@@ -890,6 +841,8 @@ impl ProtocolModel {
                 owner(node),
                 if *wipe {
                     " and loses its disk (it comes back as a new owner)"
+                } else if self.defect == Defect::ForgetfulRestart {
+                    " (its journal keeps its requests, not its answers)"
                 } else {
                     " (its journal is kept)"
                 }
@@ -922,7 +875,6 @@ impl Model for ProtocolModel {
     type Action = Action;
 
     fn init_states(&self) -> Vec<State> {
-        let n = usize::from(self.n());
         let requests = self.bounds.requests.len();
         let mut nodes: Vec<NodeState> = (0..self.n())
             .map(|node| NodeState {
@@ -940,7 +892,6 @@ impl Model for ProtocolModel {
         }
         vec![State {
             nodes,
-            links: vec![VecDeque::new(); n * n],
             isolated: None,
             accepted: vec![self.bounds.accepted_at_start; requests],
             expired: vec![false; requests],
@@ -1005,7 +956,6 @@ impl Model for ProtocolModel {
             for to in 0..self.n() {
                 if from != to {
                     candidates.push(Action::Send { from, to });
-                    candidates.push(Action::Deliver { from, to });
                 }
             }
         }
