@@ -76,6 +76,12 @@ impl Reporter<ProtocolModel> for Progress {
         }
     }
 
+    /// How often the checker's progress is polled: also how long a run
+    /// waits, at most, after it is done.
+    fn delay(&self) -> Duration {
+        Duration::from_millis(50)
+    }
+
     fn report_discoveries(
         &mut self,
         _: &ProtocolModel,
