@@ -30,7 +30,16 @@
 //!   general case; clocks within the bound are [`Bounds::fair`].
 //! - **Readiness.** A restarted node waits to be in sync, or for a grace
 //!   that can end at any moment: `Ready` may happen at any time after a
-//!   restart, so safety never leans on readiness.
+//!   restart (in the checker, at once: see [`Bounds::ready_at_start`]), so
+//!   safety never leans on readiness.
+//! - **Matching.** A node may claim or commit any pair of its own rider and
+//!   a driver its view shows free (a round on a stale view can propose
+//!   anything), except within the bound, where it follows one shared greedy
+//!   order, as converged nodes do.
+//! - **Cleanup.** A record may be dropped once the riders and drivers it
+//!   is about have expired, and never while one of them is still held and
+//!   not dropped with it (the node's rule for a document's records); a
+//!   dropped record is refused if offered again.
 //! - **Bounds.** Crashes and partitions are counted; a claimant makes at
 //!   most `max_attempts` claims for one rider, driver and believed owner,
 //!   and none beyond `max_generation` hand-overs.
