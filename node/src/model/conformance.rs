@@ -11,11 +11,13 @@
 //!   its view shows; only that owner answers, and transfers only a driver it
 //!   owns at that hand-over and has not seen committed; a commit needs both
 //!   sides owned and uncommitted; nothing is decided before readiness);
-//! - a record absorbed from a peer must be one that peer held since it last
-//!   started, and one the receiver takes (never its own, never one it
-//!   dropped; the model's tombstones name records, the node's name
-//!   documents, so a record written again into a new document is let
-//!   through);
+//! - a record absorbed from a peer must be one that a peer it heard from
+//!   since it started had ever held (automerge holds back a change until
+//!   the changes it builds on arrive, so a message from one peer can
+//!   complete a change another peer sent), and one the receiver takes
+//!   (never its own, never one it dropped; the model's tombstones name
+//!   records, the node's name documents, so a record written again into a
+//!   new document is let through);
 //! - a crash keeps exactly the node's own records, unless the disk is
 //!   wiped; a restart loads exactly them and writes as the same owner, or
 //!   as a new owner after a wipe;
@@ -26,7 +28,7 @@
 //!
 //! Not covered: message contents and order on a link (automerge's sync
 //! messages are not decoded; a received record is checked against
-//! everything its sender held), partitions (they only lose messages), the
+//! everything the peers it heard from held), partitions (they only lose messages), the
 //! claims' deadlines and the requests' expiry times (clock checks that the
 //! model leaves free), and the convergence property (the replay never
 //! waits for quiescence; the simulation checks it itself). The safety
@@ -65,8 +67,11 @@ struct Replay {
     requests: HashMap<RequestId, Req>,
     claims: HashMap<ClaimId, ClaimKey>,
     attempts: HashMap<(Owner, Req, Req, u8, Owner), u8>,
-    /// Per node, every record it held since it last started.
+    /// Per node, every record it ever held (a change it sent before a crash
+    /// may still complete one at a peer).
     ever_held: Vec<BTreeSet<Record>>,
+    /// Per node, the peers it received messages from since it started.
+    heard_from: Vec<BTreeSet<usize>>,
     /// Per node, the records it absorbed from each document it holds.
     docs: Vec<BTreeMap<DocId, Vec<Record>>>,
     /// Per node, the document each dropped record was dropped with.
@@ -146,6 +151,7 @@ impl Replay {
             claims: HashMap::new(),
             attempts: HashMap::new(),
             ever_held: vec![BTreeSet::new(); nodes],
+            heard_from: vec![BTreeSet::new(); nodes],
             docs: vec![BTreeMap::new(); nodes],
             dropped_from: vec![HashMap::new(); nodes],
             booted: vec![false; nodes],
@@ -274,7 +280,8 @@ impl Replay {
                         n.view.len()
                     ));
                 }
-                self.ever_held[*node] = held;
+                self.ever_held[*node].extend(held);
+                self.heard_from[*node].clear();
                 self.check_safety()
             }
             TraceEvent::Crash { node, wipe } => {
@@ -397,9 +404,16 @@ impl Replay {
             let Some(from) = from else {
                 return Err(format!("{me} absorbed {text} from no message"));
             };
-            if !self.ever_held[from].contains(&record) {
+            // automerge holds back a change until the changes it builds on
+            // arrive, so a message can complete one an earlier message (from
+            // another peer) brought.
+            self.heard_from[node].insert(from);
+            if !self.heard_from[node]
+                .iter()
+                .any(|peer| self.ever_held[*peer].contains(&record))
+            {
                 return Err(format!(
-                    "{me} received {text} from n{from}, who never held it"
+                    "{me} received {text} from n{from}, and no peer it heard from held it"
                 ));
             }
             // Tombstones name documents: the same record in another
