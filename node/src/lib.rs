@@ -21,6 +21,8 @@ pub mod matcher;
 pub mod matches;
 pub mod matching;
 pub mod mesh;
+#[cfg(test)]
+mod model;
 pub mod peer_board;
 pub mod ratings;
 pub mod regions;

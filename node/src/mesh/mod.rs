@@ -15,6 +15,6 @@ pub mod tls;
 pub mod transport;
 
 #[cfg(test)]
-mod simulation;
+pub(crate) mod simulation;
 #[cfg(test)]
 mod transport_tests;

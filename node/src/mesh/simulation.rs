@@ -213,7 +213,48 @@ impl Checker {
     }
 }
 
+/// What a node did, as the model's conformance check replays it
+/// (`crate::model::conformance`): test-only, recorded only when asked for.
+#[derive(Debug, Clone)]
+pub(crate) enum TraceEvent {
+    /// Node `node` (re)started as `owner`, holding `loaded` from its journal.
+    Boot {
+        node: usize,
+        owner: NodeId,
+        loaded: Vec<(DocId, RecordV1)>,
+    },
+    /// Memory gone; with `wipe`, the disk too.
+    Crash {
+        node: usize,
+        wipe: bool,
+    },
+    /// Records the node absorbed: its own writes, and with `from`, what a
+    /// message from that peer brought.
+    Absorbed {
+        node: usize,
+        from: Option<usize>,
+        records: Vec<(DocId, RecordV1)>,
+    },
+    Ready {
+        node: usize,
+    },
+    /// Documents the node no longer holds (cleanup).
+    Dropped {
+        node: usize,
+        docs: Vec<DocId>,
+    },
+}
+
+/// The trace being recorded, and what it needs to notice readiness and
+/// dropped documents.
+struct Tracer {
+    events: Vec<TraceEvent>,
+    ready: Vec<bool>,
+    docs: Vec<BTreeSet<DocId>>,
+}
+
 struct Sim {
+    tracer: Option<Tracer>,
     rng: StdRng,
     now: Millis,
     memory: Memory,
@@ -270,6 +311,7 @@ impl Sim {
             })
             .collect();
         let mut sim = Sim {
+            tracer: None,
             rng,
             now,
             memory,
@@ -344,9 +386,10 @@ impl Sim {
             waiting: Vec::new(),
             told: HashSet::new(),
         });
+        self.trace_boot(i);
         // What it held before, it holds again: every request it answered
         // 202 for and that has not expired.
-        let process = node.process.as_ref().expect("just booted");
+        let process = self.nodes[i].process.as_ref().expect("just booted");
         let owner = process.core.owner();
         for (id, acked) in &self.check.acked {
             if acked.node == i
@@ -361,9 +404,55 @@ impl Sim {
         }
     }
 
+    /// Traces node `i`'s start (when tracing).
+    fn trace_boot(&mut self, i: usize) {
+        if self.tracer.is_none() {
+            return;
+        }
+        let Some(process) = &self.nodes[i].process else {
+            return;
+        };
+        let owner = process.core.owner();
+        let loaded = process.core.take_observed();
+        self.check.observe(loaded.clone());
+        let tracer = self.tracer.as_mut().expect("tracing");
+        tracer.ready[i] = false;
+        tracer.docs[i] = loaded.iter().map(|(doc, _)| doc.clone()).collect();
+        tracer.events.push(TraceEvent::Boot {
+            node: i,
+            owner,
+            loaded,
+        });
+    }
+
+    /// Traces what node `i` absorbed since last asked (when tracing).
+    fn trace_absorbed(&mut self, i: usize, from: Option<usize>) {
+        let (Some(tracer), Some(process)) = (&mut self.tracer, &self.nodes[i].process) else {
+            return;
+        };
+        let records = process.core.take_observed();
+        if records.is_empty() {
+            return;
+        }
+        self.check.observe(records.clone());
+        tracer.docs[i].extend(records.iter().map(|(doc, _)| doc.clone()));
+        tracer.events.push(TraceEvent::Absorbed {
+            node: i,
+            from,
+            records,
+        });
+    }
+
     fn crash(&mut self, i: usize, empty_disk: bool) {
+        self.trace_absorbed(i, None);
         if self.nodes[i].process.take().is_none() {
             return;
+        }
+        if let Some(tracer) = &mut self.tracer {
+            tracer.events.push(TraceEvent::Crash {
+                node: i,
+                wipe: empty_disk,
+            });
         }
         let node = &mut self.nodes[i];
         if empty_disk {
@@ -463,6 +552,10 @@ impl Sim {
             return;
         };
         process.core.commit_arrivals();
+        self.trace_absorbed(i, None);
+        let Some(process) = &mut self.nodes[i].process else {
+            return;
+        };
         let mut answered = Vec::new();
         process
             .waiting
@@ -511,6 +604,7 @@ impl Sim {
                     .outgoing(&node_id(to), clock)
                     .expect("honest writes never fail");
                 let delay = self.rng.random_range(5..120);
+                self.trace_absorbed(from, None);
                 let link = self.links.get_mut(&(from, to)).expect("link");
                 // In order on one link: nothing overtakes what was sent earlier.
                 let earliest = link.queue.back().map_or(Millis(0), |(at, _)| *at);
@@ -545,7 +639,47 @@ impl Sim {
                         .violations
                         .push(format!("node {to} rejected an honest message: {e}"));
                 }
+                if let Some(tracer) = &mut self.tracer {
+                    let records = process.core.take_observed();
+                    self.check.observe(records.clone());
+                    tracer.docs[to].extend(records.iter().map(|(doc, _)| doc.clone()));
+                    tracer.events.push(TraceEvent::Absorbed {
+                        node: to,
+                        from: Some(from),
+                        records,
+                    });
+                }
             }
+        }
+    }
+
+    /// Traces node `i` becoming ready and the documents it dropped, around
+    /// what its step wrote (when tracing).
+    fn trace_step(&mut self, i: usize, clock: Millis) {
+        let (Some(tracer), Some(process)) = (&mut self.tracer, &self.nodes[i].process) else {
+            return;
+        };
+        if !tracer.ready[i] && process.core.snapshot(clock).ready {
+            tracer.ready[i] = true;
+            tracer.events.push(TraceEvent::Ready { node: i });
+        }
+        self.trace_absorbed(i, None);
+        let (Some(tracer), Some(process)) = (&mut self.tracer, &self.nodes[i].process) else {
+            return;
+        };
+        let held: BTreeSet<DocId> = process
+            .core
+            .inventory()
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
+        let dropped: Vec<DocId> = tracer.docs[i].difference(&held).cloned().collect();
+        if !dropped.is_empty() {
+            tracer.docs[i].retain(|d| held.contains(d));
+            tracer.events.push(TraceEvent::Dropped {
+                node: i,
+                docs: dropped,
+            });
         }
     }
 
@@ -556,6 +690,10 @@ impl Sim {
             return;
         };
         let made = process.core.step(clock).expect("honest writes never fail");
+        self.trace_step(i, clock);
+        let Some(process) = &mut self.nodes[i].process else {
+            return;
+        };
         process.hub.publish(&made);
         self.check.observe(process.core.take_observed());
         let mut told = Vec::new();
@@ -721,6 +859,8 @@ impl Sim {
 
 /// The figures of one run.
 struct Outcome {
+    /// What the nodes did, if traced.
+    trace: Vec<TraceEvent>,
     violations: Vec<String>,
     shed: usize,
     matches: usize,
@@ -731,7 +871,30 @@ struct Outcome {
 /// Runs one seed: three retention periods of traffic and chaos (with a
 /// partition longer than the TTL), then quiet healing, then the checks.
 fn run(seed: u64, nodes: usize, memory: Memory, traffic: Traffic) -> Outcome {
-    let mut sim = Sim::new(seed, nodes, memory, traffic);
+    drive(Sim::new(seed, nodes, memory, traffic))
+}
+
+/// A run of the shipped core (journal kept, steady traffic) as the model's
+/// conformance check replays it: the trace of every node, and the run's
+/// violations.
+pub(crate) fn traced_run(seed: u64) -> (Vec<TraceEvent>, Vec<String>) {
+    let nodes = 3 + (seed % 2) as usize;
+    let mut sim = Sim::new(seed, nodes, Memory::Journal, Traffic::Steady);
+    sim.tracer = Some(Tracer {
+        events: Vec::new(),
+        ready: vec![false; nodes],
+        docs: vec![BTreeSet::new(); nodes],
+    });
+    for i in 0..nodes {
+        sim.trace_boot(i);
+    }
+    let outcome = drive(sim);
+    (outcome.trace, outcome.violations)
+}
+
+/// Runs a simulation to its end and checks it.
+fn drive(mut sim: Sim) -> Outcome {
+    let nodes = sim.nodes.len();
     let chaos_ticks = 3 * RETAIN_MS / TICK_MS;
     let long_cut = sim.rng.random_range(0..chaos_ticks / 2);
     let long_cut_node = sim.rng.random_range(0..nodes);
@@ -792,6 +955,7 @@ fn run(seed: u64, nodes: usize, memory: Memory, traffic: Traffic) -> Outcome {
     sim.check();
     let matches = sim.check.told_rider.len();
     Outcome {
+        trace: sim.tracer.map(|t| t.events).unwrap_or_default(),
         violations: sim.check.violations,
         shed: sim.shed,
         matches,
