@@ -339,8 +339,12 @@ impl NodeCore {
     }
 
     /// The retained match of a rider or a driver.
+    ///
+    /// Takes the bare lock, not [`Self::lock`]: arrivals never change the
+    /// match log, so a rating need not wait for them to be journaled (an
+    /// fsync) under the lock.
     pub fn match_of(&self, id: &RequestId) -> Option<Arc<Match>> {
-        self.lock().matches.get(id).cloned()
+        self.state.lock().matches.get(id).cloned()
     }
 
     /// The most recent matches, newest first.

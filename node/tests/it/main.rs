@@ -12,6 +12,7 @@ mod flow;
 mod fly;
 mod keepalive;
 mod mesh;
+mod rating_crash;
 mod regions;
 mod restart;
 mod support;
