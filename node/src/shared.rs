@@ -271,11 +271,18 @@ impl NodeCore {
     /// of, each once, already recorded for late subscribers and ratings.
     pub fn step(&self, now: Millis) -> Result<Vec<Arc<Match>>, ReplicaError> {
         let round = self.lock().replica.handle_timeout(now)?;
-        if let Some(input) = round {
-            let pairs = input.run();
-            self.lock().replica.complete_round(&input, &pairs, now)?;
-        }
-        let mut state = self.lock();
+        // The round's commits go into the match log under the same lock
+        // that writes them: in between, a rider would be neither pending
+        // nor matched, and a subscriber would be told `unknown_id`.
+        let mut state = match round {
+            Some(input) => {
+                let pairs = input.run();
+                let mut state = self.lock();
+                state.replica.complete_round(&input, &pairs, now)?;
+                state
+            }
+            None => self.lock(),
+        };
         let mut learnt = std::mem::take(&mut state.unresolved);
         learnt.extend(state.replica.take_commits());
         state.matches.prune(now);
