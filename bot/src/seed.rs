@@ -99,8 +99,11 @@ async fn post_pairs(
                 car_number: world::car_number(run, i),
                 position,
             };
-            let rider = http::post::<_, Accepted>(client, &endpoint.rider, &rider).await;
+            // The driver first: a rider then always has its own driver, at
+            // distance 0, when a round sees it, and nobody takes another
+            // pair's driver (riders left with no driver in reach expire).
             let driver = http::post::<_, IgnoredAny>(client, &endpoint.driver, &driver).await;
+            let rider = http::post::<_, Accepted>(client, &endpoint.rider, &rider).await;
             let driver_ok = driver.is_ok_and(|r| r.status.is_success());
             let reply = rider.ok().filter(|_| driver_ok)?;
             let base = reply

@@ -130,6 +130,8 @@ pub async fn start(mut config: Config) -> Result<RunningNode, NodeError> {
     }
     let (publish_peers, peers) = mesh_peers(&config, fly.as_ref(), &node).await?;
     let tokens = token_keys(&config)?;
+    // The recorder first: the rating store reports its outbox as it opens.
+    let metrics = telemetry::metrics();
     let store = open_ratings(&config, regions.as_deref()).await?;
     let core = Arc::new(open_core(&config, &node)?);
     if config.mesh_listen.is_some() {
@@ -144,7 +146,7 @@ pub async fn start(mut config: Config) -> Result<RunningNode, NodeError> {
         core: Arc::clone(&core),
         hub: Arc::clone(&hub),
         ratings: Arc::clone(&store),
-        metrics: telemetry::metrics(),
+        metrics,
         sockets: SocketSettings {
             ping_interval: config.ws_ping_interval,
         },

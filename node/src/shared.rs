@@ -422,7 +422,7 @@ impl NodeCore {
         let state = self.lock();
         if let Some(m) = state.matches.get(id) {
             Status::Matched(Arc::clone(m))
-        } else if state.replica.is_pending(id, now) {
+        } else if state.replica.is_pending(id, now) || awaits_telling(&state, id) {
             Status::Pending
         } else if state.replica.knows(id) {
             Status::Over
@@ -431,11 +431,11 @@ impl NodeCore {
         }
     }
 
-    /// Which of `ids` are still pending.
+    /// Which of `ids` are still pending (or matched and about to be told).
     pub fn still_pending(&self, ids: &[RequestId], now: Millis) -> Vec<bool> {
         let state = self.lock();
         ids.iter()
-            .map(|id| state.replica.is_pending(id, now))
+            .map(|id| state.replica.is_pending(id, now) || awaits_telling(&state, id))
             .collect()
     }
 
@@ -587,6 +587,19 @@ impl NodeCore {
             expires_at: now.plus(self.request_ttl_ms),
         }
     }
+}
+
+/// `id` is committed, but its match is not in the match log yet: a step
+/// publishes commits only once they are durable, outside the lock that
+/// wrote them, and a commit waits there for its records if they have not
+/// arrived. Such a request is neither pending nor over: a subscriber is
+/// watching it until it is told.
+fn awaits_telling(state: &State, id: &RequestId) -> bool {
+    state.replica.ledger().is_fresh_commit(id)
+        || state
+            .unresolved
+            .iter()
+            .any(|c| c.record.rider == *id || c.record.driver == *id)
 }
 
 /// What this node tells its peers about itself.
@@ -824,6 +837,27 @@ mod tests {
             core.step(t0.plus(2_000)).unwrap().is_empty(),
             "matched twice"
         );
+    }
+
+    #[test]
+    fn a_commit_not_yet_told_keeps_its_rider_and_driver_watched() {
+        let core = core();
+        let t0 = Millis(1_800_000_000_000);
+        let r = core.submit_rider(rider(23.8), t0).0;
+        let d = core.submit_driver(driver(23.8), t0).0;
+        core.commit_arrivals();
+        // The round commits; the step has not told anyone yet.
+        {
+            let mut state = core.lock();
+            let input = state.replica.handle_timeout(t0).unwrap().expect("a round");
+            let pairs = input.run();
+            state.replica.complete_round(&input, &pairs, t0).unwrap();
+        }
+        assert_eq!(core.status(&r.id, t0), Status::Pending);
+        assert_eq!(core.still_pending(&[r.id, d.id], t0), vec![true, true]);
+        assert_eq!(core.step(t0).unwrap().len(), 1);
+        assert!(matches!(core.status(&d.id, t0), Status::Matched(_)));
+        assert_eq!(core.still_pending(&[r.id, d.id], t0), vec![false, false]);
     }
 
     #[test]

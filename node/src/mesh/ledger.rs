@@ -169,6 +169,13 @@ impl Ledger {
         self.commits.contains_key(id) || self.committed_drivers.contains_key(id)
     }
 
+    /// A commit of `id` (its rider or its driver) was learnt and not yet
+    /// handed out by [`Ledger::take_new_commits`]: it is about to be told.
+    pub fn is_fresh_commit(&self, id: &RequestId) -> bool {
+        let rider = self.committed_drivers.get(id).unwrap_or(id);
+        self.commits.contains_key(rider) && self.fresh_commits.contains(rider)
+    }
+
     pub fn commits(&self) -> impl Iterator<Item = &Owned<CommitRecord>> {
         self.commits.values()
     }

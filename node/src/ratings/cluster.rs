@@ -3,7 +3,14 @@
 //! region, with the node's embedded store as its outbox.
 //!
 //! Why an outbox: a rating is accepted once it is durable on the node, and
-//! only then sent to the cluster, in acceptance order, by one delivery task.
+//! only then sent to the cluster by one delivery task. Each delivery round
+//! takes every waiting outbox entry and writes them all at once: one
+//! unlogged batch per driver (one partition, so one replica set and no
+//! batch log), the ratings of a driver in acceptance order inside it, and
+//! the drivers concurrently. A round is confirmed only once all of it is
+//! in; the next round then starts at once, and the outbox entries of the
+//! last one are dropped with the node's next group commit rather than with
+//! an fsync of their own.
 //! While the cluster takes writes the handler waits for its rating's
 //! delivery, so the answer means "in the cluster at `LOCAL_QUORUM`"; when it
 //! does not, the handler answers at once, the backlog grows on disk (shown
@@ -22,18 +29,20 @@
 //! Other regions see a rating once the cluster has replicated it across
 //! datacenters, usually within milliseconds.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::future::join_all;
+use futures_util::future::try_join_all;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::frame::types::Consistency;
 use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::policies::retry::DefaultRetryPolicy;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 use tokio::sync::{Notify, OnceCell, watch};
@@ -42,9 +51,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::{EmbeddedStore, Rating, RatingStore, Recorded, StoreError, Summary};
 
-/// Outbox entries delivered concurrently; a batch is confirmed (and removed
-/// from the outbox) only once all of it is in the cluster.
-const DELIVERY_BATCH: usize = 256;
+/// Outbox entries delivered in one round at most; a round is confirmed
+/// (and removed from the outbox) only once all of it is in the cluster.
+const DELIVERY_ROUND: usize = 2048;
+/// Rows in one unlogged batch at most: Cassandra warns about batches over
+/// 5 KiB (`batch_size_warn_threshold`), and a rating row is ~100 bytes.
+const BATCH_ROWS: usize = 32;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -178,22 +190,40 @@ impl Cluster {
         })
     }
 
-    async fn insert(&self, rating: &Rating) -> Result<(), StoreError> {
-        let rated_at = i64::try_from(rating.rated_at.0).unwrap_or(i64::MAX / 1000);
-        self.session
-            .execute_unpaged(
-                &self.insert,
-                (
-                    rating.car_number.as_str(),
-                    rating.rider_id.0,
-                    rating.driver_id.0,
-                    i32::from(rating.stars),
-                    CqlTimestamp(rated_at),
-                    rated_at.saturating_mul(1000),
-                ),
-            )
-            .await
-            .map_err(unavailable)?;
+    /// Writes outbox entries, in outbox order: the drivers concurrently,
+    /// each driver's ratings in order in unlogged batches, one after another.
+    async fn write(&self, entries: &[(u64, Rating)]) -> Result<(), StoreError> {
+        let mut by_driver: HashMap<&str, Vec<&Rating>> = HashMap::new();
+        for (_, rating) in entries {
+            by_driver
+                .entry(rating.car_number.as_str())
+                .or_default()
+                .push(rating);
+        }
+        try_join_all(by_driver.into_values().map(|ratings| async move {
+            for chunk in ratings.chunks(BATCH_ROWS) {
+                self.write_partition(chunk).await?;
+            }
+            Ok::<_, StoreError>(())
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// Ratings of one driver: one statement, or one unlogged batch.
+    async fn write_partition(&self, ratings: &[&Rating]) -> Result<(), StoreError> {
+        let rows: Vec<_> = ratings.iter().map(|r| row(r)).collect();
+        if let [one] = rows.as_slice() {
+            self.session.execute_unpaged(&self.insert, one).await
+        } else {
+            let mut batch = Batch::new(BatchType::Unlogged);
+            for _ in &rows {
+                batch.append_statement(self.insert.clone());
+            }
+            batch.set_is_idempotent(true);
+            self.session.batch(&batch, rows).await
+        }
+        .map_err(unavailable)?;
         Ok(())
     }
 
@@ -213,6 +243,19 @@ impl Cluster {
             count: u64::try_from(count).unwrap_or(0),
         })
     }
+}
+
+/// The insert's bind values; the write timestamp is the rating time.
+fn row(rating: &Rating) -> (&str, uuid::Uuid, uuid::Uuid, i32, CqlTimestamp, i64) {
+    let rated_at = i64::try_from(rating.rated_at.0).unwrap_or(i64::MAX / 1000);
+    (
+        rating.car_number.as_str(),
+        rating.rider_id.0,
+        rating.driver_id.0,
+        i32::from(rating.stars),
+        CqlTimestamp(rated_at),
+        rated_at.saturating_mul(1000),
+    )
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -291,24 +334,35 @@ impl Shared {
             tokio::time::timeout(limit, delivered.wait_for(|d| d.is_some_and(|d| d >= seq))).await;
     }
 
-    /// Delivers the whole outbox, oldest first; stops at the first failure.
-    async fn drain(&self) -> Result<(), StoreError> {
+    /// Delivers the whole outbox, oldest first, round after round; stops
+    /// at the first failure. `sent` is the last sequence known to be in the
+    /// cluster, whose trim may not be committed yet.
+    async fn drain(self: &Arc<Self>, sent: &mut Option<u64>) -> Result<(), StoreError> {
         let cluster = self.connected().await?;
         loop {
-            let batch = self.outbox.undelivered(DELIVERY_BATCH).await?;
-            let Some(&(last, _)) = batch.last() else {
+            let round = self.outbox.undelivered(*sent, DELIVERY_ROUND).await?;
+            let Some(&(last, _)) = round.last() else {
                 return Ok(());
             };
             let started = std::time::Instant::now();
-            let results = join_all(batch.iter().map(|(_, rating)| cluster.insert(rating))).await;
-            if let Some(e) = results.into_iter().find_map(Result::err) {
-                return Err(e);
-            }
+            cluster.write(&round).await?;
             metrics::histogram!("ride_ratings_delivery_batch_seconds")
                 .record(started.elapsed().as_secs_f64());
-            metrics::counter!("ride_ratings_delivered_total").increment(batch.len() as u64);
-            self.outbox.delivered(last).await?;
+            metrics::counter!("ride_ratings_delivered_total").increment(round.len() as u64);
+            *sent = Some(last);
             self.delivered.send_replace(Some(last));
+            // Dropped from the outbox with the next group commit; until
+            // then a crash only means writing these again, harmlessly.
+            let shared = Arc::clone(self);
+            tokio::spawn(async move {
+                match shared.outbox.delivered(last).await {
+                    // Shutting down: the entries are delivered again next time.
+                    Ok(()) | Err(StoreError::Closed) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot drop delivered ratings from the outbox")
+                    }
+                }
+            });
         }
     }
 }
@@ -317,11 +371,9 @@ impl Shared {
 /// backoff while the cluster is down, until `stop`.
 async fn deliver(shared: Arc<Shared>, stop: CancellationToken) {
     let mut backoff = FIRST_BACKOFF;
+    let mut sent = None;
     loop {
-        let outcome = shared.drain().await;
-        if let Ok(backlog) = shared.outbox.backlog().await {
-            metrics::gauge!("ride_ratings_outbox_backlog").set(backlog as f64);
-        }
+        let outcome = shared.drain(&mut sent).await;
         let pause = match outcome {
             Ok(()) => {
                 if !shared.healthy.swap(true, Ordering::Relaxed) {
@@ -450,7 +502,7 @@ mod tests {
         drop(store);
 
         let outbox = EmbeddedStore::open_outbox(dir.path()).unwrap();
-        let queued = outbox.undelivered(100).await.unwrap();
+        let queued = outbox.undelivered(None, 100).await.unwrap();
         let queued: Vec<Rating> = queued.into_iter().map(|(_, r)| r).collect();
         assert_eq!(queued, ratings);
     }

@@ -1,10 +1,14 @@
 //! The embedded rating store: a redb file in the node's data directory.
 //!
-//! redb makes every commit durable (fsync), which costs milliseconds, so
-//! writes go through one writer thread that commits whatever ratings queued
-//! up meanwhile in a single transaction (group commit): throughput grows with
-//! load instead of being capped at one fsync per rating. Reads run on redb's
-//! MVCC snapshots and never wait for the writer.
+//! redb makes every commit durable (`Durability::Immediate`, the default:
+//! one-phase commit with checksums, one fsync), so writes go through one
+//! writer thread that commits everything queued up meanwhile (every waiting
+//! rating, and the outbox entries the cluster has taken since) in a single
+//! transaction with a single fsync (group commit): throughput grows with
+//! load instead of being capped at one fsync per rating. Quick repair stays
+//! off: it would add work to every commit, and the file is small enough to
+//! check in full after a crash. Reads run on redb's MVCC snapshots and never
+//! wait for the writer.
 //!
 //! In front of a cluster the same file is the cluster's outbox: a new rating
 //! is also appended, in the same transaction, to an ordered queue that the
@@ -38,8 +42,7 @@ const OUTBOX: TableDefinition<u64, (&str, u128, u128, u8, u64)> = TableDefinitio
 /// outbox so that sequences never repeat once the outbox is emptied.
 const OUTBOX_SEQUENCE: TableDefinition<&str, u64> = TableDefinition::new("outbox_sequence");
 
-/// Ratings committed in one transaction at most.
-const MAX_BATCH: usize = 1024;
+/// Commands waiting for the writer at most; one commit takes all of them.
 const QUEUE_DEPTH: usize = 16 * 1024;
 
 /// What recording a rating did: new ratings kept as an outbox entry carry
@@ -51,12 +54,22 @@ pub struct Outcome {
 }
 
 type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
+type Trimmed = oneshot::Sender<Result<(), StoreError>>;
 
 enum Command {
     Record(Rating, Reply),
     /// Removes outbox entries up to and including this sequence.
-    Delivered(u64, oneshot::Sender<Result<(), StoreError>>),
+    Delivered(u64, Trimmed),
     Close(oneshot::Sender<()>),
+}
+
+/// What one commit does: every command that was waiting.
+#[derive(Default)]
+struct Round {
+    ratings: Vec<(Rating, Reply)>,
+    /// The highest delivered sequence named, if any.
+    trim: Option<u64>,
+    trimmed: Vec<Trimmed>,
 }
 
 pub struct EmbeddedStore {
@@ -85,9 +98,12 @@ impl EmbeddedStore {
         let txn = db.begin_write().map_err(storage)?;
         txn.open_table(RATINGS).map_err(storage)?;
         txn.open_table(SUMMARIES).map_err(storage)?;
-        txn.open_table(OUTBOX).map_err(storage)?;
+        let backlog = txn.open_table(OUTBOX).map_err(storage)?.len();
         txn.open_table(OUTBOX_SEQUENCE).map_err(storage)?;
         txn.commit().map_err(storage)?;
+        if outbox {
+            record_backlog(backlog.map_err(storage)?);
+        }
 
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
@@ -123,12 +139,21 @@ impl EmbeddedStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// The oldest `limit` outbox entries, in order.
-    pub async fn undelivered(&self, limit: usize) -> Result<Vec<(u64, Rating)>, StoreError> {
+    /// The oldest `limit` outbox entries after sequence `after` (all of
+    /// them with `None`), in order. The cursor lets delivery move on while
+    /// the entries it sent are still being trimmed.
+    pub async fn undelivered(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Rating)>, StoreError> {
+        let Some(from) = after.map_or(Some(0), |seq| seq.checked_add(1)) else {
+            return Ok(Vec::new());
+        };
         self.read(move |txn| {
             let table = txn.open_table(OUTBOX).map_err(storage)?;
             let mut out = Vec::new();
-            for entry in table.iter().map_err(storage)?.take(limit) {
+            for entry in table.range(from..).map_err(storage)?.take(limit) {
                 let (seq, value) = entry.map_err(storage)?;
                 let (car, rider, driver, stars, rated_at) = value.value();
                 out.push((
@@ -147,18 +172,8 @@ impl EmbeddedStore {
         .await
     }
 
-    /// How many ratings wait in the outbox.
-    pub async fn backlog(&self) -> Result<u64, StoreError> {
-        self.read(|txn| {
-            txn.open_table(OUTBOX)
-                .map_err(storage)?
-                .len()
-                .map_err(storage)
-        })
-        .await
-    }
-
-    /// Drops outbox entries up to and including `seq`, once delivered.
+    /// Drops outbox entries up to and including `seq`, once delivered; done
+    /// with the next group commit, so it costs no fsync of its own.
     pub async fn delivered(&self, seq: u64) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.sender()?
@@ -215,67 +230,90 @@ fn storage(e: impl std::fmt::Display) -> StoreError {
     StoreError::Storage(e.to_string())
 }
 
-/// Commits queued ratings in batches until told to close; returns the
-/// closer to answer.
+/// The outbox size, for operators (`ride_ratings_outbox_backlog`): set by
+/// the writer, which knows it after every commit.
+fn record_backlog(entries: u64) {
+    metrics::gauge!("ride_ratings_outbox_backlog").set(entries as f64);
+}
+
+/// Commits whatever is queued, all of it in one transaction, until told to
+/// close; returns the closer to answer.
 fn write_loop(
     db: &Database,
     outbox: bool,
     mut rx: mpsc::Receiver<Command>,
 ) -> Option<oneshot::Sender<()>> {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = Vec::new();
-        let mut closing = None;
+    let mut closing = None;
+    while closing.is_none() {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        let mut round = Round::default();
         let mut next = Some(first);
-        while let Some(command) = next.take() {
+        while let Some(command) = next {
             match command {
-                Command::Record(rating, reply) => batch.push((rating, reply)),
+                Command::Record(rating, reply) => round.ratings.push((rating, reply)),
                 Command::Delivered(seq, reply) => {
-                    let _ = reply.send(trim_outbox(db, seq));
+                    round.trim = round.trim.max(Some(seq));
+                    round.trimmed.push(reply);
                 }
                 Command::Close(done) => {
                     closing = Some(done);
                     break;
                 }
             }
-            if batch.len() < MAX_BATCH {
-                next = rx.try_recv().ok();
-            }
+            next = rx.try_recv().ok();
         }
-        if !batch.is_empty() {
-            commit_batch(db, outbox, batch);
-        }
-        if closing.is_some() {
-            return closing;
-        }
+        commit_round(db, outbox, round);
     }
-    None
+    closing
 }
 
-fn commit_batch(db: &Database, outbox: bool, batch: Vec<(Rating, Reply)>) {
-    let ratings: Vec<&Rating> = batch.iter().map(|(r, _)| r).collect();
-    match apply(db, outbox, &ratings) {
+fn commit_round(db: &Database, outbox: bool, round: Round) {
+    if round.ratings.is_empty() && round.trimmed.is_empty() {
+        return;
+    }
+    let ratings: Vec<&Rating> = round.ratings.iter().map(|(r, _)| r).collect();
+    match apply(db, outbox, round.trim, &ratings) {
         Ok(outcomes) => {
-            for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
+            for ((_, reply), outcome) in round.ratings.into_iter().zip(outcomes) {
                 let _ = reply.send(Ok(outcome));
+            }
+            for reply in round.trimmed {
+                let _ = reply.send(Ok(()));
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, ratings = batch.len(), "rating batch failed");
-            for (_, reply) in batch {
+            tracing::error!(error = %e, ratings = ratings.len(), "rating commit failed");
+            for (_, reply) in round.ratings {
+                let _ = reply.send(Err(StoreError::Storage(e.to_string())));
+            }
+            for reply in round.trimmed {
                 let _ = reply.send(Err(StoreError::Storage(e.to_string())));
             }
         }
     }
 }
 
-fn apply(db: &Database, outbox: bool, ratings: &[&Rating]) -> Result<Vec<Outcome>, StoreError> {
+/// One transaction: drops the outbox up to `trim`, then records `ratings`
+/// in order (a second rating of a match in the same round is a duplicate).
+fn apply(
+    db: &Database,
+    outbox: bool,
+    trim: Option<u64>,
+    ratings: &[&Rating],
+) -> Result<Vec<Outcome>, StoreError> {
     let txn = db.begin_write().map_err(storage)?;
     let mut outcomes = Vec::with_capacity(ratings.len());
+    let backlog;
     {
         let mut table = txn.open_table(RATINGS).map_err(storage)?;
         let mut summaries = txn.open_table(SUMMARIES).map_err(storage)?;
         let mut queue = txn.open_table(OUTBOX).map_err(storage)?;
         let mut sequence = txn.open_table(OUTBOX_SEQUENCE).map_err(storage)?;
+        if let Some(up_to) = trim {
+            queue.retain_in(..=up_to, |_, _| false).map_err(storage)?;
+        }
         let mut next_seq = sequence
             .get("next")
             .map_err(storage)?
@@ -331,18 +369,13 @@ fn apply(db: &Database, outbox: bool, ratings: &[&Rating]) -> Result<Vec<Outcome
             });
         }
         sequence.insert("next", next_seq).map_err(storage)?;
+        backlog = queue.len().map_err(storage)?;
     }
     txn.commit().map_err(storage)?;
+    if outbox {
+        record_backlog(backlog);
+    }
     Ok(outcomes)
-}
-
-fn trim_outbox(db: &Database, up_to: u64) -> Result<(), StoreError> {
-    let txn = db.begin_write().map_err(storage)?;
-    txn.open_table(OUTBOX)
-        .map_err(storage)?
-        .retain_in(..=up_to, |_, _| false)
-        .map_err(storage)?;
-    txn.commit().map_err(storage)
 }
 
 #[cfg(test)]
@@ -425,14 +458,26 @@ mod tests {
         let again = store.submit(sent[0].clone()).await.unwrap();
         assert_eq!((again.recorded, again.queued), (Recorded::Duplicate, None));
 
-        let queued = store.undelivered(10).await.unwrap();
+        let queued = store.undelivered(None, 10).await.unwrap();
         assert_eq!(queued.iter().map(|(s, _)| *s).collect::<Vec<_>>(), seqs);
         assert_eq!(
             queued.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
             sent
         );
+        // Delivery reads on past what it sent before the trim is committed.
+        assert_eq!(
+            store.undelivered(Some(seqs[0]), 1).await.unwrap(),
+            vec![(seqs[1], sent[1].clone())]
+        );
+        assert!(
+            store
+                .undelivered(Some(u64::MAX), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         store.delivered(seqs[1]).await.unwrap();
-        assert_eq!(store.backlog().await.unwrap(), 1);
+        assert_eq!(store.undelivered(None, 10).await.unwrap().len(), 1);
         store.close().await.unwrap();
         drop(store);
 
@@ -440,11 +485,11 @@ mod tests {
         // keep rising even once the outbox is emptied.
         let store = EmbeddedStore::open_outbox(dir.path()).unwrap();
         assert_eq!(
-            store.undelivered(10).await.unwrap(),
+            store.undelivered(None, 10).await.unwrap(),
             vec![(seqs[2], sent[2].clone())]
         );
         store.delivered(seqs[2]).await.unwrap();
-        assert_eq!(store.backlog().await.unwrap(), 0);
+        assert!(store.undelivered(None, 10).await.unwrap().is_empty());
         let later = store.submit(rating("DHA-4", 5)).await.unwrap();
         assert!(later.queued.unwrap() > seqs[2]);
     }
@@ -455,6 +500,36 @@ mod tests {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let outcome = store.submit(rating("DHA-5", 3)).await.unwrap();
         assert_eq!(outcome.queued, None);
-        assert_eq!(store.backlog().await.unwrap(), 0);
+        assert!(store.undelivered(None, 10).await.unwrap().is_empty());
+    }
+
+    /// Copies of one rating sent at once land in the same commit: the
+    /// first is new, the rest are duplicates of it, and it is queued once.
+    #[tokio::test]
+    async fn one_commit_records_a_match_once_however_often_it_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open_outbox(dir.path()).unwrap());
+        let twice = rating("DHA-6", 4);
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                let r = if i % 2 == 0 {
+                    twice.clone()
+                } else {
+                    rating("DHA-6", 2)
+                };
+                tokio::spawn(async move { store.submit(r).await })
+            })
+            .collect();
+        let mut new = 0;
+        for t in tasks {
+            if t.await.unwrap().unwrap().recorded == Recorded::New {
+                new += 1;
+            }
+        }
+        assert_eq!(new, 33);
+        let s = store.summary("DHA-6").await.unwrap();
+        assert_eq!((s.stars, s.count), (4 + 32 * 2, 33));
+        assert_eq!(store.undelivered(None, 100).await.unwrap().len(), 33);
     }
 }

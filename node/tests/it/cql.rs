@@ -5,8 +5,7 @@
 
 use std::process::Command;
 
-use node::wire::{DriverRating, ErrorBody, MatchNotice};
-use serde_json::json;
+use node::wire::ErrorBody;
 use uuid::Uuid;
 
 use crate::mesh::Mesh;
@@ -14,7 +13,7 @@ use crate::support::*;
 
 const CLUSTER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cql-cluster.sh");
 
-fn cql_nodes() -> Option<String> {
+pub fn cql_nodes() -> Option<String> {
     match std::env::var("CQL_NODES") {
         Ok(nodes) if !nodes.is_empty() => Some(nodes),
         _ => {
@@ -58,69 +57,6 @@ impl Drop for StoppedDatabase {
     }
 }
 
-/// Posts `n` riders and `n` drivers in the north region and returns the
-/// matches its node tells the riders of.
-async fn matches_in_the_north(
-    http: &reqwest::Client,
-    node: &NodeProcess,
-    n: usize,
-) -> Vec<MatchNotice> {
-    let mut socket = Socket::connect(node).await;
-    let mut riders = Vec::new();
-    for i in 0..n {
-        // Pairs 2 km apart in latitude, each driver 100 m from its rider.
-        let lat = 23.80 + 0.02 * i as f64;
-        let rider = post_rider(http, node, "Rider", at(lat, 90.45), at(lat, 90.50)).await;
-        let car = format!("CQL-{}-{i}", std::process::id());
-        post_driver(http, node, "Driver", &car, at(lat + 0.0009, 90.45)).await;
-        riders.push(rider);
-    }
-    socket.subscribe(&riders.iter().collect::<Vec<_>>()).await;
-    let mut told = Vec::new();
-    for _ in 0..n {
-        told.push(socket.next_match().await);
-    }
-    told.sort_by_key(|m| riders.iter().position(|r| r.id == m.rider_id));
-    told
-}
-
-async fn rate(http: &reqwest::Client, node: &NodeProcess, m: &MatchNotice, stars: u8) -> u16 {
-    http.post(node.url("/rating"))
-        .json(&json!({"rider_id": m.rider_id, "token": token_for(m.rider_id), "car_number": m.car_number, "stars": stars}))
-        .send()
-        .await
-        .expect("POST /rating")
-        .status()
-        .as_u16()
-}
-
-async fn rating_of(http: &reqwest::Client, node: &NodeProcess, car: &str) -> Option<DriverRating> {
-    let answer = http
-        .get(node.url(&format!("/drivers/{car}/rating")))
-        .send()
-        .await
-        .ok()?;
-    if !answer.status().is_success() {
-        return None;
-    }
-    answer.json().await.ok()
-}
-
-/// The outbox backlog a node exports on `/metrics`.
-async fn backlog(http: &reqwest::Client, node: &NodeProcess) -> Option<f64> {
-    let text = http
-        .get(node.admin_url("/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("ride_ratings_outbox_backlog "))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ratings_reach_every_region_once_and_outlive_a_datacenter_outage() {
     let Some(nodes) = cql_nodes() else { return };
@@ -145,10 +81,10 @@ async fn ratings_reach_every_region_once_and_outlive_a_datacenter_outage() {
     mesh.converged(&http).await;
     let (north, southeast, southwest) = (mesh.node(0), mesh.node(1), mesh.node(2));
 
-    let told = matches_in_the_north(&http, north, 6).await;
+    let told = matched_pairs(&http, north, "CQL", 6).await;
 
     // Written through the north, read through the south-east's datacenter.
-    assert_eq!(rate(&http, north, &told[0], 4).await, 201);
+    assert_eq!(rate(&http, north, &told[0], 4).await, Some(201));
     let seen = eventually("the rating in the south-east datacenter", || async {
         rating_of(&http, southeast, &told[0].car_number)
             .await
@@ -160,10 +96,11 @@ async fn ratings_reach_every_region_once_and_outlive_a_datacenter_outage() {
     // The same rating again: refused by the node that has it, and written a
     // second time by another node (the match is replicated there), without
     // counting twice.
-    assert_eq!(rate(&http, north, &told[0], 4).await, 409);
+    assert_eq!(rate(&http, north, &told[0], 4).await, Some(409));
     let other = eventually("the match replicated to the south-west", || async {
-        let code = rate(&http, southwest, &told[0], 4).await;
-        (code != 404).then_some(code)
+        rate(&http, southwest, &told[0], 4)
+            .await
+            .filter(|code| *code != 404)
     })
     .await;
     assert_eq!(other, 201);
@@ -176,7 +113,7 @@ async fn ratings_reach_every_region_once_and_outlive_a_datacenter_outage() {
     // wait on disk, and reads say plainly that the cluster is unavailable.
     let outage = StoppedDatabase::stop("1");
     for (m, stars) in told[1..].iter().zip(1u8..) {
-        assert_eq!(rate(&http, north, m, stars).await, 201);
+        assert_eq!(rate(&http, north, m, stars).await, Some(201));
     }
     let waiting = eventually("the backlog on /metrics", || async {
         backlog(&http, north).await.filter(|b| *b >= 5.0)

@@ -13,6 +13,7 @@ mod fly;
 mod keepalive;
 mod mesh;
 mod overload;
+mod rating_crash;
 mod regions;
 mod restart;
 mod support;

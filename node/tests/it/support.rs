@@ -9,10 +9,11 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use node::access::{self, TokenKey, TokenKeys};
 use node::wire::{
-    Accepted, AccessToken, ClientMessage, DriverRequest, Grant, Position, RiderRequest,
-    ServerMessage,
+    Accepted, AccessToken, ClientMessage, DriverRating, DriverRequest, Grant, MatchNotice,
+    Position, RiderRequest, ServerMessage,
 };
 use serde::Deserialize;
+use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -333,4 +334,82 @@ pub async fn metrics_of(http: &reqwest::Client, node: &NodeProcess) -> String {
 pub async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &str) -> T {
     let response = http.get(url).send().await.expect("GET");
     response.json().await.expect("a JSON answer")
+}
+
+/// Posts `n` riders and `n` drivers and returns the matches the node tells
+/// the riders of, in posting order; cars are named `{prefix}-{pid}-{i}`.
+/// Pairs sit 1 km apart on a grid inside dhaka-north (12 rows), each driver
+/// 100 m from its rider, so each rider is matched with its own driver.
+pub async fn matched_pairs(
+    http: &reqwest::Client,
+    node: &NodeProcess,
+    prefix: &str,
+    n: usize,
+) -> Vec<MatchNotice> {
+    let mut socket = Socket::connect(node).await;
+    let mut riders = Vec::new();
+    for i in 0..n {
+        let lat = 23.80 + 0.01 * (i % 12) as f64;
+        let lon = 90.33 + 0.01 * (i / 12) as f64;
+        let rider = post_rider(http, node, "Rider", at(lat, lon), at(lat, lon + 0.05)).await;
+        let car = format!("{prefix}-{}-{i}", std::process::id());
+        post_driver(http, node, "Driver", &car, at(lat + 0.0009, lon)).await;
+        riders.push(rider);
+    }
+    socket.subscribe(&riders.iter().collect::<Vec<_>>()).await;
+    let mut told = Vec::new();
+    for _ in 0..n {
+        told.push(socket.next_match().await);
+    }
+    told.sort_by_key(|m| riders.iter().position(|r| r.id == m.rider_id));
+    told
+}
+
+/// Rates `m` as its rider; `None` when no answer came (the node is gone).
+pub async fn rate(
+    http: &reqwest::Client,
+    node: &NodeProcess,
+    m: &MatchNotice,
+    stars: u8,
+) -> Option<u16> {
+    rate_at(http, &node.url("/rating"), m, stars).await
+}
+
+/// As [`rate`], given the node's `/rating` URL.
+pub async fn rate_at(http: &reqwest::Client, url: &str, m: &MatchNotice, stars: u8) -> Option<u16> {
+    let body = json!({"rider_id": m.rider_id, "token": token_for(m.rider_id), "car_number": m.car_number, "stars": stars});
+    let answer = http.post(url).json(&body).send().await.ok()?;
+    Some(answer.status().as_u16())
+}
+
+/// A driver's rating as the node reads it; `None` on an error answer.
+pub async fn rating_of(
+    http: &reqwest::Client,
+    node: &NodeProcess,
+    car: &str,
+) -> Option<DriverRating> {
+    let answer = http
+        .get(node.url(&format!("/drivers/{car}/rating")))
+        .send()
+        .await
+        .ok()?;
+    if !answer.status().is_success() {
+        return None;
+    }
+    answer.json().await.ok()
+}
+
+/// The outbox backlog a node exports on `/metrics`.
+pub async fn backlog(http: &reqwest::Client, node: &NodeProcess) -> Option<f64> {
+    let text = http
+        .get(node.admin_url("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("ride_ratings_outbox_backlog "))
+        .and_then(|v| v.trim().parse().ok())
 }
