@@ -7,6 +7,11 @@
 //! both sides forget their sync state for the other and start afresh on the
 //! next connection. The dialer retries with capped exponential backoff.
 //!
+//! A session reads and writes at once (two halves of the stream, polled
+//! together): a session that only read between its writes deadlocked under
+//! a burst, each peer blocked sending to the other with both flow-control
+//! windows full (`bursts_on_both_sides_at_once_still_converge`).
+//!
 //! A full mesh (every node connected to every other) is right at a handful
 //! of regions. Past a few dozen nodes, each node would sync only with its
 //! region's nodes and a few gateway peers elsewhere: documents relay through
@@ -343,7 +348,7 @@ async fn accepted(
         )));
     }
     tracing::info!(peer = %node, "peer connected");
-    frames.peer = node.0.clone();
+    frames.name_peer(&node);
     session(connection, frames, &node, context, core, shutdown).await;
     Ok(())
 }
@@ -351,7 +356,7 @@ async fn accepted(
 /// Exchanges sync messages with one peer until the connection ends.
 async fn session(
     connection: quinn::Connection,
-    mut frames: Frames,
+    frames: Frames,
     peer: &NodeId,
     context: &Context,
     core: &dyn SyncCore,
@@ -362,35 +367,13 @@ async fn session(
         return;
     };
     metrics::gauge!("mesh_peers_connected").increment(1.0);
-    let mut ticker = tokio::time::interval(context.config.sync_interval);
-    let ended: Result<(), SessionError> = loop {
-        tokio::select! {
-            () = stop.cancelled() => break Ok(()),
-            _ = ticker.tick() => {
-                let sent = async {
-                    // Core calls lock it and do CPU work (automerge): off the
-                    // async workers, so that QUIC keep-alives, other sessions
-                    // and intake never wait behind them.
-                    let messages = tokio::task::block_in_place(|| core.outgoing(peer, Millis::now()))?;
-                    for message in messages {
-                        frames.send(&message).await?;
-                    }
-                    Ok::<_, SessionError>(())
-                };
-                if let Err(e) = sent.await {
-                    break Err(e);
-                }
-            }
-            frame = frames.next() => match frame {
-                Ok(Some(message)) => {
-                    if let Err(e) = tokio::task::block_in_place(|| core.receive(peer, message, Millis::now())) {
-                        break Err(e.into());
-                    }
-                }
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e),
-            },
-        }
+    let Frames { writer, reader } = frames;
+    let ended: Result<(), SessionError> = tokio::select! {
+        () = stop.cancelled() => Ok(()),
+        // Reading never waits for writing: both run at once, so a peer
+        // that is itself blocked sending to this node is still drained.
+        read = read_from(reader, peer, core) => read,
+        written = write_to(writer, peer, core, context.config.sync_interval) => written,
     };
     match &ended {
         Ok(()) => connection.close(CLOSE_SHUTDOWN.into(), b"bye"),
@@ -408,11 +391,55 @@ async fn session(
     metrics::gauge!("mesh_peers_connected").decrement(1.0);
 }
 
-/// Length-delimited, postcard-encoded [`PeerMessage`]s on one stream.
+/// Applies everything `peer` sends, as it arrives.
+async fn read_from(
+    mut reader: FrameReader,
+    peer: &NodeId,
+    core: &dyn SyncCore,
+) -> Result<(), SessionError> {
+    while let Some(message) = reader.next().await? {
+        // Core calls lock it and do CPU work (automerge): off the async
+        // workers, so that QUIC keep-alives, other sessions and intake
+        // never wait behind them.
+        tokio::task::block_in_place(|| core.receive(peer, message, Millis::now()))?;
+    }
+    Ok(())
+}
+
+/// Every `interval`, sends `peer` what it is missing.
+async fn write_to(
+    mut writer: FrameWriter,
+    peer: &NodeId,
+    core: &dyn SyncCore,
+    interval: Duration,
+) -> Result<(), SessionError> {
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        let messages = tokio::task::block_in_place(|| core.outgoing(peer, Millis::now()))?;
+        for message in messages {
+            writer.send(&message).await?;
+        }
+    }
+}
+
+/// Length-delimited, postcard-encoded [`PeerMessage`]s on one stream, as
+/// two halves: a session reads and writes at the same time, so that two
+/// peers each blocked sending to the other (their flow-control windows
+/// full) still drain what the other sent.
 struct Frames {
+    writer: FrameWriter,
+    reader: FrameReader,
+}
+
+struct FrameWriter {
     send: FramedWrite<quinn::SendStream, LengthDelimitedCodec>,
-    recv: FramedRead<quinn::RecvStream, LengthDelimitedCodec>,
     /// The peer's node id, as a metrics label.
+    peer: String,
+}
+
+struct FrameReader {
+    recv: FramedRead<quinn::RecvStream, LengthDelimitedCodec>,
     peer: String,
 }
 
@@ -424,12 +451,33 @@ impl Frames {
                 .new_codec()
         };
         Self {
-            send: FramedWrite::new(send, codec()),
-            recv: FramedRead::new(recv, codec()),
-            peer: peer.0.clone(),
+            writer: FrameWriter {
+                send: FramedWrite::new(send, codec()),
+                peer: peer.0.clone(),
+            },
+            reader: FrameReader {
+                recv: FramedRead::new(recv, codec()),
+                peer: peer.0.clone(),
+            },
         }
     }
 
+    /// The peer is now known by name (its hello).
+    fn name_peer(&mut self, peer: &NodeId) {
+        self.writer.peer = peer.0.clone();
+        self.reader.peer = peer.0.clone();
+    }
+
+    async fn send(&mut self, message: &PeerMessage) -> Result<(), SessionError> {
+        self.writer.send(message).await
+    }
+
+    async fn next(&mut self) -> Result<Option<PeerMessage>, SessionError> {
+        self.reader.next().await
+    }
+}
+
+impl FrameWriter {
     async fn send(&mut self, message: &PeerMessage) -> Result<(), SessionError> {
         let bytes = postcard::to_stdvec(message)?;
         metrics::counter!("mesh_bytes_sent_total", "peer" => self.peer.clone())
@@ -438,7 +486,9 @@ impl Frames {
         self.send.send(bytes.as_slice()).await?;
         Ok(())
     }
+}
 
+impl FrameReader {
     async fn next(&mut self) -> Result<Option<PeerMessage>, SessionError> {
         let Some(frame) = self.recv.next().await.transpose()? else {
             return Ok(None);

@@ -332,3 +332,43 @@ async fn peers_without_the_mesh_credentials_are_refused() {
     .await;
     mesh.shutdown.cancel();
 }
+
+/// Both nodes take a burst at once, so each has more to send than the
+/// other's flow-control window holds. A session that only reads between
+/// writes deadlocks here (each blocked sending to a peer that is itself
+/// blocked sending); reading and writing at once, both drain and converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_on_both_sides_at_once_still_converge() {
+    const BURST: usize = 20_000;
+    let ca = tls::new_ca("test mesh").unwrap();
+    let mesh = start(&ca, &["a", "b"]);
+    for i in 0..2 {
+        for k in 0..BURST {
+            accept_driver(&mesh, i, &format!("BURST-{k}"));
+        }
+    }
+    let deadline = tokio::time::Instant::now() + 5 * PATIENCE;
+    loop {
+        let states: Vec<_> = mesh
+            .cores
+            .iter()
+            .map(|c| c.snapshot(Millis::now()))
+            .collect();
+        if states
+            .iter()
+            .all(|s| s.pending_drivers == 2 * BURST && s.digest == states[0].digest)
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no convergence after a two-sided burst: {:?}",
+            states
+                .iter()
+                .map(|s| (s.pending_drivers, s.digest))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    mesh.shutdown.cancel();
+}
