@@ -88,16 +88,8 @@ impl Load {
         self.mesh_lag_ms.store(millis(lag), Ordering::Relaxed);
     }
 
-    pub fn mesh_lag(&self) -> Duration {
-        Duration::from_millis(self.mesh_lag_ms.load(Ordering::Relaxed))
-    }
-
     pub fn set_round(&self, took: Duration) {
         self.round_ms.store(millis(took), Ordering::Relaxed);
-    }
-
-    pub fn round(&self) -> Duration {
-        Duration::from_millis(self.round_ms.load(Ordering::Relaxed))
     }
 
     /// `Ok` when one more request fits within `limits`.

@@ -253,7 +253,9 @@ async fn a_skewed_clock_is_reported_and_changes_no_match() {
             .all(|p| p.node == REGIONS[skewed] || !p.clock_skewed),
         "{north:?}"
     );
-    let metrics = metrics_of(&http, mesh.node(0)).await;
+    let metrics = metrics_of(&http, mesh.node(0))
+        .await
+        .expect("/metrics answers");
     assert!(
         metrics
             .lines()

@@ -116,7 +116,9 @@ async fn past_capacity_the_mesh_sheds_at_the_door_keeps_its_sessions_and_converg
     mesh.converged(&http).await;
     let mut shed_counted = false;
     for i in 0..REGIONS.len() {
-        let metrics = metrics_of(&http, mesh.node(i)).await;
+        let metrics = metrics_of(&http, mesh.node(i))
+            .await
+            .expect("/metrics answers");
         let lost: Vec<&str> = metrics
             .lines()
             .filter(|l| l.starts_with("mesh_sessions_lost_total"))

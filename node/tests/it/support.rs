@@ -320,14 +320,10 @@ where
     }
 }
 
-/// A node's Prometheus metrics, as text.
-pub async fn metrics_of(http: &reqwest::Client, node: &NodeProcess) -> String {
-    let response = http.get(node.admin_url("/metrics")).send().await;
-    response
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text")
+/// A node's Prometheus metrics, as text; `None` when it does not answer.
+pub async fn metrics_of(http: &reqwest::Client, node: &NodeProcess) -> Option<String> {
+    let response = http.get(node.admin_url("/metrics")).send().await.ok()?;
+    response.text().await.ok()
 }
 
 /// GETs `url` and decodes the JSON answer.
@@ -401,14 +397,7 @@ pub async fn rating_of(
 
 /// The outbox backlog a node exports on `/metrics`.
 pub async fn backlog(http: &reqwest::Client, node: &NodeProcess) -> Option<f64> {
-    let text = http
-        .get(node.admin_url("/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = metrics_of(http, node).await?;
     text.lines()
         .find_map(|l| l.strip_prefix("ride_ratings_outbox_backlog "))
         .and_then(|v| v.trim().parse().ok())
