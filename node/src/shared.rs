@@ -9,8 +9,9 @@
 //! the lock, writes them as one change, and syncs the journal once with the
 //! lock released, so that intake, mesh sessions and readers never queue
 //! behind the disk). Nothing leaves the node before it is durable: sync
-//! messages and the step that tells websockets of commits first make sure
-//! the journal has caught up ([`Replica::sync`]).
+//! messages and the step that tells websockets of commits first run a sync
+//! that covers every write not yet durable ([`Replica::take_sync`]), also
+//! with the lock released.
 //!
 //! The matching round itself runs on a snapshot, outside the lock
 //! ([`NodeCore::step`]), so intake's group commits, mesh sessions and
@@ -113,8 +114,9 @@ struct State {
     replica: Replica,
     matches: MatchLog,
     arrivals: Receiver<Arrival>,
-    /// Commits whose rider or driver record has not arrived yet (documents
-    /// sync independently); retried every step.
+    /// Commits learnt and not yet told: waiting for the sync that makes
+    /// them durable (within a step), or for their rider or driver record
+    /// (documents sync independently; retried every step).
     unresolved: Vec<Owned<CommitRecord>>,
     /// Peers as operators see them, and this node's own rates.
     board: PeerBoard,
@@ -282,7 +284,7 @@ impl NodeCore {
     pub fn commit_arrivals(&self) {
         loop {
             let (waiting, sync, more) = {
-                let mut state = self.state.lock();
+                let mut state = self.lock();
                 let State {
                     replica,
                     arrivals,
@@ -370,15 +372,21 @@ impl NodeCore {
             }
             self.load.set_round(started.elapsed());
         }
-        // What this step wrote must be durable before anyone is told of it:
-        // synced outside the lock, and checked again under it.
-        if let Some(sync) = self.lock().replica.take_sync() {
+        // A commit is told only once durable: the commits learnt so far wait
+        // (among the unresolved, still watched) while the sync taken with
+        // them, which covers every write not yet durable, runs outside the
+        // lock. Only this task adds to them meanwhile.
+        let sync = {
+            let mut state = self.lock();
+            let commits = state.replica.take_commits();
+            state.unresolved.extend(commits);
+            state.replica.take_sync()
+        };
+        if let Some(sync) = sync {
             sync.run().map_err(DocumentError::from)?;
         }
         let mut state = self.lock();
-        state.replica.sync()?;
-        let mut learnt = std::mem::take(&mut state.unresolved);
-        learnt.extend(state.replica.take_commits());
+        let learnt = std::mem::take(&mut state.unresolved);
         state.matches.prune(now);
         let State {
             replica,
@@ -676,8 +684,17 @@ fn to_match(replica: &Replica, commit: &Owned<CommitRecord>) -> Option<Match> {
 
 impl SyncCore for NodeCore {
     fn outgoing(&self, peer: &NodeId, now: Millis) -> Result<Vec<PeerMessage>, ReplicaError> {
+        let (mut messages, sync) = {
+            let mut state = self.lock();
+            let messages = state.replica.outgoing(peer, now)?;
+            (messages, state.replica.take_sync())
+        };
+        // What the messages carry leaves the node only once durable; the
+        // sync covers every write not yet durable, and runs unlocked.
+        if let Some(sync) = sync {
+            sync.run().map_err(DocumentError::from)?;
+        }
         let mut state = self.lock();
-        let mut messages = state.replica.outgoing(peer, now)?;
         let due = state
             .status_sent
             .get(peer)

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::journal::{Dropped, Journal, JournalError, Loaded, PendingSync};
-use super::record::RecordV1;
+use super::record::{Batch, RecordV1};
 use crate::clock::Millis;
 use crate::ids::NodeId;
 
@@ -58,6 +58,8 @@ struct Document {
     sync: HashMap<NodeId, sync::State>,
     /// Bumped whenever the document changes here.
     version: u64,
+    /// Batches this incarnation wrote into it: names the next one.
+    batches: u64,
     /// Per peer, the version at which it last had nothing to send that
     /// peer, if nothing was received from it since: it has nothing now
     /// either, and generating a sync message to find that out is most of
@@ -85,6 +87,7 @@ impl Document {
             doc,
             sync: HashMap::new(),
             version: 0,
+            batches: 0,
             quiet: HashMap::new(),
             record_bytes: 0,
             touched_at: now,
@@ -183,8 +186,8 @@ impl Documents {
 
     /// Writes records into documents of one's own (created if new), one
     /// change per document, and appends the changes to the journal: they
-    /// survive a crash once [`Documents::take_sync`]'s sync has run or
-    /// [`Documents::sync`] has returned.
+    /// survive a crash once a [`Documents::take_sync`] taken after this has
+    /// run.
     pub fn write(
         &mut self,
         writes: Vec<(DocId, Vec<RecordV1>)>,
@@ -202,15 +205,17 @@ impl Documents {
             entry.version += 1;
             entry.touched_at = now;
             entry.written_at = Some(now);
-            for record in &records {
-                entry
-                    .doc
-                    .put(ROOT, record.key(), ScalarValue::Bytes(record.encode()))
-                    .map_err(|e| DocumentError::Write {
-                        doc: id.clone(),
-                        reason: e.to_string(),
-                    })?;
-            }
+            // One value per flush, under a key no other write uses: this
+            // incarnation's actor and its count of batches in the document.
+            let key = format!("{}/{}", self.actor, entry.batches);
+            entry.batches += 1;
+            entry
+                .doc
+                .put(ROOT, key, ScalarValue::Bytes(Batch::encode(&records)))
+                .map_err(|e| DocumentError::Write {
+                    doc: id.clone(),
+                    reason: e.to_string(),
+                })?;
             let time = i64::try_from(now.0).unwrap_or(i64::MAX);
             entry
                 .doc
@@ -234,14 +239,6 @@ impl Documents {
     /// run outside its lock.
     pub fn take_sync(&mut self) -> Option<PendingSync> {
         self.journal.as_mut().and_then(Journal::take_sync)
-    }
-
-    /// Every write so far is durable when this returns `Ok`.
-    pub fn sync(&mut self) -> Result<(), DocumentError> {
-        match &mut self.journal {
-            Some(journal) => Ok(journal.sync()?),
-            None => Ok(()),
-        }
     }
 
     /// Applies a peer's sync message for one document. Returns `false`
@@ -318,8 +315,10 @@ impl Documents {
                     continue;
                 };
                 entry.record_bytes += (key.len() + bytes.len()) as u64;
-                match RecordV1::decode(&key, bytes) {
-                    Ok(record) => changes.records.push((id.clone(), record)),
+                match Batch::decode(&key, bytes) {
+                    Ok(records) => changes
+                        .records
+                        .extend(records.into_iter().map(|r| (id.clone(), r))),
                     Err(e) => changes.rejected.push(format!("{id:?}: {e}")),
                 }
             }
@@ -335,14 +334,14 @@ impl Documents {
         entry
             .doc
             .map_range(ROOT, ..)
-            .filter_map(|item| {
+            .flat_map(|item| {
                 let Value::Scalar(scalar) = Value::from(item.value) else {
-                    return None;
+                    return Vec::new();
                 };
                 let ScalarValue::Bytes(bytes) = scalar.as_ref() else {
-                    return None;
+                    return Vec::new();
                 };
-                RecordV1::decode(&item.key, bytes).ok()
+                Batch::decode(&item.key, bytes).unwrap_or_default()
             })
             .collect()
     }

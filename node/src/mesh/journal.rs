@@ -12,13 +12,19 @@
 //!
 //! Writing and syncing are separate steps, so that the sync (the slow one)
 //! need not hold the core's lock: [`Journal::append`] only writes, and
-//! advances a sequence number; [`Journal::take_sync`] hands the touched
-//! files to whoever syncs them outside the lock (the group committer, one
-//! sync for every request that arrived meanwhile), and the durable
-//! watermark says how far the disk has caught up. Whatever lets a write
-//! leave the node (a peer's sync message, a websocket notice) first calls
-//! [`Journal::sync`] under the lock, which returns at once when the
-//! watermark has already passed every write.
+//! advances a sequence number; [`Journal::take_sync`] hands every file with
+//! an append not yet known durable to whoever syncs them outside the lock
+//! (the group committer, one sync for every request that arrived
+//! meanwhile), and the durable watermark says how far the disk has caught
+//! up. Whatever lets a write leave the node (a peer's sync message, a
+//! websocket notice) first takes and runs such a sync, which is `None` when
+//! the watermark has already passed every write.
+//!
+//! A sync covers every file written since the watermark, not only those
+//! written since the last sync was taken: syncs run concurrently (the
+//! group committer's, a step's, a session's), and one that finishes first
+//! must not move the watermark past an append that only a slower one
+//! covers.
 //!
 //! A node whose journal is gone (a new disk, a wiped data folder) must not
 //! act as the owner of requests its peers still hold under its name, since
@@ -98,10 +104,11 @@ pub struct Journal {
     dir: PathBuf,
     durability: Durability,
     files: BTreeMap<u64, Arc<File>>,
-    /// Files written since the last [`Journal::take_sync`], and whether the
-    /// directory gained a file.
-    unsynced: BTreeMap<u64, Arc<File>>,
-    dir_unsynced: bool,
+    /// By epoch, the sequence number of the file's newest append, kept
+    /// until the watermark passes it; and that of the newest append that
+    /// created a file (the directory must be synced too).
+    last_append: BTreeMap<u64, u64>,
+    dir_changed: u64,
     /// Appends so far, and how many of them are known to be on disk.
     written: u64,
     durable: Arc<AtomicU64>,
@@ -206,8 +213,8 @@ impl Journal {
                 dir: dir.to_owned(),
                 durability,
                 files,
-                unsynced: BTreeMap::new(),
-                dir_unsynced: false,
+                last_append: BTreeMap::new(),
+                dir_changed: 0,
                 written: 0,
                 durable: Arc::new(AtomicU64::new(0)),
             },
@@ -234,7 +241,7 @@ impl Journal {
 
     /// Appends each document's new changes, without waiting for the disk:
     /// they are durable once a [`Journal::take_sync`] taken after this has
-    /// run, or [`Journal::sync`] has returned.
+    /// run.
     pub fn append(&mut self, writes: &[(u64, Vec<u8>)]) -> Result<(), JournalError> {
         for (epoch, bytes) in writes {
             if bytes.is_empty() {
@@ -249,7 +256,7 @@ impl Journal {
                     .open(&path)
                     .map_err(io_error(&path))?;
                 self.files.insert(*epoch, Arc::new(file));
-                self.dir_unsynced = true;
+                self.dir_changed = self.written + 1;
             }
             let file = &self.files[epoch];
             let mut frame = Vec::with_capacity(FRAME_HEADER + bytes.len());
@@ -258,41 +265,32 @@ impl Journal {
             frame.extend_from_slice(&crc32fast::hash(bytes).to_le_bytes());
             frame.extend_from_slice(bytes);
             (&**file).write_all(&frame).map_err(io_error(&path))?;
-            self.unsynced.insert(*epoch, Arc::clone(file));
             self.written += 1;
+            self.last_append.insert(*epoch, self.written);
         }
         Ok(())
     }
 
     /// The sync that makes every append so far durable, to run outside the
-    /// lock; `None` when there is nothing to sync.
+    /// lock; `None` when the watermark has passed every append.
     pub fn take_sync(&mut self) -> Option<PendingSync> {
-        if self.unsynced.is_empty() && !self.dir_unsynced {
+        let durable = self.durable.load(Ordering::Acquire);
+        if durable >= self.written {
             return None;
         }
-        let files = std::mem::take(&mut self.unsynced)
-            .into_iter()
-            .map(|(epoch, file)| (self.path_of(epoch), file))
+        self.last_append.retain(|_, seq| *seq > durable);
+        let files = self
+            .last_append
+            .keys()
+            .filter_map(|epoch| Some((self.path_of(*epoch), Arc::clone(self.files.get(epoch)?))))
             .collect();
         Some(PendingSync {
             files,
-            dir: std::mem::take(&mut self.dir_unsynced).then(|| self.dir.clone()),
+            dir: (self.dir_changed > durable).then(|| self.dir.clone()),
             upto: self.written,
             durable: Arc::clone(&self.durable),
             durability: self.durability,
         })
-    }
-
-    /// Every append so far is durable when this returns `Ok`. Cheap when
-    /// the watermark has passed them; otherwise it syncs every open file
-    /// (a sync taken earlier may still be running outside the lock).
-    pub fn sync(&mut self) -> Result<(), JournalError> {
-        if self.is_durable() {
-            return Ok(());
-        }
-        self.unsynced = self.files.clone();
-        self.dir_unsynced = true;
-        self.take_sync().map_or(Ok(()), PendingSync::run)
     }
 
     /// Every append so far is on disk.
@@ -302,7 +300,7 @@ impl Journal {
 
     /// Deletes a dropped document's file.
     pub fn remove(&mut self, epoch: u64) -> Result<(), JournalError> {
-        self.unsynced.remove(&epoch);
+        self.last_append.remove(&epoch);
         if self.files.remove(&epoch).is_some() {
             let path = self.path_of(epoch);
             fs::remove_file(&path).map_err(io_error(&path))?;
@@ -424,10 +422,38 @@ mod tests {
             "a sync taken before the second append does not cover it"
         );
         let second = journal.take_sync().expect("the second write to sync");
-        journal.sync().unwrap();
+        journal
+            .take_sync()
+            .expect("both writes to sync")
+            .run()
+            .unwrap();
         assert!(journal.is_durable());
         second.run().unwrap();
         assert!(journal.is_durable(), "a late sync does not move it back");
+    }
+
+    #[test]
+    fn a_sync_that_finishes_first_covers_what_a_slower_one_was_taken_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), Durability::Fsync).unwrap();
+        journal.append(&[(1, b"a".to_vec())]).unwrap();
+        let slow = journal.take_sync().expect("a write to sync");
+        journal.append(&[(2, b"b".to_vec())]).unwrap();
+        let fast = journal.take_sync().expect("the second write to sync");
+        let covered: Vec<PathBuf> = fast.files.iter().map(|(path, _)| path.clone()).collect();
+        assert_eq!(
+            covered,
+            vec![dir.path().join("1.log"), dir.path().join("2.log")],
+            "the first file's sync may still be running: the second sync covers it too"
+        );
+        assert!(fast.dir.is_some(), "both files are new to the directory");
+        fast.run().unwrap();
+        assert!(journal.is_durable());
+        slow.run().unwrap();
+        journal.append(&[(2, b"c".to_vec())]).unwrap();
+        let next = journal.take_sync().expect("the third write to sync");
+        assert_eq!(next.files.len(), 1, "durable files are not synced again");
+        assert!(next.dir.is_none(), "no file was created since");
     }
 
     #[test]

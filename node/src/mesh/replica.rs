@@ -289,14 +289,15 @@ impl Replica {
 
     /// What `peer` needs now: at the start of a session this node's
     /// inventory, then sync messages. Flushes pending writes first, so a
-    /// batch of writes becomes one change, durable before it leaves.
+    /// batch of writes becomes one change. The messages may leave only once
+    /// what they carry is durable: the caller runs [`Replica::take_sync`]'s
+    /// sync (taken after this) before sending them.
     pub fn outgoing(
         &mut self,
         peer: &NodeId,
         now: Millis,
     ) -> Result<Vec<PeerMessage>, ReplicaError> {
         self.flush(now)?;
-        self.sync()?;
         let mut out = Vec::new();
         if self.inventory_sent.insert(peer.clone()) {
             out.push(PeerMessage::V1(PeerMessageV1::Inventory {
@@ -451,8 +452,8 @@ impl Replica {
     /// Writes pending records into this node's documents of their epochs,
     /// one change per document, appends them to the journal, and reads them
     /// back into the ledger. They may leave the node only once durable
-    /// ([`Replica::take_sync`], [`Replica::sync`]): outgoing messages see
-    /// to it, and so must whoever tells a client of a commit.
+    /// (a [`Replica::take_sync`] taken after this has run): outgoing
+    /// messages see to it, and so must whoever tells a client of a commit.
     pub fn flush(&mut self, now: Millis) -> Result<(), ReplicaError> {
         if self.unflushed.is_empty() {
             return Ok(());
@@ -483,11 +484,6 @@ impl Replica {
     /// run outside its lock.
     pub fn take_sync(&mut self) -> Option<PendingSync> {
         self.docs.take_sync()
-    }
-
-    /// Every flushed write is durable when this returns `Ok`.
-    pub fn sync(&mut self) -> Result<(), ReplicaError> {
-        Ok(self.docs.sync()?)
     }
 
     /// Moves new document contents into the ledger; returns when each new
