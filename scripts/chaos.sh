@@ -72,7 +72,8 @@ done
 [[ -z "$ROUNDS" || "$ROUNDS" =~ ^[0-9]+$ ]] || die "--rounds must be a number"
 
 CHAOS_TAG=ride-chaos
-CHECK=(python3 scripts/lib/chaos_check.py)
+# The history checker (see `bot check --help`), built with the mesh.
+CHECK=("$BOT_BIN" check)
 
 # --- how to partition --------------------------------------------------------------
 

@@ -8,6 +8,7 @@ use clap::{CommandFactory, Parser};
 use reqwest::Url;
 
 use crate::area::Area;
+use crate::check::CheckCommand;
 use crate::endpoint::{EndpointError, parse_endpoint};
 
 /// Load mode runs this long when `--duration` is not given.
@@ -28,12 +29,23 @@ without websockets, and reports latency percentiles measured from each \
 request's scheduled start (so a slow node cannot hide its queueing delay).
 
 The exit status is non-zero only when no request at all was accepted, which \
-almost always means no node is listening at --endpoint.";
+almost always means no node is listening at --endpoint.
+
+`bot check` checks the history of a chaos run (scripts/chaos.sh) instead: see \
+`bot check --help`.";
 
 /// Drives ride-sharing nodes with simulated riders and drivers.
 #[derive(Debug, Parser)]
-#[command(name = "bot", version, long_about = LONG_ABOUT)]
+#[command(
+    name = "bot",
+    version,
+    long_about = LONG_ABOUT,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Node to send requests to [default: http://127.0.0.1:8080]. Repeat the
     /// flag or separate with commas to spread riders and drivers over several
     /// nodes.
@@ -128,6 +140,14 @@ pub struct Cli {
     pub warmup: Duration,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Checks the history of a chaos run (scripts/chaos.sh): convergence
+    /// times, nobody in two matches, every notice backed by a commit, no
+    /// accepted request lost.
+    Check(CheckCommand),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LoadKind {
     /// Riders and drivers, alternately.
@@ -151,7 +171,7 @@ impl Cli {
 
     /// Checks that need more than one flag.
     fn validate(&self) -> Result<(), String> {
-        if self.rate.is_none() && self.riders == 0 && self.drivers == 0 {
+        if self.command.is_none() && self.rate.is_none() && self.riders == 0 && self.drivers == 0 {
             return Err("--riders and --drivers are both 0: nothing to simulate".into());
         }
         Ok(())
@@ -251,6 +271,38 @@ mod tests {
         let cli = parse(&["--area", "-34,-58.6,-33.5,-58.2", "--duration", "1m 30s"]).unwrap();
         assert_eq!(cli.area.min_lat, -34.0);
         assert_eq!(cli.duration, Some(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn check_is_a_subcommand_that_takes_no_driving_flags() {
+        let cli = parse(&[
+            "check",
+            "snapshot",
+            "a=http://127.0.0.1:1",
+            "--store",
+            "s.json",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::Check(_))));
+        assert!(
+            parse(&[
+                "--riders",
+                "5",
+                "check",
+                "snapshot",
+                "a=http://127.0.0.1:1",
+                "--store",
+                "s"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["check"]).is_err(), "a verb is needed");
+        assert!(parse(&["check", "verify"]).is_err());
+        // Riders and drivers are irrelevant to a check.
+        let cli = parse(&["--riders", "0", "--drivers", "0"]).unwrap();
+        assert!(cli.validate().is_err());
+        let cli = parse(&["check", "snapshot", "a=http://127.0.0.1:1", "--store", "s"]).unwrap();
+        assert!(cli.validate().is_ok());
     }
 
     #[test]

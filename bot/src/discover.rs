@@ -9,7 +9,7 @@ use reqwest::{Client, Url};
 
 use crate::endpoint::{EndpointError, parse_endpoint};
 use crate::error::BotError;
-use crate::http::describe_error;
+use crate::http::{REQUEST_TIMEOUT, get_json};
 
 /// Each region's mesh HTTP address, as (region id, endpoint).
 pub fn mesh_endpoints(regions: &Regions) -> Result<Vec<(String, Url)>, EndpointError> {
@@ -36,16 +36,7 @@ pub async fn ask_endpoints(client: &Client, bases: &[Url]) -> Result<Vec<(String
 
 async fn health(client: &Client, base: &Url) -> Result<Health, String> {
     let url = base.join("healthz").map_err(|e| e.to_string())?;
-    let response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| describe_error(&e))?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(format!("answered {status}"));
-    }
-    response.json().await.map_err(|e| describe_error(&e))
+    get_json(client, url, REQUEST_TIMEOUT).await
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The one HTTP client and the one way the bot POSTs JSON.
+//! The one HTTP client, the one way the bot POSTs JSON and the one way it
+//! GETs what a node reports (its region, its state, its matches).
 //!
 //! A single shared `reqwest::Client` keeps connections alive between
 //! requests (essential for load mode, where a new TCP connection per request
@@ -16,7 +17,7 @@ use serde::de::DeserializeOwned;
 use crate::stats::Outcome;
 
 /// How long one request may take before it counts as a transport error.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The shared client. `max_idle` should cover the number of requests in
@@ -82,6 +83,32 @@ where
         body,
         retry_after,
     })
+}
+
+/// GETs `url` and reads a 2xx answer as text (e.g. `/metrics`), giving up
+/// after `timeout`; an error says why in one line.
+pub async fn get_text(client: &Client, url: Url, timeout: Duration) -> Result<String, String> {
+    let response = client
+        .get(url)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| describe_error(&e))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("answered {status}"));
+    }
+    response.text().await.map_err(|e| describe_error(&e))
+}
+
+/// GETs `url` and reads a 2xx answer as JSON of type `T`.
+pub async fn get_json<T: DeserializeOwned>(
+    client: &Client,
+    url: Url,
+    timeout: Duration,
+) -> Result<T, String> {
+    let text = get_text(client, url, timeout).await?;
+    serde_json::from_str(&text).map_err(|e| format!("unreadable answer: {e}"))
 }
 
 /// `422 invalid_field: lat must be ...`, falling back to the raw body when it

@@ -1,11 +1,13 @@
 //! `bot`: drives ride-sharing nodes with simulated riders and drivers
 //! (simulation mode) or with a fixed request rate (load mode, `--rate`), and
-//! reports what happened. See `bot --help`.
+//! reports what happened; or checks the history of a chaos run (`bot
+//! check`). See `bot --help`.
 //!
 //! stdout carries only the final summary, so it can be piped or diffed;
 //! progress and logs (`RUST_LOG`, default `warn`) go to stderr.
 
 mod area;
+mod check;
 mod cli;
 mod discover;
 mod endpoint;
@@ -30,7 +32,7 @@ use node::regions::Regions;
 use tracing::warn;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, DEFAULT_LOAD_DURATION, LoadKind};
+use crate::cli::{Cli, Command, DEFAULT_LOAD_DURATION, LoadKind};
 use crate::endpoint::Router;
 use crate::error::BotError;
 use crate::load::{LoadConfig, Schedule};
@@ -45,7 +47,7 @@ const LOAD_START_DELAY: Duration = Duration::from_millis(50);
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse_and_validate();
+    let mut cli = Cli::parse_and_validate();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -53,6 +55,16 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
         )
         .init();
+    if let Some(Command::Check(command)) = cli.command.take() {
+        return match check::run(command).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("bot check: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(cli).await {
         Ok(summary) if summary.ok => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,

@@ -4,27 +4,29 @@
 //! to prove no client was ever told of a match that was not committed. So the
 //! line keeps the notice exactly as the wire type serialises it, plus which
 //! endpoint's socket delivered it and when; and the file is appended to, never
-//! truncated, so several bot runs can share one record.
+//! truncated, so several bot runs can share one record. `bot check` reads it
+//! back through the same [`Line`], so the two cannot drift apart.
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use node::wire::ServerMessage;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::BotError;
 use crate::socket::Delivery;
 
-/// One line of the record file.
-#[derive(Debug, Serialize)]
-struct Line<'a> {
+/// One line of the record file: borrowed when written, owned when read.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Line<'a> {
     /// Base URL of the endpoint whose websocket delivered the notice.
-    endpoint: &'a str,
-    received_at: DateTime<Utc>,
+    pub endpoint: Cow<'a, str>,
+    pub received_at: DateTime<Utc>,
     /// `{"type":"match", ...}` exactly as the node sent it.
-    message: &'a ServerMessage,
+    pub message: Cow<'a, ServerMessage>,
 }
 
 pub struct Recorder {
@@ -50,9 +52,9 @@ impl Recorder {
 
     pub fn append(&mut self, delivery: &Delivery) -> Result<(), BotError> {
         let line = Line {
-            endpoint: delivery.endpoint.base().as_str(),
+            endpoint: Cow::Borrowed(delivery.endpoint.base().as_str()),
             received_at: delivery.received_at,
-            message: &delivery.message,
+            message: Cow::Borrowed(&delivery.message),
         };
         serde_json::to_writer(&mut self.out, &line)
             .map_err(io::Error::from)

@@ -124,7 +124,7 @@ impl Counters {
 }
 
 /// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LatencySnapshot {
     pub count: u64,
     pub p50: f64,

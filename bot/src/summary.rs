@@ -1,13 +1,14 @@
 //! The end-of-run report: plain text on stdout, and the same numbers as JSON
 //! for `--summary-json` (read by scripts and the integration tests, so field
-//! names are part of the bot's interface).
+//! names are part of the bot's interface; `bot check` reads them back as
+//! [`SimulationFigures`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::BotError;
 use crate::load::LoadReport;
@@ -38,7 +39,7 @@ pub struct Summary {
     pub first_problem: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestSummary {
     pub sent: u64,
     /// 2xx answers.
@@ -56,7 +57,7 @@ pub struct RequestSummary {
     pub per_sec: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MatchSummary {
     /// Matches told to our riders (each counted once).
     pub received: u64,
@@ -68,13 +69,23 @@ pub struct MatchSummary {
     pub fare_avg_taka: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RatingSummary {
     pub sent: u64,
     pub accepted: u64,
     pub rejected: u64,
     pub by_status: BTreeMap<u16, u64>,
     pub transport_errors: u64,
+}
+
+/// What `bot check` reads back from a simulation run's `--summary-json`:
+/// the figures a chaos run's accounting needs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SimulationFigures {
+    pub elapsed_secs: f64,
+    pub requests: RequestSummary,
+    pub matches: MatchSummary,
+    pub ratings: RatingSummary,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -364,6 +375,17 @@ mod tests {
         assert_eq!(json["ratings"]["accepted"], 10);
         assert_eq!(json["ratings"]["sent"], 10);
         assert!(json.get("load").is_none());
+    }
+
+    #[test]
+    fn a_simulation_summary_reads_back_as_its_figures() {
+        let s = Summary::simulate(&snapshot(), vec!["http://a/".into()]);
+        let figures: SimulationFigures =
+            serde_json::from_slice(&serde_json::to_vec_pretty(&s).unwrap()).unwrap();
+        assert_eq!(figures.elapsed_secs, s.elapsed_secs);
+        assert_eq!(figures.requests, s.requests);
+        assert_eq!(Some(figures.matches), s.matches);
+        assert_eq!(Some(figures.ratings), s.ratings);
     }
 
     #[test]

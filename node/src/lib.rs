@@ -14,6 +14,7 @@ pub mod config;
 pub mod fare;
 pub mod fly;
 pub mod geodesy;
+pub mod history;
 pub mod http;
 pub mod ids;
 pub mod intake;

@@ -4,7 +4,9 @@
 #
 # Settings (set before calling mesh_plan; the defaults suit mesh.sh):
 #   MESH_DIR        state: certs, one folder per node, relay and nginx files
-#   MESH_BIN        folder holding the node and bot binaries (target/release)
+#   MESH_BIN        folder holding the node and bot binaries (default: the
+#                   release folder of $CARGO_TARGET_DIR, else target/release,
+#                   built on start)
 #   MESH_REPLICAS   nodes per region; above 1, nginx fronts each region
 #   MESH_WAN        1: cross-region QUIC goes through `node wan-relay`
 #   MESH_WAN_DELAY  one-way delay for every pair (empty: from the distance)
@@ -20,7 +22,10 @@
 # nothing is ever killed by name.
 
 MESH_DIR="${MESH_DIR:-.mesh}"
-MESH_BIN="${MESH_BIN:-target/release}"
+# Where `cargo build --release` puts them, so that a shared target folder
+# (CARGO_TARGET_DIR) is built and used, not a stale target/release.
+CARGO_RELEASE="${CARGO_TARGET_DIR:-target}/release"
+MESH_BIN="${MESH_BIN:-$CARGO_RELEASE}"
 MESH_REPLICAS="${MESH_REPLICAS:-1}"
 MESH_WAN="${MESH_WAN:-0}"
 MESH_WAN_DELAY="${MESH_WAN_DELAY:-}"
@@ -183,7 +188,7 @@ peer_addr() {
   fi
 }
 
-# ID=URL arguments for mesh.py and chaos_check.py, one per node: the admin
+# ID=URL arguments for mesh.py and `bot check`, one per node: the admin
 # listener, where /debug/state, /metrics and /matches are.
 node_urls() {
   local i
@@ -193,7 +198,7 @@ node_urls() {
 # --- binaries and certificates -----------------------------------------------
 
 mesh_need_binaries() {
-  if [[ "$MESH_BIN" == target/release ]]; then
+  if [[ "$MESH_BIN" == "$CARGO_RELEASE" ]]; then
     # Always: a no-op when up to date, and never a stale binary after a pull.
     log "building the node and the bot (release)"
     cargo build --release --locked -p node -p bot

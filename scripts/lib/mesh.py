@@ -7,8 +7,6 @@
     mesh.py ports --tcp N --udp M       free loopback ports (TCP first, then UDP), one per line
     mesh.py status ID=URL...            one line per node from /debug/state and /metrics
     mesh.py busy tcp:HOST:PORT udp:...  prints the addresses in use; exit 1 if any
-
-Also imported by chaos_check.py for the region table and the HTTP helpers.
 """
 
 import argparse

@@ -315,3 +315,143 @@ async fn an_endpoint_outside_the_regions_is_refused() -> TestResult {
     );
     Ok(())
 }
+
+/// `bot check` on a real node's history, with the chaos script's three
+/// verbs: a short simulation run against one node passes; the same record
+/// with one notice the node never committed fails, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_passes_a_real_run_and_catches_a_notice_never_committed() -> TestResult {
+    let node_dir = tempfile::tempdir()?;
+    let dir = tempfile::tempdir()?;
+    let running = node::server::start(node::config::Config::for_tests(node_dir.path())).await?;
+    let endpoint = format!("http://{}", running.http_addr());
+    let path = |name: &str| -> Result<String, String> {
+        dir.path()
+            .join(name)
+            .to_str()
+            .map(str::to_owned)
+            .ok_or_else(|| "non-UTF-8 temp path".to_owned())
+    };
+    let (summary, record, store) = (
+        path("summary.json")?,
+        path("told.jsonl")?,
+        path("store.json")?,
+    );
+    let (convergence, partitions) = (path("convergence.jsonl")?, path("partitions.jsonl")?);
+    let output = run_bot(&[
+        "--endpoint",
+        &endpoint,
+        "--riders",
+        "10",
+        "--drivers",
+        "10",
+        "--duration",
+        "3s",
+        "--seed",
+        "3",
+        "--no-progress",
+        "--summary-json",
+        &summary,
+        "--record",
+        &record,
+    ])
+    .await?;
+    assert!(output.status.success(), "{}", describe(&output));
+
+    let node = format!("solo=http://{}", running.admin_addr());
+    let output = run_bot(&["check", "snapshot", &node, "--store", &store]).await?;
+    assert!(output.status.success(), "{}", describe(&output));
+    let output = run_bot(&[
+        "check",
+        "converge",
+        &node,
+        "--label",
+        "final (bot stopped)",
+        "--timeout",
+        "120",
+        "--log",
+        &convergence,
+        "--final",
+        "--restarted",
+    ])
+    .await?;
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).starts_with("  converged "),
+        "{}",
+        describe(&output)
+    );
+    let regions = concat!(env!("CARGO_MANIFEST_DIR"), "/../regions");
+    let check_args = [
+        "check",
+        "check",
+        &node,
+        "--store",
+        &store,
+        "--record",
+        &record,
+        "--bot-summary",
+        &summary,
+        "--convergence",
+        &convergence,
+        // None: nothing was partitioned.
+        "--partitions",
+        &partitions,
+        "--regions",
+        regions,
+        // Only the final convergence is judged here, not how fast it was.
+        "--limit",
+        "600",
+        // The node's counters are this test process's, which other
+        // tests' nodes add to: named as restarted, its per-kind
+        // accounting is skipped.
+        "--restarted",
+        "solo",
+    ];
+    let output = run_bot(&check_args).await?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(stdout.ends_with("no violations\n"), "{}", describe(&output));
+    let committed: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("committed matches (union of all nodes): "))
+        .and_then(|l| l.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| describe(&output))?;
+    assert!(committed > 0, "{}", describe(&output));
+
+    // One more notice, of a pair nobody committed.
+    let forged = serde_json::json!({
+        "endpoint": format!("{endpoint}/"),
+        "received_at": "2026-01-01T00:00:00Z",
+        "message": {
+            "type": "match",
+            "rider_id": "00000000-0000-0000-0000-000000000001",
+            "driver_id": "00000000-0000-0000-0000-000000000002",
+            "rider_name": "nobody",
+            "driver_name": "nobody",
+            "car_number": "DHA-0",
+            "pickup_km": 0.0,
+            "trip_km": 0.0,
+            "fare_taka": 0.0,
+            "region": "test",
+            "committed_at": "2026-01-01T00:00:00Z"
+        }
+    });
+    let mut lines = std::fs::read_to_string(&record)?;
+    lines.push_str(&format!("{forged}\n"));
+    std::fs::write(&record, lines)?;
+    let output = run_bot(&check_args).await?;
+    running.shutdown().await?;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(
+            "bot was told rider 00000000-0000-0000-0000-000000000001 got driver \
+             00000000-0000-0000-0000-000000000002"
+        ) && stdout.contains("but the nodes committed nothing"),
+        "{}",
+        describe(&output)
+    );
+    Ok(())
+}

@@ -31,6 +31,7 @@ use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 pub use limits::{LimitError, RateLimit};
+pub use ops::MAX_MATCHES_LISTED;
 
 use crate::access::TokenKeys;
 use crate::communication::{self, Hub, SocketSettings};

@@ -34,6 +34,7 @@ use super::replica::{Replica, ReplicaConfig};
 use crate::admission::Limits;
 use crate::clock::Millis;
 use crate::communication::Hub;
+use crate::history::{self, Commits, Fate, Told};
 use crate::ids::{NodeId, RequestId};
 use crate::intake::{NewDriver, NewRider};
 use crate::matches::Retention;
@@ -140,16 +141,26 @@ struct Acked {
     expires_at: Millis,
 }
 
-/// The invariants, over raw records and what clients were told.
+/// The invariants, over raw records and what clients were told; the
+/// rules themselves are [`crate::history`]'s, shared with `bot check`.
 #[derive(Default)]
 struct Checker {
     /// Every commit record any node absorbed, by the document holding it.
     commits: BTreeMap<(RequestId, DocId), CommitRecord>,
     /// What any client was told: rider → driver, and driver → rider.
-    told_rider: HashMap<RequestId, RequestId>,
-    told_driver: HashMap<RequestId, RequestId>,
+    told: Told<RequestId>,
     acked: HashMap<RequestId, Acked>,
     violations: Vec<String>,
+}
+
+/// A node's word on a request, as the history rules name it.
+fn fate(status: &Status) -> Fate {
+    match status {
+        Status::Pending => Fate::Pending,
+        Status::Matched(_) => Fate::Matched,
+        Status::Over => Fate::Expired,
+        Status::Unknown => Fate::Unknown,
+    }
 }
 
 impl Checker {
@@ -162,53 +173,36 @@ impl Checker {
     }
 
     fn told(&mut self, node: usize, rider: RequestId, driver: RequestId) {
-        for (map, key, value, what) in [
-            (&mut self.told_rider, rider, driver, "rider"),
-            (&mut self.told_driver, driver, rider, "driver"),
-        ] {
-            match map.insert(key, value) {
-                Some(before) if before != value => self.violations.push(format!(
-                    "node {node} told {what} {key} of {value} after {before}"
-                )),
-                _ => {}
-            }
+        for r in self.told.record(rider, driver) {
+            self.violations.push(format!(
+                "node {node} told {} {} of {} after {}",
+                r.role, r.id, r.now, r.before
+            ));
         }
     }
 
     /// No rider or driver in two commit records, and every notification
     /// backed by a commit record for that very pair.
     fn check_commits(&mut self) {
-        let mut by_rider: HashMap<RequestId, BTreeSet<(DocId, RequestId)>> = HashMap::new();
-        let mut by_driver: HashMap<RequestId, BTreeSet<(DocId, RequestId)>> = HashMap::new();
-        for ((rider, doc), c) in &self.commits {
-            by_rider
-                .entry(*rider)
-                .or_default()
-                .insert((doc.clone(), c.driver));
-            by_driver
-                .entry(c.driver)
-                .or_default()
-                .insert((doc.clone(), *rider));
+        let commits: Commits<RequestId, DocId> = self
+            .commits
+            .iter()
+            .map(|((rider, doc), c)| (doc.clone(), *rider, c.driver))
+            .collect();
+        for double in commits.doubles() {
+            self.violations.push(format!(
+                "{} {} is in {} commit records: {:?}",
+                double.role,
+                double.id,
+                double.commits.len(),
+                double.commits
+            ));
         }
-        for (what, map) in [("rider", &by_rider), ("driver", &by_driver)] {
-            for (id, records) in map {
-                if records.len() > 1 {
-                    self.violations.push(format!(
-                        "{what} {id} is in {} commit records: {records:?}",
-                        records.len()
-                    ));
-                }
-            }
-        }
-        for (rider, driver) in &self.told_rider {
-            let backed = by_rider
-                .get(rider)
-                .is_some_and(|r| r.iter().all(|(_, d)| d == driver));
-            if !backed {
-                self.violations.push(format!(
-                    "rider {rider} was told of driver {driver} without a commit of that pair"
-                ));
-            }
+        for u in commits.unbacked(self.told.matches()) {
+            self.violations.push(format!(
+                "rider {} was told of driver {} without a commit of that pair",
+                u.rider, u.driver
+            ));
         }
     }
 }
@@ -391,16 +385,18 @@ impl Sim {
         // 202 for and that has not expired.
         let process = self.nodes[i].process.as_ref().expect("just booted");
         let owner = process.core.owner();
-        for (id, acked) in &self.check.acked {
-            if acked.node == i
-                && acked.owner == owner
-                && acked.expires_at > clock
-                && process.core.status(id, clock) == Status::Unknown
-            {
-                self.check.violations.push(format!(
-                    "node {i} restarted without request {id} it had accepted"
-                ));
-            }
+        let owed = self
+            .check
+            .acked
+            .iter()
+            .filter(|(_, acked)| {
+                acked.node == i && acked.owner == owner && acked.expires_at > clock
+            })
+            .map(|(id, _)| id);
+        for id in history::lost(owed, |id| fate(&process.core.status(id, clock))) {
+            self.check.violations.push(format!(
+                "node {i} restarted without request {id} it had accepted"
+            ));
         }
     }
 
@@ -838,20 +834,26 @@ impl Sim {
             .iter()
             .map(|n| n.process.as_ref().expect("up").core.owner())
             .collect();
-        for (id, acked) in &self.check.acked {
-            let owner_clock = self.nodes[acked.node].clock(now);
-            if acked.expires_at <= owner_clock || !owners.contains(&acked.owner) {
-                continue;
-            }
-            for (i, node) in self.nodes.iter().enumerate() {
-                let clock = node.clock(now);
-                let process = node.process.as_ref().expect("up");
-                if process.core.status(id, clock) == Status::Unknown {
-                    self.check.violations.push(format!(
-                        "node {i} does not know request {id} that node {} accepted",
-                        acked.node
-                    ));
-                }
+        let owed: Vec<(&RequestId, &Acked)> = self
+            .check
+            .acked
+            .iter()
+            .filter(|(_, acked)| {
+                acked.expires_at > self.nodes[acked.node].clock(now)
+                    && owners.contains(&acked.owner)
+            })
+            .collect();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let clock = node.clock(now);
+            let process = node.process.as_ref().expect("up");
+            let lost = history::lost(owed.iter().copied(), |(id, _)| {
+                fate(&process.core.status(id, clock))
+            });
+            for (id, acked) in lost {
+                self.check.violations.push(format!(
+                    "node {i} does not know request {id} that node {} accepted",
+                    acked.node
+                ));
             }
         }
     }
@@ -953,7 +955,7 @@ fn drive(mut sim: Sim) -> Outcome {
         ));
     }
     sim.check();
-    let matches = sim.check.told_rider.len();
+    let matches = sim.check.told.riders();
     Outcome {
         trace: sim.tracer.map(|t| t.events).unwrap_or_default(),
         violations: sim.check.violations,

@@ -1,0 +1,817 @@
+//! `bot check check`: the whole chaos run against the rules of
+//! [`node::history`].
+//!
+//! [`run`] gathers (a last snapshot, every node's state and counters, the
+//! bot's record and summary, the script's logs); [`assess`] judges, without
+//! any I/O, so that recorded runs can be judged in tests.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use node::history::{Commits, Double, Role, Tally, Told};
+use node::regions::Regions;
+use node::wire::{DebugState, MatchNotice, ServerMessage};
+use reqwest::Url;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::converge::Convergence;
+use super::nodes::{NodeUrl, Nodes, accepted_by_kind, converged, parse_node};
+use super::report::{Held, Report};
+use super::store::{self, Store};
+use super::{CheckError, read_json, read_jsonl};
+use crate::discover::mesh_endpoints;
+use crate::endpoint::parse_endpoint;
+use crate::record::Line;
+use crate::summary::SimulationFigures;
+
+/// How long a node may take to answer `/debug/state` for the last look.
+const STATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The nodes' operator listeners, as ID=URL.
+    #[arg(required = true, value_name = "ID=URL", value_parser = parse_node)]
+    nodes: Vec<NodeUrl>,
+    /// The snapshot store (`bot check snapshot`).
+    #[arg(long, value_name = "FILE")]
+    store: PathBuf,
+    /// The bot's `--record`: every match notice it was told.
+    #[arg(long, value_name = "FILE")]
+    record: PathBuf,
+    /// The bot's `--summary-json`.
+    #[arg(long, value_name = "FILE")]
+    bot_summary: PathBuf,
+    /// The convergence log (`bot check converge`).
+    #[arg(long, value_name = "FILE")]
+    convergence: PathBuf,
+    /// The partition log the script writes.
+    #[arg(long, value_name = "FILE")]
+    partitions: PathBuf,
+    /// The region files, to tell which region's socket told the bot.
+    #[arg(long, value_name = "DIR", default_value = "regions")]
+    regions: PathBuf,
+    /// Longest allowed time from the last heal to one digest everywhere.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    limit: f64,
+    /// Nodes restarted during the run: their counters started again.
+    #[arg(long, value_name = "ID", num_args = 0..)]
+    restarted: Vec<String>,
+}
+
+/// One line of the partition log, as `scripts/chaos.sh` writes it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Partition {
+    pub label: String,
+    /// `iptables`, `relay` or `kill -9`.
+    pub method: String,
+    /// Epoch seconds.
+    pub start: f64,
+    pub end: f64,
+}
+
+/// Everything the check judges.
+#[derive(Debug)]
+pub struct Inputs {
+    /// Node ids, in command-line order, with their last answers.
+    pub nodes: Vec<String>,
+    pub states: Vec<Option<DebugState>>,
+    pub metrics: Vec<Option<String>>,
+    pub store: Store,
+    /// Where the bot's summary was looked for, and what it held.
+    pub summary_path: PathBuf,
+    pub summary: Option<SimulationFigures>,
+    pub told: Vec<Line<'static>>,
+    pub convergence: Vec<Convergence>,
+    pub partitions: Vec<Partition>,
+    /// Each region's mesh HTTP endpoint, as (region id, URL).
+    pub endpoints: Vec<(String, Url)>,
+    pub limit: f64,
+    pub restarted: Vec<String>,
+}
+
+pub async fn run(args: CheckArgs) -> Result<bool, CheckError> {
+    let regions = Regions::load_dir(&args.regions)?;
+    let endpoints = mesh_endpoints(&regions)?;
+    let nodes = Nodes::new(args.nodes)?;
+    // A last look at every node, all at once.
+    let store = store::snapshot(&nodes, &args.store).await?;
+    let (states, metrics) = futures_util::join!(nodes.states(STATE_TIMEOUT), nodes.metrics());
+    let inputs = Inputs {
+        nodes: nodes.ids().map(str::to_owned).collect(),
+        states,
+        metrics,
+        store,
+        summary: read_json(&args.bot_summary)?,
+        summary_path: args.bot_summary,
+        told: read_jsonl(&args.record)?,
+        convergence: read_jsonl(&args.convergence)?,
+        partitions: read_jsonl(&args.partitions)?,
+        endpoints,
+        limit: args.limit,
+        restarted: args.restarted,
+    };
+    let report = assess(&inputs);
+    print!("{report}");
+    Ok(report.violations.is_empty())
+}
+
+/// Judges a run: the report, with every violation found.
+pub fn assess(inputs: &Inputs) -> Report {
+    let mut violations = Vec::new();
+    let union = check_commits(inputs, &mut violations);
+    let told = check_told(&inputs.told, &union, &mut violations);
+    check_convergence(inputs, &mut violations);
+    let live: Vec<&DebugState> = inputs.states.iter().flatten().collect();
+    let pending = check_pending(&live, &mut violations);
+    let (accounting, notes) = check_accounting(
+        inputs,
+        union.count() as u64,
+        pending.unwrap_or((0, 0)),
+        told.len() as u64,
+        &mut violations,
+    );
+    let mut cross = BTreeMap::new();
+    for notices in told.values() {
+        let home = &notices[0].1.region;
+        let others: BTreeSet<&str> = notices
+            .iter()
+            .filter_map(|(endpoint, _)| region_of(endpoint, &inputs.endpoints))
+            .filter(|region| region != home)
+            .collect();
+        for other in others {
+            *cross.entry((home.clone(), other.to_owned())).or_default() += 1;
+        }
+    }
+    let heals: BTreeMap<&str, &Convergence> = inputs
+        .convergence
+        .iter()
+        .map(|c| (c.label.as_str(), c))
+        .collect();
+    Report {
+        method: inputs.partitions.first().map(|p| p.method.clone()),
+        partitions: inputs
+            .partitions
+            .iter()
+            .map(|p| Held {
+                label: p.label.clone(),
+                secs: p.end - p.start,
+                after: heals
+                    .get(format!("heal {}", p.label).as_str())
+                    .or_else(|| heals.get(p.label.as_str()))
+                    .map(|c| (*c).clone()),
+            })
+            .collect(),
+        finals: inputs
+            .convergence
+            .iter()
+            .filter(|c| c.is_final())
+            .cloned()
+            .collect(),
+        limit: inputs.limit,
+        bot: inputs.summary.clone(),
+        matches: union.count(),
+        told: told.len(),
+        snapshots: inputs.store.snapshots,
+        cross,
+        pending: (!live.is_empty()).then(|| pending.unwrap_or((0, 0))),
+        accounting,
+        notes,
+        violations,
+    }
+}
+
+/// Nobody in two committed matches, on any node or across nodes; no gap in
+/// the snapshots; every match on every node that answers. Returns every
+/// match any node listed.
+fn check_commits(inputs: &Inputs, violations: &mut Vec<String>) -> Commits<Uuid, ()> {
+    let mut union = Commits::default();
+    let mut keys = BTreeSet::new();
+    for (node, seen) in &inputs.store.nodes {
+        let commits: Commits<Uuid, ()> = seen.values().map(pair).collect();
+        for d in commits.doubles() {
+            violations.push(format!("node {node}: {}", doubled(&d)));
+        }
+        for m in seen.values() {
+            let ((), rider, driver) = pair(m);
+            union.insert((), rider, driver);
+        }
+        keys.extend(seen.keys());
+    }
+    for d in union.doubles() {
+        violations.push(format!("across all nodes: {}", doubled(&d)));
+    }
+    for gap in &inputs.store.gaps {
+        violations.push(format!(
+            "node {}: a /matches listing was full ({}) and older matches may have been missed; \
+             snapshot more often",
+            gap.node,
+            node::http::MAX_MATCHES_LISTED
+        ));
+    }
+    // A match only some nodes list, after convergence, is a replication hole.
+    let answering: Vec<&String> = inputs
+        .nodes
+        .iter()
+        .zip(&inputs.states)
+        .filter(|(_, s)| s.is_some())
+        .map(|(n, _)| n)
+        .collect();
+    for key in keys {
+        let missing: Vec<&str> = answering
+            .iter()
+            .filter(|n| {
+                !inputs
+                    .store
+                    .nodes
+                    .get(**n)
+                    .is_some_and(|s| s.contains_key(key))
+            })
+            .map(|n| n.as_str())
+            .collect();
+        if !missing.is_empty() {
+            violations.push(format!("match {key} is missing on {}", missing.join(", ")));
+        }
+    }
+    union
+}
+
+/// `driver X committed with riders [a, b]`.
+fn doubled(d: &Double<Uuid, ()>) -> String {
+    format!(
+        "{} {} committed with {}s {}",
+        d.role,
+        d.id,
+        d.role.partner(),
+        list(d.commits.iter().map(|(_, p)| p))
+    )
+}
+
+/// A listed match as a commit.
+fn pair(m: &MatchNotice) -> ((), Uuid, Uuid) {
+    ((), m.rider_id, m.driver_id)
+}
+
+/// Every match notice the bot got is backed by a commit of that pair, and
+/// nobody was told of two partners. Returns the notices by rider, each with
+/// the endpoint whose socket delivered it.
+fn check_told<'a>(
+    record: &'a [Line<'static>],
+    union: &Commits<Uuid, ()>,
+    violations: &mut Vec<String>,
+) -> BTreeMap<Uuid, Vec<(&'a str, &'a MatchNotice)>> {
+    let mut told = Told::default();
+    let mut by_rider: BTreeMap<Uuid, Vec<(&str, &MatchNotice)>> = BTreeMap::new();
+    for line in record {
+        let ServerMessage::Match(m) = line.message.as_ref() else {
+            continue;
+        };
+        if !union.backs(&m.rider_id, &m.driver_id) {
+            let committed = union.partners(Role::Rider, &m.rider_id);
+            violations.push(format!(
+                "bot was told rider {} got driver {} (via {}), but the nodes committed {}",
+                m.rider_id,
+                m.driver_id,
+                line.endpoint,
+                if committed.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    list(&committed)
+                }
+            ));
+        }
+        for r in told.record(m.rider_id, m.driver_id) {
+            violations.push(format!(
+                "bot was told {} {} of {} after {}",
+                r.role, r.id, r.now, r.before
+            ));
+        }
+        by_rider
+            .entry(m.rider_id)
+            .or_default()
+            .push((line.endpoint.as_ref(), m));
+    }
+    by_rider
+}
+
+/// Every heal converged; the last one within the limit, and the mesh
+/// settled; at the end every node answers, ready, on one digest.
+fn check_convergence(inputs: &Inputs, violations: &mut Vec<String>) {
+    for c in &inputs.convergence {
+        if !c.converged {
+            violations.push(format!(
+                "no convergence within {:.1} s after {}",
+                c.seconds, c.label
+            ));
+        }
+    }
+    match inputs.convergence.iter().rfind(|c| c.is_final()) {
+        None => violations.push("no final convergence was measured".to_owned()),
+        Some(f) if f.converged && f.seconds > inputs.limit => violations.push(format!(
+            "converged {:.2} s after the last heal, over the {:.0} s limit",
+            f.seconds, inputs.limit
+        )),
+        Some(f) if f.converged && f.settled != Some(true) => violations.push(format!(
+            "the replicated state kept changing for {:.0} s after the bot stopped",
+            inputs.limit
+        )),
+        Some(_) => {}
+    }
+    let silent: Vec<&str> = inputs
+        .nodes
+        .iter()
+        .zip(&inputs.states)
+        .filter(|(_, s)| s.is_none())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !silent.is_empty() {
+        violations.push(format!(
+            "nodes not answering at the end: {}",
+            silent.join(", ")
+        ));
+    }
+    let live: Vec<String> = inputs
+        .states
+        .iter()
+        .flatten()
+        .map(|s| format!("{} {} ready {}", s.node, s.digest, s.ready))
+        .collect();
+    if !live.is_empty() && !converged(&inputs.states) {
+        violations.push(format!("digests differ at the end: {}", live.join("; ")));
+    }
+}
+
+/// Every node that answers counts the same pending riders and drivers;
+/// returns the lowest count, if any node answered.
+fn check_pending(live: &[&DebugState], violations: &mut Vec<String>) -> Option<(u64, u64)> {
+    let counts: BTreeSet<(u64, u64)> = live
+        .iter()
+        .map(|s| (s.pending_riders as u64, s.pending_drivers as u64))
+        .collect();
+    if counts.len() > 1 {
+        let each: Vec<String> = live
+            .iter()
+            .map(|s| format!("{} {}/{}", s.node, s.pending_riders, s.pending_drivers))
+            .collect();
+        violations.push(format!(
+            "nodes disagree on pending counts (riders/drivers): {}",
+            each.join(", ")
+        ));
+    }
+    counts.first().copied()
+}
+
+/// No request the bot had accepted lost: each is in a committed match,
+/// pending or expired ([`Tally`]), in all and, from the nodes' own
+/// counters, per kind. Returns the figures for the report, and notes.
+fn check_accounting(
+    inputs: &Inputs,
+    matches: u64,
+    (pending_riders, pending_drivers): (u64, u64),
+    recorded: u64,
+    violations: &mut Vec<String>,
+) -> (Vec<(String, i64)>, Vec<String>) {
+    let mut figures = Vec::new();
+    let mut notes = Vec::new();
+    let Some(bot) = &inputs.summary else {
+        violations.push(format!(
+            "no bot summary at {}",
+            inputs.summary_path.display()
+        ));
+        return (figures, notes);
+    };
+    let (req, mt) = (&bot.requests, &bot.matches);
+    let expired = mt.expired_riders + mt.expired_drivers;
+    let tally = Tally {
+        accepted: req.accepted,
+        matched: 2 * matches,
+        pending: pending_riders + pending_drivers,
+        expired,
+    };
+    let outstanding =
+        req.accepted as i64 - mt.received as i64 - mt.driver_notices as i64 - expired as i64;
+    figures.extend([
+        ("accepted".to_owned(), req.accepted as i64),
+        ("accounted".to_owned(), tally.accounted() as i64),
+        ("transport_errors".to_owned(), req.transport_errors as i64),
+        ("outstanding_at_bot_exit".to_owned(), outstanding),
+    ]);
+    if tally.lost() > 0 {
+        violations.push(format!(
+            "{} accepted requests are neither in a committed match, nor pending, nor expired \
+             (bot accepted {}; nodes: 2 x {matches} matches + {pending_riders} + {pending_drivers} \
+             pending; bot: {expired} expired)",
+            tally.lost(),
+            req.accepted
+        ));
+    }
+    // Requests the nodes accepted but whose answer the bot never got (a
+    // node killed mid-request) show up as transport errors.
+    if expired == 0 && tally.surplus() > req.transport_errors {
+        violations.push(format!(
+            "nodes hold {} more requests than the bot had accepted ({} transport errors could \
+             explain only those)",
+            tally.surplus(),
+            req.transport_errors
+        ));
+    }
+    if mt.received > recorded {
+        violations.push(format!(
+            "bot counted {} matches but recorded {recorded}",
+            mt.received
+        ));
+    }
+    if outstanding < 0 {
+        violations.push("bot summary inconsistent: more outcomes than accepted requests".into());
+    }
+    if (pending_riders + pending_drivers) as i64 > outstanding.max(0) {
+        violations.push(format!(
+            "nodes have {} requests pending, the bot was waiting on only {outstanding}",
+            pending_riders + pending_drivers
+        ));
+    }
+    // Per kind, from the nodes' own counters (not after a restart: they
+    // start again from zero).
+    if !inputs.restarted.is_empty() {
+        notes.push(format!(
+            "per-kind accounting from node counters skipped: {} restarted (counters reset)",
+            inputs.restarted.join(", ")
+        ));
+        return (figures, notes);
+    }
+    let Some(counters) = inputs
+        .metrics
+        .iter()
+        .map(|m| m.as_deref().map(accepted_by_kind))
+        .collect::<Option<Vec<(u64, u64)>>>()
+    else {
+        return (figures, notes);
+    };
+    let riders = counters.iter().map(|c| c.0).sum();
+    let drivers = counters.iter().map(|c| c.1).sum();
+    for (kind, accepted, pending, expired) in [
+        ("rider", riders, pending_riders, mt.expired_riders),
+        ("driver", drivers, pending_drivers, mt.expired_drivers),
+    ] {
+        figures.push((format!("{kind}s accepted by nodes"), accepted as i64));
+        let tally = Tally {
+            accepted,
+            matched: matches,
+            pending,
+            expired,
+        };
+        if tally.lost() > 0 {
+            violations.push(format!(
+                "{} {kind} requests accepted by the nodes are neither matched, pending nor expired",
+                tally.lost()
+            ));
+        }
+    }
+    (figures, notes)
+}
+
+/// The region whose mesh HTTP endpoint delivered a notice, if any.
+fn region_of<'a>(endpoint: &str, endpoints: &'a [(String, Url)]) -> Option<&'a str> {
+    let url = parse_endpoint(endpoint).ok()?;
+    endpoints
+        .iter()
+        .find(|(_, e)| *e == url)
+        .map(|(region, _)| region.as_str())
+}
+
+/// `[a, b]`.
+fn list<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
+    let items: Vec<String> = items.into_iter().map(|i| i.to_string()).collect();
+    format!("[{}]", items.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use chrono::Utc;
+
+    use super::*;
+    use crate::check::nodes::tests::state;
+    use crate::check::store::tests::notice;
+    use crate::summary::{MatchSummary, RatingSummary, RequestSummary};
+
+    const NORTH: &str = "http://127.0.0.1:8081/";
+    const SOUTH: &str = "http://127.0.0.1:8082/";
+
+    fn told(endpoint: &str, m: MatchNotice) -> Line<'static> {
+        Line {
+            endpoint: Cow::Owned(endpoint.to_owned()),
+            received_at: Utc::now(),
+            message: Cow::Owned(ServerMessage::Match(m)),
+        }
+    }
+
+    fn convergence(label: &str, seconds: f64) -> Convergence {
+        Convergence {
+            label: label.into(),
+            converged: true,
+            seconds,
+            digest: Some("d".into()),
+            settled: label.starts_with("final").then_some(true),
+            settled_after: label.starts_with("final").then_some(seconds + 1.0),
+            states: BTreeMap::new(),
+        }
+    }
+
+    fn figures(accepted: u64, received: u64) -> SimulationFigures {
+        let summary: RequestSummary = serde_json::from_value(serde_json::json!({
+            "sent": accepted, "accepted": accepted, "rejected": 0, "shed": 0,
+            "shed_latency_ms": {"count": 0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "p999": 0.0, "max": 0.0, "mean": 0.0},
+            "by_status": {}, "transport_errors": 0, "redirects": 0, "per_sec": 1.0
+        }))
+        .unwrap();
+        SimulationFigures {
+            elapsed_secs: 60.0,
+            requests: summary,
+            matches: MatchSummary {
+                received,
+                driver_notices: received,
+                expired_riders: 0,
+                expired_drivers: 0,
+                fare_total_taka: 0.0,
+                fare_avg_taka: 0.0,
+            },
+            ratings: RatingSummary {
+                sent: 1,
+                accepted: 1,
+                rejected: 0,
+                by_status: BTreeMap::new(),
+                transport_errors: 0,
+            },
+        }
+    }
+
+    /// A clean run of two nodes: two matches (one cross-border: its driver
+    /// was told on the south's socket), both on both nodes, both told; one
+    /// partition, healed in time; 4 requests accepted, 4 matched.
+    fn clean() -> Inputs {
+        let mut store = Store::default();
+        let listing = || {
+            Some(node::wire::MatchList {
+                matches: vec![notice(2, 20), notice(1, 10)],
+            })
+        };
+        store.add([("a", listing()), ("b", listing())], 1.0);
+        let metrics = "ride_requests_accepted_total{kind=\"rider\"} 1\nride_requests_accepted_total{kind=\"driver\"} 1\n";
+        Inputs {
+            nodes: vec!["a".into(), "b".into()],
+            states: vec![Some(state("a", "d", true)), Some(state("b", "d", true))],
+            metrics: vec![Some(metrics.into()), Some(metrics.into())],
+            store,
+            summary_path: "bot-summary.json".into(),
+            summary: Some(figures(4, 2)),
+            told: vec![
+                told(NORTH, notice(1, 10)),
+                told(NORTH, notice(1, 10)),
+                told(NORTH, notice(2, 20)),
+                told(SOUTH, notice(2, 20)),
+            ],
+            convergence: vec![
+                convergence("start", 0.5),
+                convergence("heal split", 2.0),
+                convergence("final (bot stopped)", 3.0),
+            ],
+            partitions: vec![Partition {
+                label: "split".into(),
+                method: "iptables".into(),
+                start: 100.0,
+                end: 108.0,
+            }],
+            endpoints: vec![
+                ("north".into(), Url::parse(NORTH).unwrap()),
+                ("south".into(), Url::parse(SOUTH).unwrap()),
+            ],
+            limit: 30.0,
+            restarted: Vec::new(),
+        }
+    }
+
+    fn violations(inputs: &Inputs) -> Vec<String> {
+        assess(inputs).violations
+    }
+
+    #[test]
+    fn a_clean_run_has_no_violations_and_says_so() {
+        let report = assess(&clean());
+        assert_eq!(report.violations, Vec::<String>::new());
+        assert_eq!((report.matches, report.told), (2, 2));
+        assert_eq!(
+            report.cross,
+            BTreeMap::from([(("north".to_owned(), "south".to_owned()), 1)])
+        );
+        let text = report.to_string();
+        let expected = "
+== chaos report
+partitions (iptables):
+  split                held   8.0 s   converged 2.00 s after heal
+  final (bot stopped)  converged 3.00 s after the last heal; last change 4.00 s after it (limit 30 s)
+bot: 4 requests sent, 4 accepted, 0 rejected, 0 transport errors; told 2 matches (2 drivers told), expired 0 riders / 0 drivers; ratings 1/1 accepted; 60 s
+committed matches (union of all nodes): 2; told to the bot: 2; snapshots: 1
+cross-border matches: 1 of 2 told (north rider <- south driver: 1)
+pending at the end (every node): 0 riders, 0 drivers
+accounting: accepted 4, accounted 4, transport_errors 0, outstanding_at_bot_exit 0, riders accepted by nodes 2, drivers accepted by nodes 2
+no violations
+";
+        assert_eq!(text, expected);
+    }
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    /// The clean run, with `node` listing a match of rider `r` and driver
+    /// `d` besides.
+    fn also_listed(node: &str, r: u128, d: u128) -> Inputs {
+        let mut inputs = clean();
+        let listing = node::wire::MatchList {
+            matches: vec![notice(r, d)],
+        };
+        inputs.store.add([(node, Some(listing))], 2.0);
+        inputs
+    }
+
+    fn assert_found(found: &[String], expected: &str) {
+        assert!(
+            found.iter().any(|v| v == expected),
+            "{expected:?} not in {found:#?}"
+        );
+    }
+
+    #[test]
+    fn a_driver_in_two_matches_on_one_node_is_a_violation() {
+        let found = violations(&also_listed("a", 3, 10));
+        let (driver, riders) = (id(10), format!("[{}, {}]", id(1), id(3)));
+        assert_found(
+            &found,
+            &format!("node a: driver {driver} committed with riders {riders}"),
+        );
+        assert_found(
+            &found,
+            &format!("across all nodes: driver {driver} committed with riders {riders}"),
+        );
+        assert_found(&found, &format!("match {}/{driver} is missing on b", id(3)));
+    }
+
+    #[test]
+    fn a_rider_in_two_matches_across_nodes_is_a_violation() {
+        // Node b lists rider 1 with another driver, and never with driver 10.
+        let mut inputs = also_listed("b", 1, 11);
+        let b = inputs.store.nodes.get_mut("b").expect("b listed");
+        b.remove(&crate::check::store::pair_key(&notice(1, 10)));
+        let found = violations(&inputs);
+        let (rider, drivers) = (id(1), format!("[{}, {}]", id(10), id(11)));
+        assert_found(
+            &found,
+            &format!("across all nodes: rider {rider} committed with drivers {drivers}"),
+        );
+        assert!(
+            !found.iter().any(|v| v.starts_with("node ")),
+            "no node lists both: {found:#?}"
+        );
+        // The bot was told of driver 10, no longer the only one.
+        assert_found(
+            &found,
+            &format!(
+                "bot was told rider {rider} got driver {} (via {NORTH}), but the nodes committed {drivers}",
+                id(10)
+            ),
+        );
+    }
+
+    #[test]
+    fn a_notice_without_a_commit_or_of_a_second_partner_is_a_violation() {
+        for (line, expected) in [
+            (
+                told(NORTH, notice(5, 50)),
+                format!(
+                    "bot was told rider {} got driver {} (via {NORTH}), but the nodes committed nothing",
+                    id(5),
+                    id(50)
+                ),
+            ),
+            (
+                told(SOUTH, notice(1, 20)),
+                format!(
+                    "bot was told rider {} of {} after {}",
+                    id(1),
+                    id(20),
+                    id(10)
+                ),
+            ),
+        ] {
+            let mut inputs = clean();
+            inputs.told.push(line);
+            assert_found(&violations(&inputs), &expected);
+        }
+    }
+
+    #[test]
+    fn an_accepted_request_accounted_for_nowhere_is_lost() {
+        let mut inputs = clean();
+        inputs.summary = Some(figures(5, 2));
+        let found = violations(&inputs);
+        assert!(
+            found
+                .iter()
+                .any(|v| v.starts_with("1 accepted requests are neither in a committed match")),
+            "{found:#?}"
+        );
+        // The nodes' counters: 3 riders accepted, 2 matched, none pending.
+        let mut inputs = clean();
+        let metrics = "ride_requests_accepted_total{kind=\"rider\"} 2\nride_requests_accepted_total{kind=\"driver\"} 1\n";
+        inputs.metrics[0] = Some(metrics.into());
+        let found = violations(&inputs);
+        assert_eq!(
+            found,
+            ["1 rider requests accepted by the nodes are neither matched, pending nor expired"]
+        );
+    }
+
+    #[test]
+    fn a_restarted_node_skips_the_per_kind_accounting_with_a_note() {
+        let mut inputs = clean();
+        inputs.metrics[0] = Some("ride_requests_accepted_total{kind=\"rider\"} 9\n".into());
+        inputs.restarted = vec!["b".into()];
+        let report = assess(&inputs);
+        assert_eq!(report.violations, Vec::<String>::new());
+        assert_eq!(
+            report.notes,
+            ["per-kind accounting from node counters skipped: b restarted (counters reset)"]
+        );
+    }
+
+    #[test]
+    fn slow_missing_or_unsettled_convergence_is_a_violation() {
+        let mut inputs = clean();
+        inputs.convergence[2].seconds = 31.0;
+        assert_eq!(
+            violations(&inputs),
+            ["converged 31.00 s after the last heal, over the 30 s limit"]
+        );
+        inputs.convergence[2] = convergence("final (bot stopped)", 3.0);
+        inputs.convergence[2].settled = Some(false);
+        assert_eq!(
+            violations(&inputs),
+            ["the replicated state kept changing for 30 s after the bot stopped"]
+        );
+        inputs.convergence.pop();
+        inputs.convergence[1].converged = false;
+        assert_eq!(
+            violations(&inputs),
+            [
+                "no convergence within 2.0 s after heal split",
+                "no final convergence was measured"
+            ]
+        );
+    }
+
+    #[test]
+    fn silent_nodes_and_differing_digests_at_the_end_are_violations() {
+        let mut inputs = clean();
+        inputs.states[1] = Some(state("b", "other", true));
+        assert_eq!(
+            violations(&inputs),
+            ["digests differ at the end: a d ready true; b other ready true"]
+        );
+        inputs.states[1] = None;
+        assert_found(&violations(&inputs), "nodes not answering at the end: b");
+    }
+
+    #[test]
+    fn nodes_that_disagree_on_pending_counts_are_a_violation() {
+        let mut inputs = clean();
+        inputs.states[1].as_mut().unwrap().pending_riders = 1;
+        assert_found(
+            &violations(&inputs),
+            "nodes disagree on pending counts (riders/drivers): a 0/0, b 1/0",
+        );
+    }
+
+    #[test]
+    fn gaps_in_the_snapshots_are_violations_and_the_report_lists_the_first_fifty() {
+        let mut inputs = clean();
+        for at in 0..60 {
+            inputs.store.gaps.push(crate::check::store::Gap {
+                node: "a".into(),
+                at: f64::from(at),
+                oldest: notice(1, 10),
+            });
+        }
+        let report = assess(&inputs);
+        assert_eq!(report.violations.len(), 60);
+        let text = report.to_string();
+        assert!(text.contains("VIOLATIONS (60):"), "{text}");
+        assert_eq!(
+            text.matches("\n  - node a: a /matches listing was full (1000)")
+                .count(),
+            50
+        );
+        assert!(text.ends_with("  ... and 10 more\n"), "{text}");
+    }
+}
