@@ -6,9 +6,13 @@
 # burst. Reports, per setup: riders accepted (202), shed (503), the shed
 # answers' latency, how long after the burst every node held one digest,
 # and riders matched (once converged, a few seconds later) per second of
-# burst, with the mesh/single ratio.
+# burst, with the mesh/single ratio. Shed latency is given twice: as the
+# bot measures it (send to answer, queueing on this machine's shared cores
+# included) and as the nodes time it (router entry to response, the worst
+# node's p99 of `http_request_duration_seconds{status="503"}`).
 #
 #   scripts/bench-overload.sh [RATE] [BURST] [CONCURRENCY]   e.g. 30000 8s 48
+#   NODE_ARGS="--max-intake-queue 64" scripts/bench-overload.sh ...   (tighter limits: more shed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE="${1:-30000}"
@@ -28,7 +32,7 @@ start() { # index id mesh-args...  (public 1850i, admin 1860i, quic 1870i)
   RUST_LOG=warn $NODE --node-id "$id" --listen "127.0.0.1:1850$i" \
     --admin-listen "127.0.0.1:1860$i" --certs "$WORK/certs" \
     --token-keys-file "$WORK/certs/token.keys" --data-dir "$WORK/$id-data" \
-    --mesh-ready-grace 1s "$@" 2>"$WORK/$id.log" &
+    --mesh-ready-grace 1s "$@" ${NODE_ARGS:-} 2>"$WORK/$id.log" &
 }
 wait_ready() { for i in "$@"; do
   until curl -sf "http://127.0.0.1:1860$i/debug/state" | grep -q '"ready":true'; do sleep 0.2; done
@@ -44,8 +48,11 @@ burst() {
   local label=$1 nodes=$2; shift 2
   $BOT "$@" --rate "$RATE" --concurrency "$CONCURRENCY" --duration "$BURST" --warmup 0s \
     --no-progress --summary-json "$WORK/$label.json" >"$WORK/$label.bot" 2>&1 || true
-  local ended converged_at digests
+  local ended converged_at digests node_shed_p99
   ended=$(now)
+  node_shed_p99=$(for i in $nodes; do curl -s "http://127.0.0.1:1860$i/metrics"; done \
+    | awk '/^http_request_duration_seconds\{/ && /status="503"/ && /quantile="0.99"/ \
+      {if ($2 > m) m = $2} END {printf "%.3f", m * 1000}')
   while :; do
     digests=$(for i in $nodes; do state "$i" | field digest; done | sort -u | wc -l)
     [[ $digests == 1 ]] && { converged_at=$(now); break; }
@@ -57,15 +64,15 @@ burst() {
   first=${nodes%% *}
   for i in $nodes; do accepted=$(( accepted + $(accepted_riders "$i") )); done
   local matched; matched=$(state "$first" | field committed_matches)
-  python3 - "$WORK/$label.json" "$label" "$accepted" "$matched" "$ended" "${converged_at:-}" "$BURST" <<'PY'
+  python3 - "$WORK/$label.json" "$label" "$accepted" "$matched" "$ended" "${converged_at:-}" "$BURST" "$node_shed_p99" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1])); label, accepted, matched = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-ended, converged, burst = float(sys.argv[5]), sys.argv[6], sys.argv[7]
+ended, converged, burst, node_p99 = float(sys.argv[5]), sys.argv[6], sys.argv[7], sys.argv[8]
 secs = float(burst.rstrip('s'))
 r = s['requests']; shed = r.get('shed', 0); sl = r.get('shed_latency_ms', {})
 conv = f"{float(converged) - ended:.2f}s" if converged else "NOT within 60s"
 print(f"{label}: sent {r['sent']}, riders accepted {accepted}, shed {shed} (p50 {sl.get('p50', 0):.2f} ms, "
-      f"p99 {sl.get('p99', 0):.2f} ms), one digest {conv} after the burst, riders matched {matched} "
+      f"p99 {sl.get('p99', 0):.2f} ms at the bot, {node_p99} ms in the nodes), one digest {conv} after the burst, riders matched {matched} "
       f"({100 * matched / max(accepted, 1):.1f}% of accepted), {matched / secs:.0f} matched/s of burst")
 open(sys.argv[1] + '.goodput', 'w').write(str(matched / secs))
 PY

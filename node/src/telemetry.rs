@@ -74,7 +74,7 @@ fn describe() {
     );
     describe_histogram!(
         "http_request_duration_seconds",
-        "HTTP request latency, by method and route."
+        "HTTP request latency, by method, route and status (a shed 503 is timed apart from a 202)."
     );
     describe_histogram!(
         "mesh_replication_lag_seconds",

@@ -122,8 +122,10 @@ pub type Inventory = Vec<(DocId, Vec<[u8; 32]>)>;
 pub struct Documents {
     owner: NodeId,
     docs: BTreeMap<DocId, Document>,
-    /// The automerge actor this node writes its own documents as.
+    /// The automerge actor this node writes its own documents as, and the
+    /// incarnation it stands for.
     actor: ActorId,
+    incarnation: u64,
     /// Where own changes go before anyone sees them; `None` only where a
     /// test wants a node that forgets (the defect the journal fixes).
     journal: Option<Journal>,
@@ -178,6 +180,7 @@ impl Documents {
             owner: owner.clone(),
             docs,
             actor: actor_for(owner, incarnation),
+            incarnation,
             journal,
             dropped: loaded.dropped,
             offsets: HashMap::new(),
@@ -206,8 +209,9 @@ impl Documents {
             entry.touched_at = now;
             entry.written_at = Some(now);
             // One value per flush, under a key no other write uses: this
-            // incarnation's actor and its count of batches in the document.
-            let key = format!("{}/{}", self.actor, entry.batches);
+            // incarnation and its count of batches in the document (short:
+            // the key goes on the wire once per flush).
+            let key = format!("{}/{}", self.incarnation, entry.batches);
             entry.batches += 1;
             entry
                 .doc
