@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # A real three-datacenter CQL cluster on loopback for tests and local runs:
-# one node per region datacenter (the "datacenter" of regions/*.json, files in
-# name order), node N at 127.0.0.N:9042, rack1, GossipingPropertyFileSnitch.
+# one node per region datacenter (the "datacenter" of regions/*.json, in the
+# regions' id order, as `node regions list` gives them), node N at
+# 127.0.0.N:9042, rack1, GossipingPropertyFileSnitch.
 #
 #   scripts/cql-cluster.sh up            start every node not running; wait until
 #                                        all serve CQL and see each other as UP
 #   scripts/cql-cluster.sh down          stop the nodes this script started
 #   scripts/cql-cluster.sh status        DC, address, pid and CQL state per node
 #   scripts/cql-cluster.sh stop-node N [--kill]
-#                                        stop node N (1 = first region file): SIGTERM,
+#                                        stop node N (1 = first region): SIGTERM,
 #                                        or SIGKILL with --kill (a crash, no drain);
 #                                        returns once the other nodes see it DOWN
 #   scripts/cql-cluster.sh start-node N  start node N again, wait until it serves
@@ -26,6 +27,8 @@
 #   CQL_DIR      state: configs, data, logs, pids (default .cql under the repo root)
 #   CQL_CACHE    jar cache (default ~/.cache/ride-cql); delete it to resolve again
 #   CQL_REGIONS  region files (default regions/)
+#   CQL_NODE_BIN the node binary (default: $CARGO_TARGET_DIR/release/node, else
+#                target/release/node; built when missing)
 #   CQL_CASSANDRA_VERSION (default 5.0.9)   CQL_HEAP / CQL_HEAP_MIN (default 768m / 384m)
 #   CQL_TIMEOUT  seconds to wait for one node, and again for the mesh (default 240)
 #   CQL_RING_DELAY_MS  Cassandra's ring delay (default 1000; Cassandra's own is 30000)
@@ -56,111 +59,27 @@ PORT=9042
 log() { printf 'cql-cluster: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-# --- small python helper: region files, a raw CQL client, log liveness ------
-py() {
-  python3 - "$@" <<'PY'
-import glob, json, os, re, socket, struct, sys, ipaddress
-
-def regions(d):
-    files = sorted(glob.glob(os.path.join(d, "*.json")), key=os.path.basename)
-    if not files:
-        sys.exit("no region files in %s" % d)
-    for f in files:
-        dc = json.load(open(f)).get("datacenter", "")
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", dc):
-            sys.exit("%s: bad or missing \"datacenter\": %r" % (f, dc))
-        print(dc)
-
-def readn(s, n):
-    b = b""
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c:
-            raise EOFError("connection closed")
-        b += c
-    return b
-
-def request(s, op, body=b""):
-    # protocol v4 frame: version, flags, stream, opcode, length
-    s.sendall(struct.pack(">BBhBi", 4, 0, 1, op, len(body)) + body)
-    _, _, _, rop, ln = struct.unpack(">BBhBi", readn(s, 9))
-    rb = readn(s, ln)
-    if rop == 0x00:
-        code, mlen = struct.unpack(">iH", rb[:6])
-        raise RuntimeError("CQL error 0x%x: %s" % (code, rb[6:6 + mlen].decode()))
-    return rop, rb
-
-def sstr(x):
-    x = x.encode()
-    return struct.pack(">H", len(x)) + x
-
-def query(s, q):
-    qb = q.encode()
-    op, b = request(s, 0x07, struct.pack(">i", len(qb)) + qb + struct.pack(">HB", 0x0001, 0))
-    kind, flags, ncol = struct.unpack(">iii", b[:12])
-    assert op == 0x08 and kind == 2, "not a rows result"
-    p = 12
-    def string():
-        nonlocal p
-        (n,) = struct.unpack(">H", b[p:p + 2]); p += 2 + n
-        return b[p - n:p].decode()
-    if flags & 0x0002:  # paging state
-        (n,) = struct.unpack(">i", b[p:p + 4]); p += 4 + max(n, 0)
-    if flags & 0x0001:
-        string(); string()
-    types = []
-    for _ in range(ncol):
-        if not flags & 0x0001:
-            string(); string()
-        string()
-        (t,) = struct.unpack(">H", b[p:p + 2]); p += 2
-        types.append(t)  # only simple types are selected below
-    (nrows,) = struct.unpack(">i", b[p:p + 4]); p += 4
-    rows = []
-    for _ in range(nrows):
-        row = []
-        for t in types:
-            (n,) = struct.unpack(">i", b[p:p + 4]); p += 4
-            v = None if n < 0 else b[p:p + n]; p += max(n, 0)
-            if v is not None:
-                v = str(ipaddress.ip_address(v)) if t == 0x0010 else v.decode()
-            row.append(v)
-        rows.append(row)
-    return rows
-
-def info(host, port):
-    """One line: '<dc> <rack> <peer>/<dc> ...' as the node itself reports it."""
-    with socket.create_connection((host, int(port)), timeout=3) as s:
-        s.settimeout(5)
-        op, _ = request(s, 0x01, struct.pack(">H", 1) + sstr("CQL_VERSION") + sstr("3.0.0"))
-        if op != 0x02:
-            raise RuntimeError("STARTUP answered opcode 0x%x" % op)
-        local = query(s, "SELECT data_center, rack FROM system.local")
-        peers = query(s, "SELECT peer, data_center FROM system.peers")
-    print(" ".join([local[0][0], local[0][1]] + sorted("%s/%s" % (a, d) for a, d in peers)))
-
-def up_peers(path):
-    """Addresses this node's log last reported as UP (since its last start)."""
-    state = {}
-    try:
-        text = open(path, errors="replace").read()
-    except FileNotFoundError:
-        text = ""
-    for m in re.finditer(r"(\d+\.\d+\.\d+\.\d+)(?::\d+)? is now (UP|DOWN)", text):
-        state[m.group(1)] = m.group(2)
-    print(" ".join(sorted(a for a, s in state.items() if s == "UP")))
-
-cmd, args = sys.argv[1], sys.argv[2:]
-try:
-    {"regions": regions, "info": info, "up-peers": up_peers}[cmd](*args)
-except (OSError, EOFError, RuntimeError, AssertionError, struct.error) as e:
-    print(e, file=sys.stderr)
-    sys.exit(1)
-PY
+# --- the node: region files and CQL, as the node itself reads and speaks them
+# `node regions list` gives the datacenters, `node cql status|wait` what each
+# database node reports, through the driver the node stores ratings with.
+# Built (release) here when missing, so that this script works on its own on
+# a fresh clone; a relative CARGO_TARGET_DIR is taken from the caller's
+# directory, as cargo takes it.
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+[[ "$TARGET" == /* ]] || TARGET="$PWD/$TARGET"
+NODE_BIN="${CQL_NODE_BIN:-$TARGET/release/node}"
+need_node() {
+  "$NODE_BIN" cql --help >/dev/null 2>&1 && return 0
+  [[ -z "${CQL_NODE_BIN:-}" ]] || die "$CQL_NODE_BIN has no 'cql' subcommand"
+  command -v cargo >/dev/null || die "no node binary at $NODE_BIN, and no cargo to build it"
+  log "building the node (release) into $TARGET: this script uses its regions and cql subcommands"
+  (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release --locked -p node >&2) ||
+    die "could not build the node"
 }
-
-command -v python3 >/dev/null || die "python3 is required"
-mapfile -t DCS < <(py regions "$REGIONS")
+need_node
+DCS_TEXT="$("$NODE_BIN" regions list --regions "$REGIONS" --fields datacenter)" ||
+  die "the node refuses the regions in $REGIONS"
+mapfile -t DCS <<<"$DCS_TEXT"
 N=${#DCS[@]}
 (( N >= 1 && N <= 250 )) || die "need 1..250 region files in $REGIONS"
 ip_of() { echo "127.0.0.$1"; }
@@ -436,20 +355,36 @@ fail_node() { # node message
   exit 1
 }
 
-serves_cql() { py info "$(ip_of "$1")" "$PORT" 2>/dev/null; }
+# node: "<address> <dc> <rack> <peer>/<dc>..." (tab-separated) as the node
+# itself reports it; fails if it does not serve CQL.
+serves_cql() { "$NODE_BIN" cql status --cql-nodes "$(ip_of "$1"):$PORT" 2>/dev/null; }
 
 wait_cql() { # node: until it answers a CQL query and reports its own DC
-  local i=$1 want="${DCS[$(($1 - 1))]}" deadline=$((SECONDS + TIMEOUT)) out
-  while ((SECONDS < deadline)); do
-    running "$i" || fail_node "$i" "process exited"
-    if out="$(serves_cql "$i")"; then
-      [[ "${out%% *}" == "$want" ]] \
-        || fail_node "$i" "reports datacenter '${out%% *}', expected '$want' (stale data in $(node_dir "$i")? try purge)"
-      return 0
+  local i=$1 want="${DCS[$(($1 - 1))]}" err waiter status=0
+  err="$(node_dir "$i")/cql-wait.err"
+  "$NODE_BIN" cql wait --cql-nodes "$(ip_of "$i"):$PORT" --datacenter "$want" \
+    --timeout "${TIMEOUT}s" >/dev/null 2>"$err" &
+  waiter=$!
+  while kill -0 "$waiter" 2>/dev/null; do
+    if ! running "$i"; then
+      kill "$waiter" 2>/dev/null || true; wait "$waiter" 2>/dev/null || true
+      fail_node "$i" "process exited"
     fi
     sleep 1
   done
-  fail_node "$i" "no CQL on $(ip_of "$i"):$PORT after ${TIMEOUT}s"
+  wait "$waiter" || status=$?
+  case $status in
+    0) return 0 ;;
+    3) fail_node "$i" "$(<"$err") (stale data in $(node_dir "$i")? try purge)" ;;
+    *) fail_node "$i" "no CQL on $(ip_of "$i"):$PORT after ${TIMEOUT}s: $(<"$err")" ;;
+  esac
+}
+
+up_peers() { # log file: the addresses it last reported as UP (since its last start)
+  [[ -f "$1" ]] || return 0
+  grep -aoE '[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+(:[0-9]+)? is now (UP|DOWN)' "$1" |
+    awk '{ sub(/:[0-9]+$/, "", $1); state[$1] = $4 } END { for (a in state) if (state[a] == "UP") print a }' |
+    sort | tr '\n' ' '
 }
 
 wait_mesh() { # every running node sees every other running node as UP
@@ -459,7 +394,7 @@ wait_mesh() { # every running node sees every other running node as UP
     live=(); for j in $(seq "$N"); do running "$j" && live+=("$j"); done
     for i in "${live[@]}"; do
       refresh_log "$i"
-      local seen; seen=" $(py up-peers "$(node_log "$i")") "
+      local seen; seen=" $(up_peers "$(node_log "$i")") "
       for j in "${live[@]}"; do
         [[ $i == "$j" || "$seen" == *" $(ip_of "$j") "* ]] || { ok=0; bad=$i; missing="node $i does not see node $j as UP"; }
       done
@@ -495,7 +430,7 @@ wait_seen_down() { # every running node sees node $1 as DOWN (instant after SIGT
   local i=$1 j deadline=$((SECONDS + TIMEOUT))
   for j in $(seq "$N"); do
     if [[ $j == "$i" ]] || ! running "$j"; then continue; fi
-    while refresh_log "$j"; [[ " $(py up-peers "$(node_log "$j")") " == *" $(ip_of "$i") "* ]]; do
+    while refresh_log "$j"; [[ " $(up_peers "$(node_log "$j")") " == *" $(ip_of "$i") "* ]]; do
       ((SECONDS < deadline)) || fail_node "$j" "still sees node $i as UP after ${TIMEOUT}s"
       sleep 0.5
     done
@@ -556,9 +491,9 @@ cmd_status() {
     else pid="$(pid_of "$i")" || pid=-; fi
     if [[ "$pid" != - ]]; then
       if out="$(serves_cql "$i")"; then
-        read -r -a f <<<"$out"
-        state="up (reports ${f[0]}/${f[1]}; peers: ${f[*]:2})"; serving=$((serving + 1))
-        ((${#f[@]} > 2)) || state="up (reports ${f[0]}/${f[1]}; no peers)"
+        read -r -a f <<<"$out"   # address, dc, rack, peers
+        state="up (reports ${f[1]}/${f[2]}; peers: ${f[*]:3})"; serving=$((serving + 1))
+        ((${#f[@]} > 3)) || state="up (reports ${f[1]}/${f[2]}; no peers)"
       else state="not serving"; fi
     fi
     printf '%-5s %-20s %-16s %-10s %s\n' "$i" "${DCS[$((i - 1))]}" "$(ip_of "$i"):$PORT" "$pid" "$state"

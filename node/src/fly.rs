@@ -22,7 +22,7 @@ use thiserror::Error;
 
 use crate::config::Config;
 use crate::ids::NodeId;
-use crate::mesh::discovery::{DiscoveryError, FlyDiscovery, SystemDns};
+use crate::mesh::discovery::{DiscoveryError, Dns, FlyDiscovery};
 use crate::mesh::tls::{self, TlsError};
 use crate::regions::Regions;
 
@@ -127,14 +127,15 @@ impl FlyMachine {
         Ok(())
     }
 
-    /// Discovery of the app's other machines, on the system's resolver.
-    pub fn discovery(&self, node: &NodeId, port: u16) -> Result<FlyDiscovery<SystemDns>, FlyError> {
-        Ok(FlyDiscovery {
-            dns: SystemDns::new()?,
+    /// Discovery of the app's other machines through `dns`: on Fly the
+    /// system's resolver ([`crate::mesh::discovery::SystemDns`]).
+    pub fn discovery<D: Dns>(&self, dns: D, node: &NodeId, port: u16) -> FlyDiscovery<D> {
+        FlyDiscovery {
+            dns,
             app: self.app.clone(),
             node: node.clone(),
             port,
-        })
+        }
     }
 }
 

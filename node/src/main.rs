@@ -14,6 +14,8 @@ use node::wan_relay::{Impairment, WanRelay};
 use node::{server, telemetry};
 use tokio_util::sync::CancellationToken;
 
+mod cli;
+
 /// mimalloc keeps fragmentation lower across the node's threads: over 10
 /// minutes of steady load, RSS grew 23% with it against 35% with glibc's
 /// per-thread arenas, while the live data stayed flat (BENCHMARKS.md).
@@ -48,6 +50,13 @@ enum Command {
     /// Prints a new token key (32 random bytes, base64) for --token-keys or
     /// a --token-keys-file line.
     TokenKey,
+    /// The region files, as the node reads them: `check`, `list`,
+    /// `distances`, `route` (for scripts: tab-separated output).
+    #[command(subcommand)]
+    Regions(cli::regions::RegionsCommand),
+    /// A CQL cluster as the node's driver sees it: `status`, `wait`.
+    #[command(subcommand)]
+    Cql(cli::cql::CqlCommand),
     /// Relays UDP between a node and one peer with a WAN's delay, jitter
     /// and loss (see `scripts/mesh.sh --wan`); runs until SIGINT or SIGTERM.
     WanRelay {
@@ -76,6 +85,8 @@ async fn main() -> ExitCode {
     match cli.command {
         Some(Command::Certs { dir, nodes, ips }) => certs(&dir, nodes, &ips),
         Some(Command::TokenKey) => token_key(),
+        Some(Command::Regions(command)) => regions(command),
+        Some(Command::Cql(command)) => cql(command).await,
         Some(Command::WanRelay {
             listen,
             forward,
@@ -112,6 +123,27 @@ fn token_key() -> ExitCode {
         Err(e) => {
             eprintln!("node token-key: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn regions(command: cli::regions::RegionsCommand) -> ExitCode {
+    match cli::regions::run(command, &mut std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("node regions: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn cql(command: cli::cql::CqlCommand) -> ExitCode {
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    match cli::cql::run(command, &mut out, &mut err).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("node cql: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use geo::Validation;
 use geo::coordinate_position::CoordPos;
 use geo::dimensions::Dimensions;
-use geo::{Closest, Coord, HaversineClosestPoint, Intersects, LineString, Point, Polygon, Relate};
+use geo::{
+    Centroid, Closest, Coord, HaversineClosestPoint, Intersects, LineString, Point, Polygon, Relate,
+};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -64,6 +66,22 @@ impl Region {
     /// Base URL of the region's HTTP API, e.g. `http://127.0.0.1:8081`.
     pub fn http_url(&self) -> String {
         format!("http://{}", self.mesh.http)
+    }
+
+    /// The area's centroid (holes taken out), planar in lon/lat, which is
+    /// close enough at city scale: where a local mesh measures the distance
+    /// between two regions from, to give their link a plausible WAN delay.
+    pub fn centroid(&self) -> Position {
+        // A loaded area is a valid polygon, so it has an area and a
+        // centroid; its first vertex stands in should that ever change.
+        let point = self
+            .area
+            .centroid()
+            .unwrap_or_else(|| Point::from(self.area.exterior().0[0]));
+        Position {
+            lat: point.y(),
+            lon: point.x(),
+        }
     }
 }
 
@@ -442,6 +460,25 @@ mod tests {
         assert_eq!(north.http_url(), "http://127.0.0.1:8081");
         assert_eq!(north.mesh.quic.port(), 9081);
         assert!(SHIPPED.get("nowhere").is_none());
+    }
+
+    #[test]
+    fn centroids_are_the_middle_of_the_shipped_rectangles() {
+        let centroids: Vec<(f64, f64)> = SHIPPED
+            .iter()
+            .map(|r| {
+                let c = r.centroid();
+                (c.lat, c.lon)
+            })
+            .collect();
+        for ((lat, lon), (want_lat, want_lon)) in
+            centroids
+                .into_iter()
+                .zip([(23.865, 90.425), (23.69, 90.475), (23.69, 90.35)])
+        {
+            assert!((lat - want_lat).abs() < 1e-9, "{lat} != {want_lat}");
+            assert!((lon - want_lon).abs() < 1e-9, "{lon} != {want_lon}");
+        }
     }
 
     #[test]

@@ -2,7 +2,11 @@
 //!
 //! Every background loop watches one [`CancellationToken`]; cancelling it
 //! stops intake (in-flight requests finish), closes websockets, stops the
-//! matcher and finally flushes the rating store.
+//! matcher and finally flushes the rating store. Nothing runs detached: the
+//! listeners, and every other task the node starts (peer discovery, the
+//! rate limit's sweep, websocket sessions, in a [`TaskTracker`]), are
+//! waited for, the listeners and the tracked tasks within the shutdown
+//! grace, so that when the node says it stopped, nothing of it still runs.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::access::{self, KeyError, TokenKeys};
 use crate::admission::Limits;
@@ -24,6 +29,7 @@ use crate::http::{self, AppState, LimitError, RateLimit};
 use crate::ids::NodeId;
 use crate::matcher::Matcher;
 use crate::matches::Retention;
+use crate::mesh::discovery::{DiscoveryError, Dns, SystemDns};
 use crate::mesh::journal::Durability;
 use crate::mesh::replica::ReplicaConfig;
 use crate::mesh::tls::{Credentials, TlsError};
@@ -85,6 +91,10 @@ pub struct RunningNode {
     node: NodeId,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), NodeError>>,
+    /// The node's tasks besides its listeners and core loops; closed and
+    /// empty once the node has stopped (unless some outlived the grace).
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the shutdown test"))]
+    tasks: TaskTracker,
 }
 
 impl RunningNode {
@@ -117,7 +127,16 @@ impl RunningNode {
 }
 
 /// Starts a node: binds, spawns the matcher, and serves.
-pub async fn start(mut config: Config) -> Result<RunningNode, NodeError> {
+pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
+    start_with_dns(config, SystemDns::new).await
+}
+
+/// As [`start`], discovering peers on Fly through the resolver `dns` makes
+/// (a stub in tests: no resolver answers for `.internal` names off Fly).
+async fn start_with_dns<D: Dns>(
+    mut config: Config,
+    dns: impl Fn() -> Result<D, DiscoveryError>,
+) -> Result<RunningNode, NodeError> {
     let fly = FlyMachine::from_config(&config);
     let regions = load_regions(&config)?;
     if let Some(fly) = &fly {
@@ -128,7 +147,7 @@ pub async fn start(mut config: Config) -> Result<RunningNode, NodeError> {
     if let Some(fly) = &fly {
         fly.issue_certificate(&config, &node)?;
     }
-    let (publish_peers, peers) = mesh_peers(&config, fly.as_ref(), &node).await?;
+    let (publish_peers, peers) = mesh_peers(&config, fly.as_ref(), &node, &dns).await?;
     let tokens = token_keys(&config)?;
     // The recorder first: the rating store reports its outbox as it opens.
     let metrics = telemetry::metrics();
@@ -140,6 +159,7 @@ pub async fn start(mut config: Config) -> Result<RunningNode, NodeError> {
     }
     let hub = Arc::new(Hub::default());
     let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
     let app = Arc::new(AppState {
         region: config.region.clone(),
         node: node.0.clone(),
@@ -151,6 +171,7 @@ pub async fn start(mut config: Config) -> Result<RunningNode, NodeError> {
             ping_interval: config.ws_ping_interval,
         },
         shutdown: shutdown.clone(),
+        tasks: tasks.clone(),
         regions,
         tokens: Arc::new(tokens),
     });
@@ -166,8 +187,8 @@ pub async fn start(mut config: Config) -> Result<RunningNode, NodeError> {
 
     let mesh = start_mesh(&config, &node, peers, &core, &shutdown)?;
     if let (Some(fly), Some(listen)) = (&fly, config.mesh_listen) {
-        let discovery = fly.discovery(&node, listen.port())?;
-        tokio::spawn(discovery.watch(config.discovery_interval, publish_peers, shutdown.clone()));
+        let discovery = fly.discovery(dns().map_err(FlyError::from)?, &node, listen.port());
+        tasks.spawn(discovery.watch(config.discovery_interval, publish_peers, shutdown.clone()));
     }
     let mesh_addr = mesh.as_ref().map(|(addr, _)| *addr);
     let flusher = Arc::clone(&core).run_flusher(shutdown.clone());
@@ -190,19 +211,36 @@ pub async fn start(mut config: Config) -> Result<RunningNode, NodeError> {
         .with_graceful_shutdown(async move { admin_shutdown.cancelled().await });
     let grace = config.shutdown_grace;
     let stopping = shutdown.clone();
+    let node_tasks = tasks.clone();
     let task = tokio::spawn(async move {
-        let serving = tokio::spawn(async move {
+        let mut serving = tokio::spawn(async move {
             let (public, admin) = tokio::join!(server.into_future(), admin.into_future());
             public.and(admin)
         });
         stopping.cancelled().await;
-        let served = match tokio::time::timeout(grace, serving).await {
+        // One grace for the requests in flight and the tasks together.
+        let deadline = tokio::time::Instant::now() + grace;
+        let served = match tokio::time::timeout_at(deadline, &mut serving).await {
             Ok(joined) => joined?.map_err(NodeError::Serve),
             Err(_) => {
                 tracing::warn!(?grace, "in-flight requests outlived the shutdown grace");
+                // Dropped, connections and all, and joined: not left running.
+                serving.abort();
+                let _ = serving.await;
                 Ok(())
             }
         };
+        node_tasks.close();
+        if tokio::time::timeout_at(deadline, node_tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                left = node_tasks.len(),
+                "node tasks outlived the shutdown grace"
+            );
+        }
         matcher.await?;
         if let Some((_, mesh)) = mesh {
             mesh.stopped().await;
@@ -239,6 +277,7 @@ pub async fn start(mut config: Config) -> Result<RunningNode, NodeError> {
         node,
         shutdown,
         task,
+        tasks,
     })
 }
 
@@ -336,19 +375,23 @@ fn check_region(config: &Config, regions: Option<&Regions>) -> Result<(), NodeEr
 
 /// The peers to start with: the `--peer` list, or on Fly the machines
 /// discovered now (later changes are published to the same channel).
-async fn mesh_peers(
+async fn mesh_peers<D: Dns>(
     config: &Config,
     fly: Option<&FlyMachine>,
     node: &NodeId,
+    dns: impl Fn() -> Result<D, DiscoveryError>,
 ) -> Result<(watch::Sender<Vec<Peer>>, watch::Receiver<Vec<Peer>>), NodeError> {
     let initial = match (fly, config.mesh_listen) {
-        (Some(fly), Some(listen)) => match fly.discovery(node, listen.port())?.peers().await {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::warn!(error = %e, "no peers discovered yet");
-                Vec::new()
+        (Some(fly), Some(listen)) => {
+            let discovery = fly.discovery(dns().map_err(FlyError::from)?, node, listen.port());
+            match discovery.peers().await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no peers discovered yet");
+                    Vec::new()
+                }
             }
-        },
+        }
         _ => config.peers.clone(),
     };
     Ok(watch::channel(initial))
@@ -452,4 +495,159 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    use super::*;
+    use crate::mesh::tls;
+    use crate::wire::DebugState;
+
+    /// Only waited out when something is wrong.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    /// Fly's resolver as the Fly node sees it: its peer is a machine of the
+    /// app (machine ids are alphanumeric).
+    struct FlyDns;
+
+    #[async_trait::async_trait]
+    impl Dns for FlyDns {
+        async fn txt(&self, _name: &str) -> Result<Vec<String>, DiscoveryError> {
+            Ok(vec!["bnode sin,zmachine sin".into()])
+        }
+
+        async fn aaaa(&self, _name: &str) -> Result<Vec<std::net::Ipv6Addr>, DiscoveryError> {
+            Ok(vec![std::net::Ipv6Addr::LOCALHOST])
+        }
+    }
+
+    /// A node on loopback ports, its data in `dir/<name>`.
+    fn config(dir: &Path, key: &str, name: &str, extra: &[&str]) -> Config {
+        let data = dir.join(name);
+        let mut args = vec![
+            "node".to_owned(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--admin-listen".into(),
+            "127.0.0.1:0".into(),
+            "--mesh-listen".into(),
+            "127.0.0.1:0".into(),
+            "--certs".into(),
+            dir.join("certs").display().to_string(),
+            "--token-keys".into(),
+            key.into(),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--ready-file".into(),
+            data.join("ready.json").display().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        Config::try_parse_from(args).expect("valid flags")
+    }
+
+    async fn state(http: &reqwest::Client, node: &RunningNode) -> Option<DebugState> {
+        let url = format!("http://{}/debug/state", node.admin_addr());
+        http.get(url).send().await.ok()?.json().await.ok()
+    }
+
+    /// A node on Fly (so with peer discovery running), a peer in session
+    /// with it, a rate limit (its sweep task) and a websocket client: its
+    /// shutdown ends within the grace, every task it started has ended by
+    /// then, and the client was told the node is going away.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_joins_every_task_within_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = access::new_key_text().unwrap();
+        // The Fly machine has the larger id, so the peer dials it.
+        let (fly_id, peer_id) = ("zmachine", "bnode");
+        tls::write_certificates(
+            &dir.path().join("certs"),
+            &[NodeId(fly_id.into()), NodeId(peer_id.into())],
+            &["127.0.0.1".parse().unwrap()],
+        )
+        .unwrap();
+        let fly_config = config(
+            dir.path(),
+            &key,
+            "fly",
+            &[
+                "--fly-app",
+                "ride-test",
+                "--fly-machine-id",
+                fly_id,
+                "--fly-private-ip",
+                "127.0.0.1",
+                "--discovery-interval",
+                "20ms",
+                "--rate-limit-per-second",
+                "1000",
+            ],
+        );
+        let grace = fly_config.shutdown_grace;
+        let ready_file = fly_config.ready_file.clone().unwrap();
+        let fly = start_with_dns(fly_config, || Ok(FlyDns))
+            .await
+            .expect("the Fly node starts");
+        let ready: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(ready_file).unwrap()).unwrap();
+        let fly_mesh = ready["mesh"].as_str().unwrap().to_owned();
+        let peer = start(config(
+            dir.path(),
+            &key,
+            "peer",
+            &[
+                "--node-id",
+                peer_id,
+                "--peer",
+                &format!("{fly_id}={fly_mesh}"),
+            ],
+        ))
+        .await
+        .expect("the peer starts");
+
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let in_session = state(&http, &fly).await.is_some_and(|s| {
+                s.peers
+                    .iter()
+                    .any(|p| p.node == peer_id && p.reachable && p.in_sync)
+            });
+            if in_session {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no session between the nodes"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let url = format!("ws://{}/communication", fly.http_addr());
+        let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+
+        let tasks = fly.tasks.clone();
+        // Discovery, the rate limit's sweep and the websocket session.
+        assert_eq!(tasks.len(), 3);
+        tokio::time::timeout(grace, fly.shutdown())
+            .await
+            .expect("the node stops within its shutdown grace")
+            .expect("the node stops cleanly");
+        assert!(tasks.is_closed());
+        assert!(tasks.is_empty(), "{} tasks still running", tasks.len());
+        let close = loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => break frame,
+                Some(Ok(_)) => continue,
+                other => panic!("no close frame: {other:?}"),
+            }
+        };
+        assert_eq!(u16::from(close.expect("a close frame").code), 1001);
+        peer.shutdown().await.expect("the peer stops cleanly");
+    }
 }

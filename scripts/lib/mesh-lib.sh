@@ -102,6 +102,19 @@ stop_pids() {
 
 # --- plan: regions, nodes, ports, relays --------------------------------------
 
+# `node regions distances` lines (a, b, km between centroids) -> a, b, km
+# (to 0.1), the computed one-way delay in ms (to 0.1) and the whole ms used
+# (at least MESH_WAN_MIN_MS): 5 us/km in fibre, doubled for real routes,
+# plus 10 ms for a few hops. awk's %.0f rounds half to even.
+wan_delays() {
+  awk -F'\t' -v OFS='\t' -v min="$MESH_WAN_MIN_MS" '{
+    ms = $3 * 5.0 * 2.0 / 1000.0 + 10.0
+    used = sprintf("%.0f", ms) + 0
+    if (used < min) used = min
+    printf "%s\t%s\t%.1f\t%.1f\t%d\n", $1, $2, $3, ms, used
+  }'
+}
+
 # Fills REGION_IDS, REGION_HTTP[id], REGION_QUIC[id], and the node table:
 # NODE_IDS[i], NODE_REGION[i], NODE_HTTP[i], NODE_ADMIN[i], NODE_QUIC[i]
 # (host:port).
@@ -111,13 +124,16 @@ stop_pids() {
 # for real routes, plus 10 ms; at least MESH_WAN_MIN_MS (the shipped regions
 # are all in Dhaka, a few km apart), or MESH_WAN_DELAY for every pair.
 mesh_plan() {
-  local rows id http quic _lat _lon r k ports=() n i j
+  local rows id http quic r k ports=() n i j
   REGION_IDS=()
   declare -gA REGION_HTTP=() REGION_QUIC=() RELAY_ADDR=() RELAY_DELAY=() RELAY_PID=()
   declare -gA PAIR_DELAY=() PAIR_KM=() PAIR_RAW=()
   NODE_IDS=() NODE_REGION=() NODE_HTTP=() NODE_ADMIN=() NODE_QUIC=() NODE_PID=() RELAY_KEYS=()
-  rows="$("${MESHPY[@]}" regions "$REGIONS_DIR")"
-  while IFS=$'\t' read -r id http quic _lat _lon; do
+  # The regions as the node reads them (its checks, its id order).
+  mesh_need_binaries
+  rows="$("$NODE_BIN" regions list --regions "$REGIONS_DIR" --fields id,http,quic)" ||
+    die "the node refuses the regions in $REGIONS_DIR"
+  while IFS=$'\t' read -r id http quic; do
     REGION_IDS+=("$id"); REGION_HTTP[$id]="$http"; REGION_QUIC[$id]="$quic"
   done <<<"$rows"
 
@@ -145,7 +161,7 @@ mesh_plan() {
 
   (( MESH_WAN )) || return 0
   local a b km raw ms
-  rows="$("${MESHPY[@]}" delays "$REGIONS_DIR" --min-ms "$MESH_WAN_MIN_MS")"
+  rows="$("$NODE_BIN" regions distances --regions "$REGIONS_DIR" | wan_delays)"
   while IFS=$'\t' read -r a b km raw ms; do
     PAIR_DELAY["$a|$b"]="${MESH_WAN_DELAY:-${ms}ms}"; PAIR_DELAY["$b|$a"]="${PAIR_DELAY["$a|$b"]}"
     PAIR_KM["$a|$b"]="$km" PAIR_RAW["$a|$b"]="$raw"
@@ -197,7 +213,10 @@ node_urls() {
 
 # --- binaries and certificates -----------------------------------------------
 
+# Once per run: mesh_plan needs the node (to read the regions), mesh_up both.
+BINARIES_READY=0
 mesh_need_binaries() {
+  (( BINARIES_READY )) && return 0
   if [[ "$MESH_BIN" == "$CARGO_RELEASE" ]]; then
     # Always: a no-op when up to date, and never a stale binary after a pull.
     log "building the node and the bot (release)"
@@ -207,6 +226,9 @@ mesh_need_binaries() {
   if (( MESH_WAN )) && ! "$NODE_BIN" wan-relay --help >/dev/null 2>&1; then
     die "$NODE_BIN has no 'wan-relay' subcommand yet; rebuild it (cargo build --release --locked -p node)"
   fi
+  "$NODE_BIN" regions --help >/dev/null 2>&1 ||
+    die "$NODE_BIN has no 'regions' subcommand yet; rebuild it (cargo build --release --locked -p node)"
+  BINARIES_READY=1
 }
 
 # One CA and one token key for the mesh, made on first run; a certificate

@@ -1,88 +1,20 @@
 #!/usr/bin/env python3
-"""Helpers for scripts/mesh.sh and scripts/chaos.sh (python3 stdlib only).
+"""Helpers for scripts/mesh.sh and scripts/chaos.sh (python3 stdlib only):
+sockets and HTTP, nothing of the domain. The region files are read by the
+node itself (`node regions list|distances`, see scripts/lib/mesh-lib.sh).
 
-    mesh.py regions DIR                 id, http, quic, centroid lat, lon per region (TSV)
-    mesh.py delays DIR [--min-ms 20]    one-way WAN delay per region pair
-                                        (TSV: a, b, km, computed ms, ms used)
     mesh.py ports --tcp N --udp M       free loopback ports (TCP first, then UDP), one per line
     mesh.py status ID=URL...            one line per node from /debug/state and /metrics
     mesh.py busy tcp:HOST:PORT udp:...  prints the addresses in use; exit 1 if any
 """
 
 import argparse
-import glob
 import json
-import math
-import os
 import socket
 import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-
-EARTH_RADIUS_KM = 6371.0088
-# Light in fibre covers ~200 km per ms, i.e. 5 us per km; real routes are
-# about twice the great-circle distance, and a few hops add ~10 ms.
-US_PER_KM = 5.0
-ROUTE_FACTOR = 2.0
-BASE_MS = 10.0
-
-
-def load_regions(directory):
-    """Region files in id order: dicts with id, http, quic, ring, centroid."""
-    regions = []
-    for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
-        with open(path) as f:
-            doc = json.load(f)
-        ring = doc["area"]["coordinates"][0]
-        regions.append(
-            {
-                "id": doc["id"],
-                "http": doc["mesh"]["http"],
-                "quic": doc["mesh"]["quic"],
-                "ring": ring,
-                "holes": doc["area"]["coordinates"][1:],
-                "centroid": centroid(ring),
-            }
-        )
-    if not regions:
-        sys.exit("no region files in %s" % directory)
-    regions.sort(key=lambda r: r["id"])
-    return regions
-
-
-def centroid(ring):
-    """Area centroid (lat, lon) of a closed [lon, lat] ring, treated as planar
-    (fine at city scale); the vertex mean if the ring is degenerate."""
-    a = cx = cy = 0.0
-    for (x0, y0), (x1, y1) in zip(ring, ring[1:]):
-        cross = x0 * y1 - x1 * y0
-        a += cross
-        cx += (x0 + x1) * cross
-        cy += (y0 + y1) * cross
-    if abs(a) < 1e-12:
-        pts = ring[:-1]
-        return (sum(p[1] for p in pts) / len(pts), sum(p[0] for p in pts) / len(pts))
-    return (cy / (3 * a), cx / (3 * a))
-
-
-def haversine_km(a, b):
-    (lat1, lon1), (lat2, lon2) = a, b
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(h))
-
-
-def inside(ring, lat, lon):
-    """Even-odd point-in-polygon test on a [lon, lat] ring."""
-    hit = False
-    for (x0, y0), (x1, y1) in zip(ring, ring[1:]):
-        if (y0 > lat) != (y1 > lat):
-            x = x0 + (lat - y0) * (x1 - x0) / (y1 - y0)
-            if lon < x:
-                hit = not hit
-    return hit
 
 
 def get(url, timeout=2.0):
@@ -124,23 +56,6 @@ def accepted_total(metrics_text):
         if line.startswith("ride_requests_accepted_total"):
             total += float(line.rsplit(" ", 1)[1])
     return int(total)
-
-
-def cmd_regions(args):
-    for r in load_regions(args.dir):
-        lat, lon = r["centroid"]
-        print("\t".join([r["id"], r["http"], r["quic"], "%.6f" % lat, "%.6f" % lon]))
-
-
-def cmd_delays(args):
-    regions = load_regions(args.dir)
-    for a in regions:
-        for b in regions:
-            if a["id"] >= b["id"]:
-                continue
-            km = haversine_km(a["centroid"], b["centroid"])
-            ms = km * US_PER_KM * ROUTE_FACTOR / 1000.0 + BASE_MS
-            print("%s\t%s\t%.1f\t%.1f\t%d" % (a["id"], b["id"], km, ms, max(round(ms), args.min_ms)))
 
 
 def cmd_ports(args):
@@ -209,13 +124,6 @@ def cmd_status(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("regions")
-    s.add_argument("dir")
-    s.set_defaults(run=cmd_regions)
-    s = sub.add_parser("delays")
-    s.add_argument("dir")
-    s.add_argument("--min-ms", type=int, default=20)
-    s.set_defaults(run=cmd_delays)
     s = sub.add_parser("ports")
     s.add_argument("--tcp", type=int, default=0)
     s.add_argument("--udp", type=int, default=0)

@@ -19,6 +19,7 @@ use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode, header}
 use axum::response::IntoResponse;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_governor::GovernorError;
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
@@ -75,11 +76,13 @@ impl KeyExtractor for ClientAddress {
 }
 
 /// Adds the limit to `router` (a router served with connect info, so that
-/// the peer address is known), and sweeps idle clients until `shutdown`.
+/// the peer address is known), and sweeps idle clients until `shutdown`, in
+/// a task of `tasks` (which shutdown waits for).
 pub fn limit(
     router: Router,
     limit: &RateLimit,
     shutdown: CancellationToken,
+    tasks: &TaskTracker,
 ) -> Result<Router, LimitError> {
     let header = limit
         .client_ip_header
@@ -95,7 +98,7 @@ pub fn limit(
         .ok_or(LimitError::Quota)?;
     let config = Arc::new(config);
     let limiter = Arc::clone(config.limiter());
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
         loop {
             tokio::select! {

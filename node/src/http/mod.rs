@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::TraceLayer;
@@ -54,6 +55,10 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub sockets: SocketSettings,
     pub shutdown: CancellationToken,
+    /// Every task the node starts besides its listeners (websocket sessions
+    /// included), so that shutdown can wait for each to end rather than
+    /// leave it running detached.
+    pub tasks: TaskTracker,
     /// The regions this node routes by; `None` (no `--regions`) serves every
     /// position here.
     pub regions: Option<Arc<Regions>>,
@@ -78,10 +83,10 @@ pub fn public_router(app: Arc<AppState>, limit: Option<&RateLimit>) -> Result<Ro
         .route("/healthz", get(ops::healthz))
         .route("/regions", get(regions::list))
         .route("/route", get(regions::route));
-    let shutdown = app.shutdown.clone();
+    let (shutdown, tasks) = (app.shutdown.clone(), app.tasks.clone());
     let routes = with_layers(routes, app);
     match limit {
-        Some(limit) => limits::limit(routes, limit, shutdown),
+        Some(limit) => limits::limit(routes, limit, shutdown, &tasks),
         None => Ok(routes),
     }
 }
@@ -134,9 +139,13 @@ async fn communication_socket(
     State(app): State<Arc<AppState>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // The server runs the upgraded connection in a task of its own, which
+    // its graceful shutdown does not wait for; the tracker's token makes the
+    // node's shutdown wait for the session instead.
+    let session = app.tasks.token();
     upgrade
         .max_message_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| {
+        .on_upgrade(move |socket| async move {
             communication::serve(
                 socket,
                 Arc::clone(&app.hub),
@@ -145,6 +154,8 @@ async fn communication_socket(
                 app.shutdown.clone(),
                 Arc::clone(&app.tokens),
             )
+            .await;
+            drop(session);
         })
 }
 

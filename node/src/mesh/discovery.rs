@@ -119,7 +119,9 @@ impl<D: Dns> FlyDiscovery<D> {
 
     /// Re-discovers every `interval` and publishes changes, until
     /// `shutdown`. A failed lookup keeps the last list: a DNS hiccup must
-    /// not tear the mesh down.
+    /// not tear the mesh down. A lookup in flight is dropped at `shutdown`,
+    /// so that a resolver that does not answer cannot hold the node's
+    /// shutdown up.
     pub async fn watch(
         self,
         interval: Duration,
@@ -132,7 +134,11 @@ impl<D: Dns> FlyDiscovery<D> {
                 () = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            match self.peers().await {
+            let found = tokio::select! {
+                () = shutdown.cancelled() => return,
+                found = self.peers() => found,
+            };
+            match found {
                 Ok(found) => {
                     peers.send_if_modified(|known| {
                         let changed = *known != found;

@@ -186,3 +186,84 @@ async fn refuses_to_start_in_a_region_it_does_not_know() {
         "{stderr}"
     );
 }
+
+/// `node regions ...` on `dir`: exit success, stdout, stderr.
+fn regions_command(args: &[&str], dir: &str) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_node"))
+        .arg("regions")
+        .args(args)
+        .args(["--regions", dir])
+        .env_remove("NODE_REGIONS")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run node regions");
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// What the scripts read: the subcommands answer from the shipped regions
+/// as the node loads them, in a form bash reads without a JSON parser.
+#[test]
+fn the_regions_subcommands_answer_from_the_shipped_regions() {
+    let (ok, out, _) = regions_command(&["check"], REGIONS);
+    assert!(
+        ok && out.contains("3 regions (dhaka-north, dhaka-southeast, dhaka-southwest)"),
+        "{out}"
+    );
+
+    let (ok, out, _) = regions_command(&["list", "--fields", "id,http,quic,datacenter"], REGIONS);
+    assert!(ok);
+    assert_eq!(
+        out,
+        "dhaka-north\t127.0.0.1:8081\t127.0.0.1:9081\tdhaka_north\n\
+         dhaka-southeast\t127.0.0.1:8083\t127.0.0.1:9083\tdhaka_southeast\n\
+         dhaka-southwest\t127.0.0.1:8082\t127.0.0.1:9082\tdhaka_southwest\n"
+    );
+
+    let (ok, out, _) =
+        regions_command(&["list", "--fields", "id,lat", "--format", "json"], REGIONS);
+    assert!(ok);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[2]["id"], "dhaka-southwest");
+    assert!((rows[2]["lat"].as_f64().unwrap() - 23.69).abs() < 1e-9);
+
+    let (ok, out, _) = regions_command(&["distances"], REGIONS);
+    assert!(ok);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(
+        out.starts_with("dhaka-north\tdhaka-southeast\t20.1"),
+        "{out}"
+    );
+
+    // Motijheel; then Chattogram, outside every area; negative numbers too.
+    let (ok, out, _) = regions_command(&["route", "23.7330", "90.4172"], REGIONS);
+    assert!(ok);
+    assert_eq!(out, "dhaka-southeast\tinside\n");
+    let (ok, out, _) = regions_command(&["route", "22.3590", "91.8217"], REGIONS);
+    assert!(ok);
+    assert_eq!(out, "dhaka-southeast\tnearest\n");
+    let (ok, _, err) = regions_command(&["route", "-23.8", "-89.6"], REGIONS);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn regions_check_fails_with_the_nodes_own_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("broken.json"), "{").unwrap();
+    let (ok, out, err) = regions_command(&["check"], dir.path().to_str().unwrap());
+    assert!(!ok);
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.starts_with("node regions: ") && err.contains("broken.json: not a region file"),
+        "{err}"
+    );
+    let (ok, _, err) = regions_command(&["list"], "/no/such/dir");
+    assert!(!ok);
+    assert!(
+        err.contains("cannot read the regions directory /no/such/dir"),
+        "{err}"
+    );
+}
