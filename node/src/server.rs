@@ -548,7 +548,11 @@ mod tests {
             data.join("ready.json").display().to_string(),
         ];
         args.extend(extra.iter().map(|a| (*a).to_owned()));
-        Config::try_parse_from(args).expect("valid flags")
+        let mut config = Config::try_parse_from(args).expect("valid flags");
+        // The CQL cluster that other tests use (`CQL_NODES`, set by the
+        // test command) is not these nodes' store.
+        config.cql_nodes.clear();
+        config
     }
 
     async fn state(http: &reqwest::Client, node: &RunningNode) -> Option<DebugState> {

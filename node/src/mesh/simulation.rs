@@ -38,6 +38,7 @@ use crate::history::{self, Commits, Fate, Told};
 use crate::ids::{NodeId, RequestId};
 use crate::intake::{NewDriver, NewRider};
 use crate::matches::Retention;
+use crate::model::conformance::{self, Covered};
 use crate::shared::{Durable, NodeCore, Status};
 use crate::wire::{Position, ServerMessage};
 
@@ -863,6 +864,8 @@ impl Sim {
 struct Outcome {
     /// What the nodes did, if traced.
     trace: Vec<TraceEvent>,
+    /// What the conformance replay of the trace went through, if replayed.
+    covered: Covered,
     violations: Vec<String>,
     shed: usize,
     matches: usize,
@@ -876,12 +879,11 @@ fn run(seed: u64, nodes: usize, memory: Memory, traffic: Traffic) -> Outcome {
     drive(Sim::new(seed, nodes, memory, traffic))
 }
 
-/// A run of the shipped core (journal kept, steady traffic) as the model's
-/// conformance check replays it: the trace of every node, and the run's
-/// violations.
-pub(crate) fn traced_run(seed: u64) -> (Vec<TraceEvent>, Vec<String>) {
-    let nodes = 3 + (seed % 2) as usize;
-    let mut sim = Sim::new(seed, nodes, Memory::Journal, Traffic::Steady);
+/// Runs one seed with every node's steps traced, then replays the trace
+/// against the model's transition relation ([`conformance::replay`]): a
+/// step the model does not allow is a violation of the run.
+fn run_conforming(seed: u64, nodes: usize, memory: Memory, traffic: Traffic) -> Outcome {
+    let mut sim = Sim::new(seed, nodes, memory, traffic);
     sim.tracer = Some(Tracer {
         events: Vec::new(),
         ready: vec![false; nodes],
@@ -890,8 +892,19 @@ pub(crate) fn traced_run(seed: u64) -> (Vec<TraceEvent>, Vec<String>) {
     for i in 0..nodes {
         sim.trace_boot(i);
     }
-    let outcome = drive(sim);
-    (outcome.trace, outcome.violations)
+    let mut outcome = drive(sim);
+    // A run that already failed may stop anywhere; its own violations say
+    // more than the replay would.
+    if outcome.violations.is_empty() {
+        match conformance::replay(&outcome.trace) {
+            Ok(covered) => outcome.covered = covered,
+            Err(e) => outcome.violations.push(format!(
+                "the model does not allow a step of the shipped core: {e}"
+            )),
+        }
+    }
+    outcome.trace = Vec::new();
+    outcome
 }
 
 /// Runs a simulation to its end and checks it.
@@ -958,6 +971,7 @@ fn drive(mut sim: Sim) -> Outcome {
     let matches = sim.check.told.riders();
     Outcome {
         trace: sim.tracer.map(|t| t.events).unwrap_or_default(),
+        covered: Covered::default(),
         violations: sim.check.violations,
         shed: sim.shed,
         matches,
@@ -970,8 +984,21 @@ fn env(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|s| s.parse().ok())
 }
 
+/// Whether runs are replayed against the model (the shipped protocol's
+/// runs are; a defect put back is not the model's protocol).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Conform {
+    Replay,
+    Skip,
+}
+
 /// Runs seeds on both cores; returns the outcomes by seed.
-fn run_seeds(seeds: &[u64], memory: Memory, traffic: Traffic) -> Vec<(u64, Outcome)> {
+fn run_seeds(
+    seeds: &[u64],
+    memory: Memory,
+    traffic: Traffic,
+    conform: Conform,
+) -> Vec<(u64, Outcome)> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = parking_lot::Mutex::new(Vec::new());
@@ -983,7 +1010,11 @@ fn run_seeds(seeds: &[u64], memory: Memory, traffic: Traffic) -> Vec<(u64, Outco
                     let Some(&seed) = seeds.get(at) else {
                         return;
                     };
-                    let outcome = run(seed, 3 + (seed % 2) as usize, memory, traffic);
+                    let nodes = 3 + (seed % 2) as usize;
+                    let outcome = match conform {
+                        Conform::Replay => run_conforming(seed, nodes, memory, traffic),
+                        Conform::Skip => run(seed, nodes, memory, traffic),
+                    };
                     results.lock().push((seed, outcome));
                 }
             });
@@ -1004,7 +1035,9 @@ fn assert_no_violations(results: &[(u64, Outcome)]) {
     }
 }
 
-/// `SIM_SEEDS` seeds (default 200), or only `SIM_SEED` to replay one.
+/// `SIM_SEEDS` seeds (default 200), or only `SIM_SEED` to replay one. Each
+/// run is also replayed against the model (conformance: the shipped core
+/// takes only steps the model allows).
 #[test]
 fn invariants_hold_for_hundreds_of_seeds() {
     let seeds: Vec<u64> = match env("SIM_SEED") {
@@ -1012,18 +1045,20 @@ fn invariants_hold_for_hundreds_of_seeds() {
         None => (0..env("SIM_SEEDS").unwrap_or(200)).collect(),
     };
     let started = std::time::Instant::now();
-    let results = run_seeds(&seeds, Memory::Journal, Traffic::Steady);
+    let results = run_seeds(&seeds, Memory::Journal, Traffic::Steady, Conform::Replay);
     let mut matches = 0;
     let mut cross_border = 0;
     let mut slowest = (0, 0);
+    let mut covered = Covered::default();
     assert_no_violations(&results);
     for (seed, outcome) in &results {
         slowest = slowest.max((outcome.converged_after_ms, *seed));
         matches += outcome.matches;
         cross_border += outcome.cross_border;
+        covered.add(&outcome.covered);
     }
     eprintln!(
-        "simulation: {} seeds, {matches} matches told, {cross_border} cross-border, 0 violations, slowest convergence {} ms (seed {}), {:?}",
+        "simulation: {} seeds, {matches} matches told, {cross_border} cross-border, 0 violations, slowest convergence {} ms (seed {}), {:?}; replayed against the model: {covered:?}",
         seeds.len(),
         slowest.0,
         slowest.1,
@@ -1039,6 +1074,11 @@ fn invariants_hold_for_hundreds_of_seeds() {
         cross_border > seeds.len(),
         "only {cross_border} cross-owner matches"
     );
+    // The replays must exercise what the model is about.
+    assert!(covered.transfers > 0, "no transfer replayed: {covered:?}");
+    assert!(covered.commits > 0, "no commit replayed: {covered:?}");
+    assert!(covered.restarts > 0, "no restart replayed: {covered:?}");
+    assert!(covered.drops > 0, "no cleanup replayed: {covered:?}");
 }
 
 /// Overload: bursts far past what small admission limits allow, next to a
@@ -1048,7 +1088,7 @@ fn invariants_hold_for_hundreds_of_seeds() {
 #[test]
 fn overload_is_shed_at_the_door_and_the_invariants_hold() {
     let seeds: Vec<u64> = (0..env("SIM_OVERLOAD_SEEDS").unwrap_or(16)).collect();
-    let results = run_seeds(&seeds, Memory::Journal, Traffic::Overload);
+    let results = run_seeds(&seeds, Memory::Journal, Traffic::Overload, Conform::Skip);
     let (mut shed, mut matches) = (0, 0);
     assert_no_violations(&results);
     for (_, outcome) in &results {
@@ -1070,7 +1110,7 @@ fn overload_is_shed_at_the_door_and_the_invariants_hold() {
 #[test]
 fn a_node_that_forgets_what_it_wrote_is_caught() {
     let seeds: Vec<u64> = (0..env("SIM_FORGETFUL_SEEDS").unwrap_or(8)).collect();
-    let caught: Vec<u64> = run_seeds(&seeds, Memory::Forgetful, Traffic::Steady)
+    let caught: Vec<u64> = run_seeds(&seeds, Memory::Forgetful, Traffic::Steady, Conform::Skip)
         .into_iter()
         .filter(|(_, o)| {
             o.violations

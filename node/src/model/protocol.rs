@@ -83,7 +83,9 @@ pub struct ClaimKey {
 }
 
 /// A replicated record, as [`crate::mesh::record::RecordV1`] without
-/// payload.
+/// payload. The derived order sorts by kind first (in this order), so a
+/// view's claims, decisions or commits are one range of it
+/// ([`kind_range`]): the guards read them without walking every request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Record {
     Request(Req),
@@ -97,6 +99,46 @@ pub enum Record {
         rider: Req,
         driver: Req,
     },
+}
+
+const FIRST_OWNER: Owner = Owner {
+    node: 0,
+    lineage: 0,
+};
+const FIRST_CLAIM: ClaimKey = ClaimKey {
+    claimant: FIRST_OWNER,
+    rider: 0,
+    driver: 0,
+    generation: 0,
+    owner: FIRST_OWNER,
+    attempt: 0,
+};
+const FIRST_DECISION: Record = Record::Decision {
+    claim: FIRST_CLAIM,
+    transfer: false,
+};
+const FIRST_COMMIT: Record = Record::Commit {
+    writer: FIRST_OWNER,
+    rider: 0,
+    driver: 0,
+};
+
+/// The records of one kind in a view (`Record`'s order puts each kind
+/// together).
+#[derive(Clone, Copy)]
+enum Kind {
+    Claims,
+    Decisions,
+    Commits,
+}
+
+fn kind_range(view: &BTreeSet<Record>, kind: Kind) -> impl Iterator<Item = &Record> {
+    let first_claim = Record::Claim(FIRST_CLAIM);
+    match kind {
+        Kind::Claims => view.range(first_claim..FIRST_DECISION),
+        Kind::Decisions => view.range(FIRST_DECISION..FIRST_COMMIT),
+        Kind::Commits => view.range(FIRST_COMMIT..),
+    }
 }
 
 /// A defect of an earlier protocol, put back for the tests that show the
@@ -279,7 +321,7 @@ impl ProtocolModel {
     }
 
     fn committed(view: &BTreeSet<Record>, q: Req) -> bool {
-        view.iter().any(
+        kind_range(view, Kind::Commits).any(
             |r| matches!(r, Record::Commit { rider, driver, .. } if *rider == q || *driver == q),
         )
     }
@@ -297,8 +339,7 @@ impl ProtocolModel {
         let mut owner = self.spec(d).home;
         let mut generation = 0u8;
         loop {
-            let next = view
-                .iter()
+            let next = kind_range(view, Kind::Decisions)
                 .filter_map(|r| match r {
                     Record::Decision {
                         claim,
@@ -331,7 +372,7 @@ impl ProtocolModel {
     fn round(&self, node: &NodeState) -> Vec<(Req, Req)> {
         let v = &node.view;
         let mut waiting = BTreeSet::new();
-        for r in v {
+        for r in kind_range(v, Kind::Claims) {
             if let Record::Claim(k) = r
                 && Self::undecided(node, k)
             {
@@ -357,7 +398,7 @@ impl ProtocolModel {
     fn proposed(&self, node: &NodeState, rider: Req, driver: Req) -> bool {
         !self.bounds.fair
             || self.round(node).contains(&(rider, driver))
-            || node.view.iter().any(|r| {
+            || kind_range(&node.view, Kind::Decisions).any(|r| {
                 matches!(r, Record::Decision { claim, transfer: true }
                     if claim.claimant == node.owner && claim.rider == rider && claim.driver == driver)
             })
