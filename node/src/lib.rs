@@ -6,6 +6,13 @@
 //! the dispatch state machine, fares), so that they are testable without
 //! sockets or clocks; thin async tasks in [`server`] drive them.
 
+/// The node's own tests run on the allocator the node ships with (see
+/// `main.rs`): the simulation and the model check allocate heavily, and
+/// with glibc's the model check took 2.4 times as long (BENCHMARKS.md).
+#[cfg(all(test, feature = "mimalloc"))]
+#[global_allocator]
+static TEST_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod access;
 pub mod admission;
 pub mod clock;

@@ -512,15 +512,28 @@ impl ProtocolModel {
 
     /// What `from` would send `to` now: the records `to` lacks and takes.
     fn sendable(&self, state: &State, from: u8, to: u8) -> Vec<Record> {
+        self.unsent(state, from, to).copied().collect()
+    }
+
+    /// Whether `from` has anything to send `to` (the guards ask this for
+    /// every state the checker explores: no list is built).
+    fn has_sendable(&self, state: &State, from: u8, to: u8) -> bool {
+        self.unsent(state, from, to).next().is_some()
+    }
+
+    fn unsent<'a>(
+        &'a self,
+        state: &'a State,
+        from: u8,
+        to: u8,
+    ) -> impl Iterator<Item = &'a Record> + 'a {
         let (a, b) = (
             &state.nodes[usize::from(from)],
             &state.nodes[usize::from(to)],
         );
         a.view
             .iter()
-            .filter(|r| !b.view.contains(r) && self.accepts(b, r))
-            .copied()
-            .collect()
+            .filter(move |r| !b.view.contains(r) && self.accepts(b, r))
     }
 
     /// Every record whose referents have expired, less those that refer to
@@ -598,11 +611,10 @@ impl ProtocolModel {
                 transfer,
             } => self.may_answer(node(*i), claim, *transfer),
             Action::Send { from, to } => {
-                self.link_up(state, *from, *to) && !self.sendable(state, *from, *to).is_empty()
+                self.link_up(state, *from, *to) && self.has_sendable(state, *from, *to)
             }
-            Action::Broadcast(from) => (0..self.n()).any(|to| {
-                self.link_up(state, *from, to) && !self.sendable(state, *from, to).is_empty()
-            }),
+            Action::Broadcast(from) => (0..self.n())
+                .any(|to| self.link_up(state, *from, to) && self.has_sendable(state, *from, to)),
             Action::Crash { node: i, .. } => state.crashes_left > 0 && node(*i).up,
             Action::Restart(i) => !node(*i).up,
             Action::Ready(i) => node(*i).up && !node(*i).ready,
@@ -777,7 +789,7 @@ impl ProtocolModel {
             && (0..self.n()).all(|a| {
                 state.nodes[usize::from(a)].up
                     && self.droppable(state, a).is_empty()
-                    && (0..self.n()).all(|b| a == b || self.sendable(state, a, b).is_empty())
+                    && (0..self.n()).all(|b| a == b || !self.has_sendable(state, a, b))
             })
     }
 
