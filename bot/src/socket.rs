@@ -28,7 +28,7 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Ids per subscribe frame: the node closes a socket whose frame exceeds
 /// its limit, and an id with its token takes under 100 bytes of JSON.
-const PER_FRAME: usize = node::http::MAX_FRAME_BYTES / 128;
+const PER_FRAME: usize = node::MAX_FRAME_BYTES / 128;
 
 /// A match notice as received, stamped with where and when.
 #[derive(Debug)]
@@ -298,10 +298,6 @@ mod tests {
             })
             .collect();
         let frame = serde_json::to_string(&ClientMessage::Subscribe { requests }).unwrap();
-        assert!(
-            frame.len() <= node::http::MAX_FRAME_BYTES,
-            "{}",
-            frame.len()
-        );
+        assert!(frame.len() <= node::MAX_FRAME_BYTES, "{}", frame.len());
     }
 }

@@ -6,7 +6,7 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use node::ids::RequestId;
-use node::matching::{Candidate, greedy, greedy_naive};
+use node::pairing::{Candidate, greedy, greedy_naive};
 use node::wire::Position;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

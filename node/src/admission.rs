@@ -24,7 +24,7 @@ use thiserror::Error;
 
 /// The bounds past which intake is shed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_queue: usize,
     pub max_mesh_lag: Duration,
     pub max_round: Duration,
@@ -42,7 +42,7 @@ impl Default for Limits {
 
 /// Why a request was shed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum Overload {
+pub(crate) enum Overload {
     #[error("{queued} requests are waiting to be journaled (limit {max})")]
     Queue { queued: usize, max: usize },
     #[error("replication to a peer is {lag_ms} ms behind (limit {max_ms} ms)")]
@@ -53,7 +53,7 @@ pub enum Overload {
 
 impl Overload {
     /// The metric label of the signal at fault.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Self::Queue { .. } => "queue",
             Self::MeshLag { .. } => "mesh_lag",
@@ -65,35 +65,35 @@ impl Overload {
 /// The signals as the core last measured them: written by the tasks that
 /// measure them, read without a lock by every request.
 #[derive(Debug, Default)]
-pub struct Load {
+pub(crate) struct Load {
     queued: AtomicUsize,
     mesh_lag_ms: AtomicU64,
     round_ms: AtomicU64,
 }
 
 impl Load {
-    pub fn enqueued(&self) {
+    pub(crate) fn enqueued(&self) {
         self.queued.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn dequeued(&self, n: usize) {
+    pub(crate) fn dequeued(&self, n: usize) {
         self.queued.fetch_sub(n, Ordering::Relaxed);
     }
 
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
     }
 
-    pub fn set_mesh_lag(&self, lag: Duration) {
+    pub(crate) fn set_mesh_lag(&self, lag: Duration) {
         self.mesh_lag_ms.store(millis(lag), Ordering::Relaxed);
     }
 
-    pub fn set_round(&self, took: Duration) {
+    pub(crate) fn set_round(&self, took: Duration) {
         self.round_ms.store(millis(took), Ordering::Relaxed);
     }
 
     /// `Ok` when one more request fits within `limits`.
-    pub fn admit(&self, limits: &Limits) -> Result<(), Overload> {
+    pub(crate) fn admit(&self, limits: &Limits) -> Result<(), Overload> {
         let queued = self.queued();
         if queued >= limits.max_queue {
             return Err(Overload::Queue {

@@ -10,7 +10,7 @@ use clap::{Parser, ValueEnum};
 use crate::access::TokenKey;
 use crate::ids::NodeId;
 use crate::mesh::transport::Peer;
-use crate::shared::MIN_REQUEST_TTL_MS;
+use crate::node_core::MIN_REQUEST_TTL_MS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {

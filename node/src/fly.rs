@@ -52,7 +52,7 @@ pub enum FlyError {
 
 /// What Fly told this machine.
 #[derive(Debug, Clone)]
-pub struct FlyMachine {
+pub(crate) struct FlyMachine {
     pub app: String,
     pub machine_id: Option<String>,
     pub fly_region: Option<String>,
@@ -61,7 +61,7 @@ pub struct FlyMachine {
 
 impl FlyMachine {
     /// `Some` on Fly (`--fly-app`, from `FLY_APP_NAME`).
-    pub fn from_config(config: &Config) -> Option<Self> {
+    pub(crate) fn from_config(config: &Config) -> Option<Self> {
         Some(Self {
             app: config.fly_app.clone()?,
             machine_id: config.fly_machine_id.clone(),
@@ -73,7 +73,11 @@ impl FlyMachine {
     /// Fills in what the platform decides and the flags left open: the node
     /// id (the machine id), the region (the one its Fly region hosts) and,
     /// for a loopback `--admin-listen`, the private address (same port).
-    pub fn adapt(&self, config: &mut Config, regions: Option<&Regions>) -> Result<(), FlyError> {
+    pub(crate) fn adapt(
+        &self,
+        config: &mut Config,
+        regions: Option<&Regions>,
+    ) -> Result<(), FlyError> {
         if config.node_id.is_none() {
             config.node_id = Some(self.machine_id.clone().ok_or(FlyError::NoMachineId)?);
         }
@@ -108,7 +112,7 @@ impl FlyMachine {
     /// With the mesh CA in the environment (`MESH_CA_CERT`, `MESH_CA_KEY`),
     /// writes it to `--certs` and issues this node's certificate for its id
     /// and private address. Without it, the certificates must be there.
-    pub fn issue_certificate(&self, config: &Config, node: &NodeId) -> Result<(), FlyError> {
+    pub(crate) fn issue_certificate(&self, config: &Config, node: &NodeId) -> Result<(), FlyError> {
         let (Some(cert), Some(key)) = (&config.mesh_ca_cert, &config.mesh_ca_key) else {
             return Ok(());
         };
@@ -129,7 +133,7 @@ impl FlyMachine {
 
     /// Discovery of the app's other machines through `dns`: on Fly the
     /// system's resolver ([`crate::mesh::discovery::SystemDns`]).
-    pub fn discovery<D: Dns>(&self, dns: D, node: &NodeId, port: u16) -> FlyDiscovery<D> {
+    pub(crate) fn discovery<D: Dns>(&self, dns: D, node: &NodeId, port: u16) -> FlyDiscovery<D> {
         FlyDiscovery {
             dns,
             app: self.app.clone(),

@@ -8,13 +8,13 @@ use thiserror::Error;
 
 use crate::wire::{DriverRequest, Position, RiderRequest};
 
-pub const MAX_NAME_CHARS: usize = 100;
-pub const MAX_CAR_NUMBER_CHARS: usize = 20;
+pub(crate) const MAX_NAME_CHARS: usize = 100;
+pub(crate) const MAX_CAR_NUMBER_CHARS: usize = 20;
 
 /// What is wrong with a request, naming the field.
 #[derive(Debug, Clone, PartialEq, Error)]
 #[error("{field}: {reason}")]
-pub struct InvalidInput {
+pub(crate) struct InvalidInput {
     pub field: &'static str,
     pub reason: String,
 }
@@ -30,7 +30,7 @@ impl InvalidInput {
 
 /// A rider request that passed validation.
 #[derive(Debug, Clone, PartialEq)]
-pub struct NewRider {
+pub(crate) struct NewRider {
     pub name: String,
     pub position: Position,
     pub destination: Position,
@@ -38,13 +38,13 @@ pub struct NewRider {
 
 /// A driver request that passed validation.
 #[derive(Debug, Clone, PartialEq)]
-pub struct NewDriver {
+pub(crate) struct NewDriver {
     pub name: String,
     pub car_number: String,
     pub position: Position,
 }
 
-pub fn rider(req: RiderRequest) -> Result<NewRider, InvalidInput> {
+pub(crate) fn rider(req: RiderRequest) -> Result<NewRider, InvalidInput> {
     Ok(NewRider {
         name: name("name", req.name)?,
         position: position("position", req.position)?,
@@ -52,7 +52,7 @@ pub fn rider(req: RiderRequest) -> Result<NewRider, InvalidInput> {
     })
 }
 
-pub fn driver(req: DriverRequest) -> Result<NewDriver, InvalidInput> {
+pub(crate) fn driver(req: DriverRequest) -> Result<NewDriver, InvalidInput> {
     Ok(NewDriver {
         name: name("name", req.name)?,
         car_number: car_number(req.car_number)?,
@@ -61,7 +61,7 @@ pub fn driver(req: DriverRequest) -> Result<NewDriver, InvalidInput> {
 }
 
 /// A rating's stars: 1 to 5.
-pub fn stars(stars: i64) -> Result<u8, InvalidInput> {
+pub(crate) fn stars(stars: i64) -> Result<u8, InvalidInput> {
     u8::try_from(stars)
         .ok()
         .filter(|s| (1..=5).contains(s))
@@ -69,7 +69,7 @@ pub fn stars(stars: i64) -> Result<u8, InvalidInput> {
 }
 
 /// A car number: 1 to 20 letters, digits, spaces or dashes.
-pub fn car_number(raw: String) -> Result<String, InvalidInput> {
+pub(crate) fn car_number(raw: String) -> Result<String, InvalidInput> {
     let trimmed = raw.trim();
     let chars = trimmed.chars().count();
     if chars == 0 || chars > MAX_CAR_NUMBER_CHARS {
@@ -109,7 +109,7 @@ fn name(field: &'static str, raw: String) -> Result<String, InvalidInput> {
 }
 
 /// A WGS84 position: finite, latitude within ±90, longitude within ±180.
-pub fn position(field: &'static str, p: Position) -> Result<Position, InvalidInput> {
+pub(crate) fn position(field: &'static str, p: Position) -> Result<Position, InvalidInput> {
     let check = |axis: &str, value: f64, limit: f64| {
         if !value.is_finite() || value.abs() > limit {
             Err(InvalidInput::new(

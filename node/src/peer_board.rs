@@ -12,7 +12,7 @@ use crate::mesh::protocol::PeerStatus;
 const LAG_WINDOW: usize = 1024;
 
 #[derive(Debug, Default)]
-pub struct PeerView {
+pub(crate) struct PeerView {
     pub connected: bool,
     pub status: Option<PeerStatus>,
     /// The peer's clock minus this node's, from the last status exchange.
@@ -22,7 +22,7 @@ pub struct PeerView {
 
 impl PeerView {
     /// Median and 99th percentile of the recent lags, in milliseconds.
-    pub fn lag_percentiles(&self) -> Option<(f64, f64)> {
+    pub(crate) fn lag_percentiles(&self) -> Option<(f64, f64)> {
         if self.lags_ms.is_empty() {
             return None;
         }
@@ -34,30 +34,30 @@ impl PeerView {
 }
 
 #[derive(Debug, Default)]
-pub struct PeerBoard {
+pub(crate) struct PeerBoard {
     peers: BTreeMap<NodeId, PeerView>,
 }
 
 impl PeerBoard {
     /// Every configured or discovered peer, so that one never heard from
     /// still shows (as unreachable).
-    pub fn expect(&mut self, peer: &NodeId) {
+    pub(crate) fn expect(&mut self, peer: &NodeId) {
         self.peers.entry(peer.clone()).or_default();
     }
 
-    pub fn heard(&mut self, peer: &NodeId) {
+    pub(crate) fn heard(&mut self, peer: &NodeId) {
         self.peers.entry(peer.clone()).or_default().connected = true;
     }
 
-    pub fn lost(&mut self, peer: &NodeId) {
+    pub(crate) fn lost(&mut self, peer: &NodeId) {
         self.peers.entry(peer.clone()).or_default().connected = false;
     }
 
-    pub fn status(&mut self, peer: &NodeId, status: PeerStatus) {
+    pub(crate) fn status(&mut self, peer: &NodeId, status: PeerStatus) {
         self.peers.entry(peer.clone()).or_default().status = Some(status);
     }
 
-    pub fn lag(&mut self, peer: &NodeId, lag_ms: f64) {
+    pub(crate) fn lag(&mut self, peer: &NodeId, lag_ms: f64) {
         let lags = &mut self.peers.entry(peer.clone()).or_default().lags_ms;
         if lags.len() == LAG_WINDOW {
             lags.pop_front();
@@ -65,29 +65,29 @@ impl PeerBoard {
         lags.push_back(lag_ms);
     }
 
-    pub fn clock_offset(&self, peer: &NodeId) -> Option<f64> {
+    pub(crate) fn clock_offset(&self, peer: &NodeId) -> Option<f64> {
         self.peers.get(peer).and_then(|v| v.clock_offset_ms)
     }
 
-    pub fn set_clock_offset(&mut self, peer: &NodeId, offset_ms: f64) {
+    pub(crate) fn set_clock_offset(&mut self, peer: &NodeId, offset_ms: f64) {
         self.peers.entry(peer.clone()).or_default().clock_offset_ms = Some(offset_ms);
     }
 
-    pub fn region_of(&self, peer: &NodeId) -> Option<&str> {
+    pub(crate) fn region_of(&self, peer: &NodeId) -> Option<&str> {
         self.peers
             .get(peer)
             .and_then(|v| v.status.as_ref())
             .map(|s| s.region.as_str())
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&NodeId, &PeerView)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&NodeId, &PeerView)> {
         self.peers.iter()
     }
 }
 
 /// Events per second over the last few seconds, from a running total.
 #[derive(Debug, Default)]
-pub struct RateMeter {
+pub(crate) struct RateMeter {
     total: u64,
     /// (time, total) samples, one per half second at most, five seconds.
     samples: VecDeque<(Millis, u64)>,
@@ -97,12 +97,12 @@ const RATE_WINDOW_MS: u64 = 5_000;
 const RATE_SAMPLE_MS: u64 = 500;
 
 impl RateMeter {
-    pub fn add(&mut self, n: u64) {
+    pub(crate) fn add(&mut self, n: u64) {
         self.total += n;
     }
 
     /// The rate now; call at least every few seconds to keep it current.
-    pub fn per_second(&mut self, now: Millis) -> f64 {
+    pub(crate) fn per_second(&mut self, now: Millis) -> f64 {
         if self
             .samples
             .back()

@@ -2,7 +2,7 @@
 //!
 //! Every background loop watches one [`CancellationToken`]; cancelling it
 //! stops intake (in-flight requests finish), closes websockets, stops the
-//! matcher and finally flushes the rating store. Nothing runs detached: the
+//! step loop and finally flushes the rating store. Nothing runs detached: the
 //! listeners, and every other task the node starts (peer discovery, the
 //! rate limit's sweep, websocket sessions, in a [`TaskTracker`]), are
 //! waited for, the listeners and the tracked tasks within the shutdown
@@ -22,21 +22,21 @@ use tokio_util::task::TaskTracker;
 use crate::access::{self, KeyError, TokenKeys};
 use crate::admission::Limits;
 use crate::clock::Millis;
-use crate::communication::{Hub, SocketSettings};
 use crate::config::Config;
+use crate::delivery::{Hub, SocketSettings};
 use crate::fly::{FlyError, FlyMachine};
 use crate::http::{self, AppState, LimitError, RateLimit};
 use crate::ids::NodeId;
-use crate::matcher::Matcher;
-use crate::matches::Retention;
+use crate::match_log::Retention;
 use crate::mesh::discovery::{DiscoveryError, Dns, SystemDns};
 use crate::mesh::journal::Durability;
 use crate::mesh::replica::ReplicaConfig;
 use crate::mesh::tls::{Credentials, TlsError};
 use crate::mesh::transport::{BoundMesh, Mesh, MeshConfig, Peer, TransportError};
+use crate::node_core::{NodeCore, OpenError};
 use crate::ratings::{ClusterConfig, ClusterStore, EmbeddedStore, RatingStore, StoreError};
 use crate::regions::{Regions, RegionsError};
-use crate::shared::{NodeCore, OpenError};
+use crate::step_loop::StepLoop;
 use crate::telemetry;
 
 #[derive(Debug, Error)]
@@ -126,7 +126,7 @@ impl RunningNode {
     }
 }
 
-/// Starts a node: binds, spawns the matcher, and serves.
+/// Starts a node: binds, spawns the step loop, and serves.
 pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     start_with_dns(config, SystemDns::new).await
 }
@@ -192,8 +192,8 @@ async fn start_with_dns<D: Dns>(
     }
     let mesh_addr = mesh.as_ref().map(|(addr, _)| *addr);
     let flusher = Arc::clone(&core).run_flusher(shutdown.clone());
-    let matcher = tokio::spawn(
-        Matcher {
+    let step_loop = tokio::spawn(
+        StepLoop {
             core,
             hub,
             interval: config.match_interval,
@@ -241,7 +241,7 @@ async fn start_with_dns<D: Dns>(
                 "node tasks outlived the shutdown grace"
             );
         }
-        matcher.await?;
+        step_loop.await?;
         if let Some((_, mesh)) = mesh {
             mesh.stopped().await;
         }

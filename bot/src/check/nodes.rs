@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use node::http::MAX_MATCHES_LISTED;
+use node::MAX_MATCHES_LISTED;
 use node::wire::{DebugState, MatchList};
 use reqwest::{Client, Url};
 use serde::de::DeserializeOwned;

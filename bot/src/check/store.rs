@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use node::http::MAX_MATCHES_LISTED;
+use node::MAX_MATCHES_LISTED;
 use node::wire::{MatchList, MatchNotice};
 use serde::{Deserialize, Serialize};
 

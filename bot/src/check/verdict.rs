@@ -206,7 +206,7 @@ fn check_commits(inputs: &Inputs, violations: &mut Vec<String>) -> Commits<Uuid,
             "node {}: a /matches listing was full ({}) and older matches may have been missed; \
              snapshot more often",
             gap.node,
-            node::http::MAX_MATCHES_LISTED
+            node::MAX_MATCHES_LISTED
         ));
     }
     // A match only some nodes list, after convergence, is a replication hole.

@@ -55,6 +55,51 @@ fn count(summary: &Value, pointer: &str) -> u64 {
         .unwrap_or_else(|| panic!("summary has no count at {pointer}: {summary:#}"))
 }
 
+/// One node with the test configuration, started in this process; its data
+/// folder lives as long as it does.
+struct Solo {
+    node: node::server::RunningNode,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Solo {
+    async fn start() -> Result<Self, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let node = node::server::start(node::config::Config::for_tests(dir.path())).await?;
+        let endpoint = format!("http://{}", node.http_addr());
+        Ok(Self {
+            node,
+            endpoint,
+            _dir: dir,
+        })
+    }
+
+    async fn shutdown(self) -> Result<(), node::server::NodeError> {
+        self.node.shutdown().await
+    }
+}
+
+/// The load mode's summary says every request it sent got a 2xx, and none
+/// was refused or lost in transport.
+fn assert_every_request_accepted(summary: &Value, context: impl Fn() -> String) {
+    let sent = count(summary, "/requests/sent");
+    assert!(sent > 0, "{}", context());
+    assert_eq!(
+        count_2xx(summary, "/requests/by_status"),
+        sent,
+        "{}",
+        context()
+    );
+    assert_eq!(count(summary, "/requests/rejected"), 0, "{}", context());
+    assert_eq!(
+        count(summary, "/requests/transport_errors"),
+        0,
+        "{}",
+        context()
+    );
+}
+
 /// Sum of the counts of the 2xx statuses under `pointer` (a `by_status` map).
 fn count_2xx(summary: &Value, pointer: &str) -> u64 {
     summary
@@ -69,11 +114,9 @@ fn count_2xx(summary: &Value, pointer: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulation_gets_matches_and_rates_them() -> TestResult {
-    let node_dir = tempfile::tempdir()?;
+    let solo = Solo::start().await?;
+    let endpoint = solo.endpoint.clone();
     let bot_dir = tempfile::tempdir()?;
-    let config = node::config::Config::for_tests(node_dir.path());
-    let running = node::server::start(config).await?;
-    let endpoint = format!("http://{}", running.http_addr());
     let summary_path = bot_dir.path().join("summary.json");
     let record_path = bot_dir.path().join("matches.jsonl");
 
@@ -95,7 +138,7 @@ async fn simulation_gets_matches_and_rates_them() -> TestResult {
         record_path.to_str().ok_or("non-UTF-8 temp path")?,
     ])
     .await?;
-    running.shutdown().await?;
+    solo.shutdown().await?;
 
     assert!(output.status.success(), "{}", describe(&output));
     let summary = read_summary(&summary_path, &output)?;
@@ -138,11 +181,9 @@ async fn simulation_gets_matches_and_rates_them() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_mode_gets_every_request_accepted() -> TestResult {
-    let node_dir = tempfile::tempdir()?;
+    let solo = Solo::start().await?;
+    let endpoint = solo.endpoint.clone();
     let bot_dir = tempfile::tempdir()?;
-    let config = node::config::Config::for_tests(node_dir.path());
-    let running = node::server::start(config).await?;
-    let endpoint = format!("http://{}", running.http_addr());
     let summary_path = bot_dir.path().join("summary.json");
 
     let output = run_bot(&[
@@ -161,27 +202,14 @@ async fn load_mode_gets_every_request_accepted() -> TestResult {
         summary_path.to_str().ok_or("non-UTF-8 temp path")?,
     ])
     .await?;
-    running.shutdown().await?;
+    solo.shutdown().await?;
 
     assert!(output.status.success(), "{}", describe(&output));
     let summary = read_summary(&summary_path, &output)?;
     let context = || format!("{summary:#}\n{}", describe(&output));
     assert_eq!(summary["mode"], "load", "{}", context());
+    assert_every_request_accepted(&summary, context);
     let sent = count(&summary, "/requests/sent");
-    assert!(sent > 0, "{}", context());
-    assert_eq!(
-        count_2xx(&summary, "/requests/by_status"),
-        sent,
-        "{}",
-        context()
-    );
-    assert_eq!(count(&summary, "/requests/rejected"), 0, "{}", context());
-    assert_eq!(
-        count(&summary, "/requests/transport_errors"),
-        0,
-        "{}",
-        context()
-    );
     assert_eq!(count(&summary, "/latency_ms/count"), sent, "{}", context());
     Ok(())
 }
@@ -276,14 +304,7 @@ async fn regions_send_every_request_to_the_node_that_owns_it() -> TestResult {
     assert!(output.status.success(), "{}", describe(&output));
     let summary = read_summary(&summary_path, &output)?;
     let context = || format!("{summary:#}\n{}", describe(&output));
-    let sent = count(&summary, "/requests/sent");
-    assert!(sent > 0, "{}", context());
-    assert_eq!(
-        count_2xx(&summary, "/requests/by_status"),
-        sent,
-        "{}",
-        context()
-    );
+    assert_every_request_accepted(&summary, context);
     // A node would have answered 307 for a position it does not own.
     assert_eq!(count(&summary, "/requests/redirects"), 0, "{}", context());
     Ok(())
@@ -291,10 +312,9 @@ async fn regions_send_every_request_to_the_node_that_owns_it() -> TestResult {
 
 #[tokio::test]
 async fn an_endpoint_outside_the_regions_is_refused() -> TestResult {
-    let node_dir = tempfile::tempdir()?;
     // Region `test`, which the shipped regions do not have.
-    let running = node::server::start(node::config::Config::for_tests(node_dir.path())).await?;
-    let endpoint = format!("http://{}", running.http_addr());
+    let solo = Solo::start().await?;
+    let endpoint = solo.endpoint.clone();
     let output = run_bot(&[
         "--regions",
         concat!(env!("CARGO_MANIFEST_DIR"), "/../regions"),
@@ -305,7 +325,7 @@ async fn an_endpoint_outside_the_regions_is_refused() -> TestResult {
         "--no-progress",
     ])
     .await?;
-    running.shutdown().await?;
+    solo.shutdown().await?;
     assert!(!output.status.success(), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -321,10 +341,9 @@ async fn an_endpoint_outside_the_regions_is_refused() -> TestResult {
 /// with one notice the node never committed fails, and says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_passes_a_real_run_and_catches_a_notice_never_committed() -> TestResult {
-    let node_dir = tempfile::tempdir()?;
+    let solo = Solo::start().await?;
+    let endpoint = solo.endpoint.clone();
     let dir = tempfile::tempdir()?;
-    let running = node::server::start(node::config::Config::for_tests(node_dir.path())).await?;
-    let endpoint = format!("http://{}", running.http_addr());
     let path = |name: &str| -> Result<String, String> {
         dir.path()
             .join(name)
@@ -358,7 +377,7 @@ async fn check_passes_a_real_run_and_catches_a_notice_never_committed() -> TestR
     .await?;
     assert!(output.status.success(), "{}", describe(&output));
 
-    let node = format!("solo=http://{}", running.admin_addr());
+    let node = format!("solo=http://{}", solo.node.admin_addr());
     let output = run_bot(&["check", "snapshot", &node, "--store", &store]).await?;
     assert!(output.status.success(), "{}", describe(&output));
     let output = run_bot(&[
@@ -442,7 +461,7 @@ async fn check_passes_a_real_run_and_catches_a_notice_never_committed() -> TestR
     lines.push_str(&format!("{forged}\n"));
     std::fs::write(&record, lines)?;
     let output = run_bot(&check_args).await?;
-    running.shutdown().await?;
+    solo.shutdown().await?;
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(

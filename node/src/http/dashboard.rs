@@ -28,23 +28,23 @@ const FRAME_INTERVAL: Duration = Duration::from_millis(500);
 /// Match lines drawn at most (newest first).
 const MAX_MATCHES: usize = 500;
 
-pub async fn page() -> Html<&'static str> {
+pub(super) async fn page() -> Html<&'static str> {
     Html(INDEX)
 }
 
-pub async fn script() -> impl IntoResponse {
+pub(super) async fn script() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         SCRIPT,
     )
 }
 
-pub async fn style() -> impl IntoResponse {
+pub(super) async fn style() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE)
 }
 
 /// Frames until the client goes away or the node shuts down.
-pub async fn events(
+pub(super) async fn events(
     State(app): State<Arc<AppState>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut ticker = tokio::time::interval(FRAME_INTERVAL);

@@ -41,7 +41,7 @@ pub enum LimitError {
 
 /// The rate limit, as configured.
 #[derive(Debug, Clone)]
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     pub per_second: u32,
     pub burst: u32,
     /// Where a trusted proxy puts the client's address.
@@ -78,7 +78,7 @@ impl KeyExtractor for ClientAddress {
 /// Adds the limit to `router` (a router served with connect info, so that
 /// the peer address is known), and sweeps idle clients until `shutdown`, in
 /// a task of `tasks` (which shutdown waits for).
-pub fn limit(
+pub(super) fn limit(
     router: Router,
     limit: &RateLimit,
     shutdown: CancellationToken,

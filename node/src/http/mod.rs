@@ -30,23 +30,23 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::TraceLayer;
 
-pub use error::ApiError;
-pub use limits::{LimitError, RateLimit};
+pub(crate) use error::ApiError;
+pub(crate) use limits::{LimitError, RateLimit};
 pub use ops::MAX_MATCHES_LISTED;
 
 use crate::access::TokenKeys;
-use crate::communication::{self, Hub, SocketSettings};
+use crate::delivery::{self, Hub, SocketSettings};
+use crate::node_core::NodeCore;
 use crate::ratings::RatingStore;
 use crate::regions::Regions;
-use crate::shared::NodeCore;
 
 /// Request bodies larger than this are refused with 413.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Websocket frames larger than this close the socket.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
 /// What every handler shares.
-pub struct AppState {
+pub(crate) struct AppState {
     pub region: String,
     pub node: String,
     pub core: Arc<NodeCore>,
@@ -70,7 +70,10 @@ pub struct AppState {
 /// The public API (`--listen`): what riders, drivers and their apps need,
 /// and nothing that shows other people's requests. With a rate limit, each
 /// client is held to it here.
-pub fn public_router(app: Arc<AppState>, limit: Option<&RateLimit>) -> Result<Router, LimitError> {
+pub(crate) fn public_router(
+    app: Arc<AppState>,
+    limit: Option<&RateLimit>,
+) -> Result<Router, LimitError> {
     let routes = Router::new()
         .route("/rider", post(requests::post_rider))
         .route("/driver", post(requests::post_driver))
@@ -94,7 +97,7 @@ pub fn public_router(app: Arc<AppState>, limit: Option<&RateLimit>) -> Result<Ro
 /// The operator surfaces (`--admin-listen`): the dashboard, the node's state,
 /// metrics and the match list. `/regions` and `/healthz` are here too, for
 /// the dashboard and for checking the listener itself.
-pub fn admin_router(app: Arc<AppState>) -> Router {
+pub(crate) fn admin_router(app: Arc<AppState>) -> Router {
     let routes = Router::new()
         .route("/", get(dashboard::page))
         .route("/dashboard", get(dashboard::page))
@@ -146,7 +149,7 @@ async fn communication_socket(
     upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| async move {
-            communication::serve(
+            delivery::serve(
                 socket,
                 Arc::clone(&app.hub),
                 Arc::clone(&app.core),

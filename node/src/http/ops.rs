@@ -17,7 +17,7 @@ use crate::wire::{DebugState, Health, MatchList};
 /// Matches `GET /matches` returns at most.
 pub const MAX_MATCHES_LISTED: usize = 1_000;
 
-pub async fn healthz(State(app): State<Arc<AppState>>) -> Json<Health> {
+pub(super) async fn healthz(State(app): State<Arc<AppState>>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
         region: app.region.clone(),
@@ -25,7 +25,7 @@ pub async fn healthz(State(app): State<Arc<AppState>>) -> Json<Health> {
     })
 }
 
-pub async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),
@@ -34,12 +34,12 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MatchesQuery {
+pub(super) struct MatchesQuery {
     /// 1 to [`MAX_MATCHES_LISTED`]; default 50.
     limit: Option<usize>,
 }
 
-pub async fn matches(
+pub(super) async fn matches(
     State(app): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<MatchesQuery>,
 ) -> Json<MatchList> {
@@ -50,7 +50,7 @@ pub async fn matches(
     })
 }
 
-pub async fn debug_state(State(app): State<Arc<AppState>>) -> Json<DebugState> {
+pub(super) async fn debug_state(State(app): State<Arc<AppState>>) -> Json<DebugState> {
     let state = app.core.snapshot(Millis::now());
     Json(DebugState {
         region: app.region.clone(),

@@ -21,7 +21,7 @@ use crate::intake;
 use crate::ratings::{Rating, Recorded};
 use crate::wire::{DriverRating, RatingRecorded, RatingRequest};
 
-pub async fn post_rating(
+pub(super) async fn post_rating(
     State(app): State<Arc<AppState>>,
     ApiJson(body): ApiJson<RatingRequest>,
 ) -> Result<(StatusCode, Json<RatingRecorded>), ApiError> {
@@ -82,7 +82,7 @@ pub async fn post_rating(
     }
 }
 
-pub async fn get_driver_rating(
+pub(super) async fn get_driver_rating(
     State(app): State<Arc<AppState>>,
     Path(car_number): Path<String>,
 ) -> Result<Json<DriverRating>, ApiError> {

@@ -27,7 +27,7 @@ use crate::wire::{
 /// Fly.io's proxy replays a request in the region this header names.
 const FLY_REPLAY: HeaderName = HeaderName::from_static("fly-replay");
 
-pub async fn list(State(app): State<Arc<AppState>>) -> Result<Json<RegionList>, ApiError> {
+pub(super) async fn list(State(app): State<Arc<AppState>>) -> Result<Json<RegionList>, ApiError> {
     let regions = app.regions.as_deref().ok_or_else(|| no_regions(&app))?;
     Ok(Json(RegionList {
         regions: regions.iter().map(info).collect(),
@@ -36,12 +36,12 @@ pub async fn list(State(app): State<Arc<AppState>>) -> Result<Json<RegionList>, 
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RouteQuery {
+pub(super) struct RouteQuery {
     lat: f64,
     lon: f64,
 }
 
-pub async fn route(
+pub(super) async fn route(
     State(app): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<RouteQuery>,
 ) -> Result<Json<RouteAnswer>, ApiError> {
@@ -65,7 +65,11 @@ pub async fn route(
 /// this node's; `Ok` when it is this node's, or when the node has no regions
 /// (it then serves every position). `path` is the route the request came
 /// to, which the redirect keeps.
-pub fn check_owner(app: &AppState, position: Position, path: &str) -> Result<(), WrongRegion> {
+pub(super) fn check_owner(
+    app: &AppState,
+    position: Position,
+    path: &str,
+) -> Result<(), WrongRegion> {
     let Some(regions) = &app.regions else {
         return Ok(());
     };
@@ -89,7 +93,7 @@ pub fn check_owner(app: &AppState, position: Position, path: &str) -> Result<(),
 
 /// The `307 Temporary Redirect` to the region that owns a position.
 #[derive(Debug)]
-pub struct WrongRegion {
+pub(super) struct WrongRegion {
     location: String,
     fly_replay: String,
     message: String,

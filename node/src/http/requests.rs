@@ -18,10 +18,10 @@ use super::error::{ApiError, ApiJson};
 use super::regions::check_owner;
 use crate::clock::Millis;
 use crate::intake;
-use crate::shared::Ticket;
+use crate::node_core::Ticket;
 use crate::wire::{Accepted, DriverRequest, RiderRequest};
 
-pub async fn post_rider(
+pub(super) async fn post_rider(
     State(app): State<Arc<AppState>>,
     ApiJson(body): ApiJson<RiderRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ErrorResponse> {
@@ -34,7 +34,7 @@ pub async fn post_rider(
     Ok(accepted(&app, ticket))
 }
 
-pub async fn post_driver(
+pub(super) async fn post_driver(
     State(app): State<Arc<AppState>>,
     ApiJson(body): ApiJson<DriverRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ErrorResponse> {

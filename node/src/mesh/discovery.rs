@@ -33,17 +33,17 @@ pub enum DiscoveryError {
 
 /// The two lookups discovery needs; a stub stands in for it in tests.
 #[async_trait]
-pub trait Dns: Send + Sync + 'static {
+pub(crate) trait Dns: Send + Sync + 'static {
     /// The TXT record's strings, each record's parts joined.
     async fn txt(&self, name: &str) -> Result<Vec<String>, DiscoveryError>;
     async fn aaaa(&self, name: &str) -> Result<Vec<Ipv6Addr>, DiscoveryError>;
 }
 
 /// The machine's own resolver (on Fly, `fdaa::3` from `/etc/resolv.conf`).
-pub struct SystemDns(TokioResolver);
+pub(crate) struct SystemDns(TokioResolver);
 
 impl SystemDns {
-    pub fn new() -> Result<Self, DiscoveryError> {
+    pub(crate) fn new() -> Result<Self, DiscoveryError> {
         let resolver = TokioResolver::builder_tokio()
             .map_err(|e| DiscoveryError::Resolver(e.to_string()))?
             .build();
@@ -81,7 +81,7 @@ impl Dns for SystemDns {
 }
 
 /// Finds the other machines of a Fly app.
-pub struct FlyDiscovery<D> {
+pub(crate) struct FlyDiscovery<D> {
     pub dns: D,
     pub app: String,
     /// This node's id (its machine id), left out of the peers.
@@ -93,7 +93,7 @@ pub struct FlyDiscovery<D> {
 impl<D: Dns> FlyDiscovery<D> {
     /// The app's other machines, sorted by id. A machine whose address does
     /// not resolve (it may be starting or stopping) is left out this time.
-    pub async fn peers(&self) -> Result<Vec<Peer>, DiscoveryError> {
+    pub(crate) async fn peers(&self) -> Result<Vec<Peer>, DiscoveryError> {
         let listing = self.dns.txt(&format!("vms.{}.internal", self.app)).await?;
         let mut peers = Vec::new();
         for machine in machine_ids(&listing.concat()) {
@@ -122,7 +122,7 @@ impl<D: Dns> FlyDiscovery<D> {
     /// not tear the mesh down. A lookup in flight is dropped at `shutdown`,
     /// so that a resolver that does not answer cannot hold the node's
     /// shutdown up.
-    pub async fn watch(
+    pub(crate) async fn watch(
         self,
         interval: Duration,
         peers: watch::Sender<Vec<Peer>>,

@@ -17,7 +17,7 @@ use crate::ids::{NodeId, RequestId};
 /// A record, the node whose document holds it (its only writer) and that
 /// document's epoch.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Owned<T> {
+pub(crate) struct Owned<T> {
     pub owner: NodeId,
     pub epoch: u64,
     pub record: T,
@@ -37,7 +37,7 @@ impl<T> Owned<T> {
     }
 
     /// The document that holds the record.
-    pub fn doc(&self) -> DocId {
+    pub(crate) fn doc(&self) -> DocId {
         DocId {
             owner: self.owner.clone(),
             epoch: self.epoch,
@@ -52,7 +52,7 @@ impl<T> Owned<T> {
 /// tombstones, doubles its table and never gives the room back (measured:
 /// 13 MiB of RSS growth in the second minute at 1,000 requests/s).
 #[derive(Debug, Default)]
-pub struct Ledger {
+pub(crate) struct Ledger {
     riders: BTreeMap<RequestId, Owned<RiderRecord>>,
     drivers: BTreeMap<RequestId, Owned<DriverRecord>>,
     claims: BTreeMap<ClaimId, Owned<ClaimRecord>>,
@@ -72,7 +72,7 @@ pub struct Ledger {
 impl Ledger {
     /// Adds a record from a document. A record seen before is ignored:
     /// keys are written once.
-    pub fn apply(&mut self, doc: &DocId, record: RecordV1) {
+    pub(crate) fn apply(&mut self, doc: &DocId, record: RecordV1) {
         match record {
             RecordV1::Rider(r) => {
                 if !self.commits.contains_key(&r.id) {
@@ -118,7 +118,7 @@ impl Ledger {
     }
 
     /// The driver's owner now and the number of hand-overs so far.
-    pub fn driver_owner(&self, driver: &RequestId) -> Option<(NodeId, u32)> {
+    pub(crate) fn driver_owner(&self, driver: &RequestId) -> Option<(NodeId, u32)> {
         let mut owner = self.drivers.get(driver)?.owner.clone();
         let mut generation = 0;
         while let Some(next) = self.transfers.get(&(*driver, generation)) {
@@ -128,60 +128,56 @@ impl Ledger {
         Some((owner, generation))
     }
 
-    pub fn rider(&self, id: &RequestId) -> Option<&Owned<RiderRecord>> {
+    pub(crate) fn rider(&self, id: &RequestId) -> Option<&Owned<RiderRecord>> {
         self.riders.get(id)
     }
 
-    pub fn driver(&self, id: &RequestId) -> Option<&Owned<DriverRecord>> {
+    pub(crate) fn driver(&self, id: &RequestId) -> Option<&Owned<DriverRecord>> {
         self.drivers.get(id)
     }
 
     /// Riders not committed (expired ones included).
-    pub fn open_riders(&self) -> impl Iterator<Item = &Owned<RiderRecord>> {
+    pub(crate) fn open_riders(&self) -> impl Iterator<Item = &Owned<RiderRecord>> {
         self.open_riders.iter().filter_map(|id| self.riders.get(id))
     }
 
     /// Drivers not committed (expired ones included).
-    pub fn open_drivers(&self) -> impl Iterator<Item = &Owned<DriverRecord>> {
+    pub(crate) fn open_drivers(&self) -> impl Iterator<Item = &Owned<DriverRecord>> {
         self.open_drivers
             .iter()
             .filter_map(|id| self.drivers.get(id))
     }
 
-    pub fn claims(&self) -> impl Iterator<Item = &Owned<ClaimRecord>> {
+    pub(crate) fn claims(&self) -> impl Iterator<Item = &Owned<ClaimRecord>> {
         self.claims.values()
     }
 
-    pub fn decision(&self, claim: &ClaimId) -> Option<&Owned<DecisionRecord>> {
+    pub(crate) fn decision(&self, claim: &ClaimId) -> Option<&Owned<DecisionRecord>> {
         self.decisions.get(claim)
     }
 
     /// A claim waits while it has no decision and its deadline has not come.
-    pub fn claim_is_open(&self, claim: &ClaimRecord, now: Millis) -> bool {
+    pub(crate) fn claim_is_open(&self, claim: &ClaimRecord, now: Millis) -> bool {
         !self.decisions.contains_key(&claim.id) && now < claim.deadline
     }
 
-    pub fn commit_of_rider(&self, rider: &RequestId) -> Option<&Owned<CommitRecord>> {
-        self.commits.get(rider)
-    }
-
-    pub fn is_committed(&self, id: &RequestId) -> bool {
+    pub(crate) fn is_committed(&self, id: &RequestId) -> bool {
         self.commits.contains_key(id) || self.committed_drivers.contains_key(id)
     }
 
     /// A commit of `id` (its rider or its driver) was learnt and not yet
     /// handed out by [`Ledger::take_new_commits`]: it is about to be told.
-    pub fn is_fresh_commit(&self, id: &RequestId) -> bool {
+    pub(crate) fn is_fresh_commit(&self, id: &RequestId) -> bool {
         let rider = self.committed_drivers.get(id).unwrap_or(id);
         self.commits.contains_key(rider) && self.fresh_commits.contains(rider)
     }
 
-    pub fn commits(&self) -> impl Iterator<Item = &Owned<CommitRecord>> {
+    pub(crate) fn commits(&self) -> impl Iterator<Item = &Owned<CommitRecord>> {
         self.commits.values()
     }
 
     /// Commits applied since the last call, in the order they arrived.
-    pub fn take_new_commits(&mut self) -> Vec<Owned<CommitRecord>> {
+    pub(crate) fn take_new_commits(&mut self) -> Vec<Owned<CommitRecord>> {
         std::mem::take(&mut self.fresh_commits)
             .into_iter()
             .filter_map(|rider| self.commits.get(&rider).cloned())
@@ -190,7 +186,7 @@ impl Ledger {
 
     /// Forgets the records of a dropped document (those the ledger holds
     /// from that very document: a key written elsewhere too stays).
-    pub fn forget(&mut self, doc: &DocId, records: &[RecordV1]) {
+    pub(crate) fn forget(&mut self, doc: &DocId, records: &[RecordV1]) {
         for record in records {
             match record {
                 RecordV1::Rider(r) => {
@@ -233,7 +229,7 @@ impl Ledger {
     }
 
     /// The document that holds a rider's or a driver's record.
-    pub fn home_of(&self, id: &RequestId) -> Option<DocId> {
+    pub(crate) fn home_of(&self, id: &RequestId) -> Option<DocId> {
         self.riders
             .get(id)
             .map(Owned::doc)

@@ -4,15 +4,15 @@
 //! [`protocol`] holds what the core, the transport and the node share;
 //! [`journal`] makes a node's own documents survive a crash.
 
-pub mod discovery;
+pub(crate) mod discovery;
 pub mod documents;
 pub mod journal;
-pub mod ledger;
-pub mod protocol;
+pub(crate) mod ledger;
+pub(crate) mod protocol;
 pub mod record;
-pub mod replica;
+pub(crate) mod replica;
 pub mod tls;
-pub mod transport;
+pub(crate) mod transport;
 
 #[cfg(test)]
 pub(crate) mod simulation;

@@ -12,19 +12,19 @@ use crate::ids::{NodeId, RequestId};
 
 /// The answer to an accepted request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ticket {
+pub(crate) struct Ticket {
     pub id: RequestId,
     pub expires_at: Millis,
 }
 
 /// What peers send each other.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum PeerMessage {
+pub(crate) enum PeerMessage {
     V1(PeerMessageV1),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum PeerMessageV1 {
+pub(crate) enum PeerMessageV1 {
     /// The first frame on a connection: who is speaking (checked against
     /// the speaker's certificate).
     Hello { node: NodeId },
@@ -41,7 +41,7 @@ pub enum PeerMessageV1 {
 
 /// A node's view of itself, as it tells its peers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PeerStatus {
+pub(crate) struct PeerStatus {
     pub region: String,
     pub digest: u64,
     pub documents: u32,
@@ -60,7 +60,7 @@ pub struct PeerStatus {
 
 /// What the transport needs from the core it drives. `now` is the node's
 /// wall clock, passed in so that cores stay clock-free.
-pub trait SyncCore: Send + Sync + 'static {
+pub(crate) trait SyncCore: Send + Sync + 'static {
     fn outgoing(&self, peer: &NodeId, now: Millis) -> Result<Vec<PeerMessage>, ReplicaError>;
     fn receive(&self, peer: &NodeId, message: PeerMessage, now: Millis)
     -> Result<(), ReplicaError>;

@@ -37,10 +37,10 @@ use super::record::{
 use crate::clock::Millis;
 use crate::ids::{NodeId, RequestId};
 use crate::intake::{NewDriver, NewRider};
-use crate::matching::{Candidate, Pair, greedy};
+use crate::pairing::{Candidate, Pair, greedy};
 
 /// The lowest time-to-live a request may have.
-pub const MIN_REQUEST_TTL_MS: u64 = 5_000;
+pub(crate) const MIN_REQUEST_TTL_MS: u64 = 5_000;
 
 #[derive(Debug, Error)]
 pub enum ReplicaError {
@@ -51,7 +51,7 @@ pub enum ReplicaError {
 }
 
 #[derive(Debug, Clone)]
-pub struct ReplicaConfig {
+pub(crate) struct ReplicaConfig {
     /// The owner identity this node writes as (see
     /// [`super::journal::open_owner`]).
     pub node: NodeId,
@@ -91,7 +91,7 @@ impl ReplicaConfig {
 
 /// Protocol counters, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReplicaStats {
+pub(crate) struct ReplicaStats {
     pub claims_sent: u64,
     pub transfers_granted: u64,
     pub claims_refused: u64,
@@ -103,7 +103,7 @@ pub struct ReplicaStats {
 /// The candidates of one matching round, taken from the core so that the
 /// round itself runs without it (see [`Replica::complete_round`]).
 #[derive(Debug, Clone)]
-pub struct RoundInput {
+pub(crate) struct RoundInput {
     pub riders: Vec<Candidate>,
     pub drivers: Vec<Candidate>,
     pub max_pickup_km: f64,
@@ -112,12 +112,12 @@ pub struct RoundInput {
 
 impl RoundInput {
     /// The greedy round: pure CPU work, no core needed.
-    pub fn run(&self) -> Vec<Pair> {
+    pub(crate) fn run(&self) -> Vec<Pair> {
         greedy(&self.riders, &self.drivers, self.max_pickup_km)
     }
 }
 
-pub struct Replica {
+pub(crate) struct Replica {
     config: ReplicaConfig,
     docs: Documents,
     ledger: Ledger,
@@ -142,7 +142,7 @@ pub struct Replica {
 impl Replica {
     /// A replica holding its own documents as the journal kept them
     /// (`loaded`). Without a journal it keeps nothing across a restart.
-    pub fn open(
+    pub(crate) fn open(
         mut config: ReplicaConfig,
         journal: Option<Journal>,
         loaded: Loaded,
@@ -172,40 +172,40 @@ impl Replica {
         Ok(replica)
     }
 
-    pub fn node(&self) -> &NodeId {
+    pub(crate) fn node(&self) -> &NodeId {
         &self.config.node
     }
 
-    pub fn region(&self) -> &str {
+    pub(crate) fn region(&self) -> &str {
         &self.config.region
     }
 
-    pub fn request_ttl_ms(&self) -> u64 {
+    pub(crate) fn request_ttl_ms(&self) -> u64 {
         self.config.request_ttl_ms
     }
 
     /// The peers (session ids) to be in sync with before deciding; follows
     /// membership changes.
-    pub fn set_peers(&mut self, peers: impl IntoIterator<Item = NodeId>) {
+    pub(crate) fn set_peers(&mut self, peers: impl IntoIterator<Item = NodeId>) {
         self.peers = peers.into_iter().collect();
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready
     }
 
     /// A peer's clock minus this node's, as measured (see
     /// [`Documents::unchanged_for`]).
-    pub fn set_clock_offset(&mut self, peer: &NodeId, offset_ms: f64) {
+    pub(crate) fn set_clock_offset(&mut self, peer: &NodeId, offset_ms: f64) {
         self.docs.set_clock_offset(peer, offset_ms.round() as i64);
     }
 
     /// Peers this node has been in sync with since it started.
-    pub fn is_synced_with(&self, peer: &NodeId) -> bool {
+    pub(crate) fn is_synced_with(&self, peer: &NodeId) -> bool {
         self.synced.contains(peer)
     }
 
-    pub fn accept_rider(&mut self, id: RequestId, rider: NewRider, now: Millis) -> Ticket {
+    pub(crate) fn accept_rider(&mut self, id: RequestId, rider: NewRider, now: Millis) -> Ticket {
         let expires_at = now.plus(self.config.request_ttl_ms);
         self.write(
             now,
@@ -221,7 +221,12 @@ impl Replica {
         Ticket { id, expires_at }
     }
 
-    pub fn accept_driver(&mut self, id: RequestId, driver: NewDriver, now: Millis) -> Ticket {
+    pub(crate) fn accept_driver(
+        &mut self,
+        id: RequestId,
+        driver: NewDriver,
+        now: Millis,
+    ) -> Ticket {
         let expires_at = now.plus(self.config.request_ttl_ms);
         self.write(
             now,
@@ -240,7 +245,7 @@ impl Replica {
     /// Applies a peer's message, returning when each request it brought
     /// was accepted (for replication lag). An error means the peer sent
     /// something malformed; the runtime should drop that connection.
-    pub fn receive(
+    pub(crate) fn receive(
         &mut self,
         from: &NodeId,
         message: PeerMessage,
@@ -292,7 +297,7 @@ impl Replica {
     /// batch of writes becomes one change. The messages may leave only once
     /// what they carry is durable: the caller runs [`Replica::take_sync`]'s
     /// sync (taken after this) before sending them.
-    pub fn outgoing(
+    pub(crate) fn outgoing(
         &mut self,
         peer: &NodeId,
         now: Millis,
@@ -314,7 +319,7 @@ impl Replica {
     }
 
     /// The connection to `peer` was lost: start its syncs afresh.
-    pub fn peer_lost(&mut self, peer: &NodeId) {
+    pub(crate) fn peer_lost(&mut self, peer: &NodeId) {
         self.docs.reset_peer(peer);
         self.inventory_sent.remove(peer);
         self.inventories.remove(peer);
@@ -323,7 +328,7 @@ impl Replica {
     /// When [`Replica::handle_timeout`] has work next: the next round, or
     /// while not ready, the next check of readiness (a round's interval
     /// after the last call, or the end of the grace if sooner).
-    pub fn poll_timeout(&self) -> Millis {
+    pub(crate) fn poll_timeout(&self) -> Millis {
         match (self.ready, self.started_at) {
             (false, Some(started)) => self
                 .last_timeout
@@ -338,7 +343,10 @@ impl Replica {
     /// to it, drop documents past use, and, when a round is due, return its
     /// candidates. The caller runs [`RoundInput::run`] (outside any lock)
     /// and hands the pairs to [`Replica::complete_round`].
-    pub fn handle_timeout(&mut self, now: Millis) -> Result<Option<RoundInput>, ReplicaError> {
+    pub(crate) fn handle_timeout(
+        &mut self,
+        now: Millis,
+    ) -> Result<Option<RoundInput>, ReplicaError> {
         self.flush(now)?;
         self.last_timeout = now;
         let started = *self.started_at.get_or_insert(now);
@@ -369,79 +377,83 @@ impl Replica {
 
     /// Every commit this node learnt of since the last call (its own and
     /// replicated ones), for delivery.
-    pub fn take_commits(&mut self) -> Vec<Owned<CommitRecord>> {
+    pub(crate) fn take_commits(&mut self) -> Vec<Owned<CommitRecord>> {
         self.ledger.take_new_commits()
     }
 
-    pub fn ledger(&self) -> &Ledger {
+    pub(crate) fn ledger(&self) -> &Ledger {
         &self.ledger
     }
 
     /// A rider or driver with this id is in the replicated state.
-    pub fn knows(&self, id: &RequestId) -> bool {
+    pub(crate) fn knows(&self, id: &RequestId) -> bool {
         self.ledger.rider(id).is_some() || self.ledger.driver(id).is_some()
     }
 
     /// Known, unexpired and not yet committed.
-    pub fn is_pending(&self, id: &RequestId, now: Millis) -> bool {
+    pub(crate) fn is_pending(&self, id: &RequestId, now: Millis) -> bool {
         self.is_free(id, now)
     }
 
     /// (riders, drivers) pending now.
-    pub fn pending_counts(&self, now: Millis) -> (usize, usize) {
+    pub(crate) fn pending_counts(&self, now: Millis) -> (usize, usize) {
         (
             self.pending_riders(now).count(),
             self.pending_drivers(now).count(),
         )
     }
 
-    pub fn pending_riders(&self, now: Millis) -> impl Iterator<Item = &Owned<RiderRecord>> {
+    pub(crate) fn pending_riders(&self, now: Millis) -> impl Iterator<Item = &Owned<RiderRecord>> {
         self.ledger
             .open_riders()
             .filter(move |r| self.is_free(&r.record.id, now))
     }
 
-    pub fn pending_drivers(&self, now: Millis) -> impl Iterator<Item = &Owned<DriverRecord>> {
+    pub(crate) fn pending_drivers(
+        &self,
+        now: Millis,
+    ) -> impl Iterator<Item = &Owned<DriverRecord>> {
         self.ledger
             .open_drivers()
             .filter(move |d| self.is_free(&d.record.id, now))
     }
 
     /// Claims still waiting for an answer.
-    pub fn open_claims(&self, now: Millis) -> usize {
+    pub(crate) fn open_claims(&self, now: Millis) -> usize {
         self.waiting_claims(now).count()
     }
 
-    pub fn waiting_claims(&self, now: Millis) -> impl Iterator<Item = &Owned<ClaimRecord>> {
+    pub(crate) fn waiting_claims(&self, now: Millis) -> impl Iterator<Item = &Owned<ClaimRecord>> {
         self.ledger
             .claims()
             .filter(move |c| self.ledger.claim_is_open(&c.record, now))
     }
 
-    pub fn stats(&self) -> ReplicaStats {
+    pub(crate) fn stats(&self) -> ReplicaStats {
         self.stats
     }
 
-    pub fn digest(&mut self) -> u64 {
+    pub(crate) fn digest(&mut self) -> u64 {
         self.docs.digest()
     }
 
     #[cfg(test)]
-    pub fn inventory(&mut self) -> Inventory {
+    pub(crate) fn inventory(&mut self) -> Inventory {
         self.docs.inventory()
     }
 
-    pub fn document_count(&self) -> usize {
+    pub(crate) fn document_count(&self) -> usize {
         self.docs.len()
     }
 
-    pub fn record_bytes(&self) -> u64 {
+    pub(crate) fn record_bytes(&self) -> u64 {
         self.docs.record_bytes()
     }
 
     /// Every record absorbed since the last call, with its document (only
     /// with [`ReplicaConfig::observe`]).
-    pub fn take_observed(&mut self) -> Vec<Change> {
+    #[cfg(test)]
+    pub(crate) fn take_observed(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.observed)
     }
 
@@ -454,7 +466,7 @@ impl Replica {
     /// back into the ledger. They may leave the node only once durable
     /// (a [`Replica::take_sync`] taken after this has run): outgoing
     /// messages see to it, and so must whoever tells a client of a commit.
-    pub fn flush(&mut self, now: Millis) -> Result<(), ReplicaError> {
+    pub(crate) fn flush(&mut self, now: Millis) -> Result<(), ReplicaError> {
         if self.unflushed.is_empty() {
             return Ok(());
         }
@@ -482,7 +494,7 @@ impl Replica {
 
     /// The sync that makes every flushed write durable, for the caller to
     /// run outside its lock.
-    pub fn take_sync(&mut self) -> Option<PendingSync> {
+    pub(crate) fn take_sync(&mut self) -> Option<PendingSync> {
         self.docs.take_sync()
     }
 
@@ -645,7 +657,7 @@ impl Replica {
     /// owns the driver too, claims the driver otherwise. What changed while
     /// the round ran (a rider committed, a claim made) is checked again
     /// here, under the core's lock, so a stale round can only propose less.
-    pub fn complete_round(
+    pub(crate) fn complete_round(
         &mut self,
         input: &RoundInput,
         pairs: &[Pair],
@@ -787,7 +799,7 @@ fn refers_to(record: &RecordV1) -> Vec<RequestId> {
 #[cfg(test)]
 impl ReplicaConfig {
     /// A node that runs a round at every step and decides at once.
-    pub fn for_test(node: &str) -> Self {
+    pub(crate) fn for_test(node: &str) -> Self {
         Self {
             node: NodeId(node.into()),
             region: "dhaka".into(),
@@ -806,7 +818,7 @@ impl ReplicaConfig {
 #[cfg(test)]
 impl Replica {
     /// A replica without a journal, for unit tests of what sits above it.
-    pub fn volatile(config: ReplicaConfig) -> Self {
+    pub(crate) fn volatile(config: ReplicaConfig) -> Self {
         Self::open(config, None, Loaded::default(), Millis(0)).expect("nothing to load")
     }
 }

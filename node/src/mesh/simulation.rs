@@ -33,13 +33,13 @@ use super::record::{CommitRecord, RecordV1};
 use super::replica::{Replica, ReplicaConfig};
 use crate::admission::Limits;
 use crate::clock::Millis;
-use crate::communication::Hub;
+use crate::delivery::Hub;
 use crate::history::{self, Commits, Fate, Told};
 use crate::ids::{NodeId, RequestId};
 use crate::intake::{NewDriver, NewRider};
-use crate::matches::Retention;
+use crate::match_log::Retention;
 use crate::model::conformance::{self, Covered};
-use crate::shared::{Durable, NodeCore, Status};
+use crate::node_core::{Durable, NodeCore, Status};
 use crate::wire::{Position, ServerMessage};
 
 const TICK_MS: u64 = 10;

@@ -37,7 +37,7 @@ use crate::ids::NodeId;
 
 /// Frames larger than this end the connection: no honest sync message
 /// comes near it.
-pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -53,7 +53,7 @@ pub struct Peer {
 }
 
 #[derive(Debug, Clone)]
-pub struct MeshConfig {
+pub(crate) struct MeshConfig {
     pub node: NodeId,
     /// The current peers: fixed (`--peer`), or discovered and changing.
     pub peers: watch::Receiver<Vec<Peer>>,
@@ -90,13 +90,16 @@ enum SessionError {
 
 /// An endpoint bound to its UDP port, not yet talking to anyone (so that
 /// its address can be known before peers are configured).
-pub struct BoundMesh {
+pub(crate) struct BoundMesh {
     endpoint: quinn::Endpoint,
     local_addr: SocketAddr,
 }
 
 impl BoundMesh {
-    pub fn bind(listen: SocketAddr, credentials: &Credentials) -> Result<Self, TransportError> {
+    pub(crate) fn bind(
+        listen: SocketAddr,
+        credentials: &Credentials,
+    ) -> Result<Self, TransportError> {
         let bind_error = |source| TransportError::Bind {
             addr: listen,
             source,
@@ -111,12 +114,12 @@ impl BoundMesh {
         })
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
     /// Dials the peers it should and accepts the others, until `shutdown`.
-    pub fn start(
+    pub(crate) fn start(
         self,
         config: MeshConfig,
         core: Arc<dyn SyncCore>,
@@ -186,13 +189,13 @@ impl Sessions {
 }
 
 /// A running mesh endpoint; dropping it stops its tasks.
-pub struct Mesh {
+pub(crate) struct Mesh {
     tasks: JoinSet<()>,
 }
 
 impl Mesh {
     /// Waits until every task has stopped (after `shutdown`).
-    pub async fn stopped(mut self) {
+    pub(crate) async fn stopped(mut self) {
         while self.tasks.join_next().await.is_some() {}
     }
 }

@@ -16,8 +16,8 @@ use super::transport::{BoundMesh, Mesh, MeshConfig, Peer};
 use crate::clock::Millis;
 use crate::ids::{NodeId, RequestId};
 use crate::intake::{NewDriver, NewRider};
-use crate::matches::Retention;
-use crate::shared::{NodeCore, Status};
+use crate::match_log::Retention;
+use crate::node_core::{NodeCore, Status};
 use crate::wire::Position;
 
 const PATIENCE: Duration = Duration::from_secs(20);

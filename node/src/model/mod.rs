@@ -16,4 +16,4 @@
 
 mod checks;
 pub(crate) mod conformance;
-pub mod protocol;
+pub(crate) mod protocol;

@@ -52,7 +52,7 @@ use stateright::{Model, Property};
 /// An owner identity: a node and how many times it came back on an empty
 /// disk (each time it writes as a new owner).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Owner {
+pub(crate) struct Owner {
     pub node: u8,
     pub lineage: u8,
 }
@@ -68,12 +68,12 @@ impl fmt::Display for Owner {
 }
 
 /// A rider or driver: an index into [`Bounds::requests`].
-pub type Req = u16;
+pub(crate) type Req = u16;
 
 /// A claim: who asks whom for which driver, for which rider, at which
 /// hand-over; `attempt` tells apart claims a claimant repeats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ClaimKey {
+pub(crate) struct ClaimKey {
     pub claimant: Owner,
     pub rider: Req,
     pub driver: Req,
@@ -87,7 +87,7 @@ pub struct ClaimKey {
 /// view's claims, decisions or commits are one range of it
 /// ([`kind_range`]): the guards read them without walking every request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Record {
+pub(crate) enum Record {
     Request(Req),
     Claim(ClaimKey),
     Decision {
@@ -144,7 +144,7 @@ fn kind_range(view: &BTreeSet<Record>, kind: Kind) -> impl Iterator<Item = &Reco
 /// A defect of an earlier protocol, put back for the tests that show the
 /// checker finds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Defect {
+pub(crate) enum Defect {
     None,
     /// The owner answers from the driver's home, not from who owns it now:
     /// it hands over a driver it already handed over.
@@ -156,14 +156,14 @@ pub enum Defect {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RequestSpec {
+pub(crate) struct RequestSpec {
     pub home: Owner,
     pub rider: bool,
 }
 
 /// The size of the world to explore.
 #[derive(Clone, Debug)]
-pub struct Bounds {
+pub(crate) struct Bounds {
     pub nodes: u8,
     pub requests: Vec<RequestSpec>,
     /// Every request accepted (answered 202) and replicated to every node
@@ -195,13 +195,13 @@ pub struct Bounds {
     pub fair: bool,
 }
 
-pub struct ProtocolModel {
+pub(crate) struct ProtocolModel {
     pub bounds: Bounds,
     pub defect: Defect,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct NodeState {
+pub(crate) struct NodeState {
     pub owner: Owner,
     pub up: bool,
     pub ready: bool,
@@ -213,7 +213,7 @@ pub struct NodeState {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct State {
+pub(crate) struct State {
     pub nodes: Vec<NodeState>,
     /// The node cut off from all others, if any.
     pub isolated: Option<u8>,
@@ -232,7 +232,7 @@ pub struct State {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Action {
+pub(crate) enum Action {
     /// The home node journals a request and answers 202.
     Accept(Req),
     Commit {
@@ -276,12 +276,12 @@ pub enum Action {
     Cleanup,
 }
 
-pub const NO_DOUBLE_COMMIT: &str = "no rider or driver in two commits";
-pub const TOLD_BACKED: &str = "every notification is backed by a commit that survives";
-pub const ACKED_KEPT: &str = "no acknowledged request is lost before it expires";
-pub const CONVERGED: &str = "views are equal once links have been up long enough";
-pub const LIVE: &str = "with links up and clocks within the bound, every rider is committed";
-pub const HANDED_OVER: &str = "a driver is committed by the node it was handed to";
+pub(crate) const NO_DOUBLE_COMMIT: &str = "no rider or driver in two commits";
+pub(crate) const TOLD_BACKED: &str = "every notification is backed by a commit that survives";
+pub(crate) const ACKED_KEPT: &str = "no acknowledged request is lost before it expires";
+pub(crate) const CONVERGED: &str = "views are equal once links have been up long enough";
+pub(crate) const LIVE: &str = "with links up and clocks within the bound, every rider is committed";
+pub(crate) const HANDED_OVER: &str = "a driver is committed by the node it was handed to";
 
 impl ProtocolModel {
     fn spec(&self, q: Req) -> RequestSpec {
@@ -292,7 +292,7 @@ impl ProtocolModel {
         self.bounds.nodes
     }
 
-    pub fn writer(&self, record: &Record) -> Owner {
+    pub(crate) fn writer(&self, record: &Record) -> Owner {
         match record {
             Record::Request(q) => self.spec(*q).home,
             Record::Claim(k) => k.claimant,
@@ -303,7 +303,7 @@ impl ProtocolModel {
 
     /// The riders and drivers a record decides about (the node's
     /// `refers_to`).
-    pub fn referents(record: &Record) -> Vec<Req> {
+    pub(crate) fn referents(record: &Record) -> Vec<Req> {
         match record {
             Record::Request(_) => Vec::new(),
             Record::Claim(k) => vec![k.rider, k.driver],
@@ -315,7 +315,7 @@ impl ProtocolModel {
     /// Whether `node` takes `record` from a peer: never one it dropped, and
     /// never one of its own (its journal has them all; a peer's copy may be
     /// stale), unless it has no journal.
-    pub fn accepts(&self, node: &NodeState, record: &Record) -> bool {
+    pub(crate) fn accepts(&self, node: &NodeState, record: &Record) -> bool {
         !node.tombstones.contains(record)
             && (self.defect == Defect::ForgetfulRestart || self.writer(record) != node.owner)
     }
@@ -331,7 +331,7 @@ impl ProtocolModel {
     /// hand-over, which only a defect writes, the ledger keeps the first it
     /// absorbed, in an order the model does not track: a node counts one
     /// to itself, as some order would, and otherwise the lower claimant.
-    pub fn driver_owner(&self, node: &NodeState, d: Req) -> Option<(Owner, u8)> {
+    pub(crate) fn driver_owner(&self, node: &NodeState, d: Req) -> Option<(Owner, u8)> {
         let view = &node.view;
         if !view.contains(&Record::Request(d)) {
             return None;
@@ -539,7 +539,7 @@ impl ProtocolModel {
     /// Every record whose referents have expired, less those that refer to
     /// a rider or driver held and not dropped with them (the node's
     /// `drop_old`), as one maximal drop.
-    pub fn droppable(&self, state: &State, node: u8) -> Vec<Record> {
+    pub(crate) fn droppable(&self, state: &State, node: u8) -> Vec<Record> {
         let n = &state.nodes[usize::from(node)];
         let mut dropping: BTreeSet<Record> = n
             .view
@@ -591,7 +591,7 @@ impl ProtocolModel {
 
     /// Whether the action may happen in `state`: the transition relation's
     /// guard, shared by the checker and the conformance replay.
-    pub fn allowed(&self, state: &State, action: &Action) -> bool {
+    pub(crate) fn allowed(&self, state: &State, action: &Action) -> bool {
         let node = |i: u8| &state.nodes[usize::from(i)];
         match action {
             Action::Accept(q) => {
@@ -650,7 +650,7 @@ impl ProtocolModel {
     }
 
     /// `node` takes what it accepts of `records` from a peer.
-    pub fn merge(&self, state: &mut State, node: u8, records: &[Record]) {
+    pub(crate) fn merge(&self, state: &mut State, node: u8, records: &[Record]) {
         for record in records {
             let n = &mut state.nodes[usize::from(node)];
             if self.accepts(n, record)
@@ -667,7 +667,7 @@ impl ProtocolModel {
     }
 
     /// Takes the action in place if the model allows it; `false` if not.
-    pub fn step(&self, state: &mut State, action: Action) -> bool {
+    pub(crate) fn step(&self, state: &mut State, action: Action) -> bool {
         if !self.allowed(state, &action) {
             return false;
         }
@@ -799,7 +799,7 @@ impl ProtocolModel {
     }
 
     /// A short name for a rider or driver: r0, r1, ..., d0, d1, ...
-    pub fn name(&self, q: Req) -> String {
+    pub(crate) fn name(&self, q: Req) -> String {
         let spec = self.spec(q);
         let rank = (0..q).filter(|p| self.spec(*p).rider == spec.rider).count();
         format!("{}{rank}", if spec.rider { 'r' } else { 'd' })
@@ -817,7 +817,7 @@ impl ProtocolModel {
         )
     }
 
-    pub fn record_text(&self, r: &Record) -> String {
+    pub(crate) fn record_text(&self, r: &Record) -> String {
         match r {
             Record::Request(q) => self.name(*q),
             Record::Claim(k) => self.claim_text(k),
@@ -840,7 +840,7 @@ impl ProtocolModel {
     }
 
     /// One step of a trace, in words.
-    pub fn describe(&self, state: &State, action: &Action) -> String {
+    pub(crate) fn describe(&self, state: &State, action: &Action) -> String {
         let owner = |i: &u8| state.nodes[usize::from(*i)].owner;
         match action {
             Action::Accept(q) => format!("{} accepts {}", self.spec(*q).home, self.name(*q)),
@@ -1073,7 +1073,7 @@ impl Model for ProtocolModel {
 }
 
 /// No rider and no driver in two commit records (nor one written twice).
-pub fn no_double_commit(state: &State) -> bool {
+pub(crate) fn no_double_commit(state: &State) -> bool {
     let riders: BTreeSet<Req> = state.commits.iter().map(|c| c.0).collect();
     let drivers: BTreeSet<Req> = state.commits.iter().map(|c| c.1).collect();
     !state.rewritten && riders.len() == state.commits.len() && drivers.len() == state.commits.len()
@@ -1086,7 +1086,7 @@ fn views_equal(state: &State) -> bool {
 impl ProtocolModel {
     /// Every match told has no rival commit, and while its rider is
     /// unexpired, its writer (if that identity lives) still holds it.
-    pub fn told_backed(&self, state: &State) -> bool {
+    pub(crate) fn told_backed(&self, state: &State) -> bool {
         state.told.iter().all(|(r, d, writer)| {
             let rivals = state
                 .commits
@@ -1106,7 +1106,7 @@ impl ProtocolModel {
 
     /// Until it expires, an accepted request is held by its owner (crashed
     /// or not) while that owner identity lives.
-    pub fn acked_kept(&self, state: &State) -> bool {
+    pub(crate) fn acked_kept(&self, state: &State) -> bool {
         (0..self.bounds.requests.len()).all(|q| {
             !state.accepted[q]
                 || state.expired[q]

@@ -45,7 +45,7 @@ pub struct Summary {
 impl Summary {
     /// The average to two decimals; `None` without ratings.
     pub fn average(&self) -> Option<f64> {
-        (self.count > 0).then(|| crate::fare::round_to(self.stars as f64 / self.count as f64, 2))
+        (self.count > 0).then(|| crate::decimals::round(self.stars as f64 / self.count as f64, 2))
     }
 }
 

@@ -25,12 +25,12 @@ use uuid::Uuid;
 use crate::access::{TokenError, TokenKeys};
 use crate::clock::Millis;
 use crate::ids::RequestId;
-use crate::matches::Match;
-use crate::shared::{NodeCore, Status};
+use crate::match_log::Match;
+use crate::node_core::{NodeCore, Status};
 use crate::wire::{ClientMessage, ErrorDetail, Grant, ServerMessage};
 
 /// Ids one socket may watch at once.
-pub const MAX_WATCHED_PER_SOCKET: usize = 10_000;
+pub(crate) const MAX_WATCHED_PER_SOCKET: usize = 10_000;
 /// Matches remembered per socket as told; far more than it may watch, and
 /// a match is retained (and so republished) for much less time than it
 /// takes a busy socket to be told this many.
@@ -142,7 +142,7 @@ impl Registry {
 
 /// What a `subscribe` frame achieved.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Subscription {
+pub(crate) struct Subscription {
     /// Ids now watched, or whose match was sent at once.
     pub accepted: Vec<Uuid>,
     /// Ids this node knows nothing of (never issued, expired, or forgotten).
@@ -152,14 +152,14 @@ pub struct Subscription {
 }
 
 #[derive(Default)]
-pub struct Hub {
+pub(crate) struct Hub {
     registry: Mutex<Registry>,
     next_socket: AtomicU64,
 }
 
 impl Hub {
     /// Registers a socket; its frames arrive on the receiver.
-    pub fn connect(&self) -> (SocketId, mpsc::Receiver<Utf8Bytes>) {
+    pub(crate) fn connect(&self) -> (SocketId, mpsc::Receiver<Utf8Bytes>) {
         let id = self.next_socket.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(OUTBOX_DEPTH);
         self.registry.lock().sockets.insert(id, Socket::new(tx));
@@ -167,13 +167,13 @@ impl Hub {
         (id, rx)
     }
 
-    pub fn disconnect(&self, socket: SocketId) {
+    pub(crate) fn disconnect(&self, socket: SocketId) {
         self.registry.lock().remove_socket(socket);
         metrics::gauge!("ride_ws_connections").decrement(1.0);
     }
 
     /// Watches each id, sending at once the matches already committed.
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &self,
         socket: SocketId,
         ids: &[Uuid],
@@ -229,7 +229,7 @@ impl Hub {
 
     /// Sends each match to every socket watching its rider or its driver.
     /// Returns how many frames were queued.
-    pub fn publish(&self, matches: &[Arc<Match>]) -> usize {
+    pub(crate) fn publish(&self, matches: &[Arc<Match>]) -> usize {
         let mut registry = self.registry.lock();
         let mut queued = 0;
         for m in matches {
@@ -249,12 +249,12 @@ impl Hub {
     }
 
     /// Every id some socket watches.
-    pub fn watched(&self) -> Vec<RequestId> {
+    pub(crate) fn watched(&self) -> Vec<RequestId> {
         self.registry.lock().watchers.keys().copied().collect()
     }
 
     /// Stops watching ids (expired unmatched, or otherwise gone).
-    pub fn forget(&self, ids: &[RequestId]) {
+    pub(crate) fn forget(&self, ids: &[RequestId]) {
         if ids.is_empty() {
             return;
         }
@@ -265,7 +265,8 @@ impl Hub {
     }
 
     /// Sockets connected now.
-    pub fn connections(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn connections(&self) -> usize {
         self.registry.lock().sockets.len()
     }
 }
@@ -294,7 +295,7 @@ fn error_frame(code: &str, message: String) -> Utf8Bytes {
 
 /// How one socket is served.
 #[derive(Debug, Clone, Copy)]
-pub struct SocketSettings {
+pub(crate) struct SocketSettings {
     /// A ping is sent this often; a client that has not answered the
     /// previous one by then is disconnected.
     pub ping_interval: Duration,
@@ -302,7 +303,7 @@ pub struct SocketSettings {
 
 /// Serves one upgraded websocket until the client leaves, falls behind, stops
 /// answering pings, or the node shuts down.
-pub async fn serve(
+pub(crate) async fn serve(
     socket: WebSocket,
     hub: Arc<Hub>,
     core: Arc<NodeCore>,
@@ -438,7 +439,7 @@ fn handle_frame(
 mod tests {
     use super::*;
     use crate::intake::{NewDriver, NewRider};
-    use crate::matches::Retention;
+    use crate::match_log::Retention;
     use crate::mesh::replica::{Replica, ReplicaConfig};
     use crate::wire::Position;
 

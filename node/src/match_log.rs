@@ -8,14 +8,14 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::clock::Millis;
-use crate::fare;
+use crate::decimals;
 use crate::ids::{NodeId, RequestId};
 use crate::mesh::record::{DriverRecord, RiderRecord};
 use crate::wire::MatchNotice;
 
 /// A committed match: the final word on a rider and a driver.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Match {
+pub(crate) struct Match {
     pub rider: RiderRecord,
     pub rider_owner: NodeId,
     pub driver: DriverRecord,
@@ -31,15 +31,15 @@ pub struct Match {
 impl Match {
     /// What the rider and the driver are told. Distances are rounded to the
     /// metre; the fare is computed from the unrounded trip.
-    pub fn notice(&self) -> MatchNotice {
+    pub(crate) fn notice(&self) -> MatchNotice {
         MatchNotice {
             rider_id: self.rider.id.0,
             driver_id: self.driver.id.0,
             rider_name: self.rider.name.clone(),
             driver_name: self.driver.name.clone(),
             car_number: self.driver.car_number.clone(),
-            pickup_km: fare::round_to(self.pickup_km, 3),
-            trip_km: fare::round_to(self.trip_km, 3),
+            pickup_km: decimals::round(self.pickup_km, 3),
+            trip_km: decimals::round(self.trip_km, 3),
             fare_taka: self.fare_taka,
             region: self.region.clone(),
             committed_at: self.committed_at.to_utc(),
@@ -50,14 +50,14 @@ impl Match {
 /// How long matches are retained, and how many at most: at thousands of
 /// matches a second, time alone would let the log grow without bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
+pub(crate) struct Retention {
     pub ms: u64,
     pub max_matches: usize,
 }
 
 /// What [`MatchLog::insert`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inserted {
+pub(crate) enum Inserted {
     New,
     /// The same match was recorded already.
     Duplicate,
@@ -66,7 +66,7 @@ pub enum Inserted {
 }
 
 #[derive(Debug)]
-pub struct MatchLog {
+pub(crate) struct MatchLog {
     retention: Retention,
     order: VecDeque<Arc<Match>>,
     by_request: HashMap<RequestId, Arc<Match>>,
@@ -75,7 +75,7 @@ pub struct MatchLog {
 impl MatchLog {
     /// Reserves room for the most matches the log may hold, so that it
     /// never stops the node to grow while intake waits on the lock.
-    pub fn new(retention: Retention) -> Self {
+    pub(crate) fn new(retention: Retention) -> Self {
         Self {
             retention,
             order: VecDeque::with_capacity(retention.max_matches),
@@ -87,7 +87,7 @@ impl MatchLog {
     /// commit learnt again (from another peer, after a reconnect) is not
     /// recorded twice, and one that names another partner for someone
     /// already matched is refused: nobody is told two partners.
-    pub fn insert(&mut self, m: Arc<Match>) -> Inserted {
+    pub(crate) fn insert(&mut self, m: Arc<Match>) -> Inserted {
         let known = [m.rider.id, m.driver.id].map(|id| self.by_request.get(&id));
         match known {
             [None, None] => {}
@@ -108,7 +108,7 @@ impl MatchLog {
     }
 
     /// Forgets matches committed more than the retention ago.
-    pub fn prune(&mut self, now: Millis) {
+    pub(crate) fn prune(&mut self, now: Millis) {
         let horizon = now.minus(self.retention.ms);
         while self
             .order
@@ -127,21 +127,17 @@ impl MatchLog {
     }
 
     /// The match of a rider or a driver.
-    pub fn get(&self, id: &RequestId) -> Option<&Arc<Match>> {
+    pub(crate) fn get(&self, id: &RequestId) -> Option<&Arc<Match>> {
         self.by_request.get(id)
     }
 
     /// The most recent matches, newest first.
-    pub fn recent(&self, limit: usize) -> impl Iterator<Item = &Arc<Match>> {
+    pub(crate) fn recent(&self, limit: usize) -> impl Iterator<Item = &Arc<Match>> {
         self.order.iter().rev().take(limit)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.order.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
     }
 }
 

@@ -19,6 +19,8 @@
 //!
 //! A node without peers is simply a mesh of one: the same protocol runs.
 
+mod dashboard;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -36,17 +38,17 @@ use crate::fare;
 use crate::geodesy::haversine_km;
 use crate::ids::{NodeId, RequestId};
 use crate::intake::{NewDriver, NewRider};
-use crate::matches::{Inserted, Match, MatchLog, Retention};
-use crate::mesh::documents::{DocId, DocumentError};
+use crate::match_log::{Inserted, Match, MatchLog, Retention};
+use crate::mesh::documents::DocumentError;
 use crate::mesh::journal::{self, Durability, Journal, JournalError, PendingSync};
 use crate::mesh::ledger::Owned;
-pub use crate::mesh::protocol::Ticket;
+pub(crate) use crate::mesh::protocol::Ticket;
 use crate::mesh::protocol::{PeerMessage, PeerMessageV1, PeerStatus, SyncCore};
-use crate::mesh::record::{CommitRecord, RecordV1};
-pub use crate::mesh::replica::MIN_REQUEST_TTL_MS;
+use crate::mesh::record::CommitRecord;
+pub(crate) use crate::mesh::replica::MIN_REQUEST_TTL_MS;
 use crate::mesh::replica::{Replica, ReplicaConfig, ReplicaError, ReplicaStats};
 use crate::peer_board::{PeerBoard, RateMeter};
-use crate::wire::{DashboardClaim, DashboardFrame, DashboardMatch, NodePanel, PeerClock, Position};
+use crate::wire::PeerClock;
 
 /// How often a node tells each peer its status.
 const STATUS_INTERVAL_MS: u64 = 1_000;
@@ -64,11 +66,11 @@ const ROUND_CHUNK: usize = 128;
 
 /// Resolves once an accepted request is journaled; an error means it was
 /// not (the journal failed) and the request must be refused.
-pub type Durable = oneshot::Receiver<()>;
+pub(crate) type Durable = oneshot::Receiver<()>;
 
 /// Where a request stands, as this node knows it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Status {
+pub(crate) enum Status {
     Pending,
     Matched(Arc<Match>),
     /// Known here, but expired (or committed and no longer retained).
@@ -78,7 +80,7 @@ pub enum Status {
 
 /// What `/debug/state` shows.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub owner: String,
     pub pending_riders: usize,
     pub pending_drivers: usize,
@@ -140,7 +142,7 @@ struct Wake {
     signal: Condvar,
 }
 
-pub struct NodeCore {
+pub(crate) struct NodeCore {
     state: Mutex<State>,
     intake: Sender<Arrival>,
     /// What admission control reads without the lock, and its bounds.
@@ -154,7 +156,7 @@ pub struct NodeCore {
 impl NodeCore {
     /// A core around `replica`; peers whose clocks differ from this node's
     /// by more than `max_clock_skew` are reported.
-    pub fn new(replica: Replica, retention: Retention, max_clock_skew: Duration) -> Self {
+    pub(crate) fn new(replica: Replica, retention: Retention, max_clock_skew: Duration) -> Self {
         let (intake, arrivals) = mpsc::channel();
         Self {
             request_ttl_ms: replica.request_ttl_ms(),
@@ -181,14 +183,14 @@ impl NodeCore {
     }
 
     /// The same core, shedding intake past `limits` ([`NodeCore::admit`]).
-    pub fn with_limits(mut self, limits: Limits) -> Self {
+    pub(crate) fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
     }
 
     /// Whether one more request may be accepted now: refused past any of
     /// the limits, without taking the lock.
-    pub fn admit(&self) -> Result<(), Overload> {
+    pub(crate) fn admit(&self) -> Result<(), Overload> {
         self.load.admit(&self.limits)
     }
 
@@ -198,7 +200,7 @@ impl NodeCore {
     /// writes as a new owner (see [`journal::open_owner`]): `config.node`
     /// is replaced by that owner identity.
     #[allow(clippy::too_many_arguments)]
-    pub fn open(
+    pub(crate) fn open(
         dir: &Path,
         node: &NodeId,
         mut config: ReplicaConfig,
@@ -225,7 +227,7 @@ impl NodeCore {
 
     /// Accepts a rider without waiting for the core; the answer may go out
     /// once `Durable` resolves.
-    pub fn submit_rider(&self, rider: NewRider, now: Millis) -> (Ticket, Durable) {
+    pub(crate) fn submit_rider(&self, rider: NewRider, now: Millis) -> (Ticket, Durable) {
         let id = RequestId::generate();
         let (done, durable) = oneshot::channel();
         self.load.enqueued();
@@ -236,7 +238,7 @@ impl NodeCore {
 
     /// Accepts a driver without waiting for the core; the answer may go out
     /// once `Durable` resolves.
-    pub fn submit_driver(&self, driver: NewDriver, now: Millis) -> (Ticket, Durable) {
+    pub(crate) fn submit_driver(&self, driver: NewDriver, now: Millis) -> (Ticket, Durable) {
         let id = RequestId::generate();
         let (done, durable) = oneshot::channel();
         self.load.enqueued();
@@ -253,7 +255,7 @@ impl NodeCore {
     /// The group committer: whenever requests arrive, moves them in and
     /// journals them (one sync for all that arrived meanwhile), until
     /// `shutdown`. Runs on its own thread: a sync blocks.
-    pub fn run_flusher(
+    pub(crate) fn run_flusher(
         self: Arc<Self>,
         shutdown: CancellationToken,
     ) -> std::thread::JoinHandle<()> {
@@ -281,7 +283,7 @@ impl NodeCore {
     /// batches of at most [`MAX_COMMIT_BATCH`]: each batch is written under
     /// the lock and synced outside it, and its submitters are told once
     /// the sync returns (a failed write or sync refuses them: 503).
-    pub fn commit_arrivals(&self) {
+    pub(crate) fn commit_arrivals(&self) {
         loop {
             let (waiting, sync, more) = {
                 let mut state = self.lock();
@@ -333,36 +335,39 @@ impl NodeCore {
     }
 
     /// Requests handed over and not yet journaled: the intake queue.
-    pub fn queued(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
         self.load.queued()
     }
 
     /// The identity this node writes as.
-    pub fn owner(&self) -> NodeId {
+    #[cfg(test)]
+    pub(crate) fn owner(&self) -> NodeId {
         self.lock().replica.node().clone()
     }
 
     /// Every record the core absorbed since the last call (only with
     /// [`ReplicaConfig::observe`]): what the simulation checks.
-    pub fn take_observed(&self) -> Vec<(DocId, RecordV1)> {
+    #[cfg(test)]
+    pub(crate) fn take_observed(&self) -> Vec<crate::mesh::documents::Change> {
         self.lock().replica.take_observed()
     }
 
     /// Every document held and its heads, for the simulation's reports.
     #[cfg(test)]
-    pub fn inventory(&self) -> crate::mesh::documents::Inventory {
+    pub(crate) fn inventory(&self) -> crate::mesh::documents::Inventory {
         self.lock().replica.inventory()
     }
 
     /// When [`NodeCore::step`] has work next.
-    pub fn poll_timeout(&self) -> Millis {
+    pub(crate) fn poll_timeout(&self) -> Millis {
         self.lock().replica.poll_timeout()
     }
 
     /// Time passes (see [`Replica::handle_timeout`]): the round, when one
     /// is due, runs outside the lock. Returns the matches this node learnt
     /// of, each once, already recorded for late subscribers and ratings.
-    pub fn step(&self, now: Millis) -> Result<Vec<Arc<Match>>, ReplicaError> {
+    pub(crate) fn step(&self, now: Millis) -> Result<Vec<Arc<Match>>, ReplicaError> {
         let round = self.lock().replica.handle_timeout(now)?;
         if let Some(input) = round {
             let started = std::time::Instant::now();
@@ -426,7 +431,7 @@ impl NodeCore {
         Ok(made)
     }
 
-    pub fn status(&self, id: &RequestId, now: Millis) -> Status {
+    pub(crate) fn status(&self, id: &RequestId, now: Millis) -> Status {
         let state = self.lock();
         if let Some(m) = state.matches.get(id) {
             Status::Matched(Arc::clone(m))
@@ -440,7 +445,7 @@ impl NodeCore {
     }
 
     /// Which of `ids` are still pending (or matched and about to be told).
-    pub fn still_pending(&self, ids: &[RequestId], now: Millis) -> Vec<bool> {
+    pub(crate) fn still_pending(&self, ids: &[RequestId], now: Millis) -> Vec<bool> {
         let state = self.lock();
         ids.iter()
             .map(|id| state.replica.is_pending(id, now) || awaits_telling(&state, id))
@@ -448,16 +453,16 @@ impl NodeCore {
     }
 
     /// The retained match of a rider or a driver.
-    pub fn match_of(&self, id: &RequestId) -> Option<Arc<Match>> {
+    pub(crate) fn match_of(&self, id: &RequestId) -> Option<Arc<Match>> {
         self.lock().matches.get(id).cloned()
     }
 
     /// The most recent matches, newest first.
-    pub fn recent_matches(&self, limit: usize) -> Vec<Arc<Match>> {
+    pub(crate) fn recent_matches(&self, limit: usize) -> Vec<Arc<Match>> {
         self.lock().matches.recent(limit).cloned().collect()
     }
 
-    pub fn snapshot(&self, now: Millis) -> Snapshot {
+    pub(crate) fn snapshot(&self, now: Millis) -> Snapshot {
         let mut state = self.lock();
         let (pending_riders, pending_drivers) = state.replica.pending_counts(now);
         let peers = state
@@ -494,95 +499,13 @@ impl NodeCore {
 
     /// The peers to be in sync with before deciding, and to show (as
     /// unreachable) before they are first heard from.
-    pub fn expect_peers<'a>(&self, peers: impl IntoIterator<Item = &'a NodeId>) {
+    pub(crate) fn expect_peers<'a>(&self, peers: impl IntoIterator<Item = &'a NodeId>) {
         let mut state = self.lock();
         let peers: Vec<NodeId> = peers.into_iter().cloned().collect();
         for peer in &peers {
             state.board.expect(peer);
         }
         state.replica.set_peers(peers);
-    }
-
-    /// What the dashboard draws: pending requests, the newest `max_matches`
-    /// matches, open claims, and every node's panel.
-    pub fn dashboard(&self, now: Millis, max_matches: usize) -> DashboardFrame {
-        let mut state = self.lock();
-        let own = own_status(&mut state, now);
-        let state = &*state;
-        let replica = &state.replica;
-        let region_of = |owner: &NodeId| -> String {
-            if owner == replica.node() {
-                replica.region().to_owned()
-            } else {
-                let node = owner.node_of_owner();
-                state.board.region_of(&node).unwrap_or("?").to_owned()
-            }
-        };
-        let mut owners: Vec<String> = Vec::new();
-        let mut owner_index = |owner: &NodeId| -> u16 {
-            let region = region_of(owner);
-            let index = owners.iter().position(|r| *r == region).unwrap_or_else(|| {
-                owners.push(region);
-                owners.len() - 1
-            });
-            u16::try_from(index).unwrap_or(u16::MAX)
-        };
-        let riders = replica
-            .pending_riders(now)
-            .map(|r| point(r.record.position, owner_index(&r.owner)))
-            .collect();
-        let drivers = replica
-            .pending_drivers(now)
-            .map(|d| point(d.record.position, owner_index(&d.owner)))
-            .collect();
-        let matches = state
-            .matches
-            .recent(max_matches)
-            .map(|m| DashboardMatch {
-                rider: lat_lon(m.rider.position),
-                driver: lat_lon(m.driver.position),
-                region: m.region.clone(),
-                cross_border: region_of(&m.rider_owner) != region_of(&m.driver_owner),
-            })
-            .collect();
-        let ledger = replica.ledger();
-        let claims = replica
-            .waiting_claims(now)
-            .filter_map(|c| {
-                Some(DashboardClaim {
-                    rider: lat_lon(ledger.rider(&c.record.rider)?.record.position),
-                    driver: lat_lon(ledger.driver(&c.record.driver)?.record.position),
-                })
-            })
-            .collect();
-        let me = replica.node().node_of_owner();
-        let mut nodes = vec![panel(&me, &own, true, true, None, None)];
-        for (peer, view) in state.board.iter() {
-            let status = view.status.clone().unwrap_or_else(|| PeerStatus {
-                region: "?".into(),
-                ..PeerStatus::default()
-            });
-            let clock = view.clock_offset_ms.map(|o| (o, self.is_skewed(Some(o))));
-            nodes.push(panel(
-                peer,
-                &status,
-                false,
-                view.connected,
-                view.lag_percentiles(),
-                clock,
-            ));
-        }
-        DashboardFrame {
-            node: me.0,
-            region: replica.region().to_owned(),
-            at_ms: now.0,
-            owners,
-            riders,
-            drivers,
-            matches,
-            claims,
-            nodes,
-        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -623,42 +546,6 @@ fn own_status(state: &mut State, now: Millis) -> PeerStatus {
         sent_at: now,
         echo: None,
     }
-}
-
-fn panel(
-    node: &NodeId,
-    status: &PeerStatus,
-    this_node: bool,
-    reachable: bool,
-    lags: Option<(f64, f64)>,
-    clock: Option<(f64, bool)>,
-) -> NodePanel {
-    NodePanel {
-        node: node.0.clone(),
-        region: status.region.clone(),
-        this_node,
-        reachable,
-        lag_p50_ms: lags.map(|l| l.0),
-        lag_p99_ms: lags.map(|l| l.1),
-        requests_per_s: fare::round_to(status.requests_per_s, 1),
-        matches_per_s: fare::round_to(status.matches_per_s, 1),
-        documents: status.documents,
-        document_bytes: Some(status.record_bytes),
-        digest: format!("{:016x}", status.digest),
-        ready: status.ready,
-        clock_offset_ms: clock.map(|c| fare::round_to(c.0, 1)),
-        clock_skewed: clock.is_some_and(|c| c.1),
-    }
-}
-
-/// Five decimals of a degree is about a metre: plenty for a map.
-fn lat_lon(p: Position) -> (f64, f64) {
-    (fare::round_to(p.lat, 5), fare::round_to(p.lon, 5))
-}
-
-fn point(p: Position, owner: u16) -> (f64, f64, u16) {
-    let (lat, lon) = lat_lon(p);
-    (lat, lon, owner)
 }
 
 /// A commit, with what the rider and the driver are told.

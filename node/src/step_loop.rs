@@ -1,4 +1,4 @@
-//! The matcher task: drives the core's time. Whenever the core asks for it
+//! The step loop: the task that drives the core's time. Whenever the core asks for it
 //! ([`NodeCore::poll_timeout`]), one step (answer claims, commit, run a
 //! matching round when one is due), then the matches it learnt of go to the
 //! websockets, and subscriptions of requests that are no longer pending are
@@ -6,7 +6,7 @@
 //!
 //! A step is CPU work (tens of milliseconds at 10k x 10k), so it runs on the
 //! blocking pool and never occupies an async worker; the round itself runs
-//! outside the core's lock (see [`crate::shared`]), so it delays neither
+//! outside the core's lock (see [`crate::node_core`]), so it delays neither
 //! intake nor the mesh.
 
 use std::sync::Arc;
@@ -15,25 +15,25 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Millis;
-use crate::communication::Hub;
-use crate::shared::NodeCore;
+use crate::delivery::Hub;
+use crate::node_core::NodeCore;
 
 #[derive(Clone)]
-pub struct Matcher {
+pub(crate) struct StepLoop {
     pub core: Arc<NodeCore>,
     pub hub: Arc<Hub>,
     /// The longest the task sleeps between steps, whatever the core asks.
     pub interval: Duration,
 }
 
-impl Matcher {
+impl StepLoop {
     /// Runs a step at once and then whenever the core's next timeout
     /// comes, until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         loop {
-            let matcher = self.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || matcher.round()).await {
-                tracing::error!(error = %e, "matching round failed");
+            let step_loop = self.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || step_loop.step()).await {
+                tracing::error!(error = %e, "protocol step panicked");
             }
             let due = self.core.poll_timeout();
             let wait = Duration::from_millis(due.0.saturating_sub(Millis::now().0))
@@ -45,7 +45,7 @@ impl Matcher {
         }
     }
 
-    fn round(&self) {
+    fn step(&self) {
         let now = Millis::now();
         let started = Instant::now();
         let committed = match self.core.step(now) {
