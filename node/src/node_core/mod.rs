@@ -390,42 +390,54 @@ impl NodeCore {
         if let Some(sync) = sync {
             sync.run().map_err(DocumentError::from)?;
         }
-        let mut state = self.lock();
-        let learnt = std::mem::take(&mut state.unresolved);
-        state.matches.prune(now);
-        let State {
-            replica,
-            matches,
-            unresolved,
-            commit_rate,
-            duplicate_commits,
-            conflicting_commits,
-            ..
-        } = &mut *state;
+        // Told in chunks too, each under its own hold of the lock: a round
+        // at 20k requests/s commits thousands. A commit stays among the
+        // unresolved until the hold that records it, so it is pending to
+        // every reader until it is in the match log.
+        let mut left = {
+            let mut state = self.lock();
+            state.matches.prune(now);
+            state.unresolved.len()
+        };
         let mut made = Vec::new();
-        for commit in learnt {
-            match to_match(replica, &commit) {
-                Some(m) => {
-                    let m = Arc::new(m);
-                    match matches.insert(Arc::clone(&m)) {
-                        Inserted::New => {
-                            if m.committed_by == *replica.node() {
-                                commit_rate.add(1);
+        while left > 0 {
+            let mut state = self.lock();
+            let State {
+                replica,
+                matches,
+                unresolved,
+                commit_rate,
+                duplicate_commits,
+                conflicting_commits,
+                ..
+            } = &mut *state;
+            let n = left.min(ROUND_CHUNK);
+            left -= n;
+            let chunk: Vec<_> = unresolved.drain(..n).collect();
+            for commit in chunk {
+                match to_match(replica, &commit) {
+                    Some(m) => {
+                        let m = Arc::new(m);
+                        match matches.insert(Arc::clone(&m)) {
+                            Inserted::New => {
+                                if m.committed_by == *replica.node() {
+                                    commit_rate.add(1);
+                                }
+                                made.push(m);
                             }
-                            made.push(m);
-                        }
-                        Inserted::Duplicate => *duplicate_commits += 1,
-                        Inserted::Conflict => {
-                            *conflicting_commits += 1;
-                            tracing::error!(rider = %m.rider.id, driver = %m.driver.id, committed_by = %m.committed_by, "a commit names another partner for someone already matched; not told");
+                            Inserted::Duplicate => *duplicate_commits += 1,
+                            Inserted::Conflict => {
+                                *conflicting_commits += 1;
+                                tracing::error!(rider = %m.rider.id, driver = %m.driver.id, committed_by = %m.committed_by, "a commit names another partner for someone already matched; not told");
+                            }
                         }
                     }
+                    // Kept until its records arrive or its documents are dropped.
+                    None if commit.record.committed_at.plus(replica.request_ttl_ms()) > now => {
+                        unresolved.push(commit);
+                    }
+                    None => {}
                 }
-                // Kept until its records arrive or its documents are dropped.
-                None if commit.record.committed_at.plus(replica.request_ttl_ms()) > now => {
-                    unresolved.push(commit);
-                }
-                None => {}
             }
         }
         Ok(made)
