@@ -21,6 +21,8 @@ use node::wire::Position;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+use super::grid::{self, GridArgs, GridError};
+
 #[derive(Subcommand)]
 pub enum RegionsCommand {
     /// Loads the regions as a node would; exits non-zero with the node's own
@@ -56,6 +58,9 @@ pub enum RegionsCommand {
         lat: f64,
         lon: f64,
     },
+    /// Writes a layout of `--rows x --cols` square regions over `--bbox`
+    /// into `--out` (one file each, unique ports), and checks it loads.
+    Grid(GridArgs),
 }
 
 #[derive(Args)]
@@ -92,6 +97,8 @@ pub enum Format {
 pub enum RegionsCommandError {
     #[error(transparent)]
     Regions(#[from] RegionsError),
+    #[error(transparent)]
+    Grid(#[from] GridError),
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -125,6 +132,11 @@ pub fn run(command: RegionsCommand, out: &mut impl Write) -> Result<(), RegionsC
         RegionsCommand::Route { folder, lat, lon } => {
             let regions = Regions::load_dir(&folder.dir)?;
             writeln!(out, "{}", route(&regions, Position { lat, lon }))?;
+        }
+        RegionsCommand::Grid(args) => {
+            let regions = grid::write(&args)?;
+            let count = regions.iter().count();
+            writeln!(out, "{}: {count} regions written", args.out.display())?;
         }
     }
     Ok(())
