@@ -167,7 +167,7 @@ trap cleanup EXIT
 # --- the run -----------------------------------------------------------------
 
 mesh_plan
-mapfile -t URLS < <(node_urls)
+URLS=("${NODE_URLS[@]}")
 NODE_EXTRA+=(--match-retention 15m --request-ttl "$TTL")
 if [[ -n "$SKEW" ]]; then
   # libfaketime preloaded through env, which execs the node: a kill -9
@@ -179,7 +179,6 @@ fi
 (( ${#REGION_IDS[@]} >= 2 )) || die "chaos needs at least two regions"
 : "${ROUNDS:=${#REGION_IDS[@]}}"
 
-mesh_check_ports
 iptables_heal
 # A fresh mesh: the nodes' data, the bot's record (appended to otherwise),
 # the check files. Certificates are kept.
@@ -257,11 +256,9 @@ if (( KILL )); then
   echo "-- kill -9 $id, restart it 3 s later"
   start="$(now)"
   kill -KILL "${NODE_PID[victim]}"
-  wait "${NODE_PID[victim]}" 2>/dev/null || true
   NODE_PID[victim]=""
   pause 3
-  mesh_start_node "$victim"
-  mesh_wait_ready "$victim"
+  mesh_restart_node "$victim"
   end="$(now)"
   LAST_HEAL="$end"
   RESTARTED+=("$id")

@@ -20,8 +20,9 @@
 #   --cql             start scripts/cql-cluster.sh first; nodes keep ratings there
 #   --duration D      stop after D (30s, 2m, ...); default: until Ctrl-C
 #
-# State goes to $MESH_DIR (default .mesh): certs/ (the mesh CA and the token
-# key, made on first run), one
+# State goes to $MESH_DIR (default .mesh): cluster.json (the layout and the
+# pids, kept by scripts/devcluster, which starts the mesh), certs/ (the mesh
+# CA and the token key, made on first run), one
 # folder per node (data/, node.log, ready.json), wan/ and nginx/ logs,
 # bot.log and bot-summary.json. Node flags can be set through the
 # environment (NODE_REQUEST_TTL=60s, NODE_MATCH_RETENTION=15m, ...; see
@@ -108,7 +109,6 @@ $(tail -n 20 "$MESH_DIR/cql-up.log")"
 }
 
 mesh_plan
-mesh_check_ports
 (( CQL )) && start_cql
 mesh_up
 mesh_print_layout

@@ -2,7 +2,6 @@
 //! with mutual TLS on loopback.
 
 use std::path::Path;
-use std::process::Command;
 
 use node::wire::{DebugState, MatchList};
 
@@ -12,14 +11,6 @@ pub const REGIONS: [&str; 3] = ["dhaka-north", "dhaka-southeast", "dhaka-southwe
 
 fn regions_dir() -> &'static str {
     concat!(env!("CARGO_MANIFEST_DIR"), "/../regions")
-}
-
-/// A free UDP port on loopback (released for the node to take).
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 pub struct Mesh {
@@ -50,16 +41,10 @@ impl Mesh {
         extra: impl Fn(usize) -> Vec<String>,
         wrap: impl Fn(usize) -> Vec<String>,
     ) -> Self {
-        let status = Command::new(env!("CARGO_BIN_EXE_node"))
-            .arg("certs")
-            .arg("--dir")
-            .arg(certs)
-            .args(REGIONS.iter().flat_map(|r| ["--node", r]))
-            .args(["--ip", "127.0.0.1"])
-            .status()
-            .expect("node certs");
-        assert!(status.success());
-        let ports: Vec<u16> = REGIONS.iter().map(|_| free_udp_port()).collect();
+        let node_bin = Path::new(env!("CARGO_BIN_EXE_node"));
+        devcluster::certs::issue(node_bin, certs, &REGIONS).expect("node certs");
+        // Free UDP ports on loopback, released for the nodes to take.
+        let ports = devcluster::ports::free(0, REGIONS.len()).expect("free ports");
         let mut args = Vec::new();
         for (i, region) in REGIONS.iter().enumerate() {
             let mut a: Vec<String> = vec![

@@ -12,7 +12,6 @@ use node::wire::{
     Accepted, AccessToken, ClientMessage, DriverRating, DriverRequest, Grant, MatchNotice,
     Position, RiderRequest, ServerMessage,
 };
-use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -47,13 +46,6 @@ pub struct NodeProcess {
     pub node: String,
 }
 
-#[derive(Deserialize)]
-struct Ready {
-    http: SocketAddr,
-    admin: SocketAddr,
-    node: String,
-}
-
 impl NodeProcess {
     /// Starts `node` on 127.0.0.1:0 (both listeners) with fast rounds, the
     /// shortest TTL and the shared token key. `extra` flags override those
@@ -66,21 +58,11 @@ impl NodeProcess {
     /// arguments, e.g. `env LD_PRELOAD=...`), if not empty.
     pub async fn start_under(wrap: &[&str], data_dir: &Path, extra: &[&str]) -> Self {
         let ready = data_dir.join("ready.json");
-        let _ = std::fs::remove_file(&ready);
-        let mut command = match wrap.split_first() {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(env!("CARGO_BIN_EXE_node"));
-                command
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_node")),
-        };
-        let mut child = command
+        let node_bin = Path::new(env!("CARGO_BIN_EXE_node"));
+        let mut child = devcluster::launch::node_command(node_bin, wrap, &ready)
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)
-            .arg("--ready-file")
-            .arg(&ready)
             .args(extra)
             // Region `test`, fast rounds and the shortest TTL, as defaults
             // that flags override.
@@ -97,25 +79,18 @@ impl NodeProcess {
             .stdout(Stdio::null())
             .spawn()
             .expect("start node");
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&ready) {
-                let ready: Ready = serde_json::from_str(&text).expect("ready file");
-                return Self {
-                    child,
-                    addr: ready.http,
-                    admin: ready.admin,
-                    node: ready.node,
-                };
+        match devcluster::launch::wait_ready(&mut child, &ready, None).await {
+            Ok(ready) => Self {
+                child,
+                addr: ready.http,
+                admin: ready.admin,
+                node: ready.node,
+            },
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{e}");
             }
-            if let Some(status) = child.try_wait().expect("wait") {
-                panic!("node exited before it was ready: {status}");
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "node never became ready"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -1,0 +1,156 @@
+//! `devcluster`: the local mesh for scripts/mesh.sh and scripts/chaos.sh.
+//! Each subcommand acts on the mesh recorded in `--dir` and exits; the mesh
+//! keeps running between them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use devcluster::Error;
+use devcluster::cluster::{Cluster, Layout};
+use devcluster::plan::WanOptions;
+use devcluster::status;
+
+#[derive(Parser)]
+#[command(about = "Plans, starts, inspects and stops a local mesh of node processes")]
+struct Cli {
+    /// The mesh's folder: cluster.json, certs/, one folder per node, wan/, nginx/.
+    #[arg(long, global = true, default_value = ".mesh", env = "MESH_DIR")]
+    dir: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Lays the mesh out (nodes, ports, relays) and records it; refuses if
+    /// another mesh holds the regions' addresses. Starts nothing.
+    Plan {
+        /// The node binary: it reads the regions and runs every process.
+        #[arg(long)]
+        node_bin: PathBuf,
+        #[arg(long, default_value = "regions")]
+        regions: PathBuf,
+        /// Nodes per region; above 1, nginx fronts each region.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        replicas: u16,
+        /// With one node per region, its admin listener is its HTTP port
+        /// plus this; replicas take free ports.
+        #[arg(long, default_value_t = 100)]
+        admin_offset: u16,
+        /// Cross-region QUIC through `node wan-relay`.
+        #[arg(long)]
+        wan: bool,
+        /// One-way delay for every pair (default: from the distance).
+        #[arg(long)]
+        wan_delay: Option<String>,
+        #[arg(long, default_value = "5ms")]
+        wan_jitter: String,
+        #[arg(long, default_value = "0.01")]
+        wan_loss: String,
+        /// The floor under computed delays, in ms.
+        #[arg(long, default_value_t = 20)]
+        wan_min_ms: u64,
+    },
+    /// Starts the planned mesh: certificates, relays, nodes (until each is
+    /// ready), nginx.
+    Up {
+        /// `ID=COMMAND`: node ID runs under COMMAND (split on whitespace),
+        /// e.g. `dhaka-north=env LD_PRELOAD=... FAKETIME=+3s`.
+        #[arg(long, value_parser = parse_wrap)]
+        wrap: Vec<(String, Vec<String>)>,
+        /// Flags for every node.
+        #[arg(last = true)]
+        node_args: Vec<String>,
+    },
+    /// (Re)starts one node as `up` did, and waits until it is ready.
+    StartNode { id: String },
+    /// Prints the layout: where each node listens, the WAN's delays.
+    Layout,
+    /// One line per node from its /debug/state and /metrics.
+    Status,
+    /// Bash assignments describing the mesh (for `eval`).
+    Env,
+    /// Stops every process of the mesh; nothing when none is planned.
+    Down,
+}
+
+fn parse_wrap(text: &str) -> Result<(String, Vec<String>), String> {
+    let (id, command) = text.split_once('=').ok_or("expected ID=COMMAND")?;
+    Ok((
+        id.into(),
+        command.split_whitespace().map(Into::into).collect(),
+    ))
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    let dir = cli.dir;
+    match cli.command {
+        Cmd::Plan {
+            node_bin,
+            regions,
+            replicas,
+            admin_offset,
+            wan,
+            wan_delay,
+            wan_jitter,
+            wan_loss,
+            wan_min_ms,
+        } => {
+            let wan = (wan || wan_delay.is_some()).then_some(WanOptions {
+                delay: wan_delay,
+                jitter: wan_jitter,
+                loss: wan_loss,
+                min_ms: wan_min_ms,
+            });
+            let layout = Layout {
+                replicas: replicas.into(),
+                admin_offset,
+                wan,
+            };
+            Cluster::plan(&dir, &node_bin, &regions, layout).map(drop)
+        }
+        Cmd::Up { wrap, node_args } => {
+            let mut cluster = Cluster::open(&dir)?;
+            cluster
+                .up(node_args, wrap.into_iter().collect::<BTreeMap<_, _>>())
+                .await
+        }
+        Cmd::StartNode { id } => Cluster::open(&dir)?.start_node(&id).await,
+        Cmd::Layout => {
+            print!("{}", Cluster::open(&dir)?.layout());
+            Ok(())
+        }
+        Cmd::Status => {
+            let cluster = Cluster::open(&dir)?;
+            let nodes = cluster.plan.nodes.iter();
+            let answers =
+                status::gather(nodes.map(|n| (n.id.clone(), n.admin.to_string())).collect()).await;
+            let stamp = chrono::Local::now().format("%H:%M:%S").to_string();
+            for line in status::lines(&answers, &stamp) {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Cmd::Env => {
+            print!("{}", Cluster::open(&dir)?.env());
+            Ok(())
+        }
+        Cmd::Down => match Cluster::load(&dir)? {
+            Some(mut cluster) => cluster.down(),
+            None => Ok(()),
+        },
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("[{}] error: {e}", chrono::Local::now().format("%H:%M:%S"));
+            ExitCode::FAILURE
+        }
+    }
+}
