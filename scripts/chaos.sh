@@ -16,12 +16,16 @@
 #                        one per region), before the split (every region alone)
 #   --kill               also kill -9 a node, and restart it, after the split
 #   --skew D             run the second region's node with its wall clock D
-#                        ahead (faketime; monotonic timers stay real)
+#                        ahead (faketime; monotonic timers stay real). Past
+#                        the nodes' --max-clock-skew (1s) only liveness may
+#                        degrade: every safety check still applies, and the
+#                        convergence limit doubles (documents are dropped D
+#                        apart, and claims are refused)
 #   --partition HOW      iptables (root; packet drops on the regions' QUIC ports)
 #                        or relay (cross-region QUIC through `node wan-relay`,
 #                        cut by SIGSTOP); default: iptables when usable
 #   --converge-limit D   longest allowed time from the last heal to one digest
-#                        everywhere (default 30s)
+#                        everywhere (default 30s; 60s with a --skew past 1s)
 #   --request-ttl D      the nodes' --request-ttl (default 20s: requests expire
 #                        and whole documents are dropped during the run; every
 #                        accepted request must end matched, pending or expired)
@@ -41,7 +45,7 @@ source scripts/lib/mesh-lib.sh
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
 
-HOLD=10 ROUNDS="" KILL=0 HOW=auto LIMIT=30 TTL=20s SKEW=
+HOLD=10 ROUNDS="" KILL=0 HOW=auto LIMIT="" TTL=20s SKEW=
 WARMUP=5 SETTLE=3 SNAPSHOT_EVERY=4
 BOT_ARGS=()
 while (( $# )); do
@@ -169,6 +173,10 @@ trap cleanup EXIT
 mesh_plan
 URLS=("${NODE_URLS[@]}")
 NODE_EXTRA+=(--match-retention 15m --request-ttl "$TTL")
+if [[ -z "$LIMIT" ]]; then
+  LIMIT=30
+  [[ -n "$SKEW" ]] && (( $(dur_secs "$SKEW") > 1 )) && LIMIT=60
+fi
 if [[ -n "$SKEW" ]]; then
   # libfaketime preloaded through env, which execs the node: a kill -9
   # reaches the node itself (the faketime wrapper would fork and survive).
@@ -229,8 +237,13 @@ converge "start" "$(now)"
 
 # Border-heavy: the regions meet at latitude 23.78 and longitude 90.40.
 AREA="23.76,90.38,23.80,90.42"
+# Once stopped, the bot waits for every accepted request's outcome (its
+# match, or its expiry: the TTL, plus a skewed owner's lead, plus slack), so
+# that the check accounts for each one, even after a restart resets a
+# node's counters.
+SETTLE_FOR="$(( $(dur_secs "$TTL") + $([[ -n "$SKEW" ]] && dur_secs "$SKEW" || echo 0) + 10 ))s"
 bot=("$BOT_BIN" --regions "$REGIONS_DIR" --area "$AREA"
-     --record "$TOLD" --summary-json "$SUMMARY")
+     --record "$TOLD" --summary-json "$SUMMARY" --settle "$SETTLE_FOR")
 # Few enough riders and drivers that a snapshot every few seconds sees every
 # match (a node lists at most 1000); override with -- --riders N --drivers N.
 has_flag --riders "${BOT_ARGS[@]}" || bot+=(--riders 20)
@@ -270,11 +283,12 @@ fi
 
 echo "-- stopping the bot"
 kill -INT "$BOT_PID" 2>/dev/null || true
+# It posts nothing more, and waits for its requests' outcomes meanwhile.
+converge "final (bot stopped)" "$LAST_HEAL" --final --restarted "${RESTARTED[@]}"
 bot_status=0
 wait "$BOT_PID" || bot_status=$?
 BOT_PID=""
 (( bot_status == 0 )) || log "the bot exited with status $bot_status; see $STATE/bot.log"
-converge "final (bot stopped)" "$LAST_HEAL" --final --restarted "${RESTARTED[@]}"
 
 status=0
 "${CHECK[@]}" check "${URLS[@]}" --store "$STORE" --record "$TOLD" --bot-summary "$SUMMARY" \

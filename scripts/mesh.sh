@@ -9,6 +9,8 @@
 #   scripts/mesh.sh [options] [-- bot flags...]
 #
 #   --no-bot          start no bot
+#   --regions DIR     the region files to run (default regions/; e.g. a layout
+#                     from `node regions grid --rows 3 --cols 3 --out DIR`)
 #   --replicas N      N nodes per region (ids <region>-1..N) on free ports; nginx
 #                     listens on the region's HTTP port and balances over them
 #   --wan             cross-region QUIC through `node wan-relay` (delay, jitter,
@@ -48,9 +50,10 @@ while (( $# )); do
     --no-bot) BOT=0 ;;
     --cql) CQL=1 ;;
     --wan) MESH_WAN=1 ;;
-    --replicas|--wan-delay|--wan-jitter|--wan-loss|--duration)
+    --regions|--replicas|--wan-delay|--wan-jitter|--wan-loss|--duration)
       (( $# >= 2 )) || die "$1 needs a value"
       case "$1" in
+        --regions) REGIONS_DIR="$2" ;;
         --replicas) MESH_REPLICAS="$2" ;;
         --wan-delay) MESH_WAN=1 MESH_WAN_DELAY="$2" ;;
         --wan-jitter) MESH_WAN=1 MESH_WAN_JITTER="$2" ;;

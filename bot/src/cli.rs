@@ -108,6 +108,15 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", env = "BOT_RECORD", conflicts_with = "rate")]
     pub record: Option<PathBuf>,
 
+    /// Simulation mode: once stopped, post nothing new but wait up to this
+    /// long until every accepted request has its outcome (matched, or
+    /// expired by its `expires_at`), so that the summary accounts for every
+    /// one (what `bot check` needs when a node restarts and its counters
+    /// start again). 0: wait only for requests in flight.
+    #[arg(long, value_name = "DURATION", env = "BOT_SETTLE", default_value = "0s",
+          value_parser = humantime::parse_duration, conflicts_with = "rate")]
+    pub settle: Duration,
+
     /// Load mode: target requests per second, over all endpoints.
     #[arg(
         long,

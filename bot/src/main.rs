@@ -116,6 +116,7 @@ async fn run(cli: Cli) -> Result<Summary, BotError> {
                 seed: cli.seed,
                 concurrency: cli.concurrency(),
                 record: cli.record.clone(),
+                settle: cli.settle,
                 run,
             };
             let result = simulate::run(&router, client, config, Arc::clone(&stats), stop).await;

@@ -49,6 +49,9 @@ pub struct SimConfig {
     pub seed: Option<u64>,
     pub concurrency: usize,
     pub record: Option<PathBuf>,
+    /// After the stop, how long to wait for every accepted request's
+    /// outcome (0: only for what is in flight).
+    pub settle: Duration,
     pub run: RunTag,
 }
 
@@ -90,6 +93,7 @@ pub async fn run(
         deliveries_tx,
         in_flight: 0,
         draining: false,
+        settling: !config.settle.is_zero(),
     };
     for endpoint in router.endpoints() {
         sim.site(endpoint.base());
@@ -111,15 +115,23 @@ pub async fn run(
     }
 
     sim.draining = true;
-    let deadline = tokio::time::sleep(DRAIN_GRACE);
+    let deadline = tokio::time::sleep(DRAIN_GRACE.max(config.settle));
     tokio::pin!(deadline);
-    while sim.in_flight > 0 {
+    while sim.in_flight > 0 || (sim.settling && !sim.waiting.is_empty()) {
         tokio::select! {
             () = &mut deadline => {
-                warn!(batches_and_ratings = sim.in_flight, "stopped waiting for requests still in flight");
+                warn!(
+                    batches_and_ratings = sim.in_flight,
+                    awaiting_outcome = sim.waiting.len(),
+                    "stopped waiting for requests still in flight or without an outcome"
+                );
                 break;
             }
             _ = tokio::signal::ctrl_c() => break,
+            _ = ticker.tick(), if sim.settling => {
+                sim.expire(Utc::now());
+                sim.flush_record()?;
+            }
             Some(event) = events.recv() => sim.on_event(event),
             Some(delivery) = deliveries.recv() => sim.on_delivery(delivery)?,
         }
@@ -236,6 +248,8 @@ struct Sim {
     in_flight: usize,
     /// Stopping: start nothing new.
     draining: bool,
+    /// Draining also waits for the outcome of every accepted request.
+    settling: bool,
 }
 
 impl Sim {
@@ -374,7 +388,7 @@ impl Sim {
         } in posted
         {
             let waiting = match accepted {
-                Some((accepted, base)) if !self.draining => {
+                Some((accepted, base)) if !self.draining || self.settling => {
                     self.site(&base).map(|site| (accepted, site))
                 }
                 _ => None,

@@ -179,6 +179,51 @@ async fn simulation_gets_matches_and_rates_them() -> TestResult {
     Ok(())
 }
 
+/// With `--settle`, a stopped bot waits for every accepted request's
+/// outcome: riders with no driver end expired, each one counted, none left
+/// outstanding (what `bot check` needs after a node restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settle_waits_until_every_accepted_request_has_an_outcome() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut config = node::config::Config::for_tests(dir.path());
+    config.request_ttl = Duration::from_secs(5);
+    let node = node::server::start(config).await?;
+    let endpoint = format!("http://{}", node.http_addr());
+    let bot_dir = tempfile::tempdir()?;
+    let summary_path = bot_dir.path().join("summary.json");
+    let output = run_bot(&[
+        "--endpoint",
+        &endpoint,
+        "--riders",
+        "3",
+        "--drivers",
+        "0",
+        "--duration",
+        "1500ms",
+        "--settle",
+        "20s",
+        "--no-progress",
+        "--summary-json",
+        summary_path.to_str().ok_or("non-UTF-8 temp path")?,
+    ])
+    .await?;
+    node.shutdown().await?;
+
+    assert!(output.status.success(), "{}", describe(&output));
+    let summary = read_summary(&summary_path, &output)?;
+    let context = || format!("{summary:#}\n{}", describe(&output));
+    let accepted = count(&summary, "/requests/accepted");
+    assert!(accepted >= 3, "{}", context());
+    assert_eq!(count(&summary, "/matches/received"), 0, "{}", context());
+    assert_eq!(
+        count(&summary, "/matches/expired_riders"),
+        accepted,
+        "{}",
+        context()
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_mode_gets_every_request_accepted() -> TestResult {
     let solo = Solo::start().await?;

@@ -287,8 +287,7 @@ mod tests {
 
     #[test]
     fn distances_cover_every_pair_once() {
-        // The centroids' great-circle distances, as scripts/lib/mesh.py
-        // printed them (to 0.1 km) before this command replaced it.
+        // The centroids' great-circle distances, to 0.1 km.
         let text = distances(&shipped());
         let rows: Vec<(&str, &str, f64)> = text
             .lines()
