@@ -9,27 +9,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RECORDS="${1:-100000}"
-WORK="$(mktemp -d)"
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
-
-cargo build --release --locked -p node -p bot >/dev/null 2>&1
-NODE=target/release/node BOT=target/release/bot
-$NODE certs --dir "$WORK/certs" --node catchup-a --node catchup-b --ip 127.0.0.1 >/dev/null
-$NODE token-key >"$WORK/certs/token.keys"
-
-start() { # name http-port mesh-port peer=addr (admin: http-port + 10)
-  RUST_LOG=warn $NODE --node-id "$1" --region bench --listen "127.0.0.1:$2" \
-    --admin-listen "127.0.0.1:$(( $2 + 10 ))" --mesh-listen "127.0.0.1:$3" --peer "$4" \
-    --certs "$WORK/certs" --token-keys-file "$WORK/certs/token.keys" \
-    --data-dir "$WORK/$1" --request-ttl 10m --max-pickup-km 0.001 --mesh-ready-grace 1s 2>"$WORK/$1.log" &
-}
+source scripts/lib/bench-pair.sh
+pair_certs catchup-a catchup-b
+start() { pair_start "$@" --request-ttl 10m --max-pickup-km 0.001; }
 digest() { curl -s "http://127.0.0.1:$1/debug/state" \
   | python3 -c "import json,sys; print(json.load(sys.stdin)['digest'])" 2>/dev/null || true; }
 
 start catchup-a 18281 19281 catchup-b=127.0.0.1:19282
 until [[ -n "$(digest 18291)" ]]; do sleep 0.2; done
 RATE=10000
-$BOT --endpoint http://127.0.0.1:18281 --rate "$RATE" --concurrency 64 \
+"$BOT" --endpoint http://127.0.0.1:18281 --rate "$RATE" --concurrency 64 \
   --duration "$(( (RECORDS + RATE - 1) / RATE ))s" --warmup 0s --no-progress >/dev/null 2>&1
 sleep 1
 held=$(curl -s http://127.0.0.1:18291/metrics | awk '$1 ~ /^ride_requests_accepted_total/ {s += $2} END {print s+0}')

@@ -11,25 +11,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE="${1:-1000}"
 DURATION="${2:-20s}"
-WORK="$(mktemp -d)"
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
-
-cargo build --release --locked -p node -p bot >/dev/null 2>&1
-NODE=target/release/node
-$NODE certs --dir "$WORK/certs" --node bench-a --node bench-b --ip 127.0.0.1 >/dev/null
-$NODE token-key >"$WORK/certs/token.keys"
-
-start() { # name http-port mesh-port peer=addr (admin: http-port + 10)
-  RUST_LOG=warn $NODE --node-id "$1" --region bench --listen "127.0.0.1:$2" \
-    --admin-listen "127.0.0.1:$(( $2 + 10 ))" --mesh-listen "127.0.0.1:$3" --peer "$4" \
-    --certs "$WORK/certs" --token-keys-file "$WORK/certs/token.keys" \
-    --data-dir "$WORK/$1" --mesh-ready-grace 1s 2>"$WORK/$1.log" &
-}
-start bench-a 18181 19181 bench-b=127.0.0.1:19182
-start bench-b 18182 19182 bench-a=127.0.0.1:19181
+source scripts/lib/bench-pair.sh
+pair_certs bench-a bench-b
+pair_start bench-a 18181 19181 bench-b=127.0.0.1:19182
+pair_start bench-b 18182 19182 bench-a=127.0.0.1:19181
 sleep 2
 
-target/release/bot --endpoint http://127.0.0.1:18181 --rate "$RATE" --concurrency 32 \
+"$BOT" --endpoint http://127.0.0.1:18181 --rate "$RATE" --concurrency 32 \
   --duration "$DURATION" --warmup 2s --no-progress --summary-json "$WORK/bot.json" \
   --area 23.70,90.35,23.90,90.50 | grep -E "latency|rate "
 sleep 1

@@ -43,36 +43,30 @@ cd "$(dirname "$0")/.."
 MESH_DIR="${MESH_DIR:-.mesh/chaos}"
 source scripts/lib/mesh-lib.sh
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
-
 HOLD=10 ROUNDS="" KILL=0 HOW=auto LIMIT="" TTL=20s SKEW=
 WARMUP=5 SETTLE=3 SNAPSHOT_EVERY=4
-BOT_ARGS=()
-while (( $# )); do
-  if [[ "$1" == --*=* ]]; then set -- "${1%%=*}" "${1#*=}" "${@:2}"; fi
+flag() {
   case "$1" in
     --quick) HOLD=8 ROUNDS=2 WARMUP=4 SETTLE=2 KILL=1 ;;
     --kill) KILL=1 ;;
-    --hold|--rounds|--partition|--converge-limit|--request-ttl|--skew|--wan-delay|--wan-jitter|--wan-loss)
-      (( $# >= 2 )) || die "$1 needs a value"
-      case "$1" in
-        --hold) HOLD="$(dur_secs "$2")" ;;
-        --rounds) ROUNDS="$2" ;;
-        --partition) HOW="$2" ;;
-        --converge-limit) LIMIT="$(dur_secs "$2")" ;;
-        --request-ttl) TTL="$2" ;;
-        --skew) SKEW="$2" ;;
-        --wan-delay) MESH_WAN_DELAY="$2" ;;
-        --wan-jitter) MESH_WAN_JITTER="$2" ;;
-        --wan-loss) MESH_WAN_LOSS="$2" ;;
-      esac
-      shift ;;
-    -h|--help) usage ;;
-    --) shift; BOT_ARGS=("$@"); break ;;
-    *) echo "unknown option: $1" >&2; usage 2 ;;
+    *) return 1 ;;
   esac
-  shift
-done
+}
+option() {
+  case "$1" in
+    --hold) HOLD="$(dur_secs "$2")" ;;
+    --rounds) ROUNDS="$2" ;;
+    --partition) HOW="$2" ;;
+    --converge-limit) LIMIT="$(dur_secs "$2")" ;;
+    --request-ttl) TTL="$2" ;;
+    --skew) SKEW="$2" ;;
+    --wan-delay) MESH_WAN_DELAY="$2" ;;
+    --wan-jitter) MESH_WAN_JITTER="$2" ;;
+    --wan-loss) MESH_WAN_LOSS="$2" ;;
+    *) return 1 ;;
+  esac
+}
+mesh_parse_args "$@"
 [[ -z "$ROUNDS" || "$ROUNDS" =~ ^[0-9]+$ ]] || die "--rounds must be a number"
 
 CHAOS_TAG=ride-chaos

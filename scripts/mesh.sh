@@ -38,35 +38,28 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/mesh-lib.sh
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
-
 BOT=1 CQL=0 DURATION=""
 STATUS_EVERY="${MESH_STATUS_EVERY:-5}"
-BOT_ARGS=()
-while (( $# )); do
-  # --flag=value is the same as --flag value.
-  if [[ "$1" == --*=* ]]; then set -- "${1%%=*}" "${1#*=}" "${@:2}"; fi
+flag() {
   case "$1" in
     --no-bot) BOT=0 ;;
     --cql) CQL=1 ;;
     --wan) MESH_WAN=1 ;;
-    --regions|--replicas|--wan-delay|--wan-jitter|--wan-loss|--duration)
-      (( $# >= 2 )) || die "$1 needs a value"
-      case "$1" in
-        --regions) REGIONS_DIR="$2" ;;
-        --replicas) MESH_REPLICAS="$2" ;;
-        --wan-delay) MESH_WAN=1 MESH_WAN_DELAY="$2" ;;
-        --wan-jitter) MESH_WAN=1 MESH_WAN_JITTER="$2" ;;
-        --wan-loss) MESH_WAN=1 MESH_WAN_LOSS="$2" ;;
-        --duration) DURATION="$(dur_secs "$2")" ;;
-      esac
-      shift ;;
-    -h|--help) usage ;;
-    --) shift; BOT_ARGS=("$@"); break ;;
-    *) echo "unknown option: $1" >&2; usage 2 ;;
+    *) return 1 ;;
   esac
-  shift
-done
+}
+option() {
+  case "$1" in
+    --regions) REGIONS_DIR="$2" ;;
+    --replicas) MESH_REPLICAS="$2" ;;
+    --wan-delay) MESH_WAN=1 MESH_WAN_DELAY="$2" ;;
+    --wan-jitter) MESH_WAN=1 MESH_WAN_JITTER="$2" ;;
+    --wan-loss) MESH_WAN=1 MESH_WAN_LOSS="$2" ;;
+    --duration) DURATION="$(dur_secs "$2")" ;;
+    *) return 1 ;;
+  esac
+}
+mesh_parse_args "$@"
 [[ "$MESH_REPLICAS" =~ ^[1-9][0-9]*$ ]] || die "--replicas must be a positive number"
 
 BOT_PID=""

@@ -49,6 +49,29 @@ BOT_BIN="$MESH_BIN/bot"
 DEVCLUSTER_BIN="$MESH_BIN/devcluster"
 DEVCLUSTER=("$DEVCLUSTER_BIN" --dir "$MESH_DIR")
 
+# The script's header comment, from its second line to `set -euo`.
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
+
+# The command line of mesh.sh and chaos.sh: `--flag=value` is `--flag value`;
+# -h/--help prints the script's usage(); after `--` the rest is BOT_ARGS.
+# The script defines `flag NAME` and `option NAME VALUE`, each returning
+# non-zero for a name it does not know.
+mesh_parse_args() {
+  BOT_ARGS=()
+  while (( $# )); do
+    if [[ "$1" == --*=* ]]; then set -- "${1%%=*}" "${1#*=}" "${@:2}"; fi
+    case "$1" in
+      -h|--help) usage ;;
+      --) shift; BOT_ARGS=("$@"); return 0 ;;
+    esac
+    if flag "$1"; then shift; continue; fi
+    if (( $# >= 2 )) && option "$1" "$2"; then shift 2; continue; fi
+    if (( $# < 2 )) && (option "$1" 0) 2>/dev/null; then die "$1 needs a value"; fi
+    echo "unknown option: $1" >&2
+    usage 2
+  done
+}
+
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 

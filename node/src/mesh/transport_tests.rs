@@ -151,6 +151,16 @@ fn accept_driver(mesh: &Running, i: usize, car: &str) -> RequestId {
     mesh.cores[i].submit_driver(new, Millis::now()).0.id
 }
 
+/// Every node holds the same replicated state.
+fn one_digest(mesh: &Running) -> bool {
+    let digests: Vec<u64> = mesh
+        .cores
+        .iter()
+        .map(|c| c.snapshot(Millis::now()).digest)
+        .collect();
+    digests.iter().all(|d| *d == digests[0])
+}
+
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !check() {
@@ -176,15 +186,7 @@ async fn a_cross_owner_match_commits_once_and_converges_over_quic() {
         })
     })
     .await;
-    eventually("digests to agree", || {
-        let digests: Vec<u64> = mesh
-            .cores
-            .iter()
-            .map(|c| c.snapshot(Millis::now()).digest)
-            .collect();
-        digests.iter().all(|d| *d == digests[0])
-    })
-    .await;
+    eventually("digests to agree", || one_digest(&mesh)).await;
     for c in &mesh.cores {
         assert_eq!(c.snapshot(Millis::now()).committed_matches, 1);
     }
@@ -222,15 +224,7 @@ async fn a_peer_discovered_later_joins_and_converges() {
             .all(|c| c.match_of(&rider).is_some_and(|m| m.driver.id == driver))
     })
     .await;
-    eventually("digests to agree", || {
-        let digests: Vec<u64> = mesh
-            .cores
-            .iter()
-            .map(|c| c.snapshot(Millis::now()).digest)
-            .collect();
-        digests.iter().all(|d| *d == digests[0])
-    })
-    .await;
+    eventually("digests to agree", || one_digest(&mesh)).await;
     mesh.shutdown.cancel();
 }
 

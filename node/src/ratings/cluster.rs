@@ -351,18 +351,17 @@ impl Shared {
             metrics::counter!("ride_ratings_delivered_total").increment(round.len() as u64);
             *sent = Some(last);
             self.delivered.send_replace(Some(last));
-            // Dropped from the outbox with the next group commit; until
-            // then a crash only means writing these again, harmlessly.
-            let shared = Arc::clone(self);
-            tokio::spawn(async move {
-                match shared.outbox.delivered(last).await {
-                    // Shutting down: the entries are delivered again next time.
-                    Ok(()) | Err(StoreError::Closed) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot drop delivered ratings from the outbox")
-                    }
+            // Dropped from the outbox with the next group commit, waited
+            // for here (the handlers already know it is delivered), so that
+            // no task outlives `close`; until then a crash only means
+            // writing these again, harmlessly.
+            match self.outbox.delivered(last).await {
+                // Shutting down: the entries are delivered again next time.
+                Ok(()) | Err(StoreError::Closed) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot drop delivered ratings from the outbox")
                 }
-            });
+            }
         }
     }
 }

@@ -18,16 +18,7 @@ async fn rider_and_driver_are_matched_told_the_fare_and_rated() {
     let rider = post_rider(&http, &node, "Amina", from, to).await;
     let driver = post_driver(&http, &node, "Karim", "DHA-11-2233", at(23.7399, 90.3958)).await;
     assert_eq!(rider.node, node.node);
-    rider_socket.subscribe(&[&rider]).await;
-    driver_socket.subscribe(&[&driver]).await;
-
-    let told_rider = rider_socket.next_match().await;
-    let told_driver = driver_socket.next_match().await;
-    assert_eq!(told_rider, told_driver);
-    assert_eq!(
-        (told_rider.rider_id, told_rider.driver_id),
-        (rider.id, driver.id)
-    );
+    let told_rider = told_both(&mut rider_socket, &rider, &mut driver_socket, &driver).await;
     assert_eq!(told_rider.car_number, "DHA-11-2233");
     assert_eq!(
         (

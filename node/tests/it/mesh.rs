@@ -163,16 +163,7 @@ async fn a_cross_border_pair_is_matched_once_everywhere_and_survives_a_restart()
         (rider.region.as_str(), driver.region.as_str()),
         ("dhaka-north", "dhaka-southeast")
     );
-    rider_socket.subscribe(&[&rider]).await;
-    driver_socket.subscribe(&[&driver]).await;
-
-    let told_rider = rider_socket.next_match().await;
-    let told_driver = driver_socket.next_match().await;
-    assert_eq!(told_rider, told_driver);
-    assert_eq!(
-        (told_rider.rider_id, told_rider.driver_id),
-        (rider.id, driver.id)
-    );
+    let told_rider = told_both(&mut rider_socket, &rider, &mut driver_socket, &driver).await;
     assert_eq!(
         told_rider.region, "dhaka-north",
         "the rider's owner commits"

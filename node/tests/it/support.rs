@@ -149,14 +149,7 @@ pub async fn post_rider(
         position: from,
         destination: to,
     };
-    let response = http
-        .post(node.url("/rider"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    response.json().await.unwrap()
+    post_accepted(http, node, "/rider", &body).await
 }
 
 pub async fn post_driver(
@@ -171,14 +164,39 @@ pub async fn post_driver(
         car_number: car.into(),
         position: at,
     };
-    let response = http
-        .post(node.url("/driver"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    post_accepted(http, node, "/driver", &body).await
+}
+
+/// POSTs `body` to `path` and expects a 202 with its ticket.
+async fn post_accepted(
+    http: &reqwest::Client,
+    node: &NodeProcess,
+    path: &str,
+    body: &impl serde::Serialize,
+) -> Accepted {
+    let response = http.post(node.url(path)).json(body).send().await.unwrap();
+    assert_eq!(response.status(), 202, "POST {path}");
     response.json().await.unwrap()
+}
+
+/// Subscribes each side on its own socket and waits for its notice: both
+/// are told the same match, of this rider with this driver.
+pub async fn told_both(
+    rider_socket: &mut Socket,
+    rider: &Accepted,
+    driver_socket: &mut Socket,
+    driver: &Accepted,
+) -> MatchNotice {
+    rider_socket.subscribe(&[rider]).await;
+    driver_socket.subscribe(&[driver]).await;
+    let told_rider = rider_socket.next_match().await;
+    let told_driver = driver_socket.next_match().await;
+    assert_eq!(told_rider, told_driver);
+    assert_eq!(
+        (told_rider.rider_id, told_rider.driver_id),
+        (rider.id, driver.id)
+    );
+    told_rider
 }
 
 /// A `/communication` client.
