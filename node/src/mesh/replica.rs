@@ -29,7 +29,7 @@ use thiserror::Error;
 
 use super::documents::{Change, DocId, DocumentError, Documents, Inventory};
 use super::journal::{Journal, Loaded, PendingSync};
-use super::ledger::{Ledger, Owned};
+use super::ledger::{Ledger, Open, Owned};
 use super::protocol::{PeerMessage, PeerMessageV1, Ticket};
 use super::record::{
     ClaimId, ClaimRecord, CommitRecord, DecisionRecord, DriverRecord, RecordV1, RiderRecord,
@@ -633,21 +633,20 @@ impl Replica {
 
     fn round_input(&self, now: Millis) -> RoundInput {
         let claimed = self.claimed(now);
-        let available = |id: &RequestId| !claimed.contains(id) && self.is_free(id, now);
-        let candidate = |id: RequestId, position| Candidate { id, position };
+        // Open means not committed; unexpired and unclaimed makes it free
+        // for this round (what `is_free` says, read from the index alone).
+        let candidates = |open: &mut dyn Iterator<Item = (&RequestId, &Open)>| -> Vec<Candidate> {
+            open.filter(|(id, o)| o.expires_at > now && !claimed.contains(*id))
+                .map(|(id, o)| Candidate {
+                    id: *id,
+                    position: o.position,
+                })
+                .collect()
+        };
+        let (mut riders, mut drivers) = self.ledger.open_index();
         RoundInput {
-            riders: self
-                .ledger
-                .open_riders()
-                .filter(|r| available(&r.record.id))
-                .map(|r| candidate(r.record.id, r.record.position))
-                .collect(),
-            drivers: self
-                .ledger
-                .open_drivers()
-                .filter(|d| available(&d.record.id))
-                .map(|d| candidate(d.record.id, d.record.position))
-                .collect(),
+            riders: candidates(&mut riders),
+            drivers: candidates(&mut drivers),
             max_pickup_km: self.config.max_pickup_km,
             now,
         }
