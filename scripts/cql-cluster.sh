@@ -382,7 +382,8 @@ wait_cql() { # node: until it answers a CQL query and reports its own DC
 
 up_peers() { # log file: the addresses it last reported as UP (since its last start)
   [[ -f "$1" ]] || return 0
-  grep -aoE '[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+(:[0-9]+)? is now (UP|DOWN)' "$1" |
+  # No such line yet is an empty answer, not a failure (pipefail, set -e).
+  { grep -aoE '[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+(:[0-9]+)? is now (UP|DOWN)' "$1" || true; } |
     awk '{ sub(/:[0-9]+$/, "", $1); state[$1] = $4 } END { for (a in state) if (state[a] == "UP") print a }' |
     sort | tr '\n' ' '
 }

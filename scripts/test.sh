@@ -59,7 +59,9 @@ cluster_down() {
   fi
 }
 trap cluster_down EXIT
-export "$(scripts/cql-cluster.sh up)"
+cql_env="$(scripts/cql-cluster.sh up)" && [[ "$cql_env" == CQL_NODES=* ]] ||
+  { echo "the CQL cluster did not come up (see .cql/node*/system.log)" >&2; exit 1; }
+export "$cql_env"
 echo "CQL_NODES=$CQL_NODES"
 
 step "cargo test"
