@@ -395,18 +395,20 @@ impl Replica {
         self.is_free(id, now)
     }
 
-    /// (riders, drivers) pending now.
+    /// (riders, drivers) pending now, counted on the open index alone (every
+    /// step's snapshot asks, under the core's lock).
     pub(crate) fn pending_counts(&self, now: Millis) -> (usize, usize) {
-        (
-            self.pending_riders(now).count(),
-            self.pending_drivers(now).count(),
-        )
+        let (riders, drivers) = self.ledger.open_index();
+        let live = |(_, open): &(&RequestId, &Open)| open.expires_at > now;
+        (riders.filter(live).count(), drivers.filter(live).count())
     }
 
+    // Open means not committed, so an open request is pending (`is_free`)
+    // exactly while it has not expired.
     pub(crate) fn pending_riders(&self, now: Millis) -> impl Iterator<Item = &Owned<RiderRecord>> {
         self.ledger
             .open_riders()
-            .filter(move |r| self.is_free(&r.record.id, now))
+            .filter(move |r| r.record.expires_at > now)
     }
 
     pub(crate) fn pending_drivers(
@@ -415,7 +417,7 @@ impl Replica {
     ) -> impl Iterator<Item = &Owned<DriverRecord>> {
         self.ledger
             .open_drivers()
-            .filter(move |d| self.is_free(&d.record.id, now))
+            .filter(move |d| d.record.expires_at > now)
     }
 
     /// Claims still waiting for an answer.
