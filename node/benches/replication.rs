@@ -11,6 +11,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use node::clock::Millis;
+use node::halo::{RegionIndex, Scope};
 use node::ids::{NodeId, RequestId};
 use node::mesh::documents::{DocId, Documents};
 use node::mesh::journal::Loaded;
@@ -37,8 +38,12 @@ fn rider(i: usize) -> RecordV1 {
     })
 }
 
+/// Both nodes serve one region, so every document goes to the peer.
+const REGION: RegionIndex = 0;
+
 fn open(node: &NodeId) -> Documents {
-    Documents::open(node, 1, None, Loaded::default(), Millis(0)).expect("an empty node opens")
+    Documents::open(node, REGION, 1, None, Loaded::default(), Millis(0))
+        .expect("an empty node opens")
 }
 
 /// One flush from `a`, synced to `b` until neither has more to say.
@@ -47,11 +52,11 @@ fn replicate(a: &mut Documents, b: &mut Documents, doc: &DocId, records: Vec<Rec
     a.write(vec![(doc.clone(), records)], Millis(1))
         .expect("own write");
     loop {
-        let to_b = a.outgoing(&b_id);
+        let to_b = a.outgoing(&b_id, REGION);
         for (d, m) in &to_b {
             b.receive(a_id, d, m, Millis(1)).expect("a good message");
         }
-        let to_a = b.outgoing(a_id);
+        let to_a = b.outgoing(a_id, REGION);
         for (d, m) in &to_a {
             a.receive(&b_id, d, m, Millis(1)).expect("a good message");
         }
@@ -71,6 +76,7 @@ fn replication(c: &mut Criterion) {
         let mut doc = DocId {
             owner: owner.clone(),
             epoch: 0,
+            scope: Scope::of([REGION]),
         };
         let mut flushes = 0;
         group.throughput(Throughput::Elements(per_flush as u64));

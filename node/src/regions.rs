@@ -306,6 +306,11 @@ fn distance_km(area: &Polygon<f64>, point: Point<f64>) -> f64 {
     }
 }
 
+/// [`distance_km`] from a position.
+pub(crate) fn area_km(area: &Polygon<f64>, position: Position) -> f64 {
+    distance_km(area, Point::new(position.lon, position.lat))
+}
+
 /// Whether two areas share more than a border (this includes one holding
 /// the other).
 fn interiors_meet(a: &Polygon<f64>, b: &Polygon<f64>) -> bool {

@@ -25,6 +25,7 @@ use crate::clock::Millis;
 use crate::config::Config;
 use crate::delivery::{Hub, SocketSettings};
 use crate::fly::{FlyError, FlyMachine};
+use crate::halo::Layout;
 use crate::http::{self, AppState, LimitError, RateLimit};
 use crate::ids::NodeId;
 use crate::match_log::Retention;
@@ -152,7 +153,11 @@ async fn start_with_dns<D: Dns>(
     // The recorder first: the rating store reports its outbox as it opens.
     let metrics = telemetry::metrics();
     let store = open_ratings(&config, regions.as_deref()).await?;
-    let core = Arc::new(open_core(&config, &node)?);
+    let layout = Arc::new(match regions.as_deref() {
+        Some(regions) => Layout::new(regions, config.max_pickup_km),
+        None => Layout::unmapped(config.max_pickup_km),
+    });
+    let core = Arc::new(open_core(&config, &node, &layout)?);
     if config.mesh_listen.is_some() {
         let initial_peers: Vec<NodeId> = peers.borrow().iter().map(|p| p.node.clone()).collect();
         core.expect_peers(&initial_peers);
@@ -185,7 +190,7 @@ async fn start_with_dns<D: Dns>(
     });
     let public = http::public_router(Arc::clone(&app), limit.as_ref())?;
 
-    let mesh = start_mesh(&config, &node, peers, &core, &shutdown)?;
+    let mesh = start_mesh(&config, &node, &layout, peers, &core, &shutdown)?;
     if let (Some(fly), Some(listen)) = (&fly, config.mesh_listen) {
         let discovery = fly.discovery(dns().map_err(FlyError::from)?, &node, listen.port());
         tasks.spawn(discovery.watch(config.discovery_interval, publish_peers, shutdown.clone()));
@@ -402,6 +407,7 @@ async fn mesh_peers<D: Dns>(
 fn start_mesh(
     config: &Config,
     node: &NodeId,
+    layout: &Layout,
     peers: watch::Receiver<Vec<Peer>>,
     core: &Arc<NodeCore>,
     shutdown: &CancellationToken,
@@ -415,6 +421,8 @@ fn start_mesh(
     let mesh = bound.start(
         MeshConfig {
             node: node.clone(),
+            region: config.region.clone(),
+            layout: layout.fingerprint(),
             peers,
             sync_interval: config.mesh_sync_interval,
         },
@@ -426,7 +434,7 @@ fn start_mesh(
 
 /// The core, holding this node's own documents as its journal kept them
 /// (under `<data dir>/mesh`).
-fn open_core(config: &Config, node: &NodeId) -> Result<NodeCore, NodeError> {
+fn open_core(config: &Config, node: &NodeId, layout: &Arc<Layout>) -> Result<NodeCore, NodeError> {
     let now = Millis::now();
     let started = std::time::Instant::now();
     let core = NodeCore::open(
@@ -435,6 +443,7 @@ fn open_core(config: &Config, node: &NodeId) -> Result<NodeCore, NodeError> {
         ReplicaConfig {
             node: node.clone(),
             region: config.region.clone(),
+            layout: Arc::clone(layout),
             incarnation: now.0,
             request_ttl_ms: duration_ms(config.request_ttl),
             claim_ttl_ms: duration_ms(config.claim_ttl),

@@ -5,6 +5,7 @@
 //! often a client bug than a forward-compatible extension, and the error names
 //! the offending field. Responses may gain fields; clients must ignore extras.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -227,7 +228,13 @@ pub struct NodePanel {
     pub documents: u32,
     /// Bytes of the records its documents hold.
     pub document_bytes: Option<u64>,
+    /// Its digest of what it shares with this node's region (of all it
+    /// holds, for this node)...
     pub digest: String,
+    /// ...and this node's digest of what it shares with that node's region:
+    /// equal once the two have converged.
+    #[serde(default)]
+    pub shared_digest: String,
     pub ready: bool,
     /// The peer's clock minus this node's (absent for this node and until
     /// measured), and whether it is beyond `--max-clock-skew`.
@@ -259,14 +266,26 @@ pub struct DebugState {
     pub node: String,
     pub pending_riders: usize,
     pub pending_drivers: usize,
+    /// Of those, the ones this node accepted: each pending request counts
+    /// once in the sum over every node.
+    #[serde(default)]
+    pub own_pending_riders: usize,
+    #[serde(default)]
+    pub own_pending_drivers: usize,
     /// Committed matches this node retains.
     pub committed_matches: usize,
     /// Claims on drivers still waiting for their owner's answer.
     pub open_claims: usize,
     /// Replicated documents held.
     pub documents: usize,
-    /// A hash of the replicated state: equal on converged nodes.
+    /// A hash of every document held: equal on converged nodes of one
+    /// region.
     pub digest: String,
+    /// Per region id, a hash of the documents this node shares with that
+    /// region's nodes (halo replication: nodes of different regions hold
+    /// different documents). See [`DebugState::in_step_with`].
+    #[serde(default)]
+    pub digests: BTreeMap<String, String>,
     /// Whether the node has synced with its peers and makes decisions.
     pub ready: bool,
     /// The identity it writes as (`<node>@<lineage>`): new whenever its
@@ -282,6 +301,26 @@ pub struct DebugState {
     /// broken guarantee, never told. Always 0.
     #[serde(default)]
     pub conflicting_commits: u64,
+}
+
+impl DebugState {
+    /// Both nodes hold the same versions of the documents they share:
+    /// converged, as far as these two go (see [`crate::halo::in_step`]).
+    pub fn in_step_with(&self, other: &DebugState) -> bool {
+        crate::halo::in_step(
+            (&self.region, &self.digests),
+            (&other.region, &other.digests),
+        )
+    }
+
+    /// Every pair of `states` is [`DebugState::in_step_with`] the other.
+    pub fn all_in_step<'a>(states: impl IntoIterator<Item = &'a DebugState>) -> bool {
+        let states: Vec<&DebugState> = states.into_iter().collect();
+        states
+            .iter()
+            .enumerate()
+            .all(|(i, a)| states[i + 1..].iter().all(|b| a.in_step_with(b)))
+    }
 }
 
 /// Body of every 4xx and 5xx answer.

@@ -8,7 +8,7 @@
 //! stopped, so the digest must stay put for a while and every match log
 //! must hold as many matches before the last check looks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
@@ -145,28 +145,33 @@ async fn settle(
     (false, changed)
 }
 
-/// The digest every node holds; call only when [`converged`].
+/// Every node's digest, joined: it changes whenever any node's state
+/// does. Call only when [`converged`].
 fn digest_of(states: &[Option<DebugState>]) -> String {
-    states
-        .iter()
-        .flatten()
-        .map(|s| s.digest.clone())
-        .next()
-        .unwrap_or_default()
+    let digests: Vec<&str> = states.iter().flatten().map(|s| s.digest.as_str()).collect();
+    digests.join("/")
 }
 
-/// Every node that was not restarted (and answered) holds as many matches.
+/// Every node of a region that was not restarted (and answered) holds as
+/// many matches as the others there (nodes of different regions learn
+/// different matches).
 fn match_logs_agree<'a>(
     ids: impl Iterator<Item = &'a str>,
     states: &[Option<DebugState>],
     restarted: &[String],
 ) -> bool {
-    let mut counts = ids
+    let mut counts: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::new();
+    for state in ids
         .zip(states)
         .filter(|(id, _)| !restarted.iter().any(|r| r == id))
-        .filter_map(|(_, s)| s.as_ref().map(|s| s.committed_matches));
-    let first = counts.next();
-    counts.all(|c| Some(c) == first)
+        .filter_map(|(_, s)| s.as_ref())
+    {
+        counts
+            .entry(&state.region)
+            .or_default()
+            .insert(state.committed_matches);
+    }
+    counts.values().all(|c| c.len() == 1)
 }
 
 fn to_millis(seconds: f64) -> f64 {

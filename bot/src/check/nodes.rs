@@ -104,15 +104,18 @@ fn route(node: &NodeUrl, path: &str) -> Option<Url> {
         .ok()
 }
 
-/// Every node answered, every one is ready, and all hold one digest.
+/// Every node answered, every one is ready, and each pair holds the same
+/// versions of what it shares (halo replication: nodes of different regions
+/// hold different documents; see `DebugState::in_step_with`).
 pub fn converged(states: &[Option<DebugState>]) -> bool {
-    let mut digests = states
+    let Some(ready) = states
         .iter()
-        .map(|s| s.as_ref().filter(|s| s.ready).map(|s| &s.digest));
-    let Some(Some(first)) = digests.next() else {
+        .map(|s| s.as_ref().filter(|s| s.ready))
+        .collect::<Option<Vec<&DebugState>>>()
+    else {
         return false;
     };
-    digests.all(|d| d == Some(first))
+    !ready.is_empty() && DebugState::all_in_step(ready)
 }
 
 /// Requests a node accepted since it started, riders and drivers, from its
@@ -144,13 +147,17 @@ pub fn accepted_by_kind(metrics: &str) -> (u64, u64) {
 pub mod tests {
     use super::*;
 
-    /// A node's state with the figures a check looks at.
+    /// A node's state with the figures a check looks at: of region `r`,
+    /// holding documents for it alone.
     pub fn state(node: &str, digest: &str, ready: bool) -> DebugState {
         DebugState {
             region: "r".into(),
             node: node.into(),
             pending_riders: 0,
             pending_drivers: 0,
+            own_pending_riders: 0,
+            own_pending_drivers: 0,
+            digests: [("r".to_owned(), digest.to_owned())].into(),
             committed_matches: 0,
             open_claims: 0,
             documents: 0,
@@ -186,6 +193,29 @@ pub mod tests {
         assert!(!converged(&[Some(state("a", "d1", false))]));
         assert!(!converged(&[a(), None]));
         assert!(!converged(&[]));
+    }
+
+    #[test]
+    fn nodes_of_two_regions_converge_on_what_they_share() {
+        let at = |region: &str, digests: &[(&str, &str)]| {
+            let mut s = state(region, "whole", true);
+            s.region = region.into();
+            s.digests = digests
+                .iter()
+                .map(|(r, d)| ((*r).into(), (*d).into()))
+                .collect();
+            Some(s)
+        };
+        // North holds its own (n) and the halo it shares with south (s)...
+        let north = at("north", &[("north", "n1"), ("south", "ns")]);
+        let south = at("south", &[("north", "ns"), ("south", "s1")]);
+        assert!(converged(&[north.clone(), south]));
+        // ...and is out of step while south lacks a change to the halo.
+        let behind = at("south", &[("north", "ns-old"), ("south", "s1")]);
+        assert!(!converged(&[north.clone(), behind]));
+        // Regions that share nothing are in step whatever they hold.
+        let far = at("far", &[("far", "f1")]);
+        assert!(converged(&[north, far]));
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl fmt::Display for Report {
         if let Some((riders, drivers)) = self.pending {
             writeln!(
                 f,
-                "pending at the end (every node): {riders} riders, {drivers} drivers"
+                "pending at the end (all nodes, each counted once): {riders} riders, {drivers} drivers"
             )?;
         }
         if !self.accounting.is_empty() {

@@ -3,5 +3,4 @@
 //! files, the CQL protocol). Part of the `node` binary, not of the library.
 
 pub mod cql;
-mod grid;
 pub mod regions;

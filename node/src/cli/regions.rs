@@ -21,7 +21,7 @@ use node::wire::Position;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use super::grid::{self, GridArgs, GridError};
+use node::region_grid::{self as grid, GridArgs, GridError};
 
 #[derive(Subcommand)]
 pub enum RegionsCommand {

@@ -57,10 +57,17 @@ pub(super) async fn debug_state(State(app): State<Arc<AppState>>) -> Json<DebugS
         node: app.node.clone(),
         pending_riders: state.pending_riders,
         pending_drivers: state.pending_drivers,
+        own_pending_riders: state.own_pending.0,
+        own_pending_drivers: state.own_pending.1,
         committed_matches: state.committed_matches,
         open_claims: state.open_claims,
         documents: state.documents,
         digest: format!("{:016x}", state.digest),
+        digests: state
+            .digests
+            .into_iter()
+            .map(|(region, d)| (region, format!("{d:016x}")))
+            .collect(),
         ready: state.ready,
         owner: state.owner,
         peers: state.peers,

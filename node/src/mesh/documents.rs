@@ -8,7 +8,10 @@
 //! tracks the traffic of the last few epochs, not all traffic ever seen.
 //!
 //! Every document has exactly one writer (its owner); others only merge it.
-//! Each (document, peer) pair has its own automerge sync state.
+//! Each (document, peer) pair has its own automerge sync state. A document
+//! also has a scope (see [`crate::halo`]): the regions it goes to. A node
+//! holds only documents whose scope has its region, and offers a peer only
+//! those whose scope has the peer's.
 //!
 //! Two rules keep a node's view safe whatever the clocks say:
 //! - its own documents are journaled ([`super::journal`]) before anyone can
@@ -20,7 +23,8 @@
 //! Age is measured on this node's clock, from when a document last changed
 //! here, never from the timestamps its writer put in it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 
 use automerge::sync::{self, SyncDoc};
@@ -29,16 +33,28 @@ use automerge::{ActorId, AutoCommit, ChangeHash, PatchAction, ROOT, ReadDoc, Sca
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::journal::{Dropped, Journal, JournalError, Loaded, PendingSync};
+use super::journal::{Dropped, Journal, JournalError, Loaded, Part, PendingSync};
 use super::record::{Batch, RecordV1};
 use crate::clock::Millis;
+use crate::halo::{RegionIndex, Scope};
 use crate::ids::NodeId;
 
-/// A document: its owner and the epoch of the owner's clock it covers.
+/// A document: its owner, the epoch of the owner's clock it covers, and the
+/// regions it goes to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DocId {
     pub owner: NodeId,
     pub epoch: u64,
+    pub scope: Scope,
+}
+
+impl DocId {
+    fn part(&self) -> Part {
+        Part {
+            epoch: self.epoch,
+            scope: self.scope.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -121,6 +137,8 @@ pub type Inventory = Vec<(DocId, Vec<[u8; 32]>)>;
 
 pub struct Documents {
     owner: NodeId,
+    /// This node's region: it holds only documents scoped to it.
+    region: RegionIndex,
     docs: BTreeMap<DocId, Document>,
     /// The automerge actor this node writes its own documents as, and the
     /// incarnation it stands for.
@@ -135,6 +153,15 @@ pub struct Documents {
     dropped: Dropped,
     /// Peers' clocks minus this node's, as measured, by node.
     offsets: HashMap<NodeId, i64>,
+    /// Documents changed since the last [`Documents::take_changes`]: it
+    /// reads only those (a node holds hundreds of documents, and a sync
+    /// message changes one).
+    changed: BTreeSet<DocId>,
+    /// Bumped whenever any document changes or goes; the digests below
+    /// were computed at `digested.0` (heads cost a walk of each document,
+    /// and every peer's status asks for them).
+    generation: u64,
+    digested: Option<(u64, u64, BTreeMap<RegionIndex, u64>)>,
 }
 
 /// One actor per node incarnation: a restarted node must not reuse the
@@ -150,20 +177,22 @@ fn actor_for(node: &NodeId, incarnation: u64) -> ActorId {
 }
 
 impl Documents {
-    /// `owner`'s documents as its journal kept them (`loaded`, by epoch),
-    /// to be read whole by the next [`Documents::take_changes`].
+    /// `owner`'s documents as its journal kept them (`loaded`), to be read
+    /// whole by the next [`Documents::take_changes`].
     pub fn open(
         owner: &NodeId,
+        region: RegionIndex,
         incarnation: u64,
         journal: Option<Journal>,
         loaded: Loaded,
         now: Millis,
     ) -> Result<Self, DocumentError> {
         let mut docs = BTreeMap::new();
-        for (epoch, bytes) in loaded.docs {
+        for (part, bytes) in loaded.docs {
             let id = DocId {
                 owner: owner.clone(),
-                epoch,
+                epoch: part.epoch,
+                scope: part.scope,
             };
             let mut doc = AutoCommit::load(&bytes).map_err(|e| DocumentError::Load {
                 doc: id.clone(),
@@ -178,6 +207,10 @@ impl Documents {
         }
         Ok(Self {
             owner: owner.clone(),
+            region,
+            changed: docs.keys().cloned().collect(),
+            generation: 0,
+            digested: None,
             docs,
             actor: actor_for(owner, incarnation),
             incarnation,
@@ -206,6 +239,8 @@ impl Documents {
                 .or_insert_with(|| Document::new(now));
             entry.doc.set_actor(self.actor.clone());
             entry.version += 1;
+            self.changed.insert(id.clone());
+            self.generation += 1;
             entry.touched_at = now;
             entry.written_at = Some(now);
             // One value per flush, under a key no other write uses: this
@@ -230,7 +265,7 @@ impl Documents {
             if self.journal.is_some()
                 && let Some(change) = entry.doc.get_last_local_change()
             {
-                journaled.push((id.epoch, change.raw_bytes().to_vec()));
+                journaled.push((id.part(), change.raw_bytes().to_vec()));
             }
         }
         if let Some(journal) = &mut self.journal {
@@ -246,8 +281,9 @@ impl Documents {
     }
 
     /// Applies a peer's sync message for one document. Returns `false`
-    /// when the document is refused: dropped here before, or one of this
-    /// node's own that it does not hold (a peer's copy of it may be stale).
+    /// when the document is refused: dropped here before, one of this
+    /// node's own that it does not hold (a peer's copy of it may be stale),
+    /// or not scoped to this node's region.
     pub fn receive(
         &mut self,
         from: &NodeId,
@@ -276,6 +312,8 @@ impl Documents {
             .receive_sync_message(state, message)
             .map_err(|e| bad(e.to_string()))?;
         if entry.doc.get_heads() != before {
+            self.changed.insert(doc.clone());
+            self.generation += 1;
             entry.version += 1;
             entry.touched_at = now;
             entry.written_at = entry.newest_write(&before).max(entry.written_at);
@@ -287,6 +325,7 @@ impl Documents {
         // Without a journal (a test double of a node that forgets) there is
         // nothing better than a peer's copy of one's own documents.
         (doc.owner == self.owner && self.journal.is_some())
+            || !doc.scope.contains(self.region)
             || self.dropped.docs.contains_key(doc)
             || self
                 .dropped
@@ -298,7 +337,11 @@ impl Documents {
     /// Records written since the last call, from every document.
     pub fn take_changes(&mut self) -> Changes {
         let mut changes = Changes::default();
-        for (id, entry) in &mut self.docs {
+        for id in std::mem::take(&mut self.changed) {
+            let Some(entry) = self.docs.get_mut(&id) else {
+                continue;
+            };
+            let id = &id;
             for patch in entry.doc.diff_incremental() {
                 let PatchAction::PutMap { key, value, .. } = patch.action else {
                     changes
@@ -350,11 +393,12 @@ impl Documents {
             .collect()
     }
 
-    /// The sync messages that `peer` needs now, one per document at most.
-    pub fn outgoing(&mut self, peer: &NodeId) -> Vec<(DocId, Vec<u8>)> {
+    /// The sync messages that `peer`, of region `region`, needs now, one
+    /// per document at most.
+    pub fn outgoing(&mut self, peer: &NodeId, region: RegionIndex) -> Vec<(DocId, Vec<u8>)> {
         let mut out = Vec::new();
         for (id, entry) in &mut self.docs {
-            if entry.quiet.get(peer) == Some(&entry.version) {
+            if entry.quiet.get(peer) == Some(&entry.version) || !id.scope.contains(region) {
                 continue;
             }
             let state = entry.sync.entry(peer.clone()).or_default();
@@ -427,6 +471,8 @@ impl Documents {
     ) -> Result<(), DocumentError> {
         for id in ids {
             if self.docs.remove(id).is_some() {
+                self.changed.remove(id);
+                self.generation += 1;
                 self.dropped.docs.insert(id.clone(), now);
             }
         }
@@ -448,16 +494,17 @@ impl Documents {
         if let Some(journal) = &mut self.journal {
             journal.save_dropped(&self.dropped)?;
             for id in ids.iter().filter(|id| id.owner == self.owner) {
-                journal.remove(id.epoch)?;
+                journal.remove(&id.part())?;
             }
         }
         Ok(())
     }
 
-    /// Every document held and its heads.
-    pub fn inventory(&mut self) -> Inventory {
+    /// Every document held for `region` and its heads.
+    pub fn inventory(&mut self, region: RegionIndex) -> Inventory {
         self.docs
             .iter_mut()
+            .filter(|(id, _)| id.scope.contains(region))
             .map(|(id, d)| (id.clone(), d.doc.get_heads().iter().map(|h| h.0).collect()))
             .collect()
     }
@@ -476,17 +523,45 @@ impl Documents {
         })
     }
 
-    /// A hash of every document's id and heads: equal on nodes that hold
-    /// the same documents with the same changes.
+    /// A hash of every document's id and heads: equal on nodes of one
+    /// region that hold the same documents with the same changes.
     pub fn digest(&mut self) -> u64 {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        for (id, entry) in &mut self.docs {
-            id.hash(&mut hasher);
-            let mut heads = entry.doc.get_heads();
-            heads.sort();
-            heads.hash(&mut hasher);
+        self.digested().0
+    }
+
+    /// Per region, [`Documents::digest`] of the documents scoped to it: what
+    /// this node shares with that region's nodes. A node of region `a` and
+    /// one of `b` have converged when the first's digest for `b` equals the
+    /// second's for `a`.
+    pub fn digests(&mut self) -> BTreeMap<RegionIndex, u64> {
+        self.digested().1.clone()
+    }
+
+    /// Both digests, computed in one walk whenever anything changed.
+    fn digested(&mut self) -> (u64, &BTreeMap<RegionIndex, u64>) {
+        if self
+            .digested
+            .as_ref()
+            .is_none_or(|d| d.0 != self.generation)
+        {
+            let mut all = DefaultHasher::new();
+            let mut by_region: BTreeMap<RegionIndex, DefaultHasher> = BTreeMap::new();
+            for (id, entry) in &mut self.docs {
+                let mut heads = entry.doc.get_heads();
+                heads.sort();
+                (id, &heads).hash(&mut all);
+                for region in id.scope.regions() {
+                    (id, &heads).hash(by_region.entry(*region).or_default());
+                }
+            }
+            let by_region = by_region
+                .into_iter()
+                .map(|(r, h)| (r, h.finish()))
+                .collect();
+            self.digested = Some((self.generation, all.finish(), by_region));
         }
-        hasher.finish()
+        let (_, all, by_region) = self.digested.as_ref().expect("just computed");
+        (*all, by_region)
     }
 
     pub fn len(&self) -> usize {

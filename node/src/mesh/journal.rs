@@ -4,8 +4,9 @@
 //! websocket, a claim's answer: they all read the documents under the same
 //! lock that the write holds until the sync returns).
 //!
-//! One file per own document (per epoch), so dropping a document is
-//! deleting a file and the journal never needs compaction. Each entry is a
+//! One file per own document (per epoch and scope, `<epoch>-<scope>.log`),
+//! so dropping a document is deleting a file and the journal never needs
+//! compaction. Each entry is a
 //! frame `[len: u32 LE][crc32: u32 LE][automerge change bytes]`; a crash can
 //! leave a torn last frame, which loading cuts off (it was never synced, so
 //! nobody was told of it).
@@ -45,6 +46,7 @@ use thiserror::Error;
 
 use super::documents::DocId;
 use crate::clock::Millis;
+use crate::halo::Scope;
 use crate::ids::NodeId;
 
 const FRAME_HEADER: usize = 8;
@@ -91,23 +93,47 @@ pub enum Durability {
     PageCache,
 }
 
+/// One own document, as its journal file names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Part {
+    pub epoch: u64,
+    pub scope: Scope,
+}
+
+impl Part {
+    fn file_name(&self) -> String {
+        format!("{}-{}.log", self.epoch, self.scope.to_file_part())
+    }
+
+    fn of_path(path: &Path) -> Option<Self> {
+        if path.extension()? != "log" {
+            return None;
+        }
+        let (epoch, scope) = path.file_stem()?.to_str()?.split_once('-')?;
+        Some(Self {
+            epoch: epoch.parse().ok()?,
+            scope: Scope::from_file_part(scope)?,
+        })
+    }
+}
+
 /// What a journal held when it was opened.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    /// Every own document's changes, by epoch.
-    pub docs: BTreeMap<u64, Vec<u8>>,
+    /// Every own document's changes.
+    pub docs: BTreeMap<Part, Vec<u8>>,
     pub dropped: Dropped,
 }
 
-/// The journal of one owner's documents, one file per epoch.
+/// The journal of one owner's documents, one file per document.
 pub struct Journal {
     dir: PathBuf,
     durability: Durability,
-    files: BTreeMap<u64, Arc<File>>,
-    /// By epoch, the sequence number of the file's newest append, kept
+    files: BTreeMap<Part, Arc<File>>,
+    /// By document, the sequence number of the file's newest append, kept
     /// until the watermark passes it; and that of the newest append that
     /// created a file (the directory must be synced too).
-    last_append: BTreeMap<u64, u64>,
+    last_append: BTreeMap<Part, u64>,
     dir_changed: u64,
     /// Appends so far, and how many of them are known to be on disk.
     written: u64,
@@ -174,14 +200,14 @@ pub fn open_owner(dir: &Path, node: &NodeId) -> Result<(NodeId, bool), JournalEr
 
 impl Journal {
     /// Opens the journal in `dir`, returning every document's saved
-    /// changes by epoch. Torn tails are cut off.
+    /// changes. Torn tails are cut off.
     pub fn open(dir: &Path, durability: Durability) -> Result<(Self, Loaded), JournalError> {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
         let mut loaded = BTreeMap::new();
         let mut files = BTreeMap::new();
         for entry in fs::read_dir(dir).map_err(io_error(dir))?.flatten() {
             let path = entry.path();
-            let Some(epoch) = epoch_of(&path) else {
+            let Some(part) = Part::of_path(&path) else {
                 continue;
             };
             let mut file = OpenOptions::new()
@@ -196,8 +222,8 @@ impl Journal {
                 tracing::warn!(path = %path.display(), torn = bytes.len() - good, "cut a torn journal tail");
                 file.set_len(good as u64).map_err(io_error(&path))?;
             }
-            loaded.insert(epoch, chunks);
-            files.insert(epoch, Arc::new(file));
+            loaded.insert(part.clone(), chunks);
+            files.insert(part, Arc::new(file));
         }
         let dropped_path = dir.join(DROPPED_FILE);
         let dropped = match fs::read(&dropped_path) {
@@ -242,23 +268,23 @@ impl Journal {
     /// Appends each document's new changes, without waiting for the disk:
     /// they are durable once a [`Journal::take_sync`] taken after this has
     /// run.
-    pub fn append(&mut self, writes: &[(u64, Vec<u8>)]) -> Result<(), JournalError> {
-        for (epoch, bytes) in writes {
+    pub fn append(&mut self, writes: &[(Part, Vec<u8>)]) -> Result<(), JournalError> {
+        for (part, bytes) in writes {
             if bytes.is_empty() {
                 continue;
             }
-            let path = self.path_of(*epoch);
-            if !self.files.contains_key(epoch) {
+            let path = self.path_of(part);
+            if !self.files.contains_key(part) {
                 let file = OpenOptions::new()
                     .create(true)
                     .read(true)
                     .append(true)
                     .open(&path)
                     .map_err(io_error(&path))?;
-                self.files.insert(*epoch, Arc::new(file));
+                self.files.insert(part.clone(), Arc::new(file));
                 self.dir_changed = self.written + 1;
             }
-            let file = &self.files[epoch];
+            let file = &self.files[part];
             let mut frame = Vec::with_capacity(FRAME_HEADER + bytes.len());
             let len = u32::try_from(bytes.len()).expect("a change under 4 GiB");
             frame.extend_from_slice(&len.to_le_bytes());
@@ -266,7 +292,7 @@ impl Journal {
             frame.extend_from_slice(bytes);
             (&**file).write_all(&frame).map_err(io_error(&path))?;
             self.written += 1;
-            self.last_append.insert(*epoch, self.written);
+            self.last_append.insert(part.clone(), self.written);
         }
         Ok(())
     }
@@ -282,7 +308,7 @@ impl Journal {
         let files = self
             .last_append
             .keys()
-            .filter_map(|epoch| Some((self.path_of(*epoch), Arc::clone(self.files.get(epoch)?))))
+            .filter_map(|part| Some((self.path_of(part), Arc::clone(self.files.get(part)?))))
             .collect();
         Some(PendingSync {
             files,
@@ -299,25 +325,18 @@ impl Journal {
     }
 
     /// Deletes a dropped document's file.
-    pub fn remove(&mut self, epoch: u64) -> Result<(), JournalError> {
-        self.last_append.remove(&epoch);
-        if self.files.remove(&epoch).is_some() {
-            let path = self.path_of(epoch);
+    pub fn remove(&mut self, part: &Part) -> Result<(), JournalError> {
+        self.last_append.remove(part);
+        if self.files.remove(part).is_some() {
+            let path = self.path_of(part);
             fs::remove_file(&path).map_err(io_error(&path))?;
         }
         Ok(())
     }
 
-    fn path_of(&self, epoch: u64) -> PathBuf {
-        self.dir.join(format!("{epoch}.log"))
+    fn path_of(&self, part: &Part) -> PathBuf {
+        self.dir.join(part.file_name())
     }
-}
-
-fn epoch_of(path: &Path) -> Option<u64> {
-    if path.extension()? != "log" {
-        return None;
-    }
-    path.file_stem()?.to_str()?.parse().ok()
 }
 
 /// The payloads of every whole, intact frame, concatenated, and how many
@@ -355,8 +374,9 @@ pub fn tear_last_write(dir: &Path) {
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| epoch_of(p).is_some())
-        .max_by_key(|p| epoch_of(p));
+        .filter_map(|p| Some((Part::of_path(&p)?, p)))
+        .max_by(|(a, _), (b, _)| a.cmp(b))
+        .map(|(_, p)| p);
     if let Some(path) = newest {
         let mut file = OpenOptions::new().append(true).open(path).expect("open");
         file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6])
@@ -368,26 +388,35 @@ pub fn tear_last_write(dir: &Path) {
 mod tests {
     use super::*;
 
+    /// A document of epoch `epoch` for region 0 alone.
+    fn part(epoch: u64) -> Part {
+        Part {
+            epoch,
+            scope: Scope::of([0]),
+        }
+    }
+
     #[test]
     fn appended_changes_come_back_and_torn_tails_are_cut() {
         let dir = tempfile::tempdir().unwrap();
         let (mut journal, loaded) = Journal::open(dir.path(), Durability::Fsync).unwrap();
         assert!(loaded.docs.is_empty());
         journal
-            .append(&[(7, b"first".to_vec()), (8, b"other".to_vec())])
+            .append(&[(part(7), b"first".to_vec()), (part(8), b"other".to_vec())])
             .unwrap();
-        journal.append(&[(7, b"-second".to_vec())]).unwrap();
+        journal.append(&[(part(7), b"-second".to_vec())]).unwrap();
         drop(journal);
         tear_last_write(dir.path());
 
         let (mut journal, loaded) = Journal::open(dir.path(), Durability::Fsync).unwrap();
-        assert_eq!(loaded.docs[&7], b"first-second");
-        assert_eq!(loaded.docs[&8], b"other");
+        assert_eq!(loaded.docs[&part(7)], b"first-second");
+        assert_eq!(loaded.docs[&part(8)], b"other");
         let dropped = Dropped {
             docs: [(
                 DocId {
                     owner: NodeId("peer@1".into()),
                     epoch: 3,
+                    scope: Scope::of([0, 2]),
                 },
                 Millis(99),
             )]
@@ -395,14 +424,18 @@ mod tests {
             floors: [(NodeId("peer@1".into()), 1)].into(),
         };
         journal.save_dropped(&dropped).unwrap();
-        journal.append(&[(8, b"+more".to_vec())]).unwrap();
-        journal.remove(7).unwrap();
+        journal.append(&[(part(8), b"+more".to_vec())]).unwrap();
+        journal.remove(&part(7)).unwrap();
         drop(journal);
 
         let (_, loaded) = Journal::open(dir.path(), Durability::Fsync).unwrap();
-        assert_eq!(loaded.docs.keys().copied().collect::<Vec<_>>(), vec![8]);
         assert_eq!(
-            loaded.docs[&8], b"other+more",
+            loaded.docs.keys().cloned().collect::<Vec<_>>(),
+            vec![part(8)]
+        );
+        assert_eq!(
+            loaded.docs[&part(8)],
+            b"other+more",
             "the torn frame was cut, not kept"
         );
         assert_eq!(loaded.dropped, dropped);
@@ -413,9 +446,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut journal, _) = Journal::open(dir.path(), Durability::Fsync).unwrap();
         assert!(journal.is_durable() && journal.take_sync().is_none());
-        journal.append(&[(1, b"a".to_vec())]).unwrap();
+        journal.append(&[(part(1), b"a".to_vec())]).unwrap();
         let first = journal.take_sync().expect("a write to sync");
-        journal.append(&[(2, b"b".to_vec())]).unwrap();
+        journal.append(&[(part(2), b"b".to_vec())]).unwrap();
         first.run().unwrap();
         assert!(
             !journal.is_durable(),
@@ -436,21 +469,21 @@ mod tests {
     fn a_sync_that_finishes_first_covers_what_a_slower_one_was_taken_for() {
         let dir = tempfile::tempdir().unwrap();
         let (mut journal, _) = Journal::open(dir.path(), Durability::Fsync).unwrap();
-        journal.append(&[(1, b"a".to_vec())]).unwrap();
+        journal.append(&[(part(1), b"a".to_vec())]).unwrap();
         let slow = journal.take_sync().expect("a write to sync");
-        journal.append(&[(2, b"b".to_vec())]).unwrap();
+        journal.append(&[(part(2), b"b".to_vec())]).unwrap();
         let fast = journal.take_sync().expect("the second write to sync");
         let covered: Vec<PathBuf> = fast.files.iter().map(|(path, _)| path.clone()).collect();
         assert_eq!(
             covered,
-            vec![dir.path().join("1.log"), dir.path().join("2.log")],
+            vec![dir.path().join("1-0.log"), dir.path().join("2-0.log")],
             "the first file's sync may still be running: the second sync covers it too"
         );
         assert!(fast.dir.is_some(), "both files are new to the directory");
         fast.run().unwrap();
         assert!(journal.is_durable());
         slow.run().unwrap();
-        journal.append(&[(2, b"c".to_vec())]).unwrap();
+        journal.append(&[(part(2), b"c".to_vec())]).unwrap();
         let next = journal.take_sync().expect("the third write to sync");
         assert_eq!(next.files.len(), 1, "durable files are not synced again");
         assert!(next.dir.is_none(), "no file was created since");
@@ -460,16 +493,16 @@ mod tests {
     fn a_corrupt_frame_ends_what_is_trusted() {
         let dir = tempfile::tempdir().unwrap();
         let (mut journal, _) = Journal::open(dir.path(), Durability::PageCache).unwrap();
-        journal.append(&[(1, b"good".to_vec())]).unwrap();
-        journal.append(&[(1, b"flipped".to_vec())]).unwrap();
+        journal.append(&[(part(1), b"good".to_vec())]).unwrap();
+        journal.append(&[(part(1), b"flipped".to_vec())]).unwrap();
         drop(journal);
-        let path = dir.path().join("1.log");
+        let path = dir.path().join("1-0.log");
         let mut bytes = fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         fs::write(&path, bytes).unwrap();
         let (_, loaded) = Journal::open(dir.path(), Durability::PageCache).unwrap();
-        assert_eq!(loaded.docs[&1], b"good");
+        assert_eq!(loaded.docs[&part(1)], b"good");
     }
 
     #[test]
@@ -483,7 +516,7 @@ mod tests {
         assert_eq!((again.clone(), new), (first.clone(), false));
 
         let (mut journal, _) = Journal::open(dir.path(), Durability::PageCache).unwrap();
-        journal.append(&[(3, b"x".to_vec())]).unwrap();
+        journal.append(&[(part(3), b"x".to_vec())]).unwrap();
         fs::remove_file(dir.path().join(OWNER_FILE)).unwrap();
         let (replaced, new) = open_owner(dir.path(), &node).unwrap();
         assert!(new);

@@ -12,15 +12,17 @@ use super::record::{
     ClaimId, ClaimRecord, CommitRecord, DecisionRecord, DriverRecord, RecordV1, RiderRecord,
 };
 use crate::clock::Millis;
+use crate::halo::Scope;
 use crate::ids::{NodeId, RequestId};
 use crate::wire::Position;
 
 /// A record, the node whose document holds it (its only writer) and that
-/// document's epoch.
+/// document's epoch and scope.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Owned<T> {
     pub owner: NodeId,
     pub epoch: u64,
+    pub scope: Scope,
     pub record: T,
 }
 
@@ -29,12 +31,13 @@ impl<T> Owned<T> {
         Self {
             owner: doc.owner.clone(),
             epoch: doc.epoch,
+            scope: doc.scope.clone(),
             record,
         }
     }
 
     fn is_from(&self, doc: &DocId) -> bool {
-        self.owner == doc.owner && self.epoch == doc.epoch
+        self.owner == doc.owner && self.epoch == doc.epoch && self.scope == doc.scope
     }
 
     /// The document that holds the record.
@@ -42,6 +45,7 @@ impl<T> Owned<T> {
         DocId {
             owner: self.owner.clone(),
             epoch: self.epoch,
+            scope: self.scope.clone(),
         }
     }
 }

@@ -25,9 +25,15 @@ pub(crate) enum PeerMessage {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum PeerMessageV1 {
-    /// The first frame on a connection: who is speaking (checked against
-    /// the speaker's certificate).
-    Hello { node: NodeId },
+    /// The first frame each way on a connection: who is speaking (checked
+    /// against the speaker's certificate), its region, and the fingerprint
+    /// of its region layout and pickup radius ([`crate::halo::Layout`]),
+    /// which must equal the listener's.
+    Hello {
+        node: NodeId,
+        region: String,
+        layout: u64,
+    },
     /// One automerge sync message for one document.
     Sync { doc: DocId, message: Vec<u8> },
     /// How the speaker is doing, about once a second: for operators (the
@@ -65,4 +71,7 @@ pub(crate) trait SyncCore: Send + Sync + 'static {
     fn receive(&self, peer: &NodeId, message: PeerMessage, now: Millis)
     -> Result<(), ReplicaError>;
     fn peer_lost(&self, peer: &NodeId);
+    /// A peer said hello from `region`; an error ends the session (see
+    /// [`super::replica::Replica::peer_joined`]).
+    fn peer_joined(&self, peer: &NodeId, region: &str) -> Result<(), ReplicaError>;
 }

@@ -24,6 +24,7 @@
 //! writer and merges never have to pick a winner.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -35,6 +36,7 @@ use super::record::{
     ClaimId, ClaimRecord, CommitRecord, DecisionRecord, DriverRecord, RecordV1, RiderRecord,
 };
 use crate::clock::Millis;
+use crate::halo::{Layout, RegionIndex, Scope};
 use crate::ids::{NodeId, RequestId};
 use crate::intake::{NewDriver, NewRider};
 use crate::pairing::{Candidate, Pair, greedy};
@@ -48,6 +50,10 @@ pub enum ReplicaError {
     Document(#[from] DocumentError),
     #[error("a hello in the middle of a session")]
     UnexpectedHello,
+    #[error("region {0:?} is not in this node's region layout")]
+    UnknownRegion(String),
+    #[error("{peer} is in region {region:?}, which is no neighbour of this node's")]
+    NotNeighbour { peer: NodeId, region: String },
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +62,9 @@ pub(crate) struct ReplicaConfig {
     /// [`super::journal::open_owner`]).
     pub node: NodeId,
     pub region: String,
+    /// The regions and pickup radius every node shares: which regions each
+    /// record goes to (see [`crate::halo`]).
+    pub layout: Arc<Layout>,
     /// Distinguishes this run of the node from earlier ones (e.g. its start
     /// time): each run writes as a new automerge actor.
     pub incarnation: u64,
@@ -119,9 +128,11 @@ impl RoundInput {
 
 pub(crate) struct Replica {
     config: ReplicaConfig,
+    /// This node's region in the layout.
+    region: RegionIndex,
     docs: Documents,
     ledger: Ledger,
-    unflushed: Vec<(Millis, RecordV1)>,
+    unflushed: Vec<(Millis, Scope, RecordV1)>,
     ready: bool,
     /// The first [`Replica::handle_timeout`]: readiness's grace runs from it.
     started_at: Option<Millis>,
@@ -130,6 +141,10 @@ pub(crate) struct Replica {
     next_cleanup: Millis,
     /// The peers this node should be in sync with before it decides.
     peers: BTreeSet<NodeId>,
+    /// Each connected peer's region, as its hello said.
+    peer_regions: HashMap<NodeId, RegionIndex>,
+    /// Peers of regions too far away to share anything: never waited for.
+    distant: HashSet<NodeId>,
     synced: HashSet<NodeId>,
     /// Peers' inventories this node does not cover yet.
     inventories: HashMap<NodeId, Inventory>,
@@ -149,8 +164,20 @@ impl Replica {
         now: Millis,
     ) -> Result<Self, ReplicaError> {
         config.request_ttl_ms = config.request_ttl_ms.max(MIN_REQUEST_TTL_MS);
-        let docs = Documents::open(&config.node, config.incarnation, journal, loaded, now)?;
+        let region = config
+            .layout
+            .index_of(&config.region)
+            .ok_or_else(|| ReplicaError::UnknownRegion(config.region.clone()))?;
+        let docs = Documents::open(
+            &config.node,
+            region,
+            config.incarnation,
+            journal,
+            loaded,
+            now,
+        )?;
         let mut replica = Self {
+            region,
             docs,
             config,
             ledger: Ledger::default(),
@@ -161,6 +188,8 @@ impl Replica {
             next_round: Millis(0),
             next_cleanup: Millis(0),
             peers: BTreeSet::new(),
+            peer_regions: HashMap::new(),
+            distant: HashSet::new(),
             synced: HashSet::new(),
             inventories: HashMap::new(),
             inventory_sent: HashSet::new(),
@@ -194,6 +223,30 @@ impl Replica {
         self.ready
     }
 
+    /// A connected peer's region (by its id in the layout).
+    pub(crate) fn region_of_peer(&self, peer: &NodeId) -> Option<&str> {
+        self.config.layout.id_of(*self.peer_regions.get(peer)?)
+    }
+
+    /// A peer said hello from `region`. An error means the session should
+    /// end: the region is not in the layout, or too far to share anything
+    /// (the peer is then not waited for either).
+    pub(crate) fn peer_joined(&mut self, peer: &NodeId, region: &str) -> Result<(), ReplicaError> {
+        let layout = &self.config.layout;
+        let index = layout
+            .index_of(region)
+            .ok_or_else(|| ReplicaError::UnknownRegion(region.to_owned()))?;
+        if !layout.are_neighbours(self.region, index) {
+            self.distant.insert(peer.clone());
+            return Err(ReplicaError::NotNeighbour {
+                peer: peer.clone(),
+                region: region.to_owned(),
+            });
+        }
+        self.peer_regions.insert(peer.clone(), index);
+        Ok(())
+    }
+
     /// A peer's clock minus this node's, as measured (see
     /// [`Documents::unchanged_for`]).
     pub(crate) fn set_clock_offset(&mut self, peer: &NodeId, offset_ms: f64) {
@@ -207,8 +260,10 @@ impl Replica {
 
     pub(crate) fn accept_rider(&mut self, id: RequestId, rider: NewRider, now: Millis) -> Ticket {
         let expires_at = now.plus(self.config.request_ttl_ms);
+        let scope = self.config.layout.scope_of(self.region, rider.position);
         self.write(
             now,
+            scope,
             RecordV1::Rider(RiderRecord {
                 id,
                 name: rider.name,
@@ -228,8 +283,10 @@ impl Replica {
         now: Millis,
     ) -> Ticket {
         let expires_at = now.plus(self.config.request_ttl_ms);
+        let scope = self.config.layout.scope_of(self.region, driver.position);
         self.write(
             now,
+            scope,
             RecordV1::Driver(DriverRecord {
                 id,
                 name: driver.name,
@@ -303,15 +360,19 @@ impl Replica {
         now: Millis,
     ) -> Result<Vec<PeerMessage>, ReplicaError> {
         self.flush(now)?;
+        // Nothing before its hello says where the peer is.
+        let Some(&region) = self.peer_regions.get(peer) else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
         if self.inventory_sent.insert(peer.clone()) {
             out.push(PeerMessage::V1(PeerMessageV1::Inventory {
-                docs: self.docs.inventory(),
+                docs: self.docs.inventory(region),
             }));
         }
         out.extend(
             self.docs
-                .outgoing(peer)
+                .outgoing(peer, region)
                 .into_iter()
                 .map(|(doc, message)| PeerMessage::V1(PeerMessageV1::Sync { doc, message })),
         );
@@ -321,6 +382,7 @@ impl Replica {
     /// The connection to `peer` was lost: start its syncs afresh.
     pub(crate) fn peer_lost(&mut self, peer: &NodeId) {
         self.docs.reset_peer(peer);
+        self.peer_regions.remove(peer);
         self.inventory_sent.remove(peer);
         self.inventories.remove(peer);
     }
@@ -351,7 +413,10 @@ impl Replica {
         self.last_timeout = now;
         let started = *self.started_at.get_or_insert(now);
         if !self.ready {
-            let in_sync = self.peers.iter().all(|p| self.synced.contains(p));
+            let in_sync = self
+                .peers
+                .iter()
+                .all(|p| self.synced.contains(p) || self.distant.contains(p));
             if in_sync || now >= started.plus(self.config.ready_grace_ms) {
                 if !in_sync {
                     tracing::warn!("not in sync with every peer after the grace; deciding anyway");
@@ -403,6 +468,15 @@ impl Replica {
         (riders.filter(live).count(), drivers.filter(live).count())
     }
 
+    /// (riders, drivers) pending now that this node accepted.
+    pub(crate) fn own_pending_counts(&self, now: Millis) -> (usize, usize) {
+        let me = &self.config.node;
+        (
+            self.pending_riders(now).filter(|r| &r.owner == me).count(),
+            self.pending_drivers(now).filter(|d| &d.owner == me).count(),
+        )
+    }
+
     // Open means not committed, so an open request is pending (`is_free`)
     // exactly while it has not expired.
     pub(crate) fn pending_riders(&self, now: Millis) -> impl Iterator<Item = &Owned<RiderRecord>> {
@@ -439,9 +513,20 @@ impl Replica {
         self.docs.digest()
     }
 
+    /// Per region id, the digest of what this node shares with it (see
+    /// [`Documents::digests`]).
+    pub(crate) fn digests(&mut self) -> BTreeMap<String, u64> {
+        let layout = &self.config.layout;
+        self.docs
+            .digests()
+            .into_iter()
+            .filter_map(|(region, digest)| Some((layout.id_of(region)?.to_owned(), digest)))
+            .collect()
+    }
+
     #[cfg(test)]
     pub(crate) fn inventory(&mut self) -> Inventory {
-        self.docs.inventory()
+        self.docs.inventory(self.region)
     }
 
     pub(crate) fn document_count(&self) -> usize {
@@ -459,8 +544,16 @@ impl Replica {
         std::mem::take(&mut self.observed)
     }
 
-    fn write(&mut self, now: Millis, record: RecordV1) {
-        self.unflushed.push((now, record));
+    fn write(&mut self, now: Millis, scope: Scope, record: RecordV1) {
+        self.unflushed.push((now, scope, record));
+    }
+
+    /// Where a decision about these riders and drivers goes: everywhere
+    /// their records went (see [`crate::halo`]), and this node's region.
+    fn scope_of_decision(&self, about: &[&Scope]) -> Scope {
+        about
+            .iter()
+            .fold(Scope::of([self.region]), |all, s| all.union(s))
     }
 
     /// Writes pending records into this node's documents of their epochs,
@@ -472,19 +565,20 @@ impl Replica {
         if self.unflushed.is_empty() {
             return Ok(());
         }
-        let mut by_epoch: BTreeMap<u64, Vec<RecordV1>> = BTreeMap::new();
-        for (at, record) in self.unflushed.drain(..) {
-            by_epoch
-                .entry(at.0 / self.config.epoch_ms)
+        let mut by_doc: BTreeMap<(u64, Scope), Vec<RecordV1>> = BTreeMap::new();
+        for (at, scope, record) in self.unflushed.drain(..) {
+            by_doc
+                .entry((at.0 / self.config.epoch_ms, scope))
                 .or_default()
                 .push(record);
         }
-        let writes = by_epoch
+        let writes = by_doc
             .into_iter()
-            .map(|(epoch, records)| {
+            .map(|((epoch, scope), records)| {
                 let doc = DocId {
                     owner: self.config.node.clone(),
                     epoch,
+                    scope,
                 };
                 (doc, records)
             })
@@ -549,22 +643,28 @@ impl Replica {
                 && now < c.deadline
                 && !self.ledger.is_committed(&c.driver)
                 && handed_over.insert(c.driver);
-            decisions.push(DecisionRecord {
-                claim: c.id,
-                driver: c.driver,
-                generation: c.generation,
-                to: claim.owner.clone(),
-                transfer,
-                decided_at: now,
-            });
+            let driver_scope = self.ledger.driver(&c.driver).map(|d| &d.scope);
+            let scope =
+                self.scope_of_decision(&[&claim.scope, driver_scope.unwrap_or(&claim.scope)]);
+            decisions.push((
+                scope,
+                DecisionRecord {
+                    claim: c.id,
+                    driver: c.driver,
+                    generation: c.generation,
+                    to: claim.owner.clone(),
+                    transfer,
+                    decided_at: now,
+                },
+            ));
         }
-        for decision in decisions {
+        for (scope, decision) in decisions {
             if decision.transfer {
                 self.stats.transfers_granted += 1;
             } else {
                 self.stats.claims_refused += 1;
             }
-            self.write(now, RecordV1::Decision(decision));
+            self.write(now, scope, RecordV1::Decision(decision));
         }
     }
 
@@ -594,19 +694,22 @@ impl Replica {
             };
             used.insert(c.rider);
             used.insert(c.driver);
-            commits.push(CommitRecord {
-                rider: c.rider,
-                driver: c.driver,
-                pickup_km: crate::geodesy::haversine_km(
-                    driver.record.position,
-                    rider.record.position,
-                ),
-                region: self.config.region.clone(),
-                committed_at: now,
-            });
+            commits.push((
+                self.scope_of_decision(&[&rider.scope, &driver.scope]),
+                CommitRecord {
+                    rider: c.rider,
+                    driver: c.driver,
+                    pickup_km: crate::geodesy::haversine_km(
+                        driver.record.position,
+                        rider.record.position,
+                    ),
+                    region: self.config.region.clone(),
+                    committed_at: now,
+                },
+            ));
         }
-        for commit in commits {
-            self.write(now, RecordV1::Commit(commit));
+        for (scope, commit) in commits {
+            self.write(now, scope, RecordV1::Commit(commit));
         }
     }
 
@@ -669,8 +772,13 @@ impl Replica {
         let round_at = input.now;
         let mut writes = Vec::new();
         for pair in pairs {
-            let rider_owner = self.ledger.rider(&pair.rider).map(|r| &r.owner);
-            if rider_owner != Some(&me)
+            let (Some(rider), Some(driver)) = (
+                self.ledger.rider(&pair.rider),
+                self.ledger.driver(&pair.driver),
+            ) else {
+                continue;
+            };
+            if rider.owner != me
                 || claimed.contains(&pair.rider)
                 || claimed.contains(&pair.driver)
                 || !self.is_free(&pair.rider, now)
@@ -681,29 +789,36 @@ impl Replica {
             let Some((driver_owner, generation)) = self.ledger.driver_owner(&pair.driver) else {
                 continue;
             };
+            let scope = self.scope_of_decision(&[&rider.scope, &driver.scope]);
             if driver_owner == me {
-                writes.push(RecordV1::Commit(CommitRecord {
-                    rider: pair.rider,
-                    driver: pair.driver,
-                    pickup_km: pair.pickup_km,
-                    region: self.config.region.clone(),
-                    committed_at: now,
-                }));
+                writes.push((
+                    scope,
+                    RecordV1::Commit(CommitRecord {
+                        rider: pair.rider,
+                        driver: pair.driver,
+                        pickup_km: pair.pickup_km,
+                        region: self.config.region.clone(),
+                        committed_at: now,
+                    }),
+                ));
             } else {
                 self.stats.claims_sent += 1;
-                writes.push(RecordV1::Claim(ClaimRecord {
-                    id: ClaimId::derive(&me, pair.rider, pair.driver, round_at),
-                    rider: pair.rider,
-                    driver: pair.driver,
-                    driver_owner,
-                    generation,
-                    created_at: now,
-                    deadline: now.plus(self.config.claim_ttl_ms),
-                }));
+                writes.push((
+                    scope,
+                    RecordV1::Claim(ClaimRecord {
+                        id: ClaimId::derive(&me, pair.rider, pair.driver, round_at),
+                        rider: pair.rider,
+                        driver: pair.driver,
+                        driver_owner,
+                        generation,
+                        created_at: now,
+                        deadline: now.plus(self.config.claim_ttl_ms),
+                    }),
+                ));
             }
         }
-        for record in writes {
-            self.write(now, record);
+        for (scope, record) in writes {
+            self.write(now, scope, record);
         }
         self.flush(now)
     }
@@ -804,6 +919,7 @@ impl ReplicaConfig {
         Self {
             node: NodeId(node.into()),
             region: "dhaka".into(),
+            layout: Arc::new(Layout::unmapped(5.0)),
             incarnation: 1,
             request_ttl_ms: 30_000,
             claim_ttl_ms: 2_000,

@@ -45,6 +45,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const CLOSE_SHUTDOWN: u32 = 0;
 const CLOSE_UNKNOWN_PEER: u32 = 1;
 const CLOSE_PROTOCOL: u32 = 2;
+const CLOSE_LAYOUT: u32 = 3;
+const CLOSE_NOT_NEIGHBOUR: u32 = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
@@ -55,6 +57,9 @@ pub struct Peer {
 #[derive(Debug, Clone)]
 pub(crate) struct MeshConfig {
     pub node: NodeId,
+    pub region: String,
+    /// This node's [`crate::halo::Layout::fingerprint`]: peers must match.
+    pub layout: u64,
     /// The current peers: fixed (`--peer`), or discovered and changing.
     pub peers: watch::Receiver<Vec<Peer>>,
     /// How often each session sends what its peer is missing.
@@ -86,6 +91,40 @@ enum SessionError {
     Protocol(String),
     #[error(transparent)]
     Replica(#[from] ReplicaError),
+    #[error(
+        "{peer} has another region layout or pickup radius (fingerprint {theirs:016x}, ours {ours:016x}); every node must load the same region files and --max-pickup-km"
+    )]
+    Layout {
+        peer: NodeId,
+        theirs: u64,
+        ours: u64,
+    },
+}
+
+impl MeshConfig {
+    fn hello(&self) -> PeerMessage {
+        PeerMessage::V1(PeerMessageV1::Hello {
+            node: self.node.clone(),
+            region: self.region.clone(),
+            layout: self.layout,
+        })
+    }
+
+    /// Refuses a peer whose layout differs, loudly: halos drawn on two maps
+    /// would send requests where they cannot be matched.
+    fn check_layout(&self, peer: &NodeId, theirs: u64) -> Result<(), SessionError> {
+        if theirs == self.layout {
+            return Ok(());
+        }
+        metrics::counter!("mesh_layout_mismatches_total", "peer" => peer.0.clone()).increment(1);
+        let e = SessionError::Layout {
+            peer: peer.clone(),
+            theirs,
+            ours: self.layout,
+        };
+        tracing::error!(error = %e, "refused a peer");
+        Err(e)
+    }
 }
 
 /// An endpoint bound to its UDP port, not yet talking to anyone (so that
@@ -267,21 +306,37 @@ async fn dial(
             let connection = endpoint.connect(peer.addr, &peer.node.0)?.await?;
             let (send, recv) = connection.open_bi().await?;
             let mut frames = Frames::new(send, recv, &peer.node);
-            frames
-                .send(&PeerMessage::V1(PeerMessageV1::Hello {
-                    node: context.config.node.clone(),
-                }))
-                .await?;
-            tracing::info!(peer = %peer.node, addr = %peer.addr, "connected to peer");
-            Ok::<_, SessionError>((connection, frames))
+            frames.send(&context.config.hello()).await?;
+            let Some((node, region, layout)) = frames.hello().await? else {
+                return Err(SessionError::Protocol("no hello back".into()));
+            };
+            if node != peer.node {
+                return Err(SessionError::Protocol(format!(
+                    "{node} answered for {}",
+                    peer.node
+                )));
+            }
+            if let Err(e) = context.config.check_layout(&node, layout) {
+                connection.close(CLOSE_LAYOUT.into(), b"region layouts differ");
+                return Err(e);
+            }
+            tracing::info!(peer = %peer.node, addr = %peer.addr, %region, "connected to peer");
+            Ok::<_, SessionError>((connection, frames, region))
         };
         let outcome = tokio::select! {
             () = shutdown.cancelled() => return,
             outcome = attempt => outcome,
         };
         match outcome {
-            Ok((connection, frames)) => {
+            Ok((connection, frames, region)) => {
                 backoff = BACKOFF_START;
+                if let Err(e) = core.peer_joined(&peer.node, &region) {
+                    // Too far to share anything: no session, and no redial
+                    // (the layout, which decides it, cannot change under us).
+                    tracing::info!(peer = %peer.node, reason = %e, "not keeping a session");
+                    connection.close(CLOSE_NOT_NEIGHBOUR.into(), b"not a neighbour");
+                    return;
+                }
                 session(connection, frames, &peer.node, &context, &*core, &shutdown).await;
             }
             Err(e) => {
@@ -338,7 +393,7 @@ async fn accepted(
     let connection = incoming.await?;
     let (send, recv) = connection.accept_bi().await?;
     let mut frames = Frames::new(send, recv, &NodeId("unidentified".into()));
-    let Some(PeerMessage::V1(PeerMessageV1::Hello { node })) = frames.next().await? else {
+    let Some((node, region, layout)) = frames.hello().await? else {
         connection.close(CLOSE_PROTOCOL.into(), b"expected hello");
         return Err(SessionError::Protocol("no hello".into()));
     };
@@ -350,8 +405,18 @@ async fn accepted(
             "{node} is not a peer that dials this node, or its certificate is not {node}'s"
         )));
     }
-    tracing::info!(peer = %node, "peer connected");
+    if let Err(e) = config.check_layout(&node, layout) {
+        connection.close(CLOSE_LAYOUT.into(), b"region layouts differ");
+        return Err(e);
+    }
     frames.name_peer(&node);
+    frames.send(&config.hello()).await?;
+    if let Err(e) = core.peer_joined(&node, &region) {
+        tracing::info!(peer = %node, reason = %e, "not keeping a session");
+        connection.close(CLOSE_NOT_NEIGHBOUR.into(), b"not a neighbour");
+        return Ok(());
+    }
+    tracing::info!(peer = %node, %region, "peer connected");
     session(connection, frames, &node, context, core, shutdown).await;
     Ok(())
 }
@@ -475,8 +540,17 @@ impl Frames {
         self.writer.send(message).await
     }
 
-    async fn next(&mut self) -> Result<Option<PeerMessage>, SessionError> {
-        self.reader.next().await
+    /// The peer's first frame, if a hello: its node, region and layout
+    /// fingerprint.
+    async fn hello(&mut self) -> Result<Option<(NodeId, String, u64)>, SessionError> {
+        Ok(match self.reader.next().await? {
+            Some(PeerMessage::V1(PeerMessageV1::Hello {
+                node,
+                region,
+                layout,
+            })) => Some((node, region, layout)),
+            _ => None,
+        })
     }
 }
 

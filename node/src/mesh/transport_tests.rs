@@ -14,6 +14,7 @@ use super::replica::{Replica, ReplicaConfig};
 use super::tls::{self, Credentials, PemPair};
 use super::transport::{BoundMesh, Mesh, MeshConfig, Peer};
 use crate::clock::Millis;
+use crate::halo::Layout;
 use crate::ids::{NodeId, RequestId};
 use crate::intake::{NewDriver, NewRider};
 use crate::match_log::Retention;
@@ -95,6 +96,8 @@ fn start_knowing(ca: &PemPair, names: &[&str], knows: impl Fn(usize, usize) -> b
         meshes.push(b.start(
             MeshConfig {
                 node: node(names[i]),
+                region: names[i].into(),
+                layout: Layout::unmapped(5.0).fingerprint(),
                 peers: peer_list,
                 sync_interval: Duration::from_millis(10),
             },
@@ -237,6 +240,18 @@ async fn intrude(
     server: &str,
     claims_to_be: &str,
 ) -> bool {
+    let unmapped = Layout::unmapped(5.0).fingerprint();
+    intrude_with_layout(credentials, addr, server, claims_to_be, unmapped).await
+}
+
+/// [`intrude`], saying hello with the given layout fingerprint.
+async fn intrude_with_layout(
+    credentials: &Credentials,
+    addr: SocketAddr,
+    server: &str,
+    claims_to_be: &str,
+    layout: u64,
+) -> bool {
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(credentials.client_config().unwrap());
     let Ok(connecting) = endpoint.connect(addr, server) else {
@@ -250,6 +265,8 @@ async fn intrude(
     };
     let hello = postcard::to_stdvec(&PeerMessage::V1(PeerMessageV1::Hello {
         node: node(claims_to_be),
+        region: claims_to_be.into(),
+        layout,
     }))
     .unwrap();
     let mut frame = (hello.len() as u32).to_be_bytes().to_vec();
@@ -299,9 +316,16 @@ async fn peers_without_the_mesh_credentials_are_refused() {
         "unknown peer accepted"
     );
 
+    // b's own credentials, but another region layout: refused, since halos
+    // drawn on two maps would send requests where they cannot be matched.
+    let genuine = credentials(&ca, "b");
+    assert!(
+        !intrude_with_layout(&genuine, target, "c", "b", 0xfeed).await,
+        "another layout accepted"
+    );
+
     // Controls: the same probe with b's real credentials is let in, and the
     // real b is still connected and syncing.
-    let genuine = credentials(&ca, "b");
     assert!(
         intrude(&genuine, target, "c", "b").await,
         "the probe cannot tell"

@@ -15,7 +15,8 @@ impl NodeCore {
     /// matches, open claims, and every node's panel.
     pub(crate) fn dashboard(&self, now: Millis, max_matches: usize) -> DashboardFrame {
         let mut state = self.lock();
-        let own = own_status(&mut state, now);
+        let own = own_status(&mut state, now, None);
+        let shared = state.replica.digests();
         let state = &*state;
         let replica = &state.replica;
         let region_of = |owner: &NodeId| -> String {
@@ -64,13 +65,14 @@ impl NodeCore {
             })
             .collect();
         let me = replica.node().node_of_owner();
-        let mut nodes = vec![panel(&me, &own, true, true, None, None)];
+        let mut nodes = vec![panel(&me, &own, true, true, None, None, own.digest)];
         for (peer, view) in state.board.iter() {
             let status = view.status.clone().unwrap_or_else(|| PeerStatus {
                 region: "?".into(),
                 ..PeerStatus::default()
             });
             let clock = view.clock_offset_ms.map(|o| (o, self.is_skewed(Some(o))));
+            let with_it = replica.region_of_peer(peer).unwrap_or(&status.region);
             nodes.push(panel(
                 peer,
                 &status,
@@ -78,6 +80,7 @@ impl NodeCore {
                 view.connected,
                 view.lag_percentiles(),
                 clock,
+                shared.get(with_it).copied().unwrap_or(0),
             ));
         }
         DashboardFrame {
@@ -101,6 +104,7 @@ fn panel(
     reachable: bool,
     lags: Option<(f64, f64)>,
     clock: Option<(f64, bool)>,
+    shared_digest: u64,
 ) -> NodePanel {
     NodePanel {
         node: node.0.clone(),
@@ -114,6 +118,7 @@ fn panel(
         documents: status.documents,
         document_bytes: Some(status.record_bytes),
         digest: format!("{:016x}", status.digest),
+        shared_digest: format!("{shared_digest:016x}"),
         ready: status.ready,
         clock_offset_ms: clock.map(|c| decimals::round(c.0, 1)),
         clock_skewed: clock.is_some_and(|c| c.1),

@@ -21,7 +21,7 @@
 
 mod dashboard;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -84,12 +84,18 @@ pub(crate) struct Snapshot {
     pub owner: String,
     pub pending_riders: usize,
     pub pending_drivers: usize,
+    /// Of those, the ones this node accepted: summed over every node, each
+    /// pending request counts once (nodes of different regions hold
+    /// different requests).
+    pub own_pending: (usize, usize),
     pub committed_matches: usize,
     pub open_claims: usize,
     pub documents: usize,
     /// Bytes of the records the documents hold.
     pub document_bytes: u64,
     pub digest: u64,
+    /// Per region id, the digest of what this node shares with it.
+    pub digests: BTreeMap<String, u64>,
     pub ready: bool,
     pub stats: ReplicaStats,
     pub peers: Vec<PeerClock>,
@@ -492,11 +498,13 @@ impl NodeCore {
             owner: state.replica.node().0.clone(),
             pending_riders,
             pending_drivers,
+            own_pending: state.replica.own_pending_counts(now),
             committed_matches: state.matches.len(),
             open_claims: state.replica.open_claims(now),
             documents: state.replica.document_count(),
             document_bytes: state.replica.record_bytes(),
             digest: state.replica.digest(),
+            digests: state.replica.digests(),
             ready: state.replica.is_ready(),
             stats: state.replica.stats(),
             peers,
@@ -545,11 +553,16 @@ fn awaits_telling(state: &State, id: &RequestId) -> bool {
             .any(|c| c.record.rider == *id || c.record.driver == *id)
 }
 
-/// What this node tells its peers about itself.
-fn own_status(state: &mut State, now: Millis) -> PeerStatus {
+/// What this node tells its peers about itself; with `for_region`, its
+/// digest is that of what it shares with that region's nodes.
+fn own_status(state: &mut State, now: Millis, for_region: Option<&str>) -> PeerStatus {
+    let digest = match for_region {
+        Some(region) => state.replica.digests().get(region).copied().unwrap_or(0),
+        None => state.replica.digest(),
+    };
     PeerStatus {
         region: state.replica.region().to_owned(),
-        digest: state.replica.digest(),
+        digest,
         documents: u32::try_from(state.replica.document_count()).unwrap_or(u32::MAX),
         record_bytes: state.replica.record_bytes(),
         requests_per_s: state.intake_rate.per_second(now),
@@ -600,7 +613,8 @@ impl SyncCore for NodeCore {
             .is_none_or(|at| now.0 >= at.0 + STATUS_INTERVAL_MS);
         if due {
             state.status_sent.insert(peer.clone(), now);
-            let mut status = own_status(&mut state, now);
+            let region = state.replica.region_of_peer(peer).map(str::to_owned);
+            let mut status = own_status(&mut state, now, region.as_deref());
             status.echo = state.status_heard.get(peer).copied();
             messages.push(PeerMessage::V1(PeerMessageV1::Status(status)));
         }
@@ -649,6 +663,10 @@ impl SyncCore for NodeCore {
             state.board.lag(peer, lag * 1000.0);
         }
         Ok(())
+    }
+
+    fn peer_joined(&self, peer: &NodeId, region: &str) -> Result<(), ReplicaError> {
+        self.lock().replica.peer_joined(peer, region)
     }
 
     fn peer_lost(&self, peer: &NodeId) {

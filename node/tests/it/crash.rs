@@ -111,7 +111,7 @@ async fn a_node_killed_and_restarted_next_to_a_stale_peer_never_commits_a_driver
 
     // A driver 10 m south of the north/south-east border, owned by B,
     // replicated to C.
-    let driver = post_driver(&http, mesh.node(b), "Driver", "TWICE-1", at(23.7799, 90.45)).await;
+    let driver = post_driver(&http, mesh.node(b), "Driver", "TWICE-1", at(23.7799, 90.43)).await;
     assert_eq!(driver.region, REGIONS[b]);
     let mut driver_socket = Socket::connect(mesh.node(b)).await;
     driver_socket.subscribe(&[&driver]).await;
@@ -128,8 +128,8 @@ async fn a_node_killed_and_restarted_next_to_a_stale_peer_never_commits_a_driver
         &http,
         mesh.node(a),
         "First",
-        at(23.7801, 90.45),
-        at(23.80, 90.45),
+        at(23.7801, 90.43),
+        at(23.80, 90.43),
     )
     .await;
     let mut rider_socket = Socket::connect(mesh.node(a)).await;
@@ -155,8 +155,8 @@ async fn a_node_killed_and_restarted_next_to_a_stale_peer_never_commits_a_driver
         &http,
         mesh.node(b),
         "Second",
-        at(23.7798, 90.45),
-        at(23.70, 90.45),
+        at(23.7798, 90.43),
+        at(23.70, 90.43),
     )
     .await;
     let mut second_socket = Socket::connect(mesh.node(b)).await;
@@ -167,7 +167,7 @@ async fn a_node_killed_and_restarted_next_to_a_stale_peer_never_commits_a_driver
     ));
     second_socket.stay_quiet_for(Duration::from_secs(3)).await;
 
-    // Heal everything: one digest, and the driver in one match everywhere.
+    // Heal everything: every node in step, and the driver in one match everywhere.
     drop((a_from_b, c_from_a));
     mesh.converged(&http).await;
     for i in 0..REGIONS.len() {

@@ -119,11 +119,9 @@ impl Mesh {
     }
 
     pub async fn converged(&self, http: &reqwest::Client) {
-        eventually("every node to hold the same replicated state", || async {
+        eventually("every node to be in step on what it shares", || async {
             let states = self.states(http).await?;
-            let same = states
-                .iter()
-                .all(|s| s.digest == states[0].digest && s.ready);
+            let same = states.iter().all(|s| s.ready) && DebugState::all_in_step(&states);
             same.then_some(())
         })
         .await;
@@ -139,7 +137,8 @@ async fn a_cross_border_pair_is_matched_once_everywhere_and_survives_a_restart()
 
     // The rider is 11 m north of the north/south-east border, the driver
     // 11 m south of it: each region accepts its own, and only a claim
-    // across the border can match them.
+    // across the border can match them. Both are 3 km from the south-west:
+    // within every region's halo, so every node holds them.
     let (north, southeast) = (0, 1);
     let mut rider_socket = Socket::connect(mesh.node(north)).await;
     let mut driver_socket = Socket::connect(mesh.node(southeast)).await;
@@ -147,8 +146,8 @@ async fn a_cross_border_pair_is_matched_once_everywhere_and_survives_a_restart()
         &http,
         mesh.node(north),
         "North",
-        at(23.7801, 90.45),
-        at(23.80, 90.45),
+        at(23.7801, 90.43),
+        at(23.80, 90.43),
     )
     .await;
     let driver = post_driver(
@@ -156,7 +155,7 @@ async fn a_cross_border_pair_is_matched_once_everywhere_and_survives_a_restart()
         mesh.node(southeast),
         "South",
         "BORDER-1",
-        at(23.7799, 90.45),
+        at(23.7799, 90.43),
     )
     .await;
     assert_eq!(
@@ -205,7 +204,7 @@ async fn a_cross_border_pair_is_matched_once_everywhere_and_survives_a_restart()
         mesh.node(north),
         "Other",
         "BORDER-2",
-        at(23.7900, 90.45),
+        at(23.7900, 90.43),
     )
     .await;
     mesh.nodes[southeast] = Some(mesh.launch(southeast).await);
@@ -231,4 +230,25 @@ async fn a_cross_border_pair_is_matched_once_everywhere_and_survives_a_restart()
             .all(|s| s.pending_drivers == 1 && s.pending_riders == 0),
         "{states:?}"
     );
+
+    // Halo replication, between real processes: a driver deep inside the
+    // north (over 10 km from any border, past the 5 km radius) never
+    // leaves it.
+    let home = post_driver(
+        &http,
+        mesh.node(north),
+        "Home",
+        "HOME-1",
+        at(23.93, 90.35),
+    )
+    .await;
+    eventually("the north to hold its interior driver", || async {
+        let states = mesh.states(&http).await?;
+        (states[north].pending_drivers == 2).then_some(())
+    })
+    .await;
+    mesh.converged(&http).await;
+    let states = mesh.states(&http).await.unwrap();
+    let pending: Vec<usize> = states.iter().map(|s| s.pending_drivers).collect();
+    assert_eq!(pending, [2, 1, 1], "{} went beyond its region", home.id);
 }

@@ -1,6 +1,7 @@
 //! One status line per node, from its `/debug/state` and `/metrics`, asked
 //! of every node at once so the answers are close in time.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -8,12 +9,30 @@ use serde::Deserialize;
 /// The fields of a node's `/debug/state` a status line shows.
 #[derive(Debug, Deserialize)]
 pub struct State {
+    pub region: String,
     pub pending_riders: u64,
     pub pending_drivers: u64,
     pub committed_matches: u64,
     pub documents: u64,
     pub digest: String,
+    /// Per region, the digest of what the node shares with it.
+    #[serde(default)]
+    pub digests: BTreeMap<String, String>,
     pub ready: bool,
+}
+
+impl State {
+    /// Its digest of what it shares with `region` (`*`: an unmapped node
+    /// shares everything with everyone).
+    fn shared_with(&self, region: &str) -> Option<&String> {
+        self.digests.get(region).or_else(|| self.digests.get("*"))
+    }
+
+    /// The rule of the node's `halo::in_step`: two nodes are in step when
+    /// each one's digest of what it shares with the other's region agree.
+    fn in_step_with(&self, other: &State) -> bool {
+        self.shared_with(&other.region) == other.shared_with(&self.region)
+    }
 }
 
 /// What one node answered; `None` for a node that did not answer.
@@ -72,7 +91,7 @@ pub async fn gather(nodes: Vec<(String, String)>) -> Vec<Answer> {
 }
 
 /// The lines for `answers`, stamped `stamp`; a last line when more than one
-/// node answered and all hold the same digest.
+/// node answered and every pair is in step on what it shares.
 pub fn lines(answers: &[Answer], stamp: &str) -> Vec<String> {
     let width = answers.iter().map(|a| a.id.len()).max().unwrap_or(0);
     let mut out: Vec<String> = answers
@@ -92,12 +111,15 @@ pub fn lines(answers: &[Answer], stamp: &str) -> Vec<String> {
             ),
         })
         .collect();
-    let all_answered = answers.iter().all(|a| a.state.is_some());
-    let one_digest = answers
-        .windows(2)
-        .all(|w| w[0].state.as_ref().map(|s| &s.digest) == w[1].state.as_ref().map(|s| &s.digest));
-    if answers.len() > 1 && all_answered && one_digest {
-        out.push(format!("{stamp} {:<width$}  all digests equal", ""));
+    let states: Option<Vec<&State>> = answers.iter().map(|a| a.state.as_ref()).collect();
+    let in_step = states.is_some_and(|states| {
+        states
+            .iter()
+            .enumerate()
+            .all(|(i, a)| states[i + 1..].iter().all(|b| a.in_step_with(b)))
+    });
+    if answers.len() > 1 && in_step {
+        out.push(format!("{stamp} {:<width$}  all nodes in step", ""));
     }
     out
 }
@@ -110,6 +132,8 @@ mod tests {
         Answer {
             id: id.into(),
             state: digest.map(|d| State {
+                region: "r".into(),
+                digests: [("r".to_owned(), d.to_owned())].into(),
                 pending_riders: 1,
                 pending_drivers: 2,
                 committed_matches: 3,
@@ -136,7 +160,7 @@ mod tests {
         );
         assert_eq!(same.len(), 3);
         assert!(same[0].starts_with("12:00:00 a   pending riders    1 drivers    2"));
-        assert!(same[2].ends_with("all digests equal"));
+        assert!(same[2].ends_with("all nodes in step"));
         let differ = lines(&[answer("a", Some("x")), answer("b", Some("y"))], "t");
         assert_eq!(differ.len(), 2);
         let silent = lines(&[answer("a", Some("x")), answer("b", None)], "t");

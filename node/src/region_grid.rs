@@ -10,8 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::regions::{Regions, RegionsError};
 use clap::Args;
-use node::regions::{Regions, RegionsError};
 use serde_json::json;
 use thiserror::Error;
 
@@ -73,6 +73,32 @@ pub enum GridError {
     },
     #[error("the node refuses the layout it wrote: {0}")]
     Refused(#[from] RegionsError),
+}
+
+#[cfg(test)]
+impl GridArgs {
+    /// The default box (the shipped regions' Dhaka) and ports.
+    pub(crate) fn for_test(rows: u16, cols: u16, out: &Path) -> Self {
+        Self {
+            rows,
+            cols,
+            bbox: vec![23.60, 90.30, 23.95, 90.55],
+            out: out.to_owned(),
+            prefix: "grid".into(),
+            http_port: 8101,
+            quic_port: 9101,
+        }
+    }
+
+    /// Square cells of `deg` degrees from the default box's south-west
+    /// corner: the layout grows with the grid.
+    pub(crate) fn with_cells_of(self, deg: f64) -> Self {
+        let (rows, cols) = (f64::from(self.rows), f64::from(self.cols));
+        Self {
+            bbox: vec![23.60, 90.30, 23.60 + rows * deg, 90.30 + cols * deg],
+            ..self
+        }
+    }
 }
 
 /// Writes the layout and loads it back; returns what was written.
@@ -162,20 +188,11 @@ fn prepare(out: &Path) -> Result<(), GridError> {
 
 #[cfg(test)]
 mod tests {
-    use node::wire::Position;
-
     use super::*;
+    use crate::wire::Position;
 
     fn args(rows: u16, cols: u16, out: &Path) -> GridArgs {
-        GridArgs {
-            rows,
-            cols,
-            bbox: vec![23.60, 90.30, 23.95, 90.55],
-            out: out.to_owned(),
-            prefix: "grid".into(),
-            http_port: 8101,
-            quic_port: 9101,
-        }
+        GridArgs::for_test(rows, cols, out)
     }
 
     #[test]
