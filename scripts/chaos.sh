@@ -31,6 +31,12 @@
 #                        accepted request must end matched, pending or expired)
 #   --wan-delay D, --wan-jitter D, --wan-loss P
 #                        the relays' path (relay partitions only; see mesh.sh)
+#   --regions DIR        another region layout (e.g. nine regions from
+#                        `node regions grid --rows 3 --cols 3 --out DIR`)
+#   --area BOX           where the bot puts riders and drivers,
+#                        min_lat,min_lon,max_lat,max_lon (default: around
+#                        the shipped regions' junction; with --regions,
+#                        every region)
 #
 # The mesh uses the regions' ports (so a running scripts/mesh.sh must be
 # stopped first) and keeps its state in $MESH_DIR (default .mesh/chaos): node
@@ -43,7 +49,7 @@ cd "$(dirname "$0")/.."
 MESH_DIR="${MESH_DIR:-.mesh/chaos}"
 source scripts/lib/mesh-lib.sh
 
-HOLD=10 ROUNDS="" KILL=0 HOW=auto LIMIT="" TTL=20s SKEW=
+HOLD=10 ROUNDS="" KILL=0 HOW=auto LIMIT="" TTL=20s SKEW= AREA=
 WARMUP=5 SETTLE=3 SNAPSHOT_EVERY=4
 flag() {
   case "$1" in
@@ -63,6 +69,8 @@ option() {
     --wan-delay) MESH_WAN_DELAY="$2" ;;
     --wan-jitter) MESH_WAN_JITTER="$2" ;;
     --wan-loss) MESH_WAN_LOSS="$2" ;;
+    --regions) REGIONS_DIR="$2" ;;
+    --area) AREA="$2" ;;
     *) return 1 ;;
   esac
 }
@@ -229,15 +237,17 @@ mesh_up
 mesh_print_layout
 converge "start" "$(now)"
 
-# Border-heavy: the regions meet at latitude 23.78 and longitude 90.40.
-AREA="23.76,90.38,23.80,90.42"
+# Border-heavy: the shipped regions meet at latitude 23.78 and longitude
+# 90.40. Another layout gets traffic over all of it.
+if [[ -z "$AREA" && "$REGIONS_DIR" == regions ]]; then AREA="23.76,90.38,23.80,90.42"; fi
 # Once stopped, the bot waits for every accepted request's outcome (its
 # match, or its expiry: the TTL, plus a skewed owner's lead, plus slack), so
 # that the check accounts for each one, even after a restart resets a
 # node's counters.
 SETTLE_FOR="$(( $(dur_secs "$TTL") + $([[ -n "$SKEW" ]] && dur_secs "$SKEW" || echo 0) + 10 ))s"
-bot=("$BOT_BIN" --regions "$REGIONS_DIR" --area "$AREA"
-     --record "$TOLD" --summary-json "$SUMMARY" --settle "$SETTLE_FOR")
+bot=("$BOT_BIN" --regions "$REGIONS_DIR" --record "$TOLD" --summary-json "$SUMMARY"
+     --settle "$SETTLE_FOR")
+[[ -z "$AREA" ]] || bot+=(--area "$AREA")
 # Few enough riders and drivers that a snapshot every few seconds sees every
 # match (a node lists at most 1000); override with -- --riders N --drivers N.
 has_flag --riders "${BOT_ARGS[@]}" || bot+=(--riders 20)

@@ -330,14 +330,15 @@ async fn dial(
         match outcome {
             Ok((connection, frames, region)) => {
                 backoff = BACKOFF_START;
-                if let Err(e) = core.peer_joined(&peer.node, &region) {
-                    // Too far to share anything: no session, and no redial
-                    // (the layout, which decides it, cannot change under us).
-                    tracing::info!(peer = %peer.node, reason = %e, "not keeping a session");
-                    connection.close(CLOSE_NOT_NEIGHBOUR.into(), b"not a neighbour");
+                let ended = session(
+                    connection, frames, &peer.node, &region, &context, &*core, &shutdown,
+                )
+                .await;
+                // Too far to share anything: no redial (the layout, which
+                // decides it, cannot change under a running node).
+                if ended == Ended::NotNeighbour {
                     return;
                 }
-                session(connection, frames, &peer.node, &context, &*core, &shutdown).await;
             }
             Err(e) => {
                 metrics::counter!("mesh_connect_failures_total", "peer" => peer.node.0.clone())
@@ -411,29 +412,42 @@ async fn accepted(
     }
     frames.name_peer(&node);
     frames.send(&config.hello()).await?;
-    if let Err(e) = core.peer_joined(&node, &region) {
-        tracing::info!(peer = %node, reason = %e, "not keeping a session");
-        connection.close(CLOSE_NOT_NEIGHBOUR.into(), b"not a neighbour");
-        return Ok(());
-    }
     tracing::info!(peer = %node, %region, "peer connected");
-    session(connection, frames, &node, context, core, shutdown).await;
+    session(connection, frames, &node, &region, context, core, shutdown).await;
     Ok(())
 }
 
-/// Exchanges sync messages with one peer until the connection ends.
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Shut down, superseded, or the connection was lost.
+    Closed,
+    /// The peer's region is too far away to share anything.
+    NotNeighbour,
+}
+
+/// Exchanges sync messages with one peer (of `region`) until the
+/// connection ends. The core learns of the peer only once the session it
+/// supersedes has ended: that one's `peer_lost` must not undo this one's
+/// `peer_joined`.
 async fn session(
     connection: quinn::Connection,
     frames: Frames,
     peer: &NodeId,
+    region: &str,
     context: &Context,
     core: &dyn SyncCore,
     shutdown: &CancellationToken,
-) {
+) -> Ended {
     let Some((stop, _turn)) = context.sessions.begin(peer, shutdown).await else {
         connection.close(CLOSE_SHUTDOWN.into(), b"superseded");
-        return;
+        return Ended::Closed;
     };
+    if let Err(e) = core.peer_joined(peer, region) {
+        tracing::info!(%peer, reason = %e, "not keeping a session");
+        connection.close(CLOSE_NOT_NEIGHBOUR.into(), b"not a neighbour");
+        return Ended::NotNeighbour;
+    }
     metrics::gauge!("mesh_peers_connected").increment(1.0);
     let Frames { writer, reader } = frames;
     let ended: Result<(), SessionError> = tokio::select! {
@@ -457,6 +471,7 @@ async fn session(
     }
     core.peer_lost(peer);
     metrics::gauge!("mesh_peers_connected").decrement(1.0);
+    Ended::Closed
 }
 
 /// Applies everything `peer` sends, as it arrives.

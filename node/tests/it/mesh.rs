@@ -234,14 +234,7 @@ async fn a_cross_border_pair_is_matched_once_everywhere_and_survives_a_restart()
     // Halo replication, between real processes: a driver deep inside the
     // north (over 10 km from any border, past the 5 km radius) never
     // leaves it.
-    let home = post_driver(
-        &http,
-        mesh.node(north),
-        "Home",
-        "HOME-1",
-        at(23.93, 90.35),
-    )
-    .await;
+    let home = post_driver(&http, mesh.node(north), "Home", "HOME-1", at(23.93, 90.35)).await;
     eventually("the north to hold its interior driver", || async {
         let states = mesh.states(&http).await?;
         (states[north].pending_drivers == 2).then_some(())

@@ -404,8 +404,11 @@ function updateRow(row, n, selfDigest) {
     else ui.code.textContent = '–';
     ui.code.title = digest ? `state digest ${digest}` : 'no digest';
   }
-  // Peers' digests against this node's: they turn equal once the mesh converges.
-  const cmp = self || !digest || !selfDigest ? '' : digest === selfDigest ? 'same' : 'diff';
+  // A peer's digest of what it shares with this node's region against this
+  // node's of what it shares with the peer's (halo replication: regions
+  // hold different documents); equal once the two have converged.
+  const mine = typeof n.shared_digest === 'string' && n.shared_digest ? n.shared_digest : selfDigest;
+  const cmp = self || !digest || !mine ? '' : digest === mine ? 'same' : 'diff';
   ui.cmp.className = 'cmp ' + cmp;
   setText(ui.cmp, cmp === 'same' ? '= this node' : cmp === 'diff' ? '≠ this node' : '');
 }
@@ -447,20 +450,23 @@ function updatePanel(f) {
 
 function updateConvergence(nodes) {
   const box = $('convergence');
-  const digests = nodes.map((n) => (typeof n.digest === 'string' && n.digest ? n.digest : null));
-  const known = digests.filter(Boolean);
-  const distinct = new Set(known);
+  // Each peer against this node, on what the two share.
+  const peers = nodes.filter((n) => n.this_node !== true);
+  const known = peers.filter((n) => typeof n.digest === 'string' && n.digest && n.shared_digest);
+  const differ = known.filter((n) => n.digest !== n.shared_digest).length;
   let cls, text, detail;
-  if (known.length === 0) {
+  if (peers.length === 0) {
+    cls = 'equal'; text = '✓ no peers'; detail = '';
+  } else if (known.length === 0) {
     cls = 'unknown'; text = 'no digests yet'; detail = '';
-  } else if (distinct.size === 1) {
-    cls = 'equal'; text = '✓ all digests equal';
-    detail = known.length < digests.length
-      ? ` (${known.length} of ${digests.length} nodes report one)`
-      : ` across ${known.length} node${known.length === 1 ? '' : 's'}`;
+  } else if (differ === 0) {
+    cls = 'equal'; text = '✓ in step with every peer';
+    detail = known.length < peers.length
+      ? ` (${known.length} of ${peers.length} peers report)`
+      : ` on what each shares with this node (${known.length} peer${known.length === 1 ? '' : 's'})`;
   } else {
-    cls = 'differ'; text = '≠ digests differ';
-    detail = ` (${distinct.size} distinct over ${known.length} nodes)`;
+    cls = 'differ'; text = '≠ not in step';
+    detail = ` (${differ} of ${known.length} peers differ on what they share with this node)`;
   }
   box.className = 'convergence ' + cls;
   const key = text + detail;
