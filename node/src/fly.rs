@@ -16,6 +16,7 @@
 //! setting a new CA secret and redeploying, which reissues every machine's
 //! certificate.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use thiserror::Error;
@@ -133,12 +134,21 @@ impl FlyMachine {
 
     /// Discovery of the app's other machines through `dns`: on Fly the
     /// system's resolver ([`crate::mesh::discovery::SystemDns`]).
-    pub(crate) fn discovery<D: Dns>(&self, dns: D, node: &NodeId, port: u16) -> FlyDiscovery<D> {
+    /// Discovery of the app's machines in the Fly regions `only` (all
+    /// when `None`).
+    pub(crate) fn discovery<D: Dns>(
+        &self,
+        dns: D,
+        node: &NodeId,
+        port: u16,
+        only: Option<BTreeSet<String>>,
+    ) -> FlyDiscovery<D> {
         FlyDiscovery {
             dns,
             app: self.app.clone(),
             node: node.clone(),
             port,
+            only,
         }
     }
 }

@@ -45,6 +45,12 @@ impl PeerBoard {
         self.peers.entry(peer.clone()).or_default();
     }
 
+    /// A peer too far away to keep a session with: not shown at all (it
+    /// is not partitioned, it has nothing to share).
+    pub(crate) fn forget(&mut self, peer: &NodeId) {
+        self.peers.remove(peer);
+    }
+
     pub(crate) fn heard(&mut self, peer: &NodeId) {
         self.peers.entry(peer.clone()).or_default().connected = true;
     }

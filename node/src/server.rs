@@ -8,6 +8,7 @@
 //! waited for, the listeners and the tracked tasks within the shutdown
 //! grace, so that when the node says it stopped, nothing of it still runs.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -148,15 +149,17 @@ async fn start_with_dns<D: Dns>(
     if let Some(fly) = &fly {
         fly.issue_certificate(&config, &node)?;
     }
-    let (publish_peers, peers) = mesh_peers(&config, fly.as_ref(), &node, &dns).await?;
-    let tokens = token_keys(&config)?;
-    // The recorder first: the rating store reports its outbox as it opens.
-    let metrics = telemetry::metrics();
-    let store = open_ratings(&config, regions.as_deref()).await?;
     let layout = Arc::new(match regions.as_deref() {
         Some(regions) => Layout::new(regions, config.max_pickup_km),
         None => Layout::unmapped(config.max_pickup_km),
     });
+    let neighbours = neighbour_fly_regions(regions.as_deref(), &layout, &config.region);
+    let (publish_peers, peers) =
+        mesh_peers(&config, fly.as_ref(), &node, &neighbours, &dns).await?;
+    let tokens = token_keys(&config)?;
+    // The recorder first: the rating store reports its outbox as it opens.
+    let metrics = telemetry::metrics();
+    let store = open_ratings(&config, regions.as_deref()).await?;
     let core = Arc::new(open_core(&config, &node, &layout)?);
     if config.mesh_listen.is_some() {
         let initial_peers: Vec<NodeId> = peers.borrow().iter().map(|p| p.node.clone()).collect();
@@ -192,7 +195,8 @@ async fn start_with_dns<D: Dns>(
 
     let mesh = start_mesh(&config, &node, &layout, peers, &core, &shutdown)?;
     if let (Some(fly), Some(listen)) = (&fly, config.mesh_listen) {
-        let discovery = fly.discovery(dns().map_err(FlyError::from)?, &node, listen.port());
+        let dns = dns().map_err(FlyError::from)?;
+        let discovery = fly.discovery(dns, &node, listen.port(), neighbours);
         tasks.spawn(discovery.watch(config.discovery_interval, publish_peers, shutdown.clone()));
     }
     let mesh_addr = mesh.as_ref().map(|(addr, _)| *addr);
@@ -378,17 +382,40 @@ fn check_region(config: &Config, regions: Option<&Regions>) -> Result<(), NodeEr
     Ok(())
 }
 
+/// The Fly regions of this node's region and of its neighbours: on Fly,
+/// discovery dials only their machines (see [`crate::halo`]). `None`
+/// without region files.
+fn neighbour_fly_regions(
+    regions: Option<&Regions>,
+    layout: &Layout,
+    region: &str,
+) -> Option<BTreeSet<String>> {
+    let me = layout.index_of(region)?;
+    let neighbours = regions?
+        .iter()
+        .filter(|r| {
+            layout
+                .index_of(&r.id)
+                .is_some_and(|i| layout.are_neighbours(me, i))
+        })
+        .map(|r| r.fly_region.clone())
+        .collect();
+    Some(neighbours)
+}
+
 /// The peers to start with: the `--peer` list, or on Fly the machines
 /// discovered now (later changes are published to the same channel).
 async fn mesh_peers<D: Dns>(
     config: &Config,
     fly: Option<&FlyMachine>,
     node: &NodeId,
+    neighbours: &Option<BTreeSet<String>>,
     dns: impl Fn() -> Result<D, DiscoveryError>,
 ) -> Result<(watch::Sender<Vec<Peer>>, watch::Receiver<Vec<Peer>>), NodeError> {
     let initial = match (fly, config.mesh_listen) {
         (Some(fly), Some(listen)) => {
-            let discovery = fly.discovery(dns().map_err(FlyError::from)?, node, listen.port());
+            let dns = dns().map_err(FlyError::from)?;
+            let discovery = fly.discovery(dns, node, listen.port(), neighbours.clone());
             match discovery.peers().await {
                 Ok(found) => found,
                 Err(e) => {

@@ -11,6 +11,7 @@
 //! Which nodes may join is still decided by the mesh CA: a discovered peer
 //! must present a certificate issued to its machine id.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -88,6 +89,11 @@ pub(crate) struct FlyDiscovery<D> {
     pub node: NodeId,
     /// The mesh port, the same on every machine.
     pub port: u16,
+    /// The Fly regions whose machines to keep: this node's region and its
+    /// neighbours' (halo replication has nothing for the others, see
+    /// [`crate::halo`]); every machine when `None`. A machine listed
+    /// without a region is kept.
+    pub only: Option<BTreeSet<String>>,
 }
 
 impl<D: Dns> FlyDiscovery<D> {
@@ -96,8 +102,12 @@ impl<D: Dns> FlyDiscovery<D> {
     pub(crate) async fn peers(&self) -> Result<Vec<Peer>, DiscoveryError> {
         let listing = self.dns.txt(&format!("vms.{}.internal", self.app)).await?;
         let mut peers = Vec::new();
-        for machine in machine_ids(&listing.concat()) {
-            if machine == self.node.0 {
+        for (machine, region) in machines(&listing.concat()) {
+            let wanted = match (&self.only, region) {
+                (Some(only), Some(region)) => only.contains(region),
+                _ => true,
+            };
+            if machine == self.node.0 || !wanted {
                 continue;
             }
             let name = format!("{machine}.vm.{}.internal", self.app);
@@ -159,12 +169,16 @@ impl<D: Dns> FlyDiscovery<D> {
 
 /// Machine ids from a `vms.<app>.internal` listing: comma-separated
 /// `<id> <region>` entries.
-fn machine_ids(listing: &str) -> Vec<String> {
+fn machines(listing: &str) -> Vec<(String, Option<&str>)> {
     listing
         .split(',')
-        .filter_map(|entry| entry.split_whitespace().next())
-        .filter(|id| id.chars().all(|c| c.is_ascii_alphanumeric()))
-        .map(str::to_owned)
+        .filter_map(|entry| {
+            let mut words = entry.split_whitespace();
+            let id = words.next()?;
+            id.chars()
+                .all(|c| c.is_ascii_alphanumeric())
+                .then(|| (id.to_owned(), words.next()))
+        })
         .collect()
 }
 
@@ -223,6 +237,7 @@ mod tests {
             app: "ride-mesh".into(),
             node: NodeId("148e21ea7e0589".into()),
             port: 9090,
+            only: None,
         }
     }
 
@@ -270,6 +285,28 @@ mod tests {
             .map(|p| p.node.0)
             .collect();
         assert_eq!(ids, ["3d8d9e5c2e4e38"]);
+    }
+
+    #[tokio::test]
+    async fn only_machines_of_neighbouring_regions_are_dialled() {
+        let mut discovery = fly(
+            &["3d8d9e5c2e4e38 hkg,91857500c96e83 bom,148e21ea7e0589 sin,5a5a5a5a5a5a5a"],
+            &[
+                ("3d8d9e5c2e4e38", "fdaa::5"),
+                ("91857500c96e83", "fdaa::6"),
+                ("5a5a5a5a5a5a5a", "fdaa::7"),
+            ],
+        );
+        discovery.only = Some(["sin".to_owned(), "hkg".to_owned()].into());
+        let ids: Vec<String> = discovery
+            .peers()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.node.0)
+            .collect();
+        // bom is too far; a machine listed without a region is kept.
+        assert_eq!(ids, ["3d8d9e5c2e4e38", "5a5a5a5a5a5a5a"]);
     }
 
     #[tokio::test]

@@ -666,7 +666,12 @@ impl SyncCore for NodeCore {
     }
 
     fn peer_joined(&self, peer: &NodeId, region: &str) -> Result<(), ReplicaError> {
-        self.lock().replica.peer_joined(peer, region)
+        let mut state = self.lock();
+        let joined = state.replica.peer_joined(peer, region);
+        if let Err(ReplicaError::NotNeighbour { .. }) = joined {
+            state.board.forget(peer);
+        }
+        joined
     }
 
     fn peer_lost(&self, peer: &NodeId) {
