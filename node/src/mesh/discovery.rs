@@ -241,6 +241,11 @@ mod tests {
         }
     }
 
+    async fn ids_of(discovery: &FlyDiscovery<StubDns>) -> Vec<String> {
+        let peers = discovery.peers().await.unwrap();
+        peers.into_iter().map(|p| p.node.0).collect()
+    }
+
     #[tokio::test]
     async fn resolves_every_other_machine_at_its_private_address() {
         // Fly may split a long TXT answer into several strings.
@@ -277,13 +282,7 @@ mod tests {
             &["3d8d9e5c2e4e38 hkg,gone00000000 sin,bad$id sin, ,"],
             &[("3d8d9e5c2e4e38", "fdaa::5")],
         );
-        let ids: Vec<String> = discovery
-            .peers()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|p| p.node.0)
-            .collect();
+        let ids = ids_of(&discovery).await;
         assert_eq!(ids, ["3d8d9e5c2e4e38"]);
     }
 
@@ -298,13 +297,7 @@ mod tests {
             ],
         );
         discovery.only = Some(["sin".to_owned(), "hkg".to_owned()].into());
-        let ids: Vec<String> = discovery
-            .peers()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|p| p.node.0)
-            .collect();
+        let ids = ids_of(&discovery).await;
         // bom is too far; a machine listed without a region is kept.
         assert_eq!(ids, ["3d8d9e5c2e4e38", "5a5a5a5a5a5a5a"]);
     }
