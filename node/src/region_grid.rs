@@ -36,7 +36,6 @@ pub struct GridArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        num_args = 4,
         allow_negative_numbers = true,
         default_value = "23.60,90.30,23.95,90.55"
     )]
