@@ -189,11 +189,11 @@ impl World {
     fn region_of(&self, node: usize) -> &Region {
         self.regions
             .iter()
-            .nth(node % self.layout_len())
+            .nth(node % self.region_count())
             .expect("a region")
     }
 
-    fn layout_len(&self) -> usize {
+    fn region_count(&self) -> usize {
         self.regions.iter().count()
     }
 }
@@ -659,7 +659,7 @@ impl Sim {
             return;
         }
         // A steady rate per region.
-        let per_tick = self.world.rate * self.world.layout_len() as f64;
+        let per_tick = self.world.rate * self.world.region_count() as f64;
         let mut posts = per_tick.floor() as usize;
         if self.rng.random_bool(per_tick.fract()) {
             posts += 1;

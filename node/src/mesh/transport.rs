@@ -12,10 +12,11 @@
 //! a burst, each peer blocked sending to the other with both flow-control
 //! windows full (`bursts_on_both_sides_at_once_still_converge`).
 //!
-//! A full mesh (every node connected to every other) is right at a handful
-//! of regions. Past a few dozen nodes, each node would sync only with its
-//! region's nodes and a few gateway peers elsewhere: documents relay through
-//! intermediaries already, because every node syncs every document it holds.
+//! Each side's hello names its region and its layout's fingerprint
+//! ([`crate::halo`]): a peer with another layout is refused, and one whose
+//! region is too far away to share anything keeps no session (and is not
+//! dialled again), so a node's sessions grow with its neighbours, not with
+//! the number of regions.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
