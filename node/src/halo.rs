@@ -93,6 +93,15 @@ pub fn in_step<D: PartialEq>(
     shared(a_digests, b) == shared(b_digests, a)
 }
 
+/// Every pair of `nodes` (each its region and per-region digests) is
+/// [`in_step`].
+pub fn all_in_step<D: PartialEq>(nodes: &[(&str, &BTreeMap<String, D>)]) -> bool {
+    nodes
+        .iter()
+        .enumerate()
+        .all(|(i, a)| nodes[i + 1..].iter().all(|b| in_step(*a, *b)))
+}
+
 fn shared<'a, D>(digests: &'a BTreeMap<String, D>, with: &str) -> Option<&'a D> {
     digests.get(with).or_else(|| digests.get(EVERY_REGION))
 }

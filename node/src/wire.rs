@@ -315,11 +315,11 @@ impl DebugState {
 
     /// Every pair of `states` is [`DebugState::in_step_with`] the other.
     pub fn all_in_step<'a>(states: impl IntoIterator<Item = &'a DebugState>) -> bool {
-        let states: Vec<&DebugState> = states.into_iter().collect();
-        states
-            .iter()
-            .enumerate()
-            .all(|(i, a)| states[i + 1..].iter().all(|b| a.in_step_with(b)))
+        let nodes: Vec<(&str, &BTreeMap<String, String>)> = states
+            .into_iter()
+            .map(|s| (s.region.as_str(), &s.digests))
+            .collect();
+        crate::halo::all_in_step(&nodes)
     }
 }
 

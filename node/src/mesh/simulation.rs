@@ -36,7 +36,7 @@ use crate::admission::Limits;
 use crate::clock::Millis;
 use crate::decimals;
 use crate::delivery::Hub;
-use crate::halo::{Layout, Scope, in_step};
+use crate::halo::{Layout, Scope, all_in_step};
 use crate::history::{self, Commits, Fate, Told};
 use crate::ids::{NodeId, RequestId};
 use crate::intake::{NewDriver, NewRider};
@@ -270,7 +270,7 @@ struct Checker {
 
 /// Whether every node (none down) is ready and in step with every other on
 /// what they share ([`crate::halo::in_step`]).
-fn all_in_step(states: &[Option<(&str, Snapshot)>]) -> bool {
+fn ready_and_in_step(states: &[Option<(&str, Snapshot)>]) -> bool {
     let Some(states) = states
         .iter()
         .map(|s| s.as_ref().filter(|(_, s)| s.ready))
@@ -278,11 +278,9 @@ fn all_in_step(states: &[Option<(&str, Snapshot)>]) -> bool {
     else {
         return false;
     };
-    states.iter().enumerate().all(|(i, (a, sa))| {
-        states[i + 1..]
-            .iter()
-            .all(|(b, sb)| in_step((a, &sa.digests), (b, &sb.digests)))
-    })
+    let nodes: Vec<(&str, &BTreeMap<String, u64>)> =
+        states.iter().map(|(r, s)| (*r, &s.digests)).collect();
+    all_in_step(&nodes)
 }
 
 /// A node's word on a request, as the history rules name it.
@@ -1010,7 +1008,7 @@ impl Sim {
                 Some((n.region.as_str(), state))
             })
             .collect();
-        all_in_step(&states)
+        ready_and_in_step(&states)
     }
 
     fn heal_all(&mut self) {
