@@ -37,10 +37,10 @@ start() { # index id mesh-args...  (public 1850i, admin 1860i, quic 1870i)
 wait_ready() { for i in "$@"; do
   until curl -sf "http://127.0.0.1:1860$i/debug/state" | grep -q '"ready":true'; do sleep 0.2; done
 done; }
-state() { curl -s "http://127.0.0.1:1860$1/debug/state"; }
-field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 accepted_riders() { curl -s "http://127.0.0.1:1860$1/metrics" \
   | awk '$1 ~ /^ride_requests_accepted_total\{kind="rider"\}/ {print $2+0}'; }
+decided_matches() { curl -s "http://127.0.0.1:1860$1/metrics" \
+  | awk '$1 == "ride_matches_decided_total" {n = $2} END {print n+0}'; }
 now() { date +%s.%N; }
 
 # burst LABEL NODE-INDEXES BOT-ARGS...: prints one result line.
@@ -48,31 +48,35 @@ burst() {
   local label=$1 nodes=$2; shift 2
   $BOT "$@" --rate "$RATE" --concurrency "$CONCURRENCY" --duration "$BURST" --warmup 0s \
     --no-progress --summary-json "$WORK/$label.json" >"$WORK/$label.bot" 2>&1 || true
-  local ended converged_at digests node_shed_p99
+  local ended converged_at node_shed_p99 urls=() i
   ended=$(now)
   node_shed_p99=$(for i in $nodes; do curl -s "http://127.0.0.1:1860$i/metrics"; done \
     | awk '/^http_request_duration_seconds\{/ && /status="503"/ && /quantile="0.99"/ \
       {if ($2 > m) m = $2} END {printf "%.3f", m * 1000}')
-  while :; do
-    digests=$(for i in $nodes; do state "$i" | field digest; done | sort -u | wc -l)
-    [[ $digests == 1 ]] && { converged_at=$(now); break; }
-    awk -v a="$ended" -v b="$(now)" 'BEGIN {exit !(b - a > 60)}' && { converged_at=; break; }
-    sleep 0.1
-  done
+  # In step: every pair of nodes holds one digest of what they share (halo
+  # replication: nodes of different regions hold different documents).
+  for i in $nodes; do urls+=("n$i=http://127.0.0.1:1860$i"); done
+  $BOT check converge "${urls[@]}" --label "$label" --since "$ended" --timeout 60 \
+    --log "$WORK/$label.conv" >/dev/null 2>&1 || true
+  converged_at=$(python3 -c "import json,sys; c=json.loads(open(sys.argv[1]).readlines()[-1]); \
+print(float(sys.argv[2]) + c['seconds'] if c['converged'] else '')" "$WORK/$label.conv" "$ended")
   sleep 5 # matching of what is still pending
-  local first accepted=0
-  first=${nodes%% *}
-  for i in $nodes; do accepted=$(( accepted + $(accepted_riders "$i") )); done
-  local matched; matched=$(state "$first" | field committed_matches)
+  local accepted=0 matched=0
+  # A match is counted by the one node that committed it.
+  for i in $nodes; do
+    accepted=$(( accepted + $(accepted_riders "$i") ))
+    matched=$(( matched + $(decided_matches "$i") ))
+  done
   python3 - "$WORK/$label.json" "$label" "$accepted" "$matched" "$ended" "${converged_at:-}" "$BURST" "$node_shed_p99" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1])); label, accepted, matched = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 ended, converged, burst, node_p99 = float(sys.argv[5]), sys.argv[6], sys.argv[7], sys.argv[8]
 secs = float(burst.rstrip('s'))
 r = s['requests']; shed = r.get('shed', 0); sl = r.get('shed_latency_ms', {})
-conv = f"{float(converged) - ended:.2f}s" if converged else "NOT within 60s"
-print(f"{label}: sent {r['sent']}, riders accepted {accepted}, shed {shed} (p50 {sl.get('p50', 0):.2f} ms, "
-      f"p99 {sl.get('p99', 0):.2f} ms at the bot, {node_p99} ms in the nodes), one digest {conv} after the burst, riders matched {matched} "
+conv = f"{float(converged) - ended:.2f}s" if converged else "NOT within 60 s"
+l = s['latency_ms']
+print(f"{label}: sent {r['sent']} ({s['load']['achieved_per_sec']:.0f}/s, p50 {l['p50']:.1f} ms, p99 {l['p99']:.1f} ms), riders accepted {accepted}, shed {shed} (p50 {sl.get('p50', 0):.2f} ms, "
+      f"p99 {sl.get('p99', 0):.2f} ms at the bot, {node_p99} ms in the nodes), in step {conv} after the burst, riders matched {matched} "
       f"({100 * matched / max(accepted, 1):.1f}% of accepted), {matched / secs:.0f} matched/s of burst")
 open(sys.argv[1] + '.goodput', 'w').write(str(matched / secs))
 PY

@@ -42,6 +42,12 @@ use crate::stats::Stats;
 use crate::summary::Summary;
 use crate::world::RunTag;
 
+/// The same allocator as the node's: in load mode the bot shares the
+/// machine with the nodes it measures, and glibc's malloc and free were
+/// about a tenth of its CPU at 20,000 requests/s (`perf`, BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Lets workers and sockets get going before the first request is due.
 const LOAD_START_DELAY: Duration = Duration::from_millis(50);
 

@@ -32,6 +32,7 @@
 //! that needs it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use geo::{BoundingRect, Polygon, Rect};
 use ring::digest::{Context, SHA256};
@@ -130,6 +131,26 @@ pub struct Layout {
     /// radius (a region is its own neighbour).
     neighbours: Vec<Vec<bool>>,
     fingerprint: u64,
+}
+
+/// Where this node's own requests go: its layout and its region, held
+/// outside the core so that intake scopes a request before it takes the
+/// core's lock (the group commit then only writes it).
+#[derive(Debug, Clone)]
+pub struct OwnHalo {
+    layout: Arc<Layout>,
+    region: RegionIndex,
+}
+
+impl OwnHalo {
+    pub fn new(layout: Arc<Layout>, region: RegionIndex) -> Self {
+        OwnHalo { layout, region }
+    }
+
+    /// The scope of a request this node accepts at `position`.
+    pub fn scope_of(&self, position: Position) -> Scope {
+        self.layout.scope_of(self.region, position)
+    }
 }
 
 /// How an unmapped layout names its one region in digests.

@@ -57,6 +57,9 @@ impl StepLoop {
         };
         metrics::histogram!("ride_match_round_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("ride_matches_committed_total").increment(committed.len() as u64);
+        let owner = self.core.owner();
+        let decided = committed.iter().filter(|m| m.committed_by == owner).count();
+        metrics::counter!("ride_matches_decided_total").increment(decided as u64);
         for m in &committed {
             tracing::info!(
                 rider = %m.rider.id,

@@ -49,7 +49,11 @@ fn describe() {
     describe_gauge!("ride_pending", "Requests waiting for a match, by kind.");
     describe_counter!(
         "ride_matches_committed_total",
-        "Matches committed by this node."
+        "Matches recorded by this node: its own commits and those it learnt from peers."
+    );
+    describe_counter!(
+        "ride_matches_decided_total",
+        "Matches this node committed itself. Each match counts on exactly one node, so the sum over a mesh is the number of riders matched."
     );
     describe_histogram!(
         "ride_match_round_seconds",

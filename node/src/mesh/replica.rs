@@ -36,7 +36,7 @@ use super::record::{
     ClaimId, ClaimRecord, CommitRecord, DecisionRecord, DriverRecord, RecordV1, RiderRecord,
 };
 use crate::clock::Millis;
-use crate::halo::{Layout, RegionIndex, Scope};
+use crate::halo::{Layout, OwnHalo, RegionIndex, Scope};
 use crate::ids::{NodeId, RequestId};
 use crate::intake::{NewDriver, NewRider};
 use crate::pairing::{Candidate, Pair, greedy};
@@ -253,14 +253,24 @@ impl Replica {
         self.docs.set_clock_offset(peer, offset_ms.round() as i64);
     }
 
+    /// Where this node's own requests go, for intake to scope them.
+    pub(crate) fn own_halo(&self) -> OwnHalo {
+        OwnHalo::new(Arc::clone(&self.config.layout), self.region)
+    }
+
     /// Peers this node has been in sync with since it started.
     pub(crate) fn is_synced_with(&self, peer: &NodeId) -> bool {
         self.synced.contains(peer)
     }
 
-    pub(crate) fn accept_rider(&mut self, id: RequestId, rider: NewRider, now: Millis) -> Ticket {
+    pub(crate) fn accept_rider(
+        &mut self,
+        id: RequestId,
+        rider: NewRider,
+        scope: Scope,
+        now: Millis,
+    ) -> Ticket {
         let expires_at = now.plus(self.config.request_ttl_ms);
-        let scope = self.config.layout.scope_of(self.region, rider.position);
         self.write(
             now,
             scope,
@@ -280,10 +290,10 @@ impl Replica {
         &mut self,
         id: RequestId,
         driver: NewDriver,
+        scope: Scope,
         now: Millis,
     ) -> Ticket {
         let expires_at = now.plus(self.config.request_ttl_ms);
-        let scope = self.config.layout.scope_of(self.region, driver.position);
         self.write(
             now,
             scope,

@@ -36,6 +36,7 @@ use crate::admission::{Limits, Load, Overload};
 use crate::clock::Millis;
 use crate::fare;
 use crate::geodesy::haversine_km;
+use crate::halo::{OwnHalo, Scope};
 use crate::ids::{NodeId, RequestId};
 use crate::intake::{NewDriver, NewRider};
 use crate::match_log::{Inserted, Match, MatchLog, Retention};
@@ -113,9 +114,10 @@ pub enum OpenError {
     Replica(#[from] ReplicaError),
 }
 
+/// An accepted request on its way to the group commit, already scoped.
 enum Arrival {
-    Rider(RequestId, NewRider, Millis, oneshot::Sender<()>),
-    Driver(RequestId, NewDriver, Millis, oneshot::Sender<()>),
+    Rider(RequestId, NewRider, Scope, Millis, oneshot::Sender<()>),
+    Driver(RequestId, NewDriver, Scope, Millis, oneshot::Sender<()>),
 }
 
 struct State {
@@ -157,6 +159,8 @@ pub(crate) struct NodeCore {
     wake: Wake,
     request_ttl_ms: u64,
     max_clock_skew_ms: u64,
+    /// Scopes requests at intake, outside the lock.
+    own_halo: OwnHalo,
 }
 
 impl NodeCore {
@@ -166,6 +170,7 @@ impl NodeCore {
         let (intake, arrivals) = mpsc::channel();
         Self {
             request_ttl_ms: replica.request_ttl_ms(),
+            own_halo: replica.own_halo(),
             max_clock_skew_ms: u64::try_from(max_clock_skew.as_millis()).unwrap_or(u64::MAX),
             state: Mutex::new(State {
                 replica,
@@ -237,7 +242,10 @@ impl NodeCore {
         let id = RequestId::generate();
         let (done, durable) = oneshot::channel();
         self.load.enqueued();
-        let _ = self.intake.send(Arrival::Rider(id, rider, now, done));
+        let scope = self.own_halo.scope_of(rider.position);
+        let _ = self
+            .intake
+            .send(Arrival::Rider(id, rider, scope, now, done));
         self.nudge();
         (self.ticket(id, now), durable)
     }
@@ -248,7 +256,10 @@ impl NodeCore {
         let id = RequestId::generate();
         let (done, durable) = oneshot::channel();
         self.load.enqueued();
-        let _ = self.intake.send(Arrival::Driver(id, driver, now, done));
+        let scope = self.own_halo.scope_of(driver.position);
+        let _ = self
+            .intake
+            .send(Arrival::Driver(id, driver, scope, now, done));
         self.nudge();
         (self.ticket(id, now), durable)
     }
@@ -303,12 +314,12 @@ impl NodeCore {
                 let mut latest = None;
                 for arrival in arrivals.try_iter().take(MAX_COMMIT_BATCH) {
                     let (at, done) = match arrival {
-                        Arrival::Rider(id, rider, at, done) => {
-                            replica.accept_rider(id, rider, at);
+                        Arrival::Rider(id, rider, scope, at, done) => {
+                            replica.accept_rider(id, rider, scope, at);
                             (at, done)
                         }
-                        Arrival::Driver(id, driver, at, done) => {
-                            replica.accept_driver(id, driver, at);
+                        Arrival::Driver(id, driver, scope, at, done) => {
+                            replica.accept_driver(id, driver, scope, at);
                             (at, done)
                         }
                     };
@@ -347,7 +358,6 @@ impl NodeCore {
     }
 
     /// The identity this node writes as.
-    #[cfg(test)]
     pub(crate) fn owner(&self) -> NodeId {
         self.lock().replica.node().clone()
     }

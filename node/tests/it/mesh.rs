@@ -177,6 +177,30 @@ async fn a_cross_border_pair_is_matched_once_everywhere_and_survives_a_restart()
         .await;
         assert_eq!(list.matches, vec![told_rider.clone()], "node {i}");
     }
+    // Each node records the match, and only its committer counts it as
+    // decided: summed over the mesh, decided matches are riders matched.
+    // (The counters move just after the match log, so they are polled.)
+    let counts = eventually("every node to count the match", || async {
+        let mut counts = Vec::new();
+        for i in 0..REGIONS.len() {
+            let metrics = metrics_of(&http, mesh.node(i)).await?;
+            counts.push((
+                counter(&metrics, "ride_matches_committed_total"),
+                counter(&metrics, "ride_matches_decided_total"),
+            ));
+        }
+        counts
+            .iter()
+            .all(|&(recorded, _)| recorded >= 1.0)
+            .then_some(counts)
+    })
+    .await;
+    let decided: f64 = counts.iter().map(|&(_, decided)| decided).sum();
+    assert_eq!((counts[north].1, decided), (1.0, 1.0), "{counts:?}");
+    assert!(
+        counts.iter().all(|&(recorded, _)| recorded == 1.0),
+        "{counts:?}"
+    );
 
     // Tokens verify on every node without asking the one that minted them:
     // the rider, accepted in the north, follows and rates its match from

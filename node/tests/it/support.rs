@@ -319,6 +319,15 @@ pub async fn metrics_of(http: &reqwest::Client, node: &NodeProcess) -> Option<St
     response.text().await.ok()
 }
 
+/// The value of an unlabelled counter in Prometheus text, 0 when absent.
+pub fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// GETs `url` and decodes the JSON answer.
 pub async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &str) -> T {
     let response = http.get(url).send().await.expect("GET");
