@@ -9,6 +9,7 @@
 # response, from `http_request_duration_seconds`).
 #
 #   scripts/bench-intake.sh [RATE] [CONCURRENCY] [RUNS]    default 20000 64 3
+#   NODE_ARGS="--match-interval 1s" scripts/bench-intake.sh ...   (extra node flags)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE="${1:-20000}"
@@ -26,7 +27,7 @@ for run in $(seq "$RUNS"); do
   rm -rf "$WORK/data" "$WORK/ready"
   RUST_LOG=warn "$NODE" --node-id intake-bench --region bench --listen 127.0.0.1:18411 \
     --admin-listen 127.0.0.1:18412 --data-dir "$WORK/data" --ready-file "$WORK/ready" \
-    >/dev/null 2>"$WORK/node.log" &
+    ${NODE_ARGS:-} >/dev/null 2>"$WORK/node.log" &
   pid=$!
   until [[ -f "$WORK/ready" ]]; do sleep 0.05; done
   "$BOT" --endpoint "$URL" --rate "$RATE" --concurrency "$CONCURRENCY" --duration 10s \

@@ -98,8 +98,9 @@ pub struct Config {
     #[arg(long, env = "NODE_REQUEST_TTL", default_value = "30s", value_parser = parse_ttl)]
     pub request_ttl: Duration,
 
-    /// How often the matcher runs.
-    #[arg(long, env = "NODE_MATCH_INTERVAL", default_value = "1s", value_parser = parse_positive)]
+    /// How often the matcher runs (shorter rounds: earlier matches and
+    /// shorter bursts of CPU for intake to wait behind).
+    #[arg(long, env = "NODE_MATCH_INTERVAL", default_value = "250ms", value_parser = parse_positive)]
     pub match_interval: Duration,
 
     /// The farthest a driver may be from a rider to be matched, in km.
