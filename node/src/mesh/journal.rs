@@ -22,10 +22,14 @@
 //! the watermark has already passed every write.
 //!
 //! A sync covers every file written since the watermark, not only those
-//! written since the last sync was taken: syncs run concurrently (the
-//! group committer's, a step's, a session's), and one that finishes first
-//! must not move the watermark past an append that only a slower one
-//! covers.
+//! written since the last sync was taken: syncs are taken by many callers
+//! (the group committer, a step, every session), and one that finishes
+//! first must not move the watermark past an append that only a slower one
+//! covers. They run one at a time: a sync that finds another running waits
+//! for it, and then does nothing if that one covered its appends. Without
+//! this, every session's sync message started an `fdatasync` of its own
+//! (a node with eight neighbours, one every 10 ms each), on files the
+//! group committer was syncing already.
 //!
 //! A node whose journal is gone (a new disk, a wiped data folder) must not
 //! act as the owner of requests its peers still hold under its name, since
@@ -137,7 +141,18 @@ pub struct Journal {
     dir_changed: u64,
     /// Appends so far, and how many of them are known to be on disk.
     written: u64,
-    durable: Arc<AtomicU64>,
+    durable: Arc<Watermark>,
+}
+
+/// How many appends are known to be on disk, and whether a sync is
+/// running now (see the module's doc).
+#[derive(Default)]
+struct Watermark {
+    upto: AtomicU64,
+    syncing: parking_lot::Mutex<bool>,
+    synced: parking_lot::Condvar,
+    /// Syncs that reached the disk (`journal_syncs_total`).
+    syncs: AtomicU64,
 }
 
 /// The sync of some appends, to be run outside the core's lock.
@@ -146,14 +161,41 @@ pub struct PendingSync {
     files: Vec<(PathBuf, Arc<File>)>,
     dir: Option<PathBuf>,
     upto: u64,
-    durable: Arc<AtomicU64>,
+    durable: Arc<Watermark>,
     durability: Durability,
 }
 
 impl PendingSync {
     /// Syncs the files; on success every append up to this one is durable.
+    /// Waits for a sync already running, and syncs nothing if that one
+    /// covered these appends.
     pub fn run(self) -> Result<(), JournalError> {
+        let mark = &*self.durable;
+        let mut syncing = mark.syncing.lock();
+        loop {
+            if mark.upto.load(Ordering::Acquire) >= self.upto {
+                return Ok(());
+            }
+            if !*syncing {
+                break;
+            }
+            mark.synced.wait(&mut syncing);
+        }
+        *syncing = true;
+        drop(syncing);
+        let synced = self.sync_files(mark);
+        if synced.is_ok() {
+            mark.upto.fetch_max(self.upto, Ordering::AcqRel);
+        }
+        *mark.syncing.lock() = false;
+        mark.synced.notify_all();
+        synced
+    }
+
+    fn sync_files(&self, mark: &Watermark) -> Result<(), JournalError> {
         if self.durability == Durability::Fsync {
+            mark.syncs.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("journal_syncs_total").increment(1);
             for (path, file) in &self.files {
                 file.sync_data().map_err(io_error(path))?;
             }
@@ -161,7 +203,6 @@ impl PendingSync {
                 sync_dir(dir)?;
             }
         }
-        self.durable.fetch_max(self.upto, Ordering::AcqRel);
         Ok(())
     }
 }
@@ -242,7 +283,7 @@ impl Journal {
                 last_append: BTreeMap::new(),
                 dir_changed: 0,
                 written: 0,
-                durable: Arc::new(AtomicU64::new(0)),
+                durable: Arc::default(),
             },
             Loaded {
                 docs: loaded,
@@ -300,7 +341,7 @@ impl Journal {
     /// The sync that makes every append so far durable, to run outside the
     /// lock; `None` when the watermark has passed every append.
     pub fn take_sync(&mut self) -> Option<PendingSync> {
-        let durable = self.durable.load(Ordering::Acquire);
+        let durable = self.durable.upto.load(Ordering::Acquire);
         if durable >= self.written {
             return None;
         }
@@ -319,9 +360,15 @@ impl Journal {
         })
     }
 
+    /// Syncs that reached the disk so far.
+    #[cfg(test)]
+    fn syncs(&self) -> u64 {
+        self.durable.syncs.load(Ordering::Relaxed)
+    }
+
     /// Every append so far is on disk.
     pub fn is_durable(&self) -> bool {
-        self.durable.load(Ordering::Acquire) >= self.written
+        self.durable.upto.load(Ordering::Acquire) >= self.written
     }
 
     /// Deletes a dropped document's file.
@@ -487,6 +534,46 @@ mod tests {
         let next = journal.take_sync().expect("the third write to sync");
         assert_eq!(next.files.len(), 1, "durable files are not synced again");
         assert!(next.dir.is_none(), "no file was created since");
+    }
+
+    #[test]
+    fn a_sync_already_covered_does_not_touch_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), Durability::Fsync).unwrap();
+        journal.append(&[(part(1), b"a".to_vec())]).unwrap();
+        let (first, second) = (journal.take_sync().unwrap(), journal.take_sync().unwrap());
+        first.run().unwrap();
+        second.run().unwrap();
+        assert_eq!(
+            journal.syncs(),
+            1,
+            "the second sync was covered by the first"
+        );
+        journal.append(&[(part(1), b"b".to_vec())]).unwrap();
+        journal.take_sync().unwrap().run().unwrap();
+        assert_eq!(journal.syncs(), 2);
+    }
+
+    #[test]
+    fn syncs_taken_at_once_all_end_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), Durability::Fsync).unwrap();
+        let mut threads = Vec::new();
+        for i in 0..8_u8 {
+            journal
+                .append(&[(part(u64::from(i % 3)), vec![i])])
+                .unwrap();
+            let sync = journal.take_sync().unwrap();
+            threads.push(std::thread::spawn(move || sync.run()));
+        }
+        for thread in threads {
+            thread.join().unwrap().unwrap();
+        }
+        assert!(
+            journal.is_durable(),
+            "every append is covered once all return"
+        );
+        assert!(journal.take_sync().is_none());
     }
 
     #[test]
