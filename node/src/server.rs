@@ -203,6 +203,7 @@ async fn start_with_dns<D: Dns>(
     let flusher = Arc::clone(&core).run_flusher(shutdown.clone());
     let step_loop = tokio::spawn(
         StepLoop {
+            owner: core.owner(),
             core,
             hub,
             interval: config.match_interval,

@@ -55,6 +55,10 @@ fn describe() {
         "ride_matches_decided_total",
         "Matches this node committed itself. Each match counts on exactly one node, so the sum over a mesh is the number of riders matched."
     );
+    describe_counter!(
+        "journal_syncs_total",
+        "Journal syncs that reached the disk (a sync another one covered is not counted)."
+    );
     describe_histogram!(
         "ride_match_round_seconds",
         "Time to compute one matching round."

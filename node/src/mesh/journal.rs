@@ -194,14 +194,14 @@ impl PendingSync {
 
     fn sync_files(&self, mark: &Watermark) -> Result<(), JournalError> {
         if self.durability == Durability::Fsync {
-            mark.syncs.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("journal_syncs_total").increment(1);
             for (path, file) in &self.files {
                 file.sync_data().map_err(io_error(path))?;
             }
             if let Some(dir) = &self.dir {
                 sync_dir(dir)?;
             }
+            mark.syncs.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("journal_syncs_total").increment(1);
         }
         Ok(())
     }
