@@ -26,7 +26,8 @@ metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 ~ "^"m {sum
 quantile() { curl -s "http://127.0.0.1:$1/metrics" | grep "^mesh_replication_lag_seconds{" | grep "quantile=\"$2\"" | awk '{print $2*1000}'; }
 accepted=$(metric 18191 'ride_requests_accepted_total')
 sent=$(metric 18191 'mesh_bytes_sent_total')
+encoded=$(metric 18191 'mesh_encoded_bytes_sent_total')
 json=$(printf '%s' '{"name":"Rider 0042","position":{"lat":23.812345,"lon":90.412345},"destination":{"lat":23.765432,"lon":90.398765}}' | wc -c)
 echo "replication lag A->B: p50 $(quantile 18192 0.5) ms, p99 $(quantile 18192 0.99) ms"
-awk -v b="$sent" -v n="$accepted" -v j="$json" 'BEGIN {printf "wire: %.1f bytes per request (%d requests, %d bytes); request JSON %d bytes; ratio %.2f\n", b/n, n, b, j, (b/n)/j}'
+awk -v b="$sent" -v e="$encoded" -v n="$accepted" -v j="$json" 'BEGIN {printf "wire: %.1f bytes per request (%d requests, %d bytes; %.1f before compression); request JSON %d bytes; ratio %.2f\n", b/n, n, b, e/n, j, (b/n)/j}'
 for p in $(jobs -p); do grep VmRSS "/proc/$p/status" | awk -v p="$p" '{print "RSS pid " p ": " $2/1024 " MiB"}'; done

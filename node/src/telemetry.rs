@@ -88,7 +88,14 @@ fn describe() {
         "mesh_replication_lag_seconds",
         "From a request's acceptance to its arrival here, by the peer it came from."
     );
-    describe_counter!("mesh_bytes_sent_total", "Bytes sent to each peer.");
+    describe_counter!(
+        "mesh_bytes_sent_total",
+        "Bytes sent to each peer, as framed on the wire (compressed)."
+    );
+    describe_counter!(
+        "mesh_encoded_bytes_sent_total",
+        "Bytes of peer messages before compression; over mesh_bytes_sent_total, the compression ratio."
+    );
     describe_counter!(
         "mesh_bytes_received_total",
         "Bytes received from each peer."

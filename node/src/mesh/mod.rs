@@ -4,6 +4,7 @@
 //! [`protocol`] holds what the core, the transport and the node share;
 //! [`journal`] makes a node's own documents survive a crash.
 
+pub(crate) mod compression;
 pub(crate) mod discovery;
 pub mod documents;
 pub mod journal;

@@ -27,7 +27,7 @@ use thiserror::Error;
 use crate::ids::NodeId;
 
 /// The mesh's application protocol; both sides must offer it.
-pub const ALPN: &[u8] = b"ride-mesh/1";
+pub const ALPN: &[u8] = b"ride-mesh/2";
 /// Keep-alives well inside the idle timeout keep quiet links open; a short
 /// idle timeout notices a dead peer (kill -9, a partition) within seconds.
 const KEEP_ALIVE: Duration = Duration::from_secs(1);

@@ -1,5 +1,6 @@
 //! The mesh's network: QUIC (quinn) with mutual TLS, one connection and one
-//! bidirectional stream per pair of peers, length-delimited frames.
+//! bidirectional stream per pair of peers, length-delimited frames, each
+//! direction one deflate stream ([`super::compression`]).
 //!
 //! automerge's sync protocol needs a reliable, ordered channel whose two ends
 //! start over together, so each pair has exactly one connection: the node
@@ -30,6 +31,7 @@ use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
+use super::compression::{CompressionError, FrameCompressor, FrameDecompressor};
 use super::protocol::{PeerMessage, PeerMessageV1, SyncCore};
 use super::replica::ReplicaError;
 use super::tls::{self, Credentials, TlsError};
@@ -88,6 +90,8 @@ enum SessionError {
     Io(#[from] std::io::Error),
     #[error("undecodable frame: {0}")]
     Decode(#[from] postcard::Error),
+    #[error("undecodable frame: {0}")]
+    Inflate(#[from] CompressionError),
     #[error("peer broke the protocol: {0}")]
     Protocol(String),
     #[error(transparent)]
@@ -395,9 +399,16 @@ async fn accepted(
     let connection = incoming.await?;
     let (send, recv) = connection.accept_bi().await?;
     let mut frames = Frames::new(send, recv, &NodeId("unidentified".into()));
-    let Some((node, region, layout)) = frames.hello().await? else {
-        connection.close(CLOSE_PROTOCOL.into(), b"expected hello");
-        return Err(SessionError::Protocol("no hello".into()));
+    let (node, region, layout) = match frames.hello().await {
+        Ok(Some(hello)) => hello,
+        Ok(None) => {
+            connection.close(CLOSE_PROTOCOL.into(), b"expected hello");
+            return Err(SessionError::Protocol("no hello".into()));
+        }
+        Err(e) => {
+            connection.close(CLOSE_PROTOCOL.into(), b"undecodable hello");
+            return Err(e);
+        }
     };
     let config = &context.config;
     let known = config.peers.borrow().iter().any(|p| p.node == node) && node < config.node;
@@ -460,7 +471,12 @@ async fn session(
     };
     match &ended {
         Ok(()) => connection.close(CLOSE_SHUTDOWN.into(), b"bye"),
-        Err(SessionError::Decode(_) | SessionError::Replica(_) | SessionError::Protocol(_)) => {
+        Err(
+            SessionError::Decode(_)
+            | SessionError::Inflate(_)
+            | SessionError::Replica(_)
+            | SessionError::Protocol(_),
+        ) => {
             metrics::counter!("mesh_rejected_peers_total").increment(1);
             connection.close(CLOSE_PROTOCOL.into(), b"protocol error");
         }
@@ -507,7 +523,8 @@ async fn write_to(
     }
 }
 
-/// Length-delimited, postcard-encoded [`PeerMessage`]s on one stream, as
+/// Length-delimited, postcard-encoded, deflated [`PeerMessage`]s on one
+/// stream, as
 /// two halves: a session reads and writes at the same time, so that two
 /// peers each blocked sending to the other (their flow-control windows
 /// full) still drain what the other sent.
@@ -518,12 +535,14 @@ struct Frames {
 
 struct FrameWriter {
     send: FramedWrite<quinn::SendStream, LengthDelimitedCodec>,
+    deflate: FrameCompressor,
     /// The peer's node id, as a metrics label.
     peer: String,
 }
 
 struct FrameReader {
     recv: FramedRead<quinn::RecvStream, LengthDelimitedCodec>,
+    inflate: FrameDecompressor,
     peer: String,
 }
 
@@ -537,10 +556,12 @@ impl Frames {
         Self {
             writer: FrameWriter {
                 send: FramedWrite::new(send, codec()),
+                deflate: FrameCompressor::new(),
                 peer: peer.0.clone(),
             },
             reader: FrameReader {
                 recv: FramedRead::new(recv, codec()),
+                inflate: FrameDecompressor::new(MAX_FRAME_BYTES),
                 peer: peer.0.clone(),
             },
         }
@@ -572,7 +593,10 @@ impl Frames {
 
 impl FrameWriter {
     async fn send(&mut self, message: &PeerMessage) -> Result<(), SessionError> {
-        let bytes = postcard::to_stdvec(message)?;
+        let encoded = postcard::to_stdvec(message)?;
+        let bytes = self.deflate.compress(&encoded)?;
+        metrics::counter!("mesh_encoded_bytes_sent_total", "peer" => self.peer.clone())
+            .increment(encoded.len() as u64);
         metrics::counter!("mesh_bytes_sent_total", "peer" => self.peer.clone())
             .increment(bytes.len() as u64);
         metrics::counter!("mesh_messages_sent_total", "peer" => self.peer.clone()).increment(1);
@@ -588,6 +612,8 @@ impl FrameReader {
         };
         metrics::counter!("mesh_bytes_received_total", "peer" => self.peer.clone())
             .increment(frame.len() as u64);
-        Ok(Some(postcard::from_bytes(&frame)?))
+        Ok(Some(postcard::from_bytes(
+            &self.inflate.decompress(&frame)?,
+        )?))
     }
 }

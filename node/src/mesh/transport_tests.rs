@@ -1,6 +1,7 @@
 //! The mesh over real QUIC on loopback, several nodes in one process:
 //! a cross-owner match commits once and converges everywhere, and peers
-//! without the mesh's credentials are refused.
+//! without the mesh's credentials, or whose frames do not decode, are
+//! refused.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::compression::FrameCompressor;
 use super::protocol::{PeerMessage, PeerMessageV1};
 use super::replica::{Replica, ReplicaConfig};
 use super::tls::{self, Credentials, PemPair};
@@ -231,26 +233,39 @@ async fn a_peer_discovered_later_joins_and_converges() {
     mesh.shutdown.cancel();
 }
 
-/// A client endpoint that dials `addr` as `name` with the given credentials
-/// and, if the handshake succeeds, says hello as `claims_to_be`. Returns
-/// whether the node kept talking to it.
+/// A client endpoint that dials `addr` with the given credentials and, if
+/// the handshake succeeds, says hello as `claims_to_be`, deflated as a node
+/// would. Returns whether the node kept talking to it.
 async fn intrude(
     credentials: &Credentials,
     addr: SocketAddr,
     server: &str,
     claims_to_be: &str,
 ) -> bool {
-    let unmapped = Layout::unmapped(5.0).fingerprint();
-    intrude_with_layout(credentials, addr, server, claims_to_be, unmapped).await
+    let hello = hello(claims_to_be, Layout::unmapped(5.0).fingerprint());
+    intrude_with(credentials, addr, server, deflated(&hello)).await
 }
 
-/// [`intrude`], saying hello with the given layout fingerprint.
-async fn intrude_with_layout(
+/// A hello frame's payload, before compression.
+fn hello(claims_to_be: &str, layout: u64) -> Vec<u8> {
+    postcard::to_stdvec(&PeerMessage::V1(PeerMessageV1::Hello {
+        node: node(claims_to_be),
+        region: claims_to_be.into(),
+        layout,
+    }))
+    .unwrap()
+}
+
+fn deflated(payload: &[u8]) -> Vec<u8> {
+    FrameCompressor::new().compress(payload).unwrap()
+}
+
+/// [`intrude`], sending `payload` as the first frame.
+async fn intrude_with(
     credentials: &Credentials,
     addr: SocketAddr,
     server: &str,
-    claims_to_be: &str,
-    layout: u64,
+    payload: Vec<u8>,
 ) -> bool {
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(credentials.client_config().unwrap());
@@ -263,14 +278,8 @@ async fn intrude_with_layout(
     let Ok((mut send, mut recv)) = connection.open_bi().await else {
         return false;
     };
-    let hello = postcard::to_stdvec(&PeerMessage::V1(PeerMessageV1::Hello {
-        node: node(claims_to_be),
-        region: claims_to_be.into(),
-        layout,
-    }))
-    .unwrap();
-    let mut frame = (hello.len() as u32).to_be_bytes().to_vec();
-    frame.extend(hello);
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend(payload);
     if send.write_all(&frame).await.is_err() {
         return false;
     }
@@ -320,8 +329,16 @@ async fn peers_without_the_mesh_credentials_are_refused() {
     // drawn on two maps would send requests where they cannot be matched.
     let genuine = credentials(&ca, "b");
     assert!(
-        !intrude_with_layout(&genuine, target, "c", "b", 0xfeed).await,
+        !intrude_with(&genuine, target, "c", deflated(&hello("b", 0xfeed))).await,
         "another layout accepted"
+    );
+
+    // b's own credentials and layout, but a frame that is not deflated:
+    // refused as a protocol error, not a panic and not a hang.
+    let unmapped = Layout::unmapped(5.0).fingerprint();
+    assert!(
+        !intrude_with(&genuine, target, "c", hello("b", unmapped)).await,
+        "an undeflated frame accepted"
     );
 
     // Controls: the same probe with b's real credentials is let in, and the
