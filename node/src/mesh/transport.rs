@@ -13,6 +13,16 @@
 //! a burst, each peer blocked sending to the other with both flow-control
 //! windows full (`bursts_on_both_sides_at_once_still_converge`).
 //!
+//! The mesh runs on a runtime of its own, with [`MESH_THREADS`] workers.
+//! Its sessions call the core (its lock, automerge's CPU work, the journal's
+//! `fdatasync`) straight from their tasks: on the node's main runtime that
+//! would stall intake, and `block_in_place`, used before, hands the
+//! worker's place to a new thread on every call. A node with eight
+//! neighbours ran up to 56 threads that way, and its memory followed its
+//! thread count (each thread keeps its own allocator heap), so nine regions
+//! cost 1.7-2x the memory per node of three. Calls into the core take
+//! one lock, so more threads bought no parallelism.
+//!
 //! Each side's hello names its region and its layout's fingerprint
 //! ([`crate::halo`]): a peer with another layout is refused, and one whose
 //! region is too far away to share anything keeps no session (and is not
@@ -41,6 +51,10 @@ use crate::ids::NodeId;
 /// Frames larger than this end the connection: no honest sync message
 /// comes near it.
 pub(crate) const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// Worker threads of the mesh's runtime: two, so that one session
+/// blocked in the core (waiting for its lock or a sync) never stops every
+/// other session's QUIC traffic.
+const MESH_THREADS: usize = 2;
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -78,6 +92,8 @@ pub enum TransportError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start the mesh's threads: {0}")]
+    Runtime(std::io::Error),
 }
 
 #[derive(Debug, Error)]
@@ -137,6 +153,7 @@ impl MeshConfig {
 pub(crate) struct BoundMesh {
     endpoint: quinn::Endpoint,
     local_addr: SocketAddr,
+    runtime: MeshRuntime,
 }
 
 impl BoundMesh {
@@ -148,13 +165,23 @@ impl BoundMesh {
             addr: listen,
             source,
         };
-        let mut endpoint =
-            quinn::Endpoint::server(credentials.server_config()?, listen).map_err(bind_error)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(MESH_THREADS)
+            .thread_name("mesh")
+            .enable_all()
+            .build()
+            .map_err(TransportError::Runtime)?;
+        let mut endpoint = {
+            // The endpoint's driver runs on the runtime it is made in.
+            let _entered = runtime.enter();
+            quinn::Endpoint::server(credentials.server_config()?, listen).map_err(bind_error)?
+        };
         endpoint.set_default_client_config(credentials.client_config()?);
         let local_addr = endpoint.local_addr().map_err(bind_error)?;
         Ok(Self {
             endpoint,
             local_addr,
+            runtime: MeshRuntime(Some(runtime)),
         })
     }
 
@@ -173,15 +200,40 @@ impl BoundMesh {
             config,
             sessions: Sessions::default(),
         });
+        let handle = self.runtime.handle();
         let mut tasks = JoinSet::new();
-        tasks.spawn(follow_membership(
-            self.endpoint.clone(),
-            Arc::clone(&context),
-            Arc::clone(&core),
-            shutdown.clone(),
-        ));
-        tasks.spawn(accept(self.endpoint, context, core, shutdown));
-        Mesh { tasks }
+        tasks.spawn_on(
+            follow_membership(
+                self.endpoint.clone(),
+                Arc::clone(&context),
+                Arc::clone(&core),
+                shutdown.clone(),
+            ),
+            handle,
+        );
+        tasks.spawn_on(accept(self.endpoint, context, core, shutdown), handle);
+        Mesh {
+            tasks,
+            _runtime: self.runtime,
+        }
+    }
+}
+
+/// The mesh's own runtime. Dropped from async code (where tokio forbids
+/// waiting for a runtime's threads), it lets them finish in the background.
+struct MeshRuntime(Option<tokio::runtime::Runtime>);
+
+impl MeshRuntime {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("present until dropped").handle()
+    }
+}
+
+impl Drop for MeshRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -235,6 +287,8 @@ impl Sessions {
 /// A running mesh endpoint; dropping it stops its tasks.
 pub(crate) struct Mesh {
     tasks: JoinSet<()>,
+    /// Declared after the tasks: dropped once they are aborted.
+    _runtime: MeshRuntime,
 }
 
 impl Mesh {
@@ -498,10 +552,9 @@ async fn read_from(
     core: &dyn SyncCore,
 ) -> Result<(), SessionError> {
     while let Some(message) = reader.next().await? {
-        // Core calls lock it and do CPU work (automerge): off the async
-        // workers, so that QUIC keep-alives, other sessions and intake
-        // never wait behind them.
-        tokio::task::block_in_place(|| core.receive(peer, message, Millis::now()))?;
+        // Blocks this mesh thread (the core's lock, automerge): see the
+        // module's doc for why that is the mesh runtime's job.
+        core.receive(peer, message, Millis::now())?;
     }
     Ok(())
 }
@@ -516,7 +569,7 @@ async fn write_to(
     let mut ticker = tokio::time::interval(interval);
     loop {
         ticker.tick().await;
-        let messages = tokio::task::block_in_place(|| core.outgoing(peer, Millis::now()))?;
+        let messages = core.outgoing(peer, Millis::now())?;
         for message in messages {
             writer.send(&message).await?;
         }
