@@ -9,7 +9,9 @@
 # burst, with the mesh/single ratio. Shed latency is given twice: as the
 # bot measures it (send to answer, queueing on this machine's shared cores
 # included) and as the nodes time it (router entry to response, the worst
-# node's p99 of `http_request_duration_seconds{status="503"}`).
+# node's p99 of `http_request_duration_seconds{status="503"}`), and the
+# replication lag's p99 (`mesh_replication_lag_seconds`, the worst node and
+# peer; 0 for one node alone).
 #
 #   scripts/bench-overload.sh [RATE] [BURST] [CONCURRENCY]   e.g. 30000 8s 48
 #   NODE_ARGS="--max-intake-queue 64" scripts/bench-overload.sh ...   (tighter limits: more shed)
@@ -48,11 +50,15 @@ burst() {
   local label=$1 nodes=$2; shift 2
   $BOT "$@" --rate "$RATE" --concurrency "$CONCURRENCY" --duration "$BURST" --warmup 0s \
     --no-progress --summary-json "$WORK/$label.json" >"$WORK/$label.bot" 2>&1 || true
-  local ended converged_at node_shed_p99 urls=() i
+  local ended converged_at node_shed_p99 lag_p99 urls=() i
   ended=$(now)
   node_shed_p99=$(for i in $nodes; do curl -s "http://127.0.0.1:1860$i/metrics"; done \
     | awk '/^http_request_duration_seconds\{/ && /status="503"/ && /quantile="0.99"/ \
       {if ($2 > m) m = $2} END {printf "%.3f", m * 1000}')
+  # Replication lag (acceptance to arrival at a peer): the worst node and peer.
+  lag_p99=$(for i in $nodes; do curl -s "http://127.0.0.1:1860$i/metrics"; done \
+    | awk '/^mesh_replication_lag_seconds\{/ && /quantile="0.99"/ \
+      {if ($2 > m) m = $2} END {printf "%.0f", m * 1000}')
   # In step: every pair of nodes holds one digest of what they share (halo
   # replication: nodes of different regions hold different documents).
   for i in $nodes; do urls+=("n$i=http://127.0.0.1:1860$i"); done
@@ -67,16 +73,16 @@ print(float(sys.argv[2]) + c['seconds'] if c['converged'] else '')" "$WORK/$labe
     accepted=$(( accepted + $(accepted_riders "$i") ))
     matched=$(( matched + $(decided_matches "$i") ))
   done
-  python3 - "$WORK/$label.json" "$label" "$accepted" "$matched" "$ended" "${converged_at:-}" "$BURST" "$node_shed_p99" <<'PY'
+  python3 - "$WORK/$label.json" "$label" "$accepted" "$matched" "$ended" "${converged_at:-}" "$BURST" "$node_shed_p99" "$lag_p99" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1])); label, accepted, matched = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-ended, converged, burst, node_p99 = float(sys.argv[5]), sys.argv[6], sys.argv[7], sys.argv[8]
+ended, converged, burst, node_p99, lag_p99 = float(sys.argv[5]), sys.argv[6], sys.argv[7], sys.argv[8], sys.argv[9]
 secs = float(burst.rstrip('s'))
 r = s['requests']; shed = r.get('shed', 0); sl = r.get('shed_latency_ms', {})
 conv = f"{float(converged) - ended:.2f}s" if converged else "NOT within 60 s"
 l = s['latency_ms']
 print(f"{label}: sent {r['sent']} ({s['load']['achieved_per_sec']:.0f}/s, p50 {l['p50']:.1f} ms, p99 {l['p99']:.1f} ms), riders accepted {accepted}, shed {shed} (p50 {sl.get('p50', 0):.2f} ms, "
-      f"p99 {sl.get('p99', 0):.2f} ms at the bot, {node_p99} ms in the nodes), in step {conv} after the burst, riders matched {matched} "
+      f"p99 {sl.get('p99', 0):.2f} ms at the bot, {node_p99} ms in the nodes), replication lag p99 {lag_p99} ms, in step {conv} after the burst, riders matched {matched} "
       f"({100 * matched / max(accepted, 1):.1f}% of accepted), {matched / secs:.0f} matched/s of burst")
 open(sys.argv[1] + '.goodput', 'w').write(str(matched / secs))
 PY
