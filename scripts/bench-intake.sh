@@ -6,7 +6,8 @@
 # starts a fresh node on an empty data folder and prints one line: the rate
 # achieved, the bot's p50/p99 (send to answer, its own queueing on this
 # machine's cores included), and the node's p99 for a 202 (router entry to
-# response, from `http_request_duration_seconds`).
+# response, from `http_request_duration_seconds`), and the node's CPU
+# seconds over the run (12 s, warm-up included).
 #
 #   scripts/bench-intake.sh [RATE] [CONCURRENCY] [RUNS]    default 20000 64 3
 #   NODE_ARGS="--match-interval 1s" scripts/bench-intake.sh ...   (extra node flags)
@@ -30,17 +31,19 @@ for run in $(seq "$RUNS"); do
     ${NODE_ARGS:-} >/dev/null 2>"$WORK/node.log" &
   pid=$!
   until [[ -f "$WORK/ready" ]]; do sleep 0.05; done
+  ticks_before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   "$BOT" --endpoint "$URL" --rate "$RATE" --concurrency "$CONCURRENCY" --duration 10s \
     --warmup 2s --no-progress --summary-json "$WORK/summary.json" >"$WORK/bot.out" 2>&1 || true
   node_p99=$(curl -s "$ADMIN/metrics" | awk '/^http_request_duration_seconds\{/ && /status="202"/ \
     && /quantile="0.99"/ {if ($2 > m) m = $2} END {printf "%.2f", m * 1000}')
+  cpu=$(awk -v b="$ticks_before" -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15 - b) / t}' "/proc/$pid/stat")
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  python3 - "$WORK/summary.json" "$run" "$RATE" "$CONCURRENCY" "$node_p99" <<'PY'
+  python3 - "$WORK/summary.json" "$run" "$RATE" "$CONCURRENCY" "$node_p99" "$cpu" <<'PY'
 import json, sys
-s = json.load(open(sys.argv[1])); run, rate, conc, node_p99 = sys.argv[2:6]
+s = json.load(open(sys.argv[1])); run, rate, conc, node_p99, cpu = sys.argv[2:7]
 l, r = s["latency_ms"], s["requests"]
 print(f"run {run}: {rate}/s offered at c={conc}: {s['load']['achieved_per_sec']:.0f}/s achieved, "
-      f"bot p50 {l['p50']:.2f} ms p99 {l['p99']:.2f} ms, node p99 (202) {node_p99} ms, "
+      f"bot p50 {l['p50']:.2f} ms p99 {l['p99']:.2f} ms, node p99 (202) {node_p99} ms, node CPU {cpu} s, "
       f"sent {r['sent']}, shed {r.get('shed', 0)}, transport errors {r['transport_errors']}")
 PY
 done
