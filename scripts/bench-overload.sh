@@ -11,7 +11,8 @@
 # included) and as the nodes time it (router entry to response, the worst
 # node's p99 of `http_request_duration_seconds{status="503"}`), and the
 # replication lag's p99 (`mesh_replication_lag_seconds`, the worst node and
-# peer; 0 for one node alone).
+# peer; 0 for one node alone). Accepted requests' p99 is given both ways
+# too (the nodes': the worst node's p99 for a `202`).
 #
 #   scripts/bench-overload.sh [RATE] [BURST] [CONCURRENCY]   e.g. 30000 8s 48
 #   NODE_ARGS="--max-intake-queue 64" scripts/bench-overload.sh ...   (tighter limits: more shed)
@@ -50,11 +51,14 @@ burst() {
   local label=$1 nodes=$2; shift 2
   $BOT "$@" --rate "$RATE" --concurrency "$CONCURRENCY" --duration "$BURST" --warmup 0s \
     --no-progress --summary-json "$WORK/$label.json" >"$WORK/$label.bot" 2>&1 || true
-  local ended converged_at node_shed_p99 lag_p99 urls=() i
+  local ended converged_at node_shed_p99 node_p99 lag_p99 urls=() i
   ended=$(now)
   node_shed_p99=$(for i in $nodes; do curl -s "http://127.0.0.1:1860$i/metrics"; done \
     | awk '/^http_request_duration_seconds\{/ && /status="503"/ && /quantile="0.99"/ \
       {if ($2 > m) m = $2} END {printf "%.3f", m * 1000}')
+  node_p99=$(for i in $nodes; do curl -s "http://127.0.0.1:1860$i/metrics"; done \
+    | awk '/^http_request_duration_seconds\{/ && /status="202"/ && /quantile="0.99"/ \
+      {if ($2 > m) m = $2} END {printf "%.2f", m * 1000}')
   # Replication lag (acceptance to arrival at a peer): the worst node and peer.
   lag_p99=$(for i in $nodes; do curl -s "http://127.0.0.1:1860$i/metrics"; done \
     | awk '/^mesh_replication_lag_seconds\{/ && /quantile="0.99"/ \
@@ -73,16 +77,16 @@ print(float(sys.argv[2]) + c['seconds'] if c['converged'] else '')" "$WORK/$labe
     accepted=$(( accepted + $(accepted_riders "$i") ))
     matched=$(( matched + $(decided_matches "$i") ))
   done
-  python3 - "$WORK/$label.json" "$label" "$accepted" "$matched" "$ended" "${converged_at:-}" "$BURST" "$node_shed_p99" "$lag_p99" <<'PY'
+  python3 - "$WORK/$label.json" "$label" "$accepted" "$matched" "$ended" "${converged_at:-}" "$BURST" "$node_shed_p99" "$lag_p99" "$node_p99" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1])); label, accepted, matched = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-ended, converged, burst, node_p99, lag_p99 = float(sys.argv[5]), sys.argv[6], sys.argv[7], sys.argv[8], sys.argv[9]
+ended, converged, burst, node_shed_p99, lag_p99, node_p99 = float(sys.argv[5]), sys.argv[6], sys.argv[7], sys.argv[8], sys.argv[9], sys.argv[10]
 secs = float(burst.rstrip('s'))
 r = s['requests']; shed = r.get('shed', 0); sl = r.get('shed_latency_ms', {})
 conv = f"{float(converged) - ended:.2f}s" if converged else "NOT within 60 s"
 l = s['latency_ms']
-print(f"{label}: sent {r['sent']} ({s['load']['achieved_per_sec']:.0f}/s, p50 {l['p50']:.1f} ms, p99 {l['p99']:.1f} ms), riders accepted {accepted}, shed {shed} (p50 {sl.get('p50', 0):.2f} ms, "
-      f"p99 {sl.get('p99', 0):.2f} ms at the bot, {node_p99} ms in the nodes), replication lag p99 {lag_p99} ms, in step {conv} after the burst, riders matched {matched} "
+print(f"{label}: sent {r['sent']} ({s['load']['achieved_per_sec']:.0f}/s, p50 {l['p50']:.1f} ms, p99 {l['p99']:.1f} ms at the bot, p99 {node_p99} ms in the nodes), riders accepted {accepted}, shed {shed} (p50 {sl.get('p50', 0):.2f} ms, "
+      f"p99 {sl.get('p99', 0):.2f} ms at the bot, {node_shed_p99} ms in the nodes), replication lag p99 {lag_p99} ms, in step {conv} after the burst, riders matched {matched} "
       f"({100 * matched / max(accepted, 1):.1f}% of accepted), {matched / secs:.0f} matched/s of burst")
 open(sys.argv[1] + '.goodput', 'w').write(str(matched / secs))
 PY
