@@ -85,6 +85,10 @@ fn describe() {
         "HTTP request latency, by method, route and status (a shed 503 is timed apart from a 202)."
     );
     describe_histogram!(
+        "ride_group_commit_seconds",
+        "A group commit's time by phase: lock_wait (for the core's lock), write (the batch into its document and journal), sync (fdatasync)."
+    );
+    describe_histogram!(
         "mesh_replication_lag_seconds",
         "From a request's acceptance to its arrival here, by the peer it came from."
     );

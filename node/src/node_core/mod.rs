@@ -302,8 +302,10 @@ impl NodeCore {
     /// the sync returns (a failed write or sync refuses them: 503).
     pub(crate) fn commit_arrivals(&self) {
         loop {
-            let (waiting, sync, more) = {
+            let asked = std::time::Instant::now();
+            let (waiting, sync, more, locked) = {
                 let mut state = self.lock();
+                let locked = asked.elapsed();
                 let State {
                     replica,
                     arrivals,
@@ -335,9 +337,12 @@ impl NodeCore {
                     continue;
                 }
                 let more = waiting.len() == MAX_COMMIT_BATCH;
-                (waiting, replica.take_sync(), more)
+                (waiting, replica.take_sync(), more, locked)
             };
-            match sync.map_or(Ok(()), PendingSync::run) {
+            let written = asked.elapsed();
+            let synced = sync.map_or(Ok(()), PendingSync::run);
+            record_group_commit(locked, written - locked, asked.elapsed() - written);
+            match synced {
                 Ok(()) => {
                     for done in waiting {
                         let _ = done.send(());
@@ -602,6 +607,17 @@ fn to_match(replica: &Replica, commit: &Owned<CommitRecord>) -> Option<Match> {
         committed_by: commit.owner.clone(),
         committed_at: c.committed_at,
     })
+}
+
+/// Where a group commit's time goes, so that an intake tail can be traced
+/// to its cause: waiting for the core's lock (held by a round's commits or
+/// a session applying a peer's changes), writing the batch into its
+/// document and journal, or the `fdatasync`.
+fn record_group_commit(lock_wait: Duration, write: Duration, sync: Duration) {
+    for (phase, took) in [("lock_wait", lock_wait), ("write", write), ("sync", sync)] {
+        metrics::histogram!("ride_group_commit_seconds", "phase" => phase)
+            .record(took.as_secs_f64());
+    }
 }
 
 impl SyncCore for NodeCore {
