@@ -53,16 +53,14 @@ burst() {
     --no-progress --summary-json "$WORK/$label.json" >"$WORK/$label.bot" 2>&1 || true
   local ended converged_at node_shed_p99 node_p99 lag_p99 urls=() i
   ended=$(now)
-  node_shed_p99=$(for i in $nodes; do curl -s "http://127.0.0.1:1860$i/metrics"; done \
-    | awk '/^http_request_duration_seconds\{/ && /status="503"/ && /quantile="0.99"/ \
-      {if ($2 > m) m = $2} END {printf "%.3f", m * 1000}')
-  node_p99=$(for i in $nodes; do curl -s "http://127.0.0.1:1860$i/metrics"; done \
-    | awk '/^http_request_duration_seconds\{/ && /status="202"/ && /quantile="0.99"/ \
-      {if ($2 > m) m = $2} END {printf "%.2f", m * 1000}')
+  for i in $nodes; do curl -s "http://127.0.0.1:1860$i/metrics"; done >"$WORK/$label.metrics"
+  # worst PATTERN DIGITS: the largest p99 (in ms) over the nodes' series matching PATTERN.
+  worst() { awk -v p="$1" -v d="$2" '$0 ~ p && /quantile="0.99"/ {if ($2 > m) m = $2} \
+    END {printf "%.*f", d, m * 1000}' "$WORK/$label.metrics"; }
+  node_shed_p99=$(worst '^http_request_duration_seconds\{.*status="503"' 3)
+  node_p99=$(worst '^http_request_duration_seconds\{.*status="202"' 2)
   # Replication lag (acceptance to arrival at a peer): the worst node and peer.
-  lag_p99=$(for i in $nodes; do curl -s "http://127.0.0.1:1860$i/metrics"; done \
-    | awk '/^mesh_replication_lag_seconds\{/ && /quantile="0.99"/ \
-      {if ($2 > m) m = $2} END {printf "%.0f", m * 1000}')
+  lag_p99=$(worst '^mesh_replication_lag_seconds\{' 0)
   # In step: every pair of nodes holds one digest of what they share (halo
   # replication: nodes of different regions hold different documents).
   for i in $nodes; do urls+=("n$i=http://127.0.0.1:1860$i"); done

@@ -12,25 +12,28 @@
 //! A frame is inflated into a bounded buffer, so a hostile peer cannot
 //! make a small frame grow without limit.
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use std::io::{self, Write};
+
+use flate2::Compression;
+use flate2::write::{DeflateDecoder, DeflateEncoder};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub(crate) enum CompressionError {
     #[error("frame does not inflate: {0}")]
-    Corrupt(#[from] flate2::DecompressError),
+    Corrupt(io::Error),
     #[error("frame inflates past {limit} bytes")]
     TooLarge { limit: usize },
     #[error("frame ends inside a deflate block")]
     Truncated,
     #[error("deflate: {0}")]
-    Deflate(#[from] flate2::CompressError),
+    Deflate(io::Error),
 }
 
 /// One direction's compressor: frames go in, in order, and come out
 /// compressed against everything sent before them.
 pub(crate) struct FrameCompressor {
-    deflate: Compress,
+    deflate: DeflateEncoder<Vec<u8>>,
 }
 
 impl FrameCompressor {
@@ -38,25 +41,19 @@ impl FrameCompressor {
         // Level 1: most of the gain is the shared window, not the effort
         // spent searching it, and this runs once per frame per peer.
         Self {
-            deflate: Compress::new(Compression::fast(), false),
+            deflate: DeflateEncoder::new(Vec::new(), Compression::fast()),
         }
     }
 
     /// `frame`, compressed and flushed: the peer can inflate it whole.
+    /// An empty frame right after another compresses to nothing.
     pub(crate) fn compress(&mut self, frame: &[u8]) -> Result<Vec<u8>, CompressionError> {
-        let mut out = Vec::with_capacity(frame.len() / 2 + 64);
-        let start = self.deflate.total_in();
-        loop {
-            let consumed = (self.deflate.total_in() - start) as usize;
-            out.reserve(out.len().max(64));
-            self.deflate
-                .compress_vec(&frame[consumed..], &mut out, FlushCompress::Sync)?;
-            let done = (self.deflate.total_in() - start) as usize == frame.len();
-            // A flush is complete once it stops short of the space given.
-            if done && out.len() < out.capacity() {
-                return Ok(out);
-            }
-        }
+        // flate2's `flush` is deflate's sync flush.
+        self.deflate
+            .write_all(frame)
+            .and_then(|()| self.deflate.flush())
+            .map_err(CompressionError::Deflate)?;
+        Ok(std::mem::take(self.deflate.get_mut()))
     }
 }
 
@@ -65,52 +62,64 @@ const SYNC_MARKER: [u8; 4] = [0, 0, 0xff, 0xff];
 
 /// One direction's decompressor, the mirror of [`FrameCompressor`].
 pub(crate) struct FrameDecompressor {
-    inflate: Decompress,
+    inflate: DeflateDecoder<Bounded>,
+}
+
+/// Where a frame inflates to: refuses to grow past its limit, so a hostile
+/// frame costs at most that much memory.
+struct Bounded {
+    bytes: Vec<u8>,
     limit: usize,
+    overflowed: bool,
+}
+
+impl Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.limit {
+            self.overflowed = true;
+            return Err(io::Error::other("inflated frame over its limit"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl FrameDecompressor {
     /// Frames that inflate past `limit` bytes are refused.
     pub(crate) fn new(limit: usize) -> Self {
         Self {
-            inflate: Decompress::new(false),
-            limit,
+            inflate: DeflateDecoder::new(Bounded {
+                bytes: Vec::new(),
+                limit,
+                overflowed: false,
+            }),
         }
     }
 
     /// The frame a peer's [`FrameCompressor::compress`] made from `bytes`.
     pub(crate) fn decompress(&mut self, bytes: &[u8]) -> Result<Vec<u8>, CompressionError> {
+        if bytes.is_empty() {
+            return Ok(Vec::new());
+        }
         // A sync flush ends on an empty stored block: a frame without one
         // was cut, or not made by a compressor.
         if !bytes.ends_with(&SYNC_MARKER) {
             return Err(CompressionError::Truncated);
         }
-        let mut out = Vec::with_capacity((bytes.len() * 4).min(self.limit));
-        let start = self.inflate.total_in();
-        loop {
-            let consumed = (self.inflate.total_in() - start) as usize;
-            if out.len() == out.capacity() {
-                if out.len() >= self.limit {
-                    return Err(CompressionError::TooLarge { limit: self.limit });
-                }
-                out.reserve_exact((out.len().max(256)).min(self.limit - out.len()));
-            }
-            let before = (self.inflate.total_in(), self.inflate.total_out());
-            let status =
-                self.inflate
-                    .decompress_vec(&bytes[consumed..], &mut out, FlushDecompress::Sync)?;
-            if out.len() > self.limit {
-                return Err(CompressionError::TooLarge { limit: self.limit });
-            }
-            let all_in = (self.inflate.total_in() - start) as usize == bytes.len();
-            if all_in && out.len() < out.capacity() {
-                return Ok(out);
-            }
-            let stuck = before == (self.inflate.total_in(), self.inflate.total_out());
-            if status == Status::StreamEnd || (stuck && out.len() < out.capacity()) {
-                return Err(CompressionError::Truncated);
-            }
+        let inflated = self
+            .inflate
+            .write_all(bytes)
+            .and_then(|()| self.inflate.flush());
+        let out = self.inflate.get_mut();
+        if out.overflowed {
+            return Err(CompressionError::TooLarge { limit: out.limit });
         }
+        inflated.map_err(CompressionError::Corrupt)?;
+        Ok(std::mem::take(&mut out.bytes))
     }
 }
 
@@ -128,7 +137,10 @@ mod tests {
         /// in, one frame at a time.
         #[test]
         fn frames_round_trip_in_order(frames in proptest::collection::vec(
-            proptest::collection::vec(any::<u8>(), 0..5_000), 1..20)) {
+            prop_oneof![
+                1 => Just(Vec::new()),
+                4 => proptest::collection::vec(any::<u8>(), 1..5_000),
+            ], 1..20)) {
             let (mut tx, mut rx) = pair(1 << 20);
             for frame in &frames {
                 let wire = tx.compress(frame).unwrap();
