@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Overload benchmark (goodput, not answers): a burst far past capacity,
-# uniform over the three regions of regions/, sent by the bot's load mode to
-# each position's own region; first against the three-region mesh on
-# loopback (QUIC, mutual TLS), then against one node alone with the same
-# burst. Reports, per setup: riders accepted (202), shed (503), the shed
+# uniform over the three regions of regions/: one load generator (the bot's
+# load mode) per region, drawing positions inside that region's area, with a
+# third of the rate and of the concurrency each. First the generators send to
+# their own regions' nodes of the three-region mesh on loopback (QUIC,
+# mutual TLS), then the same three generators send to one node alone.
+# Reports, per setup: riders accepted (202), shed (503), the shed
 # answers' latency, how long after the burst every node held one digest,
 # and riders matched (once converged, a few seconds later) per second of
 # burst, with the mesh/single ratio. Shed latency is given twice: as the
@@ -12,7 +14,9 @@
 # node's p99 of `http_request_duration_seconds{status="503"}`), and the
 # replication lag's p99 (`mesh_replication_lag_seconds`, the worst node and
 # peer; 0 for one node alone). Accepted requests' p99 is given both ways
-# too (the nodes': the worst node's p99 for a `202`).
+# too (the nodes': the worst node's p99 for a `202`). The bot's latencies
+# are the worst generator's. The nodes' CPU seconds during the burst, and
+# per request sent, say what the work cost apart from how fast it went.
 #
 #   scripts/bench-overload.sh [RATE] [BURST] [CONCURRENCY]   e.g. 30000 8s 48
 #   NODE_ARGS="--max-intake-queue 64" scripts/bench-overload.sh ...   (tighter limits: more shed)
@@ -36,7 +40,12 @@ start() { # index id mesh-args...  (public 1850i, admin 1860i, quic 1870i)
     --admin-listen "127.0.0.1:1860$i" --certs "$WORK/certs" \
     --token-keys-file "$WORK/certs/token.keys" --data-dir "$WORK/$id-data" \
     --mesh-ready-grace 1s "$@" ${NODE_ARGS:-} 2>"$WORK/$id.log" &
+  NODE_PIDS[i]=$!
 }
+NODE_PIDS=()
+# cpu_ticks INDEXES: the CPU ticks the nodes have used so far, together.
+cpu_ticks() { local i n=0; for i in "$@"; do
+  n=$(( n + $(awk '{print $14 + $15}' "/proc/${NODE_PIDS[i]}/stat") )); done; echo "$n"; }
 wait_ready() { for i in "$@"; do
   until curl -sf "http://127.0.0.1:1860$i/debug/state" | grep -q '"ready":true'; do sleep 0.2; done
 done; }
@@ -46,11 +55,31 @@ decided_matches() { curl -s "http://127.0.0.1:1860$1/metrics" \
   | awk '$1 == "ride_matches_decided_total" {n = $2} END {print n+0}'; }
 now() { date +%s.%N; }
 
-# burst LABEL NODE-INDEXES BOT-ARGS...: prints one result line.
+# Each region's area as the bot's --area takes it: the bounding box of its
+# polygon (the shipped regions are rectangles, so the box is the area).
+AREAS=()
+for r in "${REGIONS[@]}"; do
+  AREAS+=("$(python3 -c 'import json, sys
+ring = json.load(open(sys.argv[1]))["area"]["coordinates"][0]
+lat, lon = [p[1] for p in ring], [p[0] for p in ring]
+print(f"{min(lat)},{min(lon)},{max(lat)},{max(lon)}")' "regions/$r.json")")
+done
+
+# burst LABEL NODE-INDEXES URL-NORTH URL-SOUTHEAST URL-SOUTHWEST: runs the
+# three generators, each to its URL, and prints one result line.
 burst() {
-  local label=$1 nodes=$2; shift 2
-  $BOT "$@" --rate "$RATE" --concurrency "$CONCURRENCY" --duration "$BURST" --warmup 0s \
-    --no-progress --summary-json "$WORK/$label.json" >"$WORK/$label.bot" 2>&1 || true
+  local label=$1 nodes=$2 g generators=() ticks; shift 2
+  # shellcheck disable=SC2086
+  ticks=$(cpu_ticks $nodes)
+  for g in 0 1 2; do
+    $BOT --endpoint "$1" --area "${AREAS[$g]}" --rate $(( (RATE + g) / 3 )) \
+      --concurrency $(( (CONCURRENCY + g) / 3 )) --duration "$BURST" --warmup 0s \
+      --no-progress --summary-json "$WORK/$label.$g.json" >"$WORK/$label.$g.bot" 2>&1 &
+    generators+=($!); shift
+  done
+  wait "${generators[@]}" || true
+  # shellcheck disable=SC2086
+  ticks=$(( $(cpu_ticks $nodes) - ticks ))
   local ended converged_at node_shed_p99 node_p99 lag_p99 urls=() i
   ended=$(now)
   for i in $nodes; do curl -s "http://127.0.0.1:1860$i/metrics"; done >"$WORK/$label.metrics"
@@ -75,17 +104,23 @@ print(float(sys.argv[2]) + c['seconds'] if c['converged'] else '')" "$WORK/$labe
     accepted=$(( accepted + $(accepted_riders "$i") ))
     matched=$(( matched + $(decided_matches "$i") ))
   done
-  python3 - "$WORK/$label.json" "$label" "$accepted" "$matched" "$ended" "${converged_at:-}" "$BURST" "$node_shed_p99" "$lag_p99" "$node_p99" <<'PY'
-import json, sys
-s = json.load(open(sys.argv[1])); label, accepted, matched = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+  python3 - "$WORK/$label" "$label" "$accepted" "$matched" "$ended" "${converged_at:-}" "$BURST" "$node_shed_p99" "$lag_p99" "$node_p99" "$ticks" <<'PY'
+import json, os, sys
+runs = [json.load(open(f"{sys.argv[1]}.{g}.json")) for g in range(3)]
+label, accepted, matched = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 ended, converged, burst, node_shed_p99, lag_p99, node_p99 = float(sys.argv[5]), sys.argv[6], sys.argv[7], sys.argv[8], sys.argv[9], sys.argv[10]
+cpu = int(sys.argv[11]) / os.sysconf('SC_CLK_TCK')
 secs = float(burst.rstrip('s'))
-r = s['requests']; shed = r.get('shed', 0); sl = r.get('shed_latency_ms', {})
+sent = sum(s['requests']['sent'] for s in runs)
+achieved = sum(s['load']['achieved_per_sec'] for s in runs)
+shed = sum(s['requests'].get('shed', 0) for s in runs)
+def worst(q, part=None):  # the worst generator's percentile q
+    return max((s['requests'].get('shed_latency_ms', {}) if part else s['latency_ms']).get(q, 0) for s in runs)
 conv = f"{float(converged) - ended:.2f}s" if converged else "NOT within 60 s"
-l = s['latency_ms']
-print(f"{label}: sent {r['sent']} ({s['load']['achieved_per_sec']:.0f}/s, p50 {l['p50']:.1f} ms, p99 {l['p99']:.1f} ms at the bot, p99 {node_p99} ms in the nodes), riders accepted {accepted}, shed {shed} (p50 {sl.get('p50', 0):.2f} ms, "
-      f"p99 {sl.get('p99', 0):.2f} ms at the bot, {node_shed_p99} ms in the nodes), replication lag p99 {lag_p99} ms, in step {conv} after the burst, riders matched {matched} "
-      f"({100 * matched / max(accepted, 1):.1f}% of accepted), {matched / secs:.0f} matched/s of burst")
+print(f"{label}: sent {sent} ({achieved:.0f}/s, p50 {worst('p50'):.1f} ms, p99 {worst('p99'):.1f} ms at the bot, p99 {node_p99} ms in the nodes), riders accepted {accepted}, shed {shed} (p50 {worst('p50', 'shed'):.2f} ms, "
+      f"p99 {worst('p99', 'shed'):.2f} ms at the bot, {node_shed_p99} ms in the nodes), replication lag p99 {lag_p99} ms, in step {conv} after the burst, riders matched {matched} "
+      f"({100 * matched / max(accepted, 1):.1f}% of accepted), {matched / secs:.0f} matched/s of burst, "
+      f"nodes' CPU {cpu:.2f} s in the burst ({1e6 * cpu / max(sent, 1):.0f} us per request)")
 open(sys.argv[1] + '.goodput', 'w').write(str(matched / secs))
 PY
 }
@@ -98,10 +133,10 @@ for i in 0 1 2; do
     --mesh-listen "127.0.0.1:1870$i" $(peers "$i")
 done
 wait_ready 0 1 2
-burst mesh "0 1 2" --regions regions --endpoint http://127.0.0.1:18500,http://127.0.0.1:18501,http://127.0.0.1:18502
+burst mesh "0 1 2" http://127.0.0.1:1850{0,1,2}
 kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true
 
 start 3 single --region dhaka
 wait_ready 3
-burst single "3" --endpoint http://127.0.0.1:18503 --area 23.60,90.30,23.95,90.55
-python3 -c "m=float(open('$WORK/mesh.json.goodput').read()); s=float(open('$WORK/single.json.goodput').read()); print(f'goodput ratio mesh/single: {m / max(s, 1e-9):.2f}')"
+burst single "3" http://127.0.0.1:18503{,,}
+python3 -c "m=float(open('$WORK/mesh.goodput').read()); s=float(open('$WORK/single.goodput').read()); print(f'goodput ratio mesh/single: {m / max(s, 1e-9):.2f}')"

@@ -176,6 +176,21 @@ fn actor_for(node: &NodeId, incarnation: u64) -> ActorId {
     ActorId::from(bytes)
 }
 
+/// The key of one flush's value: unique (this incarnation and its count of
+/// batches in the document), and sorting before every key written earlier.
+///
+/// The order is for the peers. Applying a change to a map, automerge walks
+/// the map's ops in key order up to the new key, and copies every value it
+/// passes (`BatchApply`'s map walk hydrates each op). With the newest key
+/// first, that walk stops at once; with it last, every sync of a flush
+/// would copy every batch the document already holds (`cargo bench -p node
+/// --bench replication`: 185 us against 73 us a flush, in a document of
+/// 1,000 flushes). Both counters are written complemented and fixed-width
+/// hex, so later numbers sort first.
+fn batch_key(incarnation: u64, batch: u64) -> String {
+    format!("{:016x}/{:016x}", !incarnation, !batch)
+}
+
 impl Documents {
     /// `owner`'s documents as its journal kept them (`loaded`), to be read
     /// whole by the next [`Documents::take_changes`].
@@ -243,10 +258,7 @@ impl Documents {
             self.generation += 1;
             entry.touched_at = now;
             entry.written_at = Some(now);
-            // One value per flush, under a key no other write uses: this
-            // incarnation and its count of batches in the document (short:
-            // the key goes on the wire once per flush).
-            let key = format!("{}/{}", self.incarnation, entry.batches);
+            let key = batch_key(self.incarnation, entry.batches);
             entry.batches += 1;
             entry
                 .doc
@@ -575,5 +587,32 @@ impl Documents {
 
     pub fn is_empty(&self) -> bool {
         self.docs.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_flush_key_sorts_before_every_earlier_one() {
+        let keys = [
+            batch_key(1, 0),
+            batch_key(1, 1),
+            batch_key(1, 9),
+            batch_key(1, 10),
+            batch_key(1, 1_000),
+            // A restarted node writes as its next incarnation.
+            batch_key(2, 0),
+            batch_key(2, 1),
+        ];
+        for pair in keys.windows(2) {
+            assert!(
+                pair[1] < pair[0],
+                "{} should sort before {}",
+                pair[1],
+                pair[0]
+            );
+        }
     }
 }
