@@ -49,10 +49,9 @@ cpu_ticks() { local i n=0; for i in "$@"; do
 wait_ready() { for i in "$@"; do
   until curl -sf "http://127.0.0.1:1860$i/debug/state" | grep -q '"ready":true'; do sleep 0.2; done
 done; }
-accepted_riders() { curl -s "http://127.0.0.1:1860$1/metrics" \
-  | awk '$1 ~ /^ride_requests_accepted_total\{kind="rider"\}/ {print $2+0}'; }
-decided_matches() { curl -s "http://127.0.0.1:1860$1/metrics" \
-  | awk '$1 == "ride_matches_decided_total" {n = $2} END {print n+0}'; }
+# metrics FILE INDEXES: every node's /metrics, one after another, into FILE.
+metrics() { local file=$1 i; shift; for i in "$@"; do
+  curl -s "http://127.0.0.1:1860$i/metrics"; done >"$file"; }
 now() { date +%s.%N; }
 
 # Each region's area as the bot's --area takes it: the bounding box of its
@@ -82,7 +81,8 @@ burst() {
   ticks=$(( $(cpu_ticks $nodes) - ticks ))
   local ended converged_at node_shed_p99 node_p99 lag_p99 urls=() i
   ended=$(now)
-  for i in $nodes; do curl -s "http://127.0.0.1:1860$i/metrics"; done >"$WORK/$label.metrics"
+  # shellcheck disable=SC2086
+  metrics "$WORK/$label.metrics" $nodes
   # worst PATTERN DIGITS: the largest p99 (in ms) over the nodes' series matching PATTERN.
   worst() { awk -v p="$1" -v d="$2" '$0 ~ p && /quantile="0.99"/ {if ($2 > m) m = $2} \
     END {printf "%.*f", d, m * 1000}' "$WORK/$label.metrics"; }
@@ -98,12 +98,12 @@ burst() {
   converged_at=$(python3 -c "import json,sys; c=json.loads(open(sys.argv[1]).readlines()[-1]); \
 print(float(sys.argv[2]) + c['seconds'] if c['converged'] else '')" "$WORK/$label.conv" "$ended")
   sleep 5 # matching of what is still pending
-  local accepted=0 matched=0
+  local accepted matched
+  # shellcheck disable=SC2086
+  metrics "$WORK/$label.after" $nodes
+  accepted=$(awk '$1 ~ /^ride_requests_accepted_total\{kind="rider"\}/ {n += $2} END {print n+0}' "$WORK/$label.after")
   # A match is counted by the one node that committed it.
-  for i in $nodes; do
-    accepted=$(( accepted + $(accepted_riders "$i") ))
-    matched=$(( matched + $(decided_matches "$i") ))
-  done
+  matched=$(awk '$1 == "ride_matches_decided_total" {n += $2} END {print n+0}' "$WORK/$label.after")
   python3 - "$WORK/$label" "$label" "$accepted" "$matched" "$ended" "${converged_at:-}" "$BURST" "$node_shed_p99" "$lag_p99" "$node_p99" "$ticks" <<'PY'
 import json, os, sys
 runs = [json.load(open(f"{sys.argv[1]}.{g}.json")) for g in range(3)]
@@ -114,11 +114,13 @@ secs = float(burst.rstrip('s'))
 sent = sum(s['requests']['sent'] for s in runs)
 achieved = sum(s['load']['achieved_per_sec'] for s in runs)
 shed = sum(s['requests'].get('shed', 0) for s in runs)
-def worst(q, part=None):  # the worst generator's percentile q
-    return max((s['requests'].get('shed_latency_ms', {}) if part else s['latency_ms']).get(q, 0) for s in runs)
+latency = lambda s: s['latency_ms']
+shed_latency = lambda s: s['requests'].get('shed_latency_ms', {})
+def worst(pick, q):  # the worst generator's percentile q of what `pick` reads
+    return max(pick(s).get(q, 0) for s in runs)
 conv = f"{float(converged) - ended:.2f}s" if converged else "NOT within 60 s"
-print(f"{label}: sent {sent} ({achieved:.0f}/s, p50 {worst('p50'):.1f} ms, p99 {worst('p99'):.1f} ms at the bot, p99 {node_p99} ms in the nodes), riders accepted {accepted}, shed {shed} (p50 {worst('p50', 'shed'):.2f} ms, "
-      f"p99 {worst('p99', 'shed'):.2f} ms at the bot, {node_shed_p99} ms in the nodes), replication lag p99 {lag_p99} ms, in step {conv} after the burst, riders matched {matched} "
+print(f"{label}: sent {sent} ({achieved:.0f}/s, p50 {worst(latency, 'p50'):.1f} ms, p99 {worst(latency, 'p99'):.1f} ms at the bot, p99 {node_p99} ms in the nodes), riders accepted {accepted}, shed {shed} (p50 {worst(shed_latency, 'p50'):.2f} ms, "
+      f"p99 {worst(shed_latency, 'p99'):.2f} ms at the bot, {node_shed_p99} ms in the nodes), replication lag p99 {lag_p99} ms, in step {conv} after the burst, riders matched {matched} "
       f"({100 * matched / max(accepted, 1):.1f}% of accepted), {matched / secs:.0f} matched/s of burst, "
       f"nodes' CPU {cpu:.2f} s in the burst ({1e6 * cpu / max(sent, 1):.0f} us per request)")
 open(sys.argv[1] + '.goodput', 'w').write(str(matched / secs))
