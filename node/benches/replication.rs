@@ -6,6 +6,8 @@
 //! A document takes the flushes of one epoch and is then dropped, so, as in
 //! a node, the work grows with the flushes an epoch holds, not with all
 //! traffic: here a new epoch every 1,000 flushes (5 s at 200 flushes/s).
+//! Flushes are one sync tick (10 ms) apart, so the peer acknowledges them
+//! in batches, as it does in a node.
 //!
 //! `cargo bench -p node --bench replication`
 
@@ -19,6 +21,8 @@ use node::mesh::record::{RecordV1, RiderRecord};
 use node::wire::Position;
 
 const FLUSHES_PER_EPOCH: usize = 1_000;
+/// The node's default `--mesh-sync-interval`.
+const SYNC_TICK_MS: u64 = 10;
 
 fn rider(i: usize) -> RecordV1 {
     let at = 1_764_000_000_000 + i as u64;
@@ -46,19 +50,25 @@ fn open(node: &NodeId) -> Documents {
         .expect("an empty node opens")
 }
 
-/// One flush from `a`, synced to `b` until neither has more to say.
-fn replicate(a: &mut Documents, b: &mut Documents, doc: &DocId, records: Vec<RecordV1>) -> usize {
+/// One flush from `a` at `now`, synced to `b` until neither has more to say.
+fn replicate(
+    a: &mut Documents,
+    b: &mut Documents,
+    doc: &DocId,
+    records: Vec<RecordV1>,
+    now: Millis,
+) -> usize {
     let (a_id, b_id) = (&doc.owner, NodeId("peer".into()));
-    a.write(vec![(doc.clone(), records)], Millis(1))
+    a.write(vec![(doc.clone(), records)], now)
         .expect("own write");
     loop {
-        let to_b = a.outgoing(&b_id, REGION);
+        let to_b = a.outgoing(&b_id, REGION, now);
         for (d, m) in &to_b {
-            b.receive(a_id, d, m, Millis(1)).expect("a good message");
+            b.receive(a_id, d, m, now).expect("a good message");
         }
-        let to_a = b.outgoing(a_id, REGION);
+        let to_a = b.outgoing(a_id, REGION, now);
         for (d, m) in &to_a {
-            a.receive(&b_id, d, m, Millis(1)).expect("a good message");
+            a.receive(&b_id, d, m, now).expect("a good message");
         }
         if to_b.is_empty() && to_a.is_empty() {
             break;
@@ -82,9 +92,10 @@ fn replication(c: &mut Criterion) {
         group.throughput(Throughput::Elements(per_flush as u64));
         group.bench_function(BenchmarkId::from_parameter(per_flush), |bench| {
             bench.iter(|| {
+                let now = Millis(flushes as u64 * SYNC_TICK_MS);
                 if flushes % FLUSHES_PER_EPOCH == 0 {
                     for node in [&mut a, &mut b] {
-                        node.drop_docs(std::slice::from_ref(&doc), 0, Millis(1))
+                        node.drop_docs(std::slice::from_ref(&doc), 0, now)
                             .expect("no journal to fail");
                     }
                     doc.epoch += 1;
@@ -92,7 +103,7 @@ fn replication(c: &mut Criterion) {
                 let first = flushes * per_flush;
                 flushes += 1;
                 let records = (first..first + per_flush).map(rider).collect();
-                assert_eq!(replicate(&mut a, &mut b, &doc, records), per_flush);
+                assert_eq!(replicate(&mut a, &mut b, &doc, records, now), per_flush);
             });
         });
     }

@@ -200,7 +200,12 @@ async fn start_with_dns<D: Dns>(
         tasks.spawn(discovery.watch(config.discovery_interval, publish_peers, shutdown.clone()));
     }
     let mesh_addr = mesh.as_ref().map(|(addr, _)| *addr);
-    let flusher = Arc::clone(&core).run_flusher(shutdown.clone());
+    let commit_gap = if config.mesh_listen.is_some() {
+        config.mesh_commit_interval
+    } else {
+        std::time::Duration::ZERO
+    };
+    let flusher = Arc::clone(&core).run_flusher(commit_gap, shutdown.clone());
     let step_loop = tokio::spawn(
         StepLoop {
             owner: core.owner(),

@@ -39,6 +39,16 @@ use crate::clock::Millis;
 use crate::halo::{RegionIndex, Scope};
 use crate::ids::NodeId;
 
+/// How long a message that only acknowledges waits after the previous
+/// message for the same document and peer. Each document has one writer,
+/// which pushes its changes whether or not the last ones were
+/// acknowledged, so nothing waits on an acknowledgement but the writer's
+/// bookkeeping. Receiving one costs automerge a walk of the document's
+/// whole history (`filter_changes`), and answering every change message
+/// doubled the messages a mesh sends: acknowledging in batches keeps both
+/// per document, not per change.
+pub const ACK_EVERY_MS: u64 = 100;
+
 /// A document: its owner, the epoch of the owner's clock it covers, and the
 /// regions it goes to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -81,6 +91,9 @@ struct Document {
     /// either, and generating a sync message to find that out is most of
     /// a quiet mesh's work.
     quiet: HashMap<NodeId, u64>,
+    /// Per peer, when this node last sent it a sync message for this
+    /// document: see [`ACK_EVERY_MS`].
+    sent_at: HashMap<NodeId, Millis>,
     /// Bytes of the records read out of it (keys and values): its size as
     /// the dashboard shows it. automerge's own size needs a full save,
     /// too costly to run every second.
@@ -105,6 +118,7 @@ impl Document {
             version: 0,
             batches: 0,
             quiet: HashMap::new(),
+            sent_at: HashMap::new(),
             record_bytes: 0,
             touched_at: now,
             written_at: None,
@@ -406,17 +420,34 @@ impl Documents {
     }
 
     /// The sync messages that `peer`, of region `region`, needs now, one
-    /// per document at most.
-    pub fn outgoing(&mut self, peer: &NodeId, region: RegionIndex) -> Vec<(DocId, Vec<u8>)> {
+    /// per document at most. A message that would only acknowledge (the
+    /// peer already has every change this node has) waits until
+    /// [`ACK_EVERY_MS`] after the last one sent for that document.
+    pub fn outgoing(
+        &mut self,
+        peer: &NodeId,
+        region: RegionIndex,
+        now: Millis,
+    ) -> Vec<(DocId, Vec<u8>)> {
         let mut out = Vec::new();
         for (id, entry) in &mut self.docs {
             if entry.quiet.get(peer) == Some(&entry.version) || !id.scope.contains(region) {
                 continue;
             }
+            let heads = entry.doc.get_heads();
             let state = entry.sync.entry(peer.clone()).or_default();
+            let only_acknowledges = state.their_heads.as_ref() == Some(&heads);
+            let acknowledged_lately = entry
+                .sent_at
+                .get(peer)
+                .is_some_and(|at| now < at.plus(ACK_EVERY_MS));
+            if only_acknowledges && acknowledged_lately {
+                continue;
+            }
             match entry.doc.sync().generate_sync_message(state) {
                 Some(message) => {
                     entry.quiet.remove(peer);
+                    entry.sent_at.insert(peer.clone(), now);
                     out.push((id.clone(), message.encode()));
                 }
                 None => {
@@ -433,6 +464,7 @@ impl Documents {
         for entry in self.docs.values_mut() {
             entry.sync.remove(peer);
             entry.quiet.remove(peer);
+            entry.sent_at.remove(peer);
         }
     }
 
@@ -614,5 +646,98 @@ mod tests {
                 pair[0]
             );
         }
+    }
+
+    fn rider(n: u64) -> RecordV1 {
+        RecordV1::Rider(super::super::record::RiderRecord {
+            id: crate::ids::RequestId::generate(),
+            name: format!("Rider {n}"),
+            position: crate::wire::Position {
+                lat: 23.8,
+                lon: 90.4,
+            },
+            destination: crate::wire::Position {
+                lat: 23.7,
+                lon: 90.3,
+            },
+            accepted_at: Millis(n),
+            expires_at: Millis(n + 30_000),
+        })
+    }
+
+    /// Hands `messages` from `from` to `to`; returns how many records `to`
+    /// read out of them.
+    fn deliver(
+        from: &NodeId,
+        to: &mut Documents,
+        messages: &[(DocId, Vec<u8>)],
+        now: Millis,
+    ) -> usize {
+        for (doc, message) in messages {
+            assert!(to.receive(from, doc, message, now).expect("a good message"));
+        }
+        to.take_changes().records.len()
+    }
+
+    #[test]
+    fn a_peer_acknowledges_in_batches_while_the_writer_keeps_pushing() {
+        let (a_id, b_id) = (NodeId("a".into()), NodeId("b".into()));
+        let open = |id: &NodeId| {
+            Documents::open(id, 0, 1, None, Loaded::default(), Millis(0)).expect("opens")
+        };
+        let (mut a, mut b) = (open(&a_id), open(&b_id));
+        let doc = DocId {
+            owner: a_id.clone(),
+            epoch: 0,
+            scope: Scope::of([0]),
+        };
+        let write = |a: &mut Documents, n: u64| {
+            a.write(vec![(doc.clone(), vec![rider(n)])], Millis(n))
+                .expect("own write");
+        };
+
+        // A first sync takes round trips (heads, then what is missing):
+        // run it to its end, late enough each time that no ack waits.
+        write(&mut a, 0);
+        let (mut now, mut read) = (0, 0);
+        loop {
+            let to_b = a.outgoing(&b_id, 0, Millis(now));
+            read += deliver(&a_id, &mut b, &to_b, Millis(now));
+            let to_a = b.outgoing(&a_id, 0, Millis(now));
+            deliver(&b_id, &mut a, &to_a, Millis(now));
+            if to_b.is_empty() && to_a.is_empty() {
+                break;
+            }
+            now += ACK_EVERY_MS;
+        }
+        assert_eq!(read, 1);
+
+        // A change long after the peer's last message is acknowledged at
+        // once...
+        let first = now + ACK_EVERY_MS;
+        write(&mut a, first);
+        let to_b = a.outgoing(&b_id, 0, Millis(first));
+        assert_eq!(deliver(&a_id, &mut b, &to_b, Millis(first)), 1);
+        let ack = b.outgoing(&a_id, 0, Millis(first));
+        assert_eq!(ack.len(), 1);
+        deliver(&b_id, &mut a, &ack, Millis(first));
+
+        // ...and each one after it is pushed on the next tick,
+        // unacknowledged, until `ACK_EVERY_MS` has passed.
+        for n in [first + 10, first + 20, first + 30] {
+            write(&mut a, n);
+            let to_b = a.outgoing(&b_id, 0, Millis(n));
+            assert_eq!(to_b.len(), 1, "change {n} is pushed");
+            assert_eq!(deliver(&a_id, &mut b, &to_b, Millis(n)), 1);
+            assert!(b.outgoing(&a_id, 0, Millis(n)).is_empty(), "no ack at {n}");
+        }
+        let ack = b.outgoing(&a_id, 0, Millis(first + ACK_EVERY_MS));
+        assert_eq!(ack.len(), 1, "one ack for the three changes");
+        deliver(&b_id, &mut a, &ack, Millis(first + ACK_EVERY_MS));
+
+        // Then both are at the sync's fixed point: nothing more, ever.
+        let later = Millis(first + 10 * ACK_EVERY_MS);
+        assert!(a.outgoing(&b_id, 0, later).is_empty());
+        assert!(b.outgoing(&a_id, 0, later).is_empty());
     }
 }

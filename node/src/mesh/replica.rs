@@ -382,7 +382,7 @@ impl Replica {
         }
         out.extend(
             self.docs
-                .outgoing(peer, region)
+                .outgoing(peer, region, now)
                 .into_iter()
                 .map(|(doc, message)| PeerMessage::V1(PeerMessageV1::Sync { doc, message })),
         );

@@ -107,7 +107,7 @@ fn start_knowing(ca: &PemPair, names: &[&str], knows: impl Fn(usize, usize) -> b
             shutdown.clone(),
         ));
         // As the server runs it: a group committer, and the step loop.
-        let _flusher = Arc::clone(&core).run_flusher(shutdown.clone());
+        let _flusher = Arc::clone(&core).run_flusher(Duration::ZERO, shutdown.clone());
         let (stepping, stop) = (Arc::clone(&core), shutdown.clone());
         tokio::spawn(async move {
             while !stop.is_cancelled() {

@@ -20,6 +20,7 @@
 //! A node without peers is simply a mesh of one: the same protocol runs.
 
 mod dashboard;
+mod pacer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
+use pacer::CommitPacer;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use thiserror::Error;
 use tokio::sync::oneshot;
@@ -271,14 +273,17 @@ impl NodeCore {
 
     /// The group committer: whenever requests arrive, moves them in and
     /// journals them (one sync for all that arrived meanwhile), until
-    /// `shutdown`. Runs on its own thread: a sync blocks.
+    /// `shutdown`. Runs on its own thread: a sync blocks. Commits start at
+    /// least `min_gap` apart ([`CommitPacer`], `--mesh-commit-interval`).
     pub(crate) fn run_flusher(
         self: Arc<Self>,
+        min_gap: Duration,
         shutdown: CancellationToken,
     ) -> std::thread::JoinHandle<()> {
         std::thread::Builder::new()
             .name("group-commit".into())
             .spawn(move || {
+                let mut pacer = CommitPacer::new(min_gap);
                 while !shutdown.is_cancelled() {
                     {
                         let mut pending = self.wake.pending.lock();
@@ -289,7 +294,12 @@ impl NodeCore {
                         }
                         *pending = false;
                     }
-                    self.commit_arrivals();
+                    // Whatever arrives meanwhile joins this commit.
+                    std::thread::sleep(pacer.wait_at(std::time::Instant::now()));
+                    let started = std::time::Instant::now();
+                    if self.commit_arrivals() {
+                        pacer.committed(started);
+                    }
                 }
                 self.commit_arrivals();
             })
@@ -300,7 +310,9 @@ impl NodeCore {
     /// batches of at most [`MAX_COMMIT_BATCH`]: each batch is written under
     /// the lock and synced outside it, and its submitters are told once
     /// the sync returns (a failed write or sync refuses them: 503).
-    pub(crate) fn commit_arrivals(&self) {
+    /// Returns whether there was anything to commit.
+    pub(crate) fn commit_arrivals(&self) -> bool {
+        let mut committed = false;
         loop {
             let asked = std::time::Instant::now();
             let (waiting, sync, more, locked) = {
@@ -328,7 +340,10 @@ impl NodeCore {
                     latest = latest.max(Some(at));
                     waiting.push(done);
                 }
-                let Some(now) = latest else { return };
+                let Some(now) = latest else {
+                    return committed;
+                };
+                committed = true;
                 self.load.dequeued(waiting.len());
                 intake_rate.add(waiting.len() as u64);
                 if let Err(e) = replica.flush(now) {
@@ -351,7 +366,7 @@ impl NodeCore {
                 Err(e) => tracing::error!(error = %e, "cannot sync the journal"),
             }
             if !more {
-                return;
+                return committed;
             }
         }
     }
