@@ -46,7 +46,8 @@ use crate::ids::NodeId;
 /// bookkeeping. Receiving one costs automerge a walk of the document's
 /// whole history (`filter_changes`), and answering every change message
 /// doubled the messages a mesh sends: acknowledging in batches keeps both
-/// per document, not per change.
+/// per document, not per change. (The messages fell by a third; the CPU
+/// saved was within a loaded machine's noise: BENCHMARKS.md, session 11.)
 pub const ACK_EVERY_MS: u64 = 100;
 
 /// A document: its owner, the epoch of the owner's clock it covers, and the
@@ -434,14 +435,14 @@ impl Documents {
             if entry.quiet.get(peer) == Some(&entry.version) || !id.scope.contains(region) {
                 continue;
             }
-            let heads = entry.doc.get_heads();
-            let state = entry.sync.entry(peer.clone()).or_default();
-            let only_acknowledges = state.their_heads.as_ref() == Some(&heads);
-            let acknowledged_lately = entry
+            let sent_lately = entry
                 .sent_at
                 .get(peer)
                 .is_some_and(|at| now < at.plus(ACK_EVERY_MS));
-            if only_acknowledges && acknowledged_lately {
+            let state = entry.sync.entry(peer.clone()).or_default();
+            // Only then are the heads worth comparing: the peer has every
+            // change this node has, so a message would only acknowledge.
+            if sent_lately && state.their_heads.as_ref() == Some(&entry.doc.get_heads()) {
                 continue;
             }
             match entry.doc.sync().generate_sync_message(state) {
@@ -625,6 +626,9 @@ impl Documents {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::RequestId;
+    use crate::mesh::record::RiderRecord;
+    use crate::wire::Position;
 
     #[test]
     fn each_flush_key_sorts_before_every_earlier_one() {
@@ -649,14 +653,14 @@ mod tests {
     }
 
     fn rider(n: u64) -> RecordV1 {
-        RecordV1::Rider(super::super::record::RiderRecord {
-            id: crate::ids::RequestId::generate(),
+        RecordV1::Rider(RiderRecord {
+            id: RequestId::generate(),
             name: format!("Rider {n}"),
-            position: crate::wire::Position {
+            position: Position {
                 lat: 23.8,
                 lon: 90.4,
             },
-            destination: crate::wire::Position {
+            destination: Position {
                 lat: 23.7,
                 lon: 90.3,
             },
