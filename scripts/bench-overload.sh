@@ -18,13 +18,19 @@
 # are the worst generator's. The nodes' CPU seconds during the burst, and
 # per request sent, say what the work cost apart from how fast it went.
 #
-#   scripts/bench-overload.sh [RATE] [BURST] [CONCURRENCY]   e.g. 30000 8s 48
+# The default burst offers more than either setup can take (50,000/s) on
+# enough connections (256) that neither waits on its own latency: a mesh
+# node batches commits up to 5 ms apart, so a closed loop of 48 bound the
+# mesh to about 48 / 5 ms once the load generator stopped desynchronising
+# it (BENCHMARKS.md, session 12).
+#
+#   scripts/bench-overload.sh [RATE] [BURST] [CONCURRENCY]   default 50000 8s 256
 #   NODE_ARGS="--max-intake-queue 64" scripts/bench-overload.sh ...   (tighter limits: more shed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RATE="${1:-30000}"
+RATE="${1:-50000}"
 BURST="${2:-8s}"
-CONCURRENCY="${3:-48}"
+CONCURRENCY="${3:-256}"
 WORK="$(mktemp -d)"; echo "work: $WORK" >&2
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; [[ -n "${BENCH_KEEP:-}" ]] || rm -rf "$WORK"' EXIT
 

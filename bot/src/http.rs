@@ -2,14 +2,17 @@
 //! GETs what a node reports (its region, its state, its matches).
 //!
 //! A single shared `reqwest::Client` keeps connections alive between
-//! requests (essential for load mode, where a new TCP connection per request
-//! would measure the kernel, not the node). Redirects use reqwest's default
-//! policy, which follows `307` and re-sends the body; whether one happened is
-//! seen by comparing the final URL with the one asked for.
+//! requests (a new TCP connection per request would measure the kernel,
+//! not the node). Redirects use reqwest's default policy, which follows
+//! `307` and re-sends the body; whether one happened is seen by comparing
+//! the final URL with the one asked for. Load mode's workers write on
+//! connections of their own instead ([`crate::conn`]), and read the answer
+//! the same way ([`Reply::read`]).
 
 use std::time::Duration;
 
 use node::wire::ErrorBody;
+use reqwest::header::HeaderValue;
 use reqwest::{Client, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -18,7 +21,7 @@ use crate::stats::Outcome;
 
 /// How long one request may take before it counts as a transport error.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The shared client. `max_idle` should cover the number of requests in
 /// flight so that no connection is closed only to be reopened.
@@ -67,22 +70,43 @@ where
     let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-        .map(Duration::from_secs);
+        .cloned();
     let bytes = response.bytes().await?;
-    let body = if status.is_success() {
-        serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{status} with an unreadable body from {url}: {e}"))
-    } else {
-        Err(describe_rejection(status, &bytes))
-    };
-    Ok(Reply {
+    Ok(Reply::read(
+        url,
         status,
         redirected_to,
-        body,
-        retry_after,
-    })
+        retry_after.as_ref(),
+        &bytes,
+    ))
+}
+
+impl<T: DeserializeOwned> Reply<T> {
+    /// A node's answer to a request sent to `url`, read from its parts.
+    pub fn read(
+        url: &Url,
+        status: StatusCode,
+        redirected_to: Option<Url>,
+        retry_after: Option<&HeaderValue>,
+        bytes: &[u8],
+    ) -> Self {
+        let retry_after = retry_after
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .map(Duration::from_secs);
+        let body = if status.is_success() {
+            serde_json::from_slice(bytes)
+                .map_err(|e| format!("{status} with an unreadable body from {url}: {e}"))
+        } else {
+            Err(describe_rejection(status, bytes))
+        };
+        Reply {
+            status,
+            redirected_to,
+            body,
+            retry_after,
+        }
+    }
 }
 
 /// GETs `url` and reads a 2xx answer as text (e.g. `/metrics`), giving up

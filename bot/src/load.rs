@@ -16,14 +16,16 @@ use std::time::{Duration, Instant};
 use node::wire::{DriverRequest, RatingRequest, RiderRequest};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use reqwest::Client;
+use reqwest::Url;
+use serde::Serialize;
 use serde::de::IgnoredAny;
 use tokio::sync::watch;
 use tracing::warn;
 
 use crate::area::Area;
+use crate::conn::{ConnError, Connections};
 use crate::endpoint::Router;
-use crate::http::{self, describe_error};
+use crate::http::{Reply, describe_error};
 use crate::seed::RatingTarget;
 use crate::stats::{Outcome, Stats, per_sec};
 use crate::world::{self, RunTag};
@@ -99,7 +101,6 @@ impl LoadReport {
 
 /// State shared by the workers.
 struct Shared {
-    client: Client,
     router: Arc<Router>,
     stats: Arc<Stats>,
     schedule: Schedule,
@@ -114,14 +115,12 @@ struct Shared {
 /// the requests in flight (each bounded by the client's timeout).
 pub async fn run(
     router: Arc<Router>,
-    client: Client,
     config: LoadConfig,
     stats: Arc<Stats>,
     interrupt: impl Future<Output = ()>,
 ) -> LoadReport {
     let schedule = config.schedule;
     let shared = Arc::new(Shared {
-        client,
         router,
         stats: Arc::clone(&stats),
         schedule,
@@ -166,6 +165,7 @@ pub async fn run(
 
 async fn worker(shared: Arc<Shared>, mut rng: StdRng, mut stop: watch::Receiver<bool>) {
     let schedule = shared.schedule;
+    let mut connections = Connections::default();
     loop {
         let k = shared.next.fetch_add(1, Relaxed);
         let due = schedule.due(k);
@@ -182,8 +182,8 @@ async fn worker(shared: Arc<Shared>, mut rng: StdRng, mut stop: watch::Receiver<
         }
         let sent = Instant::now();
         let result = match &shared.ratings {
-            Some(targets) => rate(&shared, targets, k).await,
-            None => send_request(&shared, &mut rng, k).await,
+            Some(targets) => rate(&mut connections, targets, k).await,
+            None => send_request(&shared, &mut connections, &mut rng, k).await,
         };
         let (latency, answered_in) = (due.elapsed(), sent.elapsed());
         let outcome = match result {
@@ -217,9 +217,10 @@ async fn worker(shared: Arc<Shared>, mut rng: StdRng, mut stop: watch::Receiver<
 /// Request `k`: a rider when even, a driver when odd.
 async fn send_request(
     shared: &Shared,
+    connections: &mut Connections,
     rng: &mut StdRng,
     k: u64,
-) -> reqwest::Result<http::Reply<IgnoredAny>> {
+) -> Result<Reply<IgnoredAny>, ConnError> {
     let position = shared.area.random_position(rng);
     let endpoint = shared.router.endpoint_for(position);
     let name = k % NAMES;
@@ -230,24 +231,24 @@ async fn send_request(
             position,
             destination: shared.area.random_position(rng),
         };
-        http::post::<_, IgnoredAny>(&shared.client, &endpoint.rider, &body).await
+        post(connections, &endpoint.rider, &body).await
     } else {
         let body = DriverRequest {
             name: world::driver_name(shared.run, name as usize),
             car_number: world::car_number(shared.run, k),
             position,
         };
-        http::post::<_, IgnoredAny>(&shared.client, &endpoint.driver, &body).await
+        post(connections, &endpoint.driver, &body).await
     }
 }
 
 /// Request `k`: rates match `k` (cycling if the run outlasts the matches,
 /// which then shows as 409s).
 async fn rate(
-    shared: &Shared,
+    connections: &mut Connections,
     targets: &[RatingTarget],
     k: u64,
-) -> reqwest::Result<http::Reply<IgnoredAny>> {
+) -> Result<Reply<IgnoredAny>, ConnError> {
     let target = &targets[(k % targets.len().max(1) as u64) as usize];
     let body = RatingRequest {
         rider_id: target.rider_id,
@@ -255,7 +256,24 @@ async fn rate(
         car_number: target.car_number.clone(),
         stars: (k % 5 + 1) as i64,
     };
-    http::post::<_, IgnoredAny>(&shared.client, &target.url, &body).await
+    post(connections, &target.url, &body).await
+}
+
+/// POSTs `body` as JSON on this worker's connection and reads the answer.
+async fn post(
+    connections: &mut Connections,
+    url: &Url,
+    body: &impl Serialize,
+) -> Result<Reply<IgnoredAny>, ConnError> {
+    let json = serde_json::to_vec(body).expect("request bodies serialize");
+    let answer = connections.post_json(url, json.into()).await?;
+    Ok(Reply::read(
+        url,
+        answer.status,
+        answer.redirected_to,
+        answer.retry_after.as_ref(),
+        &answer.body,
+    ))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 mod area;
 mod check;
 mod cli;
+mod conn;
 mod discover;
 mod endpoint;
 mod error;
@@ -183,7 +184,7 @@ async fn run(cli: Cli) -> Result<Summary, BotError> {
                 run,
                 ratings,
             };
-            let report = load::run(router, client, config, Arc::clone(&stats), interrupted()).await;
+            let report = load::run(router, config, Arc::clone(&stats), interrupted()).await;
             progress.finish();
             Summary::load(&stats.snapshot(), &report, cli.concurrency(), endpoints)
         }

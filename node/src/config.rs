@@ -99,9 +99,10 @@ pub struct Config {
     pub request_ttl: Duration,
 
     /// How often the matcher runs (shorter rounds: earlier matches and
-    /// shorter bursts of CPU for intake to wait behind).
-    #[arg(long, env = "NODE_MATCH_INTERVAL", default_value = "250ms", value_parser = parse_positive)]
-    pub match_interval: Duration,
+    /// shorter bursts of CPU for intake to wait behind). Default: see
+    /// [`Config::round_interval`].
+    #[arg(long, env = "NODE_MATCH_INTERVAL", value_parser = parse_positive)]
+    pub match_interval: Option<Duration>,
 
     /// The farthest a driver may be from a rider to be matched, in km.
     #[arg(long, env = "NODE_MAX_PICKUP_KM", default_value_t = 5.0, value_parser = parse_km)]
@@ -264,7 +265,28 @@ pub struct Config {
     pub cql_timeout: Duration,
 }
 
+/// A lone node's default round interval: its rounds cost nothing but
+/// their CPU, and small ones keep the bursts that intake waits behind short
+/// (at 20,000 requests/s on two cores, a 250 ms round was a 15-30 ms burst;
+/// BENCHMARKS.md, session 12).
+const LONE_ROUND_INTERVAL: Duration = Duration::from_millis(25);
+/// In a mesh every round's commits are automerge changes that each peer
+/// decodes and applies, so fewer, larger rounds cost less per match (CPU per
+/// request at 15,000/s: 84 us with 250 ms rounds, 99 us with 25 ms ones).
+const MESH_ROUND_INTERVAL: Duration = Duration::from_millis(250);
+
 impl Config {
+    /// How often the matcher runs: `--match-interval`, or by default 25 ms
+    /// for a node alone and 250 ms for a node with a mesh.
+    pub fn round_interval(&self) -> Duration {
+        self.match_interval
+            .unwrap_or(if self.mesh_listen.is_some() {
+                MESH_ROUND_INTERVAL
+            } else {
+                LONE_ROUND_INTERVAL
+            })
+    }
+
     /// Defaults, listening on an ephemeral loopback port, state in `data_dir`.
     pub fn for_tests(data_dir: &Path) -> Self {
         let mut config = Self::parse_from(["node"]);
@@ -357,6 +379,28 @@ mod tests {
         let c = Config::try_parse_from(["node"]).unwrap();
         assert_eq!(c.request_ttl, Duration::from_secs(30));
         assert_eq!(c.max_pickup_km, 5.0);
+    }
+
+    #[test]
+    fn rounds_are_short_alone_and_longer_in_a_mesh_unless_set() {
+        let alone = Config::try_parse_from(["node"]).unwrap();
+        assert_eq!(alone.round_interval(), Duration::from_millis(25));
+        let meshed = Config::try_parse_from(["node", "--mesh-listen", "127.0.0.1:0"]).unwrap();
+        assert_eq!(meshed.round_interval(), Duration::from_millis(250));
+        for c in [
+            Config::try_parse_from(["node", "--match-interval", "1s"]).unwrap(),
+            Config::try_parse_from([
+                "node",
+                "--match-interval",
+                "1s",
+                "--mesh-listen",
+                "127.0.0.1:0",
+            ])
+            .unwrap(),
+        ] {
+            assert_eq!(c.round_interval(), Duration::from_secs(1));
+        }
+        assert!(Config::try_parse_from(["node", "--match-interval", "0s"]).is_err());
     }
 
     #[test]

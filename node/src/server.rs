@@ -211,7 +211,7 @@ async fn start_with_dns<D: Dns>(
             owner: core.owner(),
             core,
             hub,
-            interval: config.match_interval,
+            interval: config.round_interval(),
         }
         .run(shutdown.clone()),
     );
@@ -482,7 +482,7 @@ fn open_core(config: &Config, node: &NodeId, layout: &Arc<Layout>) -> Result<Nod
             claim_ttl_ms: duration_ms(config.claim_ttl),
             epoch_ms: duration_ms(config.epoch).max(1),
             max_pickup_km: config.max_pickup_km,
-            match_interval_ms: duration_ms(config.match_interval).max(1),
+            match_interval_ms: duration_ms(config.round_interval()).max(1),
             ready_grace_ms: duration_ms(config.mesh_ready_grace),
             observe: false,
         },
