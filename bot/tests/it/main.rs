@@ -259,6 +259,49 @@ async fn load_mode_gets_every_request_accepted() -> TestResult {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ratings_load_mode_rates_each_prepared_match_once() -> TestResult {
+    let solo = Solo::start().await?;
+    let endpoint = solo.endpoint.clone();
+    let bot_dir = tempfile::tempdir()?;
+    let summary_path = bot_dir.path().join("summary.json");
+
+    let output = run_bot(&[
+        "--endpoint",
+        &endpoint,
+        "--rate",
+        "40",
+        "--load",
+        "ratings",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--concurrency",
+        "4",
+        "--no-progress",
+        "--summary-json",
+        summary_path.to_str().ok_or("non-UTF-8 temp path")?,
+    ])
+    .await?;
+    solo.shutdown().await?;
+
+    assert!(output.status.success(), "{}", describe(&output));
+    let summary = read_summary(&summary_path, &output)?;
+    let context = || format!("{summary:#}\n{}", describe(&output));
+    // More matches are prepared than rated, so a second rating of one
+    // match (a 409) would show here as a refusal.
+    assert_every_request_accepted(&summary, context);
+    // Every one of them a rating stored (201), none a rider or a driver.
+    assert_eq!(
+        count(&summary, "/requests/by_status/201"),
+        count(&summary, "/requests/sent"),
+        "{}",
+        context()
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn unreachable_endpoint_fails_with_a_clear_message() -> TestResult {
     // A port that was free a moment ago: nothing listens there.
