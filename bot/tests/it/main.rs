@@ -224,16 +224,31 @@ async fn settle_waits_until_every_accepted_request_has_an_outcome() -> TestResul
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn load_mode_gets_every_request_accepted() -> TestResult {
+/// Runs load mode against a node of its own with `args` and returns the
+/// bot's output and summary, once the bot has succeeded.
+async fn load_on_solo(args: &[&str]) -> Result<(Output, Value), Box<dyn std::error::Error>> {
     let solo = Solo::start().await?;
-    let endpoint = solo.endpoint.clone();
     let bot_dir = tempfile::tempdir()?;
     let summary_path = bot_dir.path().join("summary.json");
-
-    let output = run_bot(&[
+    let summary_arg = summary_path.to_str().ok_or("non-UTF-8 temp path")?;
+    let mut all = vec![
         "--endpoint",
-        &endpoint,
+        &solo.endpoint,
+        "--no-progress",
+        "--summary-json",
+        summary_arg,
+    ];
+    all.extend_from_slice(args);
+    let output = run_bot(&all).await?;
+    solo.shutdown().await?;
+    assert!(output.status.success(), "{}", describe(&output));
+    let summary = read_summary(&summary_path, &output)?;
+    Ok((output, summary))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_mode_gets_every_request_accepted() -> TestResult {
+    let (output, summary) = load_on_solo(&[
         "--rate",
         "500",
         "--duration",
@@ -242,15 +257,8 @@ async fn load_mode_gets_every_request_accepted() -> TestResult {
         "500ms",
         "--concurrency",
         "16",
-        "--no-progress",
-        "--summary-json",
-        summary_path.to_str().ok_or("non-UTF-8 temp path")?,
     ])
     .await?;
-    solo.shutdown().await?;
-
-    assert!(output.status.success(), "{}", describe(&output));
-    let summary = read_summary(&summary_path, &output)?;
     let context = || format!("{summary:#}\n{}", describe(&output));
     assert_eq!(summary["mode"], "load", "{}", context());
     assert_every_request_accepted(&summary, context);
@@ -261,14 +269,7 @@ async fn load_mode_gets_every_request_accepted() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ratings_load_mode_rates_each_prepared_match_once() -> TestResult {
-    let solo = Solo::start().await?;
-    let endpoint = solo.endpoint.clone();
-    let bot_dir = tempfile::tempdir()?;
-    let summary_path = bot_dir.path().join("summary.json");
-
-    let output = run_bot(&[
-        "--endpoint",
-        &endpoint,
+    let (output, summary) = load_on_solo(&[
         "--rate",
         "40",
         "--load",
@@ -279,15 +280,8 @@ async fn ratings_load_mode_rates_each_prepared_match_once() -> TestResult {
         "0s",
         "--concurrency",
         "4",
-        "--no-progress",
-        "--summary-json",
-        summary_path.to_str().ok_or("non-UTF-8 temp path")?,
     ])
     .await?;
-    solo.shutdown().await?;
-
-    assert!(output.status.success(), "{}", describe(&output));
-    let summary = read_summary(&summary_path, &output)?;
     let context = || format!("{summary:#}\n{}", describe(&output));
     // More matches are prepared than rated, so a second rating of one
     // match (a 409) would show here as a refusal.
