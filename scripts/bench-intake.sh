@@ -2,7 +2,8 @@
 # Intake benchmark: one node with durable intake (every 202 after its group
 # commit's fsync), no peers, fed mixed rider and driver POSTs by the bot's
 # load mode (open loop) for 10 s after a 2 s warm-up; matching rounds run as
-# usual, so commits and websocket publishing compete with intake. Each run
+# usual (every 25 ms, a node alone's default), so commits and websocket
+# publishing compete with intake. Each run
 # starts a fresh node on an empty data folder and prints one line: the rate
 # achieved, the bot's p50/p99 (send to answer, its own queueing on this
 # machine's cores included), and the node's p99 for a 202 (router entry to
