@@ -138,7 +138,11 @@ impl Connections {
     ) -> Result<hyper::Response<hyper::body::Incoming>, ConnError> {
         let authority = url.authority();
         let sender = self.ready(url).await?;
-        let request = Request::post(url.path())
+        let target = match url.query() {
+            Some(query) => Cow::Owned(format!("{}?{query}", url.path())),
+            None => Cow::Borrowed(url.path()),
+        };
+        let request = Request::post(target.as_ref())
             .header(header::HOST, authority)
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(body))
@@ -182,6 +186,9 @@ async fn connect(url: &Url) -> Result<SendRequest<Full<Bytes>>, ConnError> {
     let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
         return Err(ConnError::Unsupported(url.clone()));
     };
+    // An IPv6 literal comes bracketed (`[::1]`); neither the resolver nor
+    // TLS takes the brackets.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
     let tls = match url.scheme() {
         "http" => false,
         "https" => true,
@@ -201,7 +208,7 @@ async fn connect(url: &Url) -> Result<SendRequest<Full<Bytes>>, ConnError> {
         source,
     };
     if tls {
-        let name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+        let name = ServerName::try_from(host.to_owned())
             .map_err(|_| ConnError::Unsupported(url.clone()))?;
         let stream = TLS.connect(name, tcp).await.map_err(connect_err)?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
@@ -264,7 +271,14 @@ mod tests {
     async fn serve(
         script: impl Fn(&str) -> Scripted + Send + Sync + 'static,
     ) -> (Url, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        serve_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), script)
+    }
+
+    /// [`serve`] on a listener of the caller's.
+    fn serve_on(
+        listener: TcpListener,
+        script: impl Fn(&str) -> Scripted + Send + Sync + 'static,
+    ) -> (Url, Arc<AtomicUsize>) {
         let url = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&accepted);
@@ -334,6 +348,32 @@ mod tests {
             assert_eq!(answer.body, body, "the server echoes what it was sent");
             assert_eq!(answer.redirected_to, None);
         }
+        assert_eq!(accepted.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn the_query_goes_with_the_path() {
+        let (base, _) = serve(|path| match path {
+            "/rider?run=7" => answer("202 Accepted"),
+            _ => answer("404 Not Found"),
+        })
+        .await;
+        let answer = post(&base.join("rider?run=7").unwrap(), b"{}")
+            .await
+            .unwrap();
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_literal_is_reached_without_its_brackets() {
+        // Where the machine has no IPv6 loopback, there is nothing to test.
+        let Ok(listener) = TcpListener::bind("[::1]:0").await else {
+            return;
+        };
+        let (base, accepted) = serve_on(listener, |_| answer("202 Accepted"));
+        assert!(base.as_str().starts_with("http://[::1]:"), "{base}");
+        let answer = post(&base.join("rider").unwrap(), b"{}").await.unwrap();
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
         assert_eq!(accepted.load(Relaxed), 1);
     }
 
