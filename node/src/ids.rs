@@ -1,13 +1,19 @@
 //! Identifiers.
 //!
 //! Request ids are UUIDv7: unique across every node without coordination
-//! (74 random bits), and ordered by creation time, which makes them a cheap,
-//! deterministic tie-breaker that every node computes the same way.
+//! (74 random bits), and ordered by creation time to the millisecond, which
+//! makes them a cheap, deterministic tie-breaker that every node computes the
+//! same way.
 
 use std::fmt;
 
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::clock::Millis;
 
 /// A rider or driver request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -25,18 +31,52 @@ impl RequestId {
     }
 
     /// When the id was made, for UUIDv7 ids.
-    pub fn created_at(&self) -> Option<crate::clock::Millis> {
+    pub fn created_at(&self) -> Option<Millis> {
         let (secs, nanos) = self.0.get_timestamp()?.to_unix();
-        Some(crate::clock::Millis(
-            secs * 1000 + u64::from(nanos / 1_000_000),
-        ))
+        Some(Millis(secs * 1000 + u64::from(nanos / 1_000_000)))
     }
 
     /// Made within [`REPLICATION_GRACE_MS`] of `now` (either way, for
     /// clock skew): an id that may yet arrive by replication.
-    pub fn may_still_arrive(&self, now: crate::clock::Millis) -> bool {
+    pub fn may_still_arrive(&self, now: Millis) -> bool {
         self.created_at()
             .is_some_and(|at| at.0.abs_diff(now.0) <= REPLICATION_GRACE_MS)
+    }
+}
+
+/// Where a node's new ids get their random bits. A node draws them from
+/// the OS; the simulation from its seed, so that a seed replays the same
+/// ids, and with them the same tie-breaks and the same orders, every time.
+pub enum Entropy {
+    Os,
+    Seeded(Box<Mutex<StdRng>>),
+}
+
+impl Entropy {
+    pub fn seeded(seed: u64) -> Self {
+        Self::Seeded(Box::new(Mutex::new(StdRng::seed_from_u64(seed))))
+    }
+
+    fn fill(&self, bytes: &mut [u8]) {
+        match self {
+            Self::Os => rand::rng().fill(bytes),
+            Self::Seeded(rng) => rng.lock().fill(bytes),
+        }
+    }
+
+    /// A request id made at `now` on this node's clock (UUIDv7), so that
+    /// its age is read on the clock that made it.
+    pub fn request_id(&self, now: Millis) -> RequestId {
+        let mut random = [0; 10];
+        self.fill(&mut random);
+        RequestId(uuid::Builder::from_unix_timestamp_millis(now.0, &random).into_uuid())
+    }
+
+    /// A fresh lineage for an owner identity: 48 random bits, in hex.
+    pub fn lineage(&self) -> String {
+        let mut random = [0; 6];
+        self.fill(&mut random);
+        random.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -72,7 +112,6 @@ impl NodeId {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Millis;
 
     #[test]
     fn new_ids_may_still_arrive_old_and_random_ones_not() {
@@ -83,5 +122,18 @@ mod tests {
         assert!(id.may_still_arrive(made.plus(REPLICATION_GRACE_MS)));
         assert!(!id.may_still_arrive(made.plus(REPLICATION_GRACE_MS + 1)));
         assert!(!RequestId(Uuid::from_u128(42)).may_still_arrive(made));
+    }
+
+    #[test]
+    fn a_seed_makes_the_same_ids_on_the_clock_it_is_given() {
+        let at = Millis(1_800_000_000_123);
+        let (a, b) = (Entropy::seeded(7), Entropy::seeded(7));
+        let id = a.request_id(at);
+        assert_eq!(id, b.request_id(at));
+        assert_eq!(id.created_at(), Some(at));
+        assert_eq!(a.lineage(), b.lineage());
+        assert_ne!(a.request_id(at), id, "a seed's ids do not repeat");
+        assert_ne!(Entropy::Os.request_id(at), Entropy::Os.request_id(at));
+        assert_eq!(Entropy::Os.lineage().len(), 12);
     }
 }

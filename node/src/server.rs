@@ -28,7 +28,7 @@ use crate::delivery::{Hub, SocketSettings};
 use crate::fly::{FlyError, FlyMachine};
 use crate::halo::Layout;
 use crate::http::{self, AppState, LimitError, RateLimit};
-use crate::ids::NodeId;
+use crate::ids::{Entropy, NodeId};
 use crate::match_log::Retention;
 use crate::mesh::discovery::{DiscoveryError, Dns, SystemDns};
 use crate::mesh::journal::Durability;
@@ -493,6 +493,7 @@ fn open_core(config: &Config, node: &NodeId, layout: &Arc<Layout>) -> Result<Nod
         config.max_clock_skew,
         Durability::Fsync,
         now,
+        Entropy::Os,
     )?
     .with_limits(Limits {
         max_queue: config.max_intake_queue.max(1),

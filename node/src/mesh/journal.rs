@@ -51,7 +51,7 @@ use thiserror::Error;
 use super::documents::DocId;
 use crate::clock::Millis;
 use crate::halo::Scope;
-use crate::ids::NodeId;
+use crate::ids::{Entropy, NodeId};
 
 const FRAME_HEADER: usize = 8;
 const OWNER_FILE: &str = "owner";
@@ -209,7 +209,11 @@ impl PendingSync {
 
 /// The owner identity this node writes as, and whether it is new (its
 /// journal was empty or missing, so nothing it owned before is its own).
-pub fn open_owner(dir: &Path, node: &NodeId) -> Result<(NodeId, bool), JournalError> {
+pub fn open_owner(
+    dir: &Path,
+    node: &NodeId,
+    entropy: &Entropy,
+) -> Result<(NodeId, bool), JournalError> {
     fs::create_dir_all(dir).map_err(io_error(dir))?;
     let path = dir.join(OWNER_FILE);
     match fs::read_to_string(&path) {
@@ -225,9 +229,7 @@ pub fn open_owner(dir: &Path, node: &NodeId) -> Result<(NodeId, bool), JournalEr
                     fs::remove_file(entry.path()).map_err(io_error(&entry.path()))?;
                 }
             }
-            let lineage = uuid::Uuid::now_v7().simple().to_string();
-            // The tail of a UUIDv7 is random.
-            let owner = NodeId(format!("{}@{}", node.0, &lineage[20..]));
+            let owner = NodeId(format!("{}@{}", node.0, entropy.lineage()));
             let tmp = dir.join("owner.tmp");
             let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
             file.write_all(owner.0.as_bytes()).map_err(io_error(&tmp))?;
@@ -596,16 +598,16 @@ mod tests {
     fn an_owner_is_kept_with_its_journal_and_new_without_it() {
         let dir = tempfile::tempdir().unwrap();
         let node = NodeId("dhaka-north".into());
-        let (first, new) = open_owner(dir.path(), &node).unwrap();
+        let (first, new) = open_owner(dir.path(), &node, &Entropy::Os).unwrap();
         assert!(new);
         assert!(first.0.starts_with("dhaka-north@"), "{first:?}");
-        let (again, new) = open_owner(dir.path(), &node).unwrap();
+        let (again, new) = open_owner(dir.path(), &node, &Entropy::Os).unwrap();
         assert_eq!((again.clone(), new), (first.clone(), false));
 
         let (mut journal, _) = Journal::open(dir.path(), Durability::PageCache).unwrap();
         journal.append(&[(part(3), b"x".to_vec())]).unwrap();
         fs::remove_file(dir.path().join(OWNER_FILE)).unwrap();
-        let (replaced, new) = open_owner(dir.path(), &node).unwrap();
+        let (replaced, new) = open_owner(dir.path(), &node, &Entropy::Os).unwrap();
         assert!(new);
         assert_ne!(replaced, first);
         let (_, loaded) = Journal::open(dir.path(), Durability::PageCache).unwrap();

@@ -38,7 +38,7 @@ use crate::decimals;
 use crate::delivery::Hub;
 use crate::halo::{Layout, Scope, all_in_step};
 use crate::history::{self, Commits, Fate, Told};
-use crate::ids::{NodeId, RequestId};
+use crate::ids::{Entropy, NodeId, RequestId};
 use crate::intake::{NewDriver, NewRider};
 use crate::match_log::Retention;
 use crate::model::conformance::{self, Covered};
@@ -488,6 +488,7 @@ impl Sim {
 
     /// Starts node `i` from its data folder, as `server::start` does.
     fn boot(&mut self, i: usize) {
+        let entropy = Entropy::seeded(self.rng.random());
         let node = &mut self.nodes[i];
         node.incarnation += 1;
         let clock = node.clock(self.now);
@@ -501,13 +502,15 @@ impl Sim {
                 Duration::from_millis(MAX_SKEW_MS),
                 Durability::PageCache,
                 clock,
+                entropy,
             )
             .expect("a node opens its own journal"),
             Memory::Forgetful => NodeCore::new(
                 Replica::volatile(config),
                 RETENTION,
                 Duration::from_millis(MAX_SKEW_MS),
-            ),
+            )
+            .with_entropy(entropy),
         };
         let core = match self.traffic {
             Traffic::Steady => core,
@@ -1104,16 +1107,7 @@ fn run(seed: u64, nodes: usize, memory: Memory, traffic: Traffic) -> Outcome {
 /// against the model's transition relation ([`conformance::replay`]): a
 /// step the model does not allow is a violation of the run.
 fn run_conforming(seed: u64, nodes: usize, memory: Memory, traffic: Traffic) -> Outcome {
-    let mut sim = Sim::new(seed, nodes, memory, traffic);
-    sim.tracer = Some(Tracer {
-        events: Vec::new(),
-        ready: vec![false; nodes],
-        docs: vec![BTreeSet::new(); nodes],
-    });
-    for i in 0..nodes {
-        sim.trace_boot(i);
-    }
-    let mut outcome = drive(sim);
+    let mut outcome = run_traced(seed, nodes, memory, traffic);
     // A run that already failed may stop anywhere; its own violations say
     // more than the replay would.
     if outcome.violations.is_empty() {
@@ -1126,6 +1120,20 @@ fn run_conforming(seed: u64, nodes: usize, memory: Memory, traffic: Traffic) -> 
     }
     outcome.trace = Vec::new();
     outcome
+}
+
+/// Runs one seed as [`run`] does, recording its trace.
+fn run_traced(seed: u64, nodes: usize, memory: Memory, traffic: Traffic) -> Outcome {
+    let mut sim = Sim::new(seed, nodes, memory, traffic);
+    sim.tracer = Some(Tracer {
+        events: Vec::new(),
+        ready: vec![false; nodes],
+        docs: vec![BTreeSet::new(); nodes],
+    });
+    for i in 0..nodes {
+        sim.trace_boot(i);
+    }
+    drive(sim)
 }
 
 /// Runs a simulation to its end and checks it.
@@ -1254,6 +1262,22 @@ fn assert_no_violations(results: &[(u64, Outcome)]) {
             outcome.violations.join("\n")
         );
     }
+}
+
+/// A seed is a replay: the nodes draw their ids and owner lineages from it
+/// ([`Entropy::seeded`]), so a failure CI saw is the failure `SIM_SEED`
+/// shows.
+#[test]
+fn a_seed_replays_the_same_run() {
+    let trace = |seed| {
+        format!(
+            "{:?}",
+            run_traced(seed, 4, Memory::Journal, Traffic::Steady).trace
+        )
+    };
+    let first = trace(87);
+    assert_eq!(first, trace(87));
+    assert_ne!(first, trace(88));
 }
 
 /// `SIM_SEEDS` seeds (default 200), or only `SIM_SEED` to replay one. Each

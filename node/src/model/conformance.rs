@@ -312,6 +312,11 @@ impl Replay {
                 from,
                 records,
             } => {
+                // Every message counts, also one that brought nothing yet:
+                // it may carry a change held back for one it builds on.
+                if let Some(from) = from {
+                    self.heard_from[*node].insert(*from);
+                }
                 for (doc, record) in records {
                     self.absorbed(*node, *from, doc, record)?;
                 }
@@ -423,7 +428,6 @@ impl Replay {
             // automerge holds back a change until the changes it builds on
             // arrive, so a message can complete one an earlier message (from
             // another peer) brought.
-            self.heard_from[node].insert(from);
             if !self.heard_from[node]
                 .iter()
                 .any(|peer| self.ever_held[*peer].contains(&record))
@@ -464,4 +468,71 @@ pub(crate) fn replay(trace: &[TraceEvent]) -> Result<Covered, String> {
     }
     replay.check_safety()?;
     Ok(replay.covered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Millis;
+    use crate::halo::Scope;
+    use crate::mesh::record::RiderRecord;
+    use crate::wire::Position;
+
+    /// n2 writes a rider; n0 hears from n2 (a message whose change automerge
+    /// holds back) and from n1, whose message completes it.
+    fn relayed(n0_heard_from_n2: bool) -> Vec<TraceEvent> {
+        let owner = |i: usize| NodeId(format!("region-{i}@{i}"));
+        let doc = DocId {
+            owner: owner(2),
+            epoch: 1,
+            scope: Scope::of([0, 1, 2]),
+        };
+        let here = Position {
+            lat: 23.8,
+            lon: 90.4,
+        };
+        let rider = RecordV1::Rider(RiderRecord {
+            id: RequestId::generate(),
+            name: "rider".into(),
+            position: here,
+            destination: here,
+            accepted_at: Millis(0),
+            expires_at: Millis(5_000),
+        });
+        let mut trace: Vec<TraceEvent> = (0..3)
+            .map(|node| TraceEvent::Boot {
+                node,
+                owner: owner(node),
+                loaded: Vec::new(),
+            })
+            .collect();
+        trace.push(TraceEvent::Absorbed {
+            node: 2,
+            from: None,
+            records: vec![(doc.clone(), rider.clone())],
+        });
+        if n0_heard_from_n2 {
+            trace.push(TraceEvent::Absorbed {
+                node: 0,
+                from: Some(2),
+                records: Vec::new(),
+            });
+        }
+        trace.push(TraceEvent::Absorbed {
+            node: 0,
+            from: Some(1),
+            records: vec![(doc, rider)],
+        });
+        trace
+    }
+
+    #[test]
+    fn a_change_completed_by_another_peer_counts_the_message_that_brought_it() {
+        replay(&relayed(true)).expect("n2's own message brought the change");
+        let refused = replay(&relayed(false)).expect_err("nobody n0 heard from held it");
+        assert!(
+            refused.contains("no peer it heard from held it"),
+            "{refused}"
+        );
+    }
 }

@@ -39,7 +39,7 @@ use crate::clock::Millis;
 use crate::fare;
 use crate::geodesy::haversine_km;
 use crate::halo::{OwnHalo, Scope};
-use crate::ids::{NodeId, RequestId};
+use crate::ids::{Entropy, NodeId, RequestId};
 use crate::intake::{NewDriver, NewRider};
 use crate::match_log::{Inserted, Match, MatchLog, Retention};
 use crate::mesh::documents::DocumentError;
@@ -163,6 +163,8 @@ pub(crate) struct NodeCore {
     max_clock_skew_ms: u64,
     /// Scopes requests at intake, outside the lock.
     own_halo: OwnHalo,
+    /// The random bits of the ids this node makes.
+    entropy: Entropy,
 }
 
 impl NodeCore {
@@ -192,7 +194,14 @@ impl NodeCore {
             load: Load::default(),
             limits: Limits::default(),
             wake: Wake::default(),
+            entropy: Entropy::Os,
         }
+    }
+
+    /// The same core, making its ids from `entropy` (the simulation's seed).
+    pub(crate) fn with_entropy(mut self, entropy: Entropy) -> Self {
+        self.entropy = entropy;
+        self
     }
 
     /// The same core, shedding intake past `limits` ([`NodeCore::admit`]).
@@ -221,8 +230,9 @@ impl NodeCore {
         max_clock_skew: Duration,
         durability: Durability,
         now: Millis,
+        entropy: Entropy,
     ) -> Result<Self, OpenError> {
-        let (owner, fresh) = journal::open_owner(dir, node)?;
+        let (owner, fresh) = journal::open_owner(dir, node, &entropy)?;
         if fresh {
             tracing::info!(%owner, "no journal: writing as a new owner");
         }
@@ -235,13 +245,13 @@ impl NodeCore {
             commits = replica.ledger().commits().count(),
             "own documents loaded"
         );
-        Ok(Self::new(replica, retention, max_clock_skew))
+        Ok(Self::new(replica, retention, max_clock_skew).with_entropy(entropy))
     }
 
     /// Accepts a rider without waiting for the core; the answer may go out
     /// once `Durable` resolves.
     pub(crate) fn submit_rider(&self, rider: NewRider, now: Millis) -> (Ticket, Durable) {
-        let id = RequestId::generate();
+        let id = self.entropy.request_id(now);
         let (done, durable) = oneshot::channel();
         self.load.enqueued();
         let scope = self.own_halo.scope_of(rider.position);
@@ -255,7 +265,7 @@ impl NodeCore {
     /// Accepts a driver without waiting for the core; the answer may go out
     /// once `Durable` resolves.
     pub(crate) fn submit_driver(&self, driver: NewDriver, now: Millis) -> (Ticket, Durable) {
-        let id = RequestId::generate();
+        let id = self.entropy.request_id(now);
         let (done, durable) = oneshot::channel();
         self.load.enqueued();
         let scope = self.own_halo.scope_of(driver.position);
@@ -914,12 +924,15 @@ mod tests {
         let mut riders = Vec::new();
         for i in 0..1_005 {
             let lat = 23.0 + f64::from(i) * 0.1; // 11 km apart: one pair per spot
-            riders.push(core.submit_rider(rider(lat), t0).0.id);
-            core.submit_driver(driver(lat), t0);
+            // A millisecond apart: ids, and so ties, in the order made.
+            let at = t0.plus(u64::try_from(i).unwrap());
+            riders.push(core.submit_rider(rider(lat), at).0.id);
+            core.submit_driver(driver(lat), at);
         }
         core.commit_arrivals();
-        assert_eq!(core.step(t0).unwrap().len(), 1_005);
-        assert_eq!(core.snapshot(t0).committed_matches, 1_000);
+        let now = t0.plus(1_005);
+        assert_eq!(core.step(now).unwrap().len(), 1_005);
+        assert_eq!(core.snapshot(now).committed_matches, 1_000);
         assert!(core.match_of(&riders[0]).is_none());
         assert!(core.match_of(&riders[1_004]).is_some());
     }
