@@ -14,7 +14,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use node::clock::Millis;
 use node::halo::{RegionIndex, Scope};
-use node::ids::{NodeId, RequestId};
+use node::ids::{Entropy, NodeId};
 use node::mesh::documents::{DocId, Documents};
 use node::mesh::journal::Loaded;
 use node::mesh::record::{RecordV1, RiderRecord};
@@ -24,10 +24,10 @@ const FLUSHES_PER_EPOCH: usize = 1_000;
 /// The node's default `--mesh-sync-interval`.
 const SYNC_TICK_MS: u64 = 10;
 
-fn rider(i: usize) -> RecordV1 {
+fn rider(entropy: &Entropy, i: usize) -> RecordV1 {
     let at = 1_764_000_000_000 + i as u64;
     RecordV1::Rider(RiderRecord {
-        id: RequestId::generate(),
+        id: entropy.request_id(Millis(at)),
         name: format!("Rider {:04}", i % 10_000),
         position: Position {
             lat: 23.8 + (i % 997) as f64 * 1e-4,
@@ -89,6 +89,7 @@ fn replication(c: &mut Criterion) {
             scope: Scope::of([REGION]),
         };
         let mut flushes = 0;
+        let entropy = Entropy::seeded(per_flush as u64);
         group.throughput(Throughput::Elements(per_flush as u64));
         group.bench_function(BenchmarkId::from_parameter(per_flush), |bench| {
             bench.iter(|| {
@@ -102,7 +103,9 @@ fn replication(c: &mut Criterion) {
                 }
                 let first = flushes * per_flush;
                 flushes += 1;
-                let records = (first..first + per_flush).map(rider).collect();
+                let records = (first..first + per_flush)
+                    .map(|i| rider(&entropy, i))
+                    .collect();
                 assert_eq!(replicate(&mut a, &mut b, &doc, records, now), per_flush);
             });
         });

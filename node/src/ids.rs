@@ -26,7 +26,10 @@ pub struct RequestId(pub Uuid);
 pub const REPLICATION_GRACE_MS: u64 = 10_000;
 
 impl RequestId {
-    pub fn generate() -> Self {
+    /// A fresh id made now, for tests: a node makes its ids with
+    /// [`Entropy::request_id`], on the clock its core is given.
+    #[cfg(test)]
+    pub(crate) fn generate() -> Self {
         Self(Uuid::now_v7())
     }
 
