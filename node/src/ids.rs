@@ -75,8 +75,9 @@ impl Entropy {
         RequestId(uuid::Builder::from_unix_timestamp_millis(now.0, &random).into_uuid())
     }
 
-    /// A fresh lineage for an owner identity: 48 random bits, in hex.
-    pub fn lineage(&self) -> String {
+    /// 48 random bits in hex: what makes a name unique (an owner
+    /// identity's lineage, a node id made up on first start).
+    pub fn suffix(&self) -> String {
         let mut random = [0; 6];
         self.fill(&mut random);
         random.iter().map(|b| format!("{b:02x}")).collect()
@@ -134,9 +135,9 @@ mod tests {
         let id = a.request_id(at);
         assert_eq!(id, b.request_id(at));
         assert_eq!(id.created_at(), Some(at));
-        assert_eq!(a.lineage(), b.lineage());
+        assert_eq!(a.suffix(), b.suffix());
         assert_ne!(a.request_id(at), id, "a seed's ids do not repeat");
         assert_ne!(Entropy::Os.request_id(at), Entropy::Os.request_id(at));
-        assert_eq!(Entropy::Os.lineage().len(), 12);
+        assert_eq!(Entropy::Os.suffix().len(), 12);
     }
 }

@@ -524,10 +524,7 @@ fn resolve_node_id(config: &Config) -> Result<NodeId, NodeError> {
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => Ok(NodeId(id.trim().to_owned())),
         _ => {
-            let random = uuid::Uuid::now_v7().simple().to_string();
-            // The tail of a UUIDv7 is random.
-            let suffix = &random[24..];
-            let id = format!("{}-{suffix}", config.region);
+            let id = format!("{}-{}", config.region, Entropy::Os.suffix());
             write_atomically(&path, id.as_bytes()).map_err(io)?;
             Ok(NodeId(id))
         }

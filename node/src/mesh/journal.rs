@@ -229,7 +229,7 @@ pub fn open_owner(
                     fs::remove_file(entry.path()).map_err(io_error(&entry.path()))?;
                 }
             }
-            let owner = NodeId(format!("{}@{}", node.0, entropy.lineage()));
+            let owner = NodeId(format!("{}@{}", node.0, entropy.suffix()));
             let tmp = dir.join("owner.tmp");
             let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
             file.write_all(owner.0.as_bytes()).map_err(io_error(&tmp))?;
