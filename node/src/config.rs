@@ -163,14 +163,22 @@ pub struct Config {
     #[arg(long, env = "NODE_MESH_SYNC_INTERVAL", default_value = "10ms", value_parser = parse_positive)]
     pub mesh_sync_interval: Duration,
 
+    /// Accepted requests are journaled for their 202 at once, and written
+    /// into the replicated (automerge) documents at most this often. Each
+    /// automerge change costs every peer that applies it about the same
+    /// whatever it holds, so fewer and larger changes make replication
+    /// cheap per request, for up to this much more replication lag. A
+    /// matching round writes them first, whenever it runs.
+    #[arg(long, env = "NODE_INTAKE_FLUSH_INTERVAL", default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub intake_flush_interval: Duration,
+
     /// With a mesh (`--mesh-listen`), group commits start at least this far
-    /// apart, so that each carries more requests. Every commit is an
-    /// automerge change that each peer it goes to must decode, verify and
-    /// apply, and a journal sync here: in a mesh, fewer and larger commits
-    /// cost much less CPU per request, for up to this much more latency
-    /// under load (a request that finds the last commit older than this is
-    /// committed at once). A node alone commits as soon as the previous
-    /// sync returns.
+    /// apart, so that each carries more requests: every commit is a journal
+    /// sync, and three nodes syncing as fast as the disk answers cost a
+    /// mesh on one machine about a quarter more CPU per request (BENCHMARKS.md,
+    /// session 15), for up to this much more latency under load (a request
+    /// that finds the last commit older than this is committed at once). A
+    /// node alone commits as soon as the previous sync returns.
     #[arg(long, env = "NODE_MESH_COMMIT_INTERVAL", default_value = "5ms", value_parser = humantime::parse_duration)]
     pub mesh_commit_interval: Duration,
 

@@ -481,6 +481,7 @@ fn open_core(config: &Config, node: &NodeId, layout: &Arc<Layout>) -> Result<Nod
             request_ttl_ms: duration_ms(config.request_ttl),
             claim_ttl_ms: duration_ms(config.claim_ttl),
             epoch_ms: duration_ms(config.epoch).max(1),
+            intake_flush_ms: duration_ms(config.intake_flush_interval),
             max_pickup_km: config.max_pickup_km,
             match_interval_ms: duration_ms(config.round_interval()).max(1),
             ready_grace_ms: duration_ms(config.mesh_ready_grace),

@@ -301,6 +301,23 @@ impl Documents {
         Ok(())
     }
 
+    /// Appends requests accepted in `epoch` (see [`super::intake_log`]),
+    /// durable as [`Documents::write`]'s changes are.
+    pub fn journal_intake(&mut self, epoch: u64, bytes: &[u8]) -> Result<(), DocumentError> {
+        if let Some(journal) = &mut self.journal {
+            journal.append_intake(epoch, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the accepted requests journaled in epochs before `epoch`.
+    pub fn drop_intake_before(&mut self, epoch: u64) -> Result<(), DocumentError> {
+        if let Some(journal) = &mut self.journal {
+            journal.remove_intake_before(epoch)?;
+        }
+        Ok(())
+    }
+
     /// The sync that makes every write so far durable, for the caller to
     /// run outside its lock.
     pub fn take_sync(&mut self) -> Option<PendingSync> {
@@ -348,17 +365,22 @@ impl Documents {
         Ok(true)
     }
 
-    fn refuses(&self, doc: &DocId) -> bool {
-        // Without a journal (a test double of a node that forgets) there is
-        // nothing better than a peer's copy of one's own documents.
-        (doc.owner == self.owner && self.journal.is_some())
-            || !doc.scope.contains(self.region)
-            || self.dropped.docs.contains_key(doc)
+    /// Whether `doc` was dropped here (its tombstone or its owner's floor).
+    pub fn was_dropped(&self, doc: &DocId) -> bool {
+        self.dropped.docs.contains_key(doc)
             || self
                 .dropped
                 .floors
                 .get(&doc.owner)
                 .is_some_and(|f| doc.epoch <= *f)
+    }
+
+    fn refuses(&self, doc: &DocId) -> bool {
+        // Without a journal (a test double of a node that forgets) there is
+        // nothing better than a peer's copy of one's own documents.
+        (doc.owner == self.owner && self.journal.is_some())
+            || !doc.scope.contains(self.region)
+            || self.was_dropped(doc)
     }
 
     /// Records written since the last call, from every document.

@@ -1,15 +1,17 @@
-//! What makes a node's own documents survive a crash: every automerge change
-//! the node writes is appended to its document's journal file and synced to
-//! disk before anything else can see it (the 202, a peer's sync message, a
-//! websocket, a claim's answer: they all read the documents under the same
-//! lock that the write holds until the sync returns).
+//! What makes a node's own documents and the requests it accepted survive a
+//! crash: every automerge change the node writes is appended to its
+//! document's journal file and synced to disk before anything else can see
+//! it (a peer's sync message, a websocket, a claim's answer), and every
+//! request is appended, as a plain record, before its 202
+//! ([`super::intake_log`]: automerge writes them later, in batches).
 //!
 //! One file per own document (per epoch and scope, `<epoch>-<scope>.log`),
-//! so dropping a document is deleting a file and the journal never needs
-//! compaction. Each entry is a
-//! frame `[len: u32 LE][crc32: u32 LE][automerge change bytes]`; a crash can
-//! leave a torn last frame, which loading cuts off (it was never synced, so
-//! nobody was told of it).
+//! and one per epoch for accepted requests (`<epoch>.intake`), so dropping
+//! a document, or requests past their TTL, is deleting a file and the
+//! journal never needs compaction. Each entry is a frame
+//! `[len: u32 LE][crc32: u32 LE][payload]`; a crash can leave a torn last
+//! frame, which loading cuts off (it was never synced, so nobody was told
+//! of it).
 //!
 //! Writing and syncing are separate steps, so that the sync (the slow one)
 //! need not hold the core's lock: [`Journal::append`] only writes, and
@@ -108,16 +110,37 @@ impl Part {
     fn file_name(&self) -> String {
         format!("{}-{}.log", self.epoch, self.scope.to_file_part())
     }
+}
+
+/// One file of the journal: an own document's changes, or the requests
+/// accepted in one epoch of this node's clock (see [`Journal::append_intake`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum JournalFile {
+    Document(Part),
+    Intake(u64),
+}
+
+impl JournalFile {
+    fn file_name(&self) -> String {
+        match self {
+            Self::Document(part) => part.file_name(),
+            Self::Intake(epoch) => format!("{epoch}.intake"),
+        }
+    }
 
     fn of_path(path: &Path) -> Option<Self> {
-        if path.extension()? != "log" {
-            return None;
+        let stem = path.file_stem()?.to_str()?;
+        match path.extension()?.to_str()? {
+            "log" => {
+                let (epoch, scope) = stem.split_once('-')?;
+                Some(Self::Document(Part {
+                    epoch: epoch.parse().ok()?,
+                    scope: Scope::from_file_part(scope)?,
+                }))
+            }
+            "intake" => Some(Self::Intake(stem.parse().ok()?)),
+            _ => None,
         }
-        let (epoch, scope) = path.file_stem()?.to_str()?.split_once('-')?;
-        Some(Self {
-            epoch: epoch.parse().ok()?,
-            scope: Scope::from_file_part(scope)?,
-        })
     }
 }
 
@@ -126,6 +149,9 @@ impl Part {
 pub struct Loaded {
     /// Every own document's changes.
     pub docs: BTreeMap<Part, Vec<u8>>,
+    /// By epoch, the requests accepted then, as appended (whether or not
+    /// their documents hold them yet).
+    pub intake: BTreeMap<u64, Vec<u8>>,
     pub dropped: Dropped,
 }
 
@@ -133,11 +159,11 @@ pub struct Loaded {
 pub struct Journal {
     dir: PathBuf,
     durability: Durability,
-    files: BTreeMap<Part, Arc<File>>,
-    /// By document, the sequence number of the file's newest append, kept
-    /// until the watermark passes it; and that of the newest append that
-    /// created a file (the directory must be synced too).
-    last_append: BTreeMap<Part, u64>,
+    files: BTreeMap<JournalFile, Arc<File>>,
+    /// By file, the sequence number of its newest append, kept until the
+    /// watermark passes it; and that of the newest append that created a
+    /// file (the directory must be synced too).
+    last_append: BTreeMap<JournalFile, u64>,
     dir_changed: u64,
     /// Appends so far, and how many of them are known to be on disk.
     written: u64,
@@ -247,10 +273,11 @@ impl Journal {
     pub fn open(dir: &Path, durability: Durability) -> Result<(Self, Loaded), JournalError> {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
         let mut loaded = BTreeMap::new();
+        let mut intake = BTreeMap::new();
         let mut files = BTreeMap::new();
         for entry in fs::read_dir(dir).map_err(io_error(dir))?.flatten() {
             let path = entry.path();
-            let Some(part) = Part::of_path(&path) else {
+            let Some(name) = JournalFile::of_path(&path) else {
                 continue;
             };
             let mut file = OpenOptions::new()
@@ -265,8 +292,11 @@ impl Journal {
                 tracing::warn!(path = %path.display(), torn = bytes.len() - good, "cut a torn journal tail");
                 file.set_len(good as u64).map_err(io_error(&path))?;
             }
-            loaded.insert(part.clone(), chunks);
-            files.insert(part, Arc::new(file));
+            match &name {
+                JournalFile::Document(part) => loaded.insert(part.clone(), chunks),
+                JournalFile::Intake(epoch) => intake.insert(*epoch, chunks),
+            };
+            files.insert(name, Arc::new(file));
         }
         let dropped_path = dir.join(DROPPED_FILE);
         let dropped = match fs::read(&dropped_path) {
@@ -289,6 +319,7 @@ impl Journal {
             },
             Loaded {
                 docs: loaded,
+                intake,
                 dropped,
             },
         ))
@@ -313,30 +344,43 @@ impl Journal {
     /// run.
     pub fn append(&mut self, writes: &[(Part, Vec<u8>)]) -> Result<(), JournalError> {
         for (part, bytes) in writes {
-            if bytes.is_empty() {
-                continue;
-            }
-            let path = self.path_of(part);
-            if !self.files.contains_key(part) {
-                let file = OpenOptions::new()
-                    .create(true)
-                    .read(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(io_error(&path))?;
-                self.files.insert(part.clone(), Arc::new(file));
-                self.dir_changed = self.written + 1;
-            }
-            let file = &self.files[part];
-            let mut frame = Vec::with_capacity(FRAME_HEADER + bytes.len());
-            let len = u32::try_from(bytes.len()).expect("a change under 4 GiB");
-            frame.extend_from_slice(&len.to_le_bytes());
-            frame.extend_from_slice(&crc32fast::hash(bytes).to_le_bytes());
-            frame.extend_from_slice(bytes);
-            (&**file).write_all(&frame).map_err(io_error(&path))?;
-            self.written += 1;
-            self.last_append.insert(part.clone(), self.written);
+            self.append_frame(JournalFile::Document(part.clone()), bytes)?;
         }
+        Ok(())
+    }
+
+    /// Appends requests accepted in `epoch` of this node's clock (encoded
+    /// by [`super::intake_log`]), durable as [`Journal::append`]'s are.
+    /// They are journaled before their 202, and written into documents
+    /// later, in batches; a restart reads them back.
+    pub fn append_intake(&mut self, epoch: u64, bytes: &[u8]) -> Result<(), JournalError> {
+        self.append_frame(JournalFile::Intake(epoch), bytes)
+    }
+
+    fn append_frame(&mut self, name: JournalFile, bytes: &[u8]) -> Result<(), JournalError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let path = self.path_of(&name);
+        if !self.files.contains_key(&name) {
+            let file = OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_error(&path))?;
+            self.files.insert(name.clone(), Arc::new(file));
+            self.dir_changed = self.written + 1;
+        }
+        let file = &self.files[&name];
+        let mut frame = Vec::with_capacity(FRAME_HEADER + bytes.len());
+        let len = u32::try_from(bytes.len()).expect("a frame under 4 GiB");
+        frame.extend_from_slice(&len.to_le_bytes());
+        frame.extend_from_slice(&crc32fast::hash(bytes).to_le_bytes());
+        frame.extend_from_slice(bytes);
+        (&**file).write_all(&frame).map_err(io_error(&path))?;
+        self.written += 1;
+        self.last_append.insert(name, self.written);
         Ok(())
     }
 
@@ -351,7 +395,7 @@ impl Journal {
         let files = self
             .last_append
             .keys()
-            .filter_map(|part| Some((self.path_of(part), Arc::clone(self.files.get(part)?))))
+            .filter_map(|name| Some((self.path_of(name), Arc::clone(self.files.get(name)?))))
             .collect();
         Some(PendingSync {
             files,
@@ -375,16 +419,34 @@ impl Journal {
 
     /// Deletes a dropped document's file.
     pub fn remove(&mut self, part: &Part) -> Result<(), JournalError> {
-        self.last_append.remove(part);
-        if self.files.remove(part).is_some() {
-            let path = self.path_of(part);
+        self.remove_file(JournalFile::Document(part.clone()))
+    }
+
+    /// Deletes the accepted requests of every epoch before `epoch`.
+    pub fn remove_intake_before(&mut self, epoch: u64) -> Result<(), JournalError> {
+        let old: Vec<JournalFile> = self
+            .files
+            .keys()
+            .filter(|name| matches!(name, JournalFile::Intake(e) if *e < epoch))
+            .cloned()
+            .collect();
+        for name in old {
+            self.remove_file(name)?;
+        }
+        Ok(())
+    }
+
+    fn remove_file(&mut self, name: JournalFile) -> Result<(), JournalError> {
+        self.last_append.remove(&name);
+        if self.files.remove(&name).is_some() {
+            let path = self.path_of(&name);
             fs::remove_file(&path).map_err(io_error(&path))?;
         }
         Ok(())
     }
 
-    fn path_of(&self, part: &Part) -> PathBuf {
-        self.dir.join(part.file_name())
+    fn path_of(&self, name: &JournalFile) -> PathBuf {
+        self.dir.join(name.file_name())
     }
 }
 
@@ -414,19 +476,27 @@ fn sync_dir(dir: &Path) -> Result<(), JournalError> {
         .map_err(io_error(dir))
 }
 
-/// What a crash leaves of a journal file whose last write was torn: the
-/// simulation appends half a frame to check that loading cuts it off.
+/// What a crash leaves of the journal files whose last write was torn:
+/// the simulation appends half a frame to the newest document and the
+/// newest intake file, to check that loading cuts it off.
 #[cfg(test)]
 pub fn tear_last_write(dir: &Path) {
-    let newest = fs::read_dir(dir)
+    let names: Vec<(JournalFile, PathBuf)> = fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter_map(|p| Some((Part::of_path(&p)?, p)))
-        .max_by(|(a, _), (b, _)| a.cmp(b))
-        .map(|(_, p)| p);
-    if let Some(path) = newest {
+        .filter_map(|p| Some((JournalFile::of_path(&p)?, p)))
+        .collect();
+    let newest_document = names
+        .iter()
+        .filter(|(name, _)| matches!(name, JournalFile::Document(_)))
+        .max_by(|(a, _), (b, _)| a.cmp(b));
+    let newest_intake = names
+        .iter()
+        .filter(|(name, _)| matches!(name, JournalFile::Intake(_)))
+        .max_by(|(a, _), (b, _)| a.cmp(b));
+    for (_, path) in newest_document.into_iter().chain(newest_intake) {
         let mut file = OpenOptions::new().append(true).open(path).expect("open");
         file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6])
             .expect("append");
@@ -488,6 +558,35 @@ mod tests {
             "the torn frame was cut, not kept"
         );
         assert_eq!(loaded.dropped, dropped);
+    }
+
+    #[test]
+    fn accepted_requests_come_back_by_epoch_apart_from_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), Durability::Fsync).unwrap();
+        journal.append_intake(7, b"a").unwrap();
+        journal.append(&[(part(7), b"change".to_vec())]).unwrap();
+        journal.append_intake(7, b"b").unwrap();
+        journal.append_intake(9, b"c").unwrap();
+        let sync = journal.take_sync().expect("appends to sync");
+        sync.run().unwrap();
+        assert!(journal.is_durable());
+        drop(journal);
+        tear_last_write(dir.path());
+
+        let (mut journal, loaded) = Journal::open(dir.path(), Durability::Fsync).unwrap();
+        assert_eq!(loaded.docs[&part(7)], b"change", "torn tail cut");
+        assert_eq!(
+            loaded.intake,
+            [(7, b"ab".to_vec()), (9, b"c".to_vec())].into(),
+            "torn tail cut"
+        );
+        journal.remove_intake_before(9).unwrap();
+        drop(journal);
+
+        let (_, loaded) = Journal::open(dir.path(), Durability::Fsync).unwrap();
+        assert_eq!(loaded.intake, [(9, b"c".to_vec())].into());
+        assert_eq!(loaded.docs.len(), 1, "documents are not intake");
     }
 
     #[test]

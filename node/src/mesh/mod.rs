@@ -7,6 +7,7 @@
 pub(crate) mod compression;
 pub(crate) mod discovery;
 pub mod documents;
+pub(crate) mod intake_log;
 pub mod journal;
 pub(crate) mod ledger;
 pub(crate) mod protocol;

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use super::documents::{Change, DocId, DocumentError, Documents, Inventory};
+use super::intake_log;
 use super::journal::{Journal, Loaded, PendingSync};
 use super::ledger::{Ledger, Open, Owned};
 use super::protocol::{PeerMessage, PeerMessageV1, Ticket};
@@ -54,6 +55,8 @@ pub enum ReplicaError {
     UnknownRegion(String),
     #[error("{peer} is in region {region:?}, which is no neighbour of this node's")]
     NotNeighbour { peer: NodeId, region: String },
+    #[error("unreadable accepted requests of epoch {epoch} in the journal: {source}")]
+    Intake { epoch: u64, source: postcard::Error },
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +77,10 @@ pub(crate) struct ReplicaConfig {
     pub claim_ttl_ms: u64,
     /// Each owner starts a new document every epoch.
     pub epoch_ms: u64,
+    /// How long accepted requests may wait, journaled and answered, before
+    /// they are written into documents: many group commits then make one
+    /// automerge change (see [`super::intake_log`]).
+    pub intake_flush_ms: u64,
     pub max_pickup_km: f64,
     /// How often a matching round runs.
     pub match_interval_ms: u64,
@@ -133,6 +140,17 @@ pub(crate) struct Replica {
     docs: Documents,
     ledger: Ledger,
     unflushed: Vec<(Millis, Scope, RecordV1)>,
+    /// Requests accepted since the last group commit, which journals them
+    /// ([`Replica::journal_arrivals`]) before their 202.
+    arrived: Vec<(Millis, Scope, RecordV1)>,
+    /// Requests journaled and not yet written into a document.
+    journaled: Vec<(Millis, Scope, RecordV1)>,
+    /// The expiry of every request in `arrived` or `journaled`: pending
+    /// before any document holds it.
+    unwritten: HashMap<RequestId, Millis>,
+    /// When `journaled` is next written into documents, unless a round
+    /// needs it sooner.
+    next_intake_flush: Millis,
     ready: bool,
     /// The first [`Replica::handle_timeout`]: readiness's grace runs from it.
     started_at: Option<Millis>,
@@ -160,9 +178,10 @@ impl Replica {
     pub(crate) fn open(
         mut config: ReplicaConfig,
         journal: Option<Journal>,
-        loaded: Loaded,
+        mut loaded: Loaded,
         now: Millis,
     ) -> Result<Self, ReplicaError> {
+        let intake = std::mem::take(&mut loaded.intake);
         config.request_ttl_ms = config.request_ttl_ms.max(MIN_REQUEST_TTL_MS);
         let region = config
             .layout
@@ -182,6 +201,10 @@ impl Replica {
             config,
             ledger: Ledger::default(),
             unflushed: Vec::new(),
+            arrived: Vec::new(),
+            journaled: Vec::new(),
+            unwritten: HashMap::new(),
+            next_intake_flush: Millis(0),
             ready: false,
             started_at: None,
             last_timeout: Millis(0),
@@ -198,7 +221,40 @@ impl Replica {
             stats: ReplicaStats::default(),
         };
         replica.absorb();
+        replica.reload_intake(intake, now)?;
         Ok(replica)
+    }
+
+    /// Requests the journal holds as accepted that no own document holds
+    /// (the node stopped between their 202 and their change): written into
+    /// documents like new ones. Expired ones are over anyway.
+    fn reload_intake(
+        &mut self,
+        intake: BTreeMap<u64, Vec<u8>>,
+        now: Millis,
+    ) -> Result<(), ReplicaError> {
+        for (epoch, bytes) in intake {
+            let accepted = intake_log::decode(&bytes)
+                .map_err(|source| ReplicaError::Intake { epoch, source })?;
+            for (scope, record) in accepted {
+                let (id, at, expires_at) = match &record {
+                    RecordV1::Rider(r) => (r.id, r.accepted_at, r.expires_at),
+                    RecordV1::Driver(d) => (d.id, d.accepted_at, d.expires_at),
+                    _ => continue,
+                };
+                let doc = DocId {
+                    owner: self.config.node.clone(),
+                    epoch: at.0 / self.config.epoch_ms,
+                    scope: scope.clone(),
+                };
+                if expires_at <= now || self.knows(&id) || self.docs.was_dropped(&doc) {
+                    continue;
+                }
+                self.unwritten.insert(id, expires_at);
+                self.journaled.push((at, scope, record));
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn node(&self) -> &NodeId {
@@ -263,6 +319,9 @@ impl Replica {
         self.synced.contains(peer)
     }
 
+    /// Accepts a rider: pending at once, journaled by the next
+    /// [`Replica::journal_arrivals`] (its 202 waits for that), and written
+    /// into a document by a later intake flush.
     pub(crate) fn accept_rider(
         &mut self,
         id: RequestId,
@@ -271,7 +330,8 @@ impl Replica {
         now: Millis,
     ) -> Ticket {
         let expires_at = now.plus(self.config.request_ttl_ms);
-        self.write(
+        self.unwritten.insert(id, expires_at);
+        self.arrived.push((
             now,
             scope,
             RecordV1::Rider(RiderRecord {
@@ -282,10 +342,11 @@ impl Replica {
                 accepted_at: now,
                 expires_at,
             }),
-        );
+        ));
         Ticket { id, expires_at }
     }
 
+    /// Accepts a driver, as [`Replica::accept_rider`] does a rider.
     pub(crate) fn accept_driver(
         &mut self,
         id: RequestId,
@@ -294,7 +355,8 @@ impl Replica {
         now: Millis,
     ) -> Ticket {
         let expires_at = now.plus(self.config.request_ttl_ms);
-        self.write(
+        self.unwritten.insert(id, expires_at);
+        self.arrived.push((
             now,
             scope,
             RecordV1::Driver(DriverRecord {
@@ -305,7 +367,7 @@ impl Replica {
                 accepted_at: now,
                 expires_at,
             }),
-        );
+        ));
         Ticket { id, expires_at }
     }
 
@@ -369,6 +431,7 @@ impl Replica {
         peer: &NodeId,
         now: Millis,
     ) -> Result<Vec<PeerMessage>, ReplicaError> {
+        self.write_intake(now, false);
         self.flush(now)?;
         // Nothing before its hello says where the peer is.
         let Some(&region) = self.peer_regions.get(peer) else {
@@ -419,6 +482,7 @@ impl Replica {
         &mut self,
         now: Millis,
     ) -> Result<Option<RoundInput>, ReplicaError> {
+        self.write_intake(now, false);
         self.flush(now)?;
         self.last_timeout = now;
         let started = *self.started_at.get_or_insert(now);
@@ -446,6 +510,9 @@ impl Replica {
         if !self.ready || now < self.next_round {
             return Ok(None);
         }
+        // A round sees every request accepted before it.
+        self.write_intake(now, true);
+        self.flush(now)?;
         self.next_round = now.plus(self.config.match_interval_ms);
         Ok(Some(self.round_input(now)))
     }
@@ -460,14 +527,21 @@ impl Replica {
         &self.ledger
     }
 
-    /// A rider or driver with this id is in the replicated state.
+    /// A rider or driver with this id is in the replicated state, or was
+    /// accepted here and is on its way into it.
     pub(crate) fn knows(&self, id: &RequestId) -> bool {
-        self.ledger.rider(id).is_some() || self.ledger.driver(id).is_some()
+        self.ledger.rider(id).is_some()
+            || self.ledger.driver(id).is_some()
+            || self.unwritten.contains_key(id)
     }
 
     /// Known, unexpired and not yet committed.
     pub(crate) fn is_pending(&self, id: &RequestId, now: Millis) -> bool {
         self.is_free(id, now)
+            || self
+                .unwritten
+                .get(id)
+                .is_some_and(|expires_at| *expires_at > now)
     }
 
     /// (riders, drivers) pending now, counted on the open index alone (every
@@ -596,6 +670,50 @@ impl Replica {
         self.docs.write(writes, now)?;
         self.absorb();
         Ok(())
+    }
+
+    /// Appends the requests accepted since the last call to the journal,
+    /// one frame per epoch; they are durable (and may be answered 202) once
+    /// a [`Replica::take_sync`] taken after this has run. On an error they
+    /// are forgotten: the caller refuses them.
+    pub(crate) fn journal_arrivals(&mut self) -> Result<(), ReplicaError> {
+        let mut by_epoch: BTreeMap<u64, Vec<(Scope, RecordV1)>> = BTreeMap::new();
+        for (at, scope, record) in &self.arrived {
+            by_epoch
+                .entry(at.0 / self.config.epoch_ms)
+                .or_default()
+                .push((scope.clone(), record.clone()));
+        }
+        for (epoch, accepted) in by_epoch {
+            if let Err(e) = self
+                .docs
+                .journal_intake(epoch, &intake_log::encode(&accepted))
+            {
+                for (_, _, record) in self.arrived.drain(..) {
+                    if let Some(id) = request_id(&record) {
+                        self.unwritten.remove(&id);
+                    }
+                }
+                return Err(e.into());
+            }
+        }
+        self.journaled.append(&mut self.arrived);
+        Ok(())
+    }
+
+    /// Moves journaled requests into the writes of the next flush, if the
+    /// intake flush is due (or `now` regardless of the interval).
+    fn write_intake(&mut self, now: Millis, now_regardless: bool) {
+        if self.journaled.is_empty() || (!now_regardless && now < self.next_intake_flush) {
+            return;
+        }
+        self.next_intake_flush = now.plus(self.config.intake_flush_ms);
+        for (at, scope, record) in self.journaled.drain(..) {
+            if let Some(id) = request_id(&record) {
+                self.unwritten.remove(&id);
+            }
+            self.unflushed.push((at, scope, record));
+        }
     }
 
     /// The sync that makes every flushed write durable, for the caller to
@@ -864,6 +982,9 @@ impl Replica {
         let epoch = self.config.epoch_ms;
         let boundary = Millis(now.0 / epoch * epoch);
         self.next_cleanup = boundary.plus(epoch);
+        // Every request accepted in an epoch before this one has expired.
+        self.docs
+            .drop_intake_before(boundary.minus(self.config.request_ttl_ms).0 / epoch)?;
         let stale = self.docs.unchanged_for(self.config.retain_ms(), boundary);
         if stale.is_empty() {
             return Ok(());
@@ -912,6 +1033,15 @@ impl Replica {
     }
 }
 
+/// The rider or driver a request record is.
+fn request_id(record: &RecordV1) -> Option<RequestId> {
+    match record {
+        RecordV1::Rider(r) => Some(r.id),
+        RecordV1::Driver(d) => Some(d.id),
+        RecordV1::Claim(_) | RecordV1::Decision(_) | RecordV1::Commit(_) => None,
+    }
+}
+
 /// The riders and drivers a record decides about.
 fn refers_to(record: &RecordV1) -> Vec<RequestId> {
     match record {
@@ -934,6 +1064,7 @@ impl ReplicaConfig {
             request_ttl_ms: 30_000,
             claim_ttl_ms: 2_000,
             epoch_ms: 1_000,
+            intake_flush_ms: 20,
             max_pickup_km: 5.0,
             match_interval_ms: 0,
             ready_grace_ms: 0,

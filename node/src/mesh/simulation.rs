@@ -53,6 +53,9 @@ const STEP_EVERY_MS: u64 = 100;
 const TTL_MS: u64 = 5_000;
 const CLAIM_TTL_MS: u64 = 1_000;
 const EPOCH_MS: u64 = 1_000;
+/// Accepted requests wait, journaled, up to two sends before a change
+/// holds them (production's default is two sync intervals).
+const INTAKE_FLUSH_MS: u64 = 2 * SEND_EVERY_MS;
 /// How long documents are kept after they last changed (the replica's
 /// rule): runs last three times this.
 const RETAIN_MS: u64 = TTL_MS + 2 * CLAIM_TTL_MS + EPOCH_MS;
@@ -413,6 +416,7 @@ fn replica_config(i: usize, world: &World, incarnation: u64) -> ReplicaConfig {
         request_ttl_ms: TTL_MS,
         claim_ttl_ms: CLAIM_TTL_MS,
         epoch_ms: EPOCH_MS,
+        intake_flush_ms: INTAKE_FLUSH_MS,
         max_pickup_km: PICKUP_KM,
         match_interval_ms: STEP_EVERY_MS,
         ready_grace_ms: READY_GRACE_MS,

@@ -6,9 +6,12 @@
 //! answered: intake hands the request over through a lock-free queue and
 //! waits for the group commit that journals it ([`NodeCore::run_flusher`]
 //! wakes on every arrival, moves a bounded batch of queued requests in under
-//! the lock, writes them as one change, and syncs the journal once with the
-//! lock released, so that intake, mesh sessions and readers never queue
-//! behind the disk). Nothing leaves the node before it is durable: sync
+//! the lock, appends them to the journal as plain records, and syncs the
+//! journal once with the lock released, so that intake, mesh sessions and
+//! readers never queue behind the disk). Automerge comes later: the replica
+//! writes journaled requests into its documents at most every
+//! `--intake-flush-interval`, many group commits to one change
+//! ([`crate::mesh::intake_log`]). Nothing leaves the node before it is durable: sync
 //! messages and the step that tells websockets of commits first run a sync
 //! that covers every write not yet durable ([`Replica::take_sync`]), also
 //! with the lock released.
@@ -335,28 +338,25 @@ impl NodeCore {
                     ..
                 } = &mut *state;
                 let mut waiting = Vec::new();
-                let mut latest = None;
                 for arrival in arrivals.try_iter().take(MAX_COMMIT_BATCH) {
-                    let (at, done) = match arrival {
+                    waiting.push(match arrival {
                         Arrival::Rider(id, rider, scope, at, done) => {
                             replica.accept_rider(id, rider, scope, at);
-                            (at, done)
+                            done
                         }
                         Arrival::Driver(id, driver, scope, at, done) => {
                             replica.accept_driver(id, driver, scope, at);
-                            (at, done)
+                            done
                         }
-                    };
-                    latest = latest.max(Some(at));
-                    waiting.push(done);
+                    });
                 }
-                let Some(now) = latest else {
+                if waiting.is_empty() {
                     return committed;
-                };
+                }
                 committed = true;
                 self.load.dequeued(waiting.len());
                 intake_rate.add(waiting.len() as u64);
-                if let Err(e) = replica.flush(now) {
+                if let Err(e) = replica.journal_arrivals() {
                     // Dropping `waiting` refuses them: the submitters answer 503.
                     tracing::error!(error = %e, "cannot journal accepted requests");
                     continue;
@@ -765,6 +765,7 @@ fn clock_offset_ms(t1: Millis, t2: Millis, t3: Millis, t4: Millis) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mesh::record::RecordV1;
     use crate::wire::Position;
 
     const TTL: u64 = 30_000;
@@ -935,5 +936,147 @@ mod tests {
         assert_eq!(core.snapshot(now).committed_matches, 1_000);
         assert!(core.match_of(&riders[0]).is_none());
         assert!(core.match_of(&riders[1_004]).is_some());
+    }
+
+    /// A core journaling in `dir` whose rounds come only once a second, so
+    /// that only the intake flush writes requests into documents.
+    fn durable_core(dir: &Path, incarnation: u64, now: Millis) -> NodeCore {
+        NodeCore::open(
+            dir,
+            &NodeId("dhaka-1".into()),
+            ReplicaConfig {
+                request_ttl_ms: TTL,
+                match_interval_ms: 1_000,
+                incarnation,
+                observe: true,
+                ..ReplicaConfig::for_test("dhaka-1")
+            },
+            Retention {
+                ms: 60_000,
+                max_matches: 1_000,
+            },
+            Duration::from_secs(1),
+            Durability::PageCache,
+            now,
+            Entropy::seeded(incarnation),
+        )
+        .expect("open the journal")
+    }
+
+    /// The riders and drivers this core wrote into documents since the
+    /// last call.
+    fn written(core: &NodeCore) -> Vec<RequestId> {
+        core.take_observed()
+            .into_iter()
+            .filter_map(|(_, record)| match record {
+                RecordV1::Rider(r) => Some(r.id),
+                RecordV1::Driver(d) => Some(d.id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn accepted_requests_are_pending_at_once_and_written_together_once_the_flush_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Millis(1_800_000_000_000);
+        let core = durable_core(dir.path(), 1, t0);
+        let peer = NodeId("dhaka-2".into());
+        core.step(t0).unwrap();
+        let first = core.submit_rider(rider(23.8), t0).0.id;
+        core.commit_arrivals();
+        assert_eq!(core.status(&first, t0), Status::Pending);
+        // Nothing was written for a while: the first goes at once.
+        core.outgoing(&peer, t0).unwrap();
+        assert_eq!(written(&core), vec![first]);
+
+        let second = core.submit_rider(rider(23.8), t0.plus(5)).0.id;
+        core.commit_arrivals();
+        let third = core.submit_driver(driver(23.8), t0.plus(10)).0.id;
+        core.commit_arrivals();
+        core.outgoing(&peer, t0.plus(10)).unwrap();
+        assert!(
+            written(&core).is_empty(),
+            "written before the flush was due"
+        );
+        assert_eq!(core.status(&second, t0.plus(10)), Status::Pending);
+        assert_eq!(core.still_pending(&[third], t0.plus(10)), vec![true]);
+
+        core.outgoing(&peer, t0.plus(20)).unwrap();
+        assert_eq!(written(&core), vec![second, third], "one flush writes both");
+    }
+
+    #[test]
+    fn a_round_writes_every_accepted_request_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Millis(1_800_000_000_000);
+        let core = durable_core(dir.path(), 1, t0);
+        let peer = NodeId("dhaka-2".into());
+        // A driver too far away to match, written at t0: the next flush is
+        // due at t0 + 20.
+        core.submit_driver(driver(25.0), t0);
+        core.commit_arrivals();
+        core.outgoing(&peer, t0).unwrap();
+        let r = core.submit_rider(rider(23.8), t0.plus(1)).0.id;
+        let d = core.submit_driver(driver(23.8), t0.plus(1)).0.id;
+        core.commit_arrivals();
+        // The flush is not due (the last was at t0), the round is.
+        let made = core.step(t0.plus(2)).unwrap();
+        assert_eq!(made.len(), 1);
+        assert_eq!((made[0].rider.id, made[0].driver.id), (r, d));
+    }
+
+    #[test]
+    fn a_request_answered_before_its_change_survives_a_crash_and_is_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Millis(1_800_000_000_000);
+        let core = durable_core(dir.path(), 1, t0);
+        core.step(t0).unwrap();
+        let (ticket, mut durable) = core.submit_rider(rider(23.8), t0.plus(1));
+        core.commit_arrivals();
+        assert_eq!(durable.try_recv(), Ok(()), "answered 202");
+        drop(core); // a crash: no document holds it yet
+
+        let t1 = t0.plus(500);
+        let core = durable_core(dir.path(), 2, t1);
+        assert!(written(&core).is_empty(), "no document held it");
+        assert_eq!(core.status(&ticket.id, t1), Status::Pending);
+        core.step(t1).unwrap();
+        assert_eq!(written(&core), vec![ticket.id]);
+        drop(core);
+
+        let t2 = t1.plus(500);
+        let core = durable_core(dir.path(), 3, t2);
+        assert_eq!(written(&core), vec![ticket.id], "loaded from its document");
+        core.step(t2.plus(1_000)).unwrap();
+        assert!(written(&core).is_empty(), "written twice");
+        assert_eq!(core.status(&ticket.id, t2.plus(1_000)), Status::Pending);
+    }
+
+    #[test]
+    fn accepted_requests_past_their_ttl_are_not_reloaded_and_leave_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Millis(1_800_000_000_000);
+        let core = durable_core(dir.path(), 1, t0);
+        core.step(t0).unwrap();
+        let id = core.submit_rider(rider(23.8), t0.plus(1)).0.id;
+        core.commit_arrivals();
+        drop(core);
+        let intake_files = || {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "intake"))
+                .count()
+        };
+        assert_eq!(intake_files(), 1);
+
+        let late = t0.plus(TTL + 1);
+        let core = durable_core(dir.path(), 2, late);
+        assert_eq!(core.status(&id, late), Status::Unknown);
+        // The cleanup at the next epoch boundary deletes the file.
+        core.step(late.plus(2_000)).unwrap();
+        assert!(written(&core).is_empty());
+        assert_eq!(intake_files(), 0);
     }
 }
