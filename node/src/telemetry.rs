@@ -136,4 +136,8 @@ fn describe() {
         "mesh_records_rejected_total",
         "Replicated records ignored as malformed."
     );
+    describe_counter!(
+        "mesh_intake_reloaded_total",
+        "Requests read back from the journal at start that no document held yet."
+    );
 }

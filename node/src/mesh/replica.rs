@@ -114,6 +114,9 @@ pub(crate) struct ReplicaStats {
     pub claims_expired: u64,
     pub records_rejected: u64,
     pub documents_refused: u64,
+    /// Requests read back from the journal at start that no document held
+    /// (the node stopped between their 202 and their change).
+    pub intake_reloaded: u64,
 }
 
 /// The candidates of one matching round, taken from the core so that the
@@ -252,6 +255,7 @@ impl Replica {
                 }
                 self.unwritten.insert(id, expires_at);
                 self.journaled.push((at, scope, record));
+                self.stats.intake_reloaded += 1;
             }
         }
         Ok(())

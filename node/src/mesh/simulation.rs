@@ -400,6 +400,9 @@ struct Sim {
     /// By node: what peers' messages brought it.
     received: Vec<Received>,
     cross_border: usize,
+    /// Requests nodes read back from their journals at restart, answered
+    /// 202 before any document held them.
+    reloaded: u64,
     converged_after_ms: u64,
 }
 
@@ -468,6 +471,7 @@ impl Sim {
             check: Checker::default(),
             received: vec![Received::default(); count],
             cross_border: 0,
+            reloaded: 0,
             converged_after_ms: 0,
         };
         let n = sim.nodes.len();
@@ -540,6 +544,7 @@ impl Sim {
         // What it held before, it holds again: every request it answered
         // 202 for and that has not expired.
         let process = self.nodes[i].process.as_ref().expect("just booted");
+        self.reloaded += process.core.snapshot(clock).stats.intake_reloaded;
         let owner = process.core.owner();
         let owed = self
             .check
@@ -1098,6 +1103,9 @@ struct Outcome {
     shed: usize,
     matches: usize,
     cross_border: usize,
+    /// Requests nodes read back from their journals at restart, answered
+    /// 202 before any document held them.
+    reloaded: u64,
     converged_after_ms: u64,
 }
 
@@ -1209,6 +1217,7 @@ fn drive(mut sim: Sim) -> Outcome {
         shed: sim.shed,
         matches,
         cross_border: sim.cross_border,
+        reloaded: sim.reloaded,
         converged_after_ms: sim.converged_after_ms,
     }
 }
@@ -1297,6 +1306,7 @@ fn invariants_hold_for_hundreds_of_seeds() {
     let results = run_seeds(&seeds, Memory::Journal, Traffic::Steady, Conform::Replay);
     let mut matches = 0;
     let mut cross_border = 0;
+    let mut reloaded = 0;
     let mut slowest = (0, 0);
     let mut covered = Covered::default();
     assert_no_violations(&results);
@@ -1304,10 +1314,11 @@ fn invariants_hold_for_hundreds_of_seeds() {
         slowest = slowest.max((outcome.converged_after_ms, *seed));
         matches += outcome.matches;
         cross_border += outcome.cross_border;
+        reloaded += outcome.reloaded;
         covered.add(&outcome.covered);
     }
     eprintln!(
-        "simulation: {} seeds, {matches} matches told, {cross_border} cross-border, 0 violations, slowest convergence {} ms (seed {}), {:?}; replayed against the model: {covered:?}",
+        "simulation: {} seeds, {matches} matches told, {cross_border} cross-border, {reloaded} requests read back from a journal after a 202 and before their change, 0 violations, slowest convergence {} ms (seed {}), {:?}; replayed against the model: {covered:?}",
         seeds.len(),
         slowest.0,
         slowest.1,
@@ -1328,6 +1339,10 @@ fn invariants_hold_for_hundreds_of_seeds() {
     assert!(covered.commits > 0, "no commit replayed: {covered:?}");
     assert!(covered.restarts > 0, "no restart replayed: {covered:?}");
     assert!(covered.drops > 0, "no cleanup replayed: {covered:?}");
+    assert!(
+        reloaded > 0,
+        "no crash fell between a 202 and the change that writes its request"
+    );
 }
 
 /// Overload: bursts far past what small admission limits allow, next to a

@@ -246,6 +246,7 @@ impl NodeCore {
             owner = %replica.node(),
             documents = replica.document_count(),
             commits = replica.ledger().commits().count(),
+            requests_reloaded = replica.stats().intake_reloaded,
             "own documents loaded"
         );
         Ok(Self::new(replica, retention, max_clock_skew).with_entropy(entropy))
