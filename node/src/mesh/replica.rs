@@ -148,9 +148,9 @@ pub(crate) struct Replica {
     arrived: Vec<(Millis, Scope, RecordV1)>,
     /// Requests journaled and not yet written into a document.
     journaled: Vec<(Millis, Scope, RecordV1)>,
-    /// The expiry of every request in `arrived` or `journaled`: pending
-    /// before any document holds it.
-    unwritten: HashMap<RequestId, Millis>,
+    /// Every request in `arrived` or `journaled`: pending before any
+    /// document holds it.
+    unwritten: HashMap<RequestId, Unwritten>,
     /// When `journaled` is next written into documents, unless a round
     /// needs it sooner.
     next_intake_flush: Millis,
@@ -240,9 +240,9 @@ impl Replica {
             let accepted = intake_log::decode(&bytes)
                 .map_err(|source| ReplicaError::Intake { epoch, source })?;
             for (scope, record) in accepted {
-                let (id, at, expires_at) = match &record {
-                    RecordV1::Rider(r) => (r.id, r.accepted_at, r.expires_at),
-                    RecordV1::Driver(d) => (d.id, d.accepted_at, d.expires_at),
+                let (id, at, expires_at, rider) = match &record {
+                    RecordV1::Rider(r) => (r.id, r.accepted_at, r.expires_at, true),
+                    RecordV1::Driver(d) => (d.id, d.accepted_at, d.expires_at, false),
                     _ => continue,
                 };
                 let doc = DocId {
@@ -253,7 +253,7 @@ impl Replica {
                 if expires_at <= now || self.knows(&id) || self.docs.was_dropped(&doc) {
                     continue;
                 }
-                self.unwritten.insert(id, expires_at);
+                self.unwritten.insert(id, Unwritten { rider, expires_at });
                 self.journaled.push((at, scope, record));
                 self.stats.intake_reloaded += 1;
             }
@@ -334,7 +334,13 @@ impl Replica {
         now: Millis,
     ) -> Ticket {
         let expires_at = now.plus(self.config.request_ttl_ms);
-        self.unwritten.insert(id, expires_at);
+        self.unwritten.insert(
+            id,
+            Unwritten {
+                rider: true,
+                expires_at,
+            },
+        );
         self.arrived.push((
             now,
             scope,
@@ -359,7 +365,13 @@ impl Replica {
         now: Millis,
     ) -> Ticket {
         let expires_at = now.plus(self.config.request_ttl_ms);
-        self.unwritten.insert(id, expires_at);
+        self.unwritten.insert(
+            id,
+            Unwritten {
+                rider: false,
+                expires_at,
+            },
+        );
         self.arrived.push((
             now,
             scope,
@@ -541,11 +553,19 @@ impl Replica {
 
     /// Known, unexpired and not yet committed.
     pub(crate) fn is_pending(&self, id: &RequestId, now: Millis) -> bool {
-        self.is_free(id, now)
-            || self
-                .unwritten
-                .get(id)
-                .is_some_and(|expires_at| *expires_at > now)
+        self.is_free(id, now) || self.unwritten.get(id).is_some_and(|u| u.expires_at > now)
+    }
+
+    /// (riders, drivers) accepted here, pending, and in no document yet.
+    fn unwritten_counts(&self, now: Millis) -> (usize, usize) {
+        let live = self.unwritten.values().filter(|u| u.expires_at > now);
+        live.fold((0, 0), |(riders, drivers), u| {
+            if u.rider {
+                (riders + 1, drivers)
+            } else {
+                (riders, drivers + 1)
+            }
+        })
     }
 
     /// (riders, drivers) pending now, counted on the open index alone (every
@@ -553,15 +573,20 @@ impl Replica {
     pub(crate) fn pending_counts(&self, now: Millis) -> (usize, usize) {
         let (riders, drivers) = self.ledger.open_index();
         let live = |(_, open): &(&RequestId, &Open)| open.expires_at > now;
-        (riders.filter(live).count(), drivers.filter(live).count())
+        let (new_riders, new_drivers) = self.unwritten_counts(now);
+        (
+            riders.filter(live).count() + new_riders,
+            drivers.filter(live).count() + new_drivers,
+        )
     }
 
     /// (riders, drivers) pending now that this node accepted.
     pub(crate) fn own_pending_counts(&self, now: Millis) -> (usize, usize) {
         let me = &self.config.node;
+        let (new_riders, new_drivers) = self.unwritten_counts(now);
         (
-            self.pending_riders(now).filter(|r| &r.owner == me).count(),
-            self.pending_drivers(now).filter(|d| &d.owner == me).count(),
+            self.pending_riders(now).filter(|r| &r.owner == me).count() + new_riders,
+            self.pending_drivers(now).filter(|d| &d.owner == me).count() + new_drivers,
         )
     }
 
@@ -1035,6 +1060,13 @@ impl Replica {
             .retain(|id| ledger.claims().any(|c| &c.record.id == id));
         Ok(())
     }
+}
+
+/// A request accepted here that no document holds yet.
+#[derive(Debug, Clone, Copy)]
+struct Unwritten {
+    rider: bool,
+    expires_at: Millis,
 }
 
 /// The rider or driver a request record is.

@@ -22,7 +22,9 @@
 //!   new document is let through);
 //! - a crash keeps exactly the node's own records, unless the disk is
 //!   wiped; a restart loads exactly them and writes as the same owner, or
-//!   as a new owner after a wipe;
+//!   as a new owner after a wipe (a request answered 202 that no document
+//!   held yet is read back from the journal's intake and written after the
+//!   restart: an `Accept` then, like any new request);
 //! - a dropped document's records must be droppable together: the rule
 //!   about riders and drivers still held is checked; their expiry is taken
 //!   as given (the replay marks them expired when they are dropped, since

@@ -1002,6 +1002,9 @@ mod tests {
         );
         assert_eq!(core.status(&second, t0.plus(10)), Status::Pending);
         assert_eq!(core.still_pending(&[third], t0.plus(10)), vec![true]);
+        let counted = core.snapshot(t0.plus(10));
+        assert_eq!((counted.pending_riders, counted.pending_drivers), (2, 1));
+        assert_eq!(counted.own_pending, (2, 1));
 
         core.outgoing(&peer, t0.plus(20)).unwrap();
         assert_eq!(written(&core), vec![second, third], "one flush writes both");
