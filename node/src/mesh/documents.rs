@@ -648,9 +648,7 @@ impl Documents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::RequestId;
-    use crate::mesh::record::RiderRecord;
-    use crate::wire::Position;
+    use crate::mesh::record::sample_rider as rider;
 
     #[test]
     fn each_flush_key_sorts_before_every_earlier_one() {
@@ -672,23 +670,6 @@ mod tests {
                 pair[0]
             );
         }
-    }
-
-    fn rider(n: u64) -> RecordV1 {
-        RecordV1::Rider(RiderRecord {
-            id: RequestId::generate(),
-            name: format!("Rider {n}"),
-            position: Position {
-                lat: 23.8,
-                lon: 90.4,
-            },
-            destination: Position {
-                lat: 23.7,
-                lon: 90.3,
-            },
-            accepted_at: Millis(n),
-            expires_at: Millis(n + 30_000),
-        })
     }
 
     /// Hands `messages` from `from` to `to`; returns how many records `to`

@@ -18,17 +18,18 @@ use serde::{Deserialize, Serialize};
 use super::record::RecordV1;
 use crate::halo::Scope;
 
-/// One group commit's accepted requests of one epoch. The version tag lets
-/// a newer node read an older node's journal.
+/// One group commit's accepted requests of one epoch, a sequence of
+/// (scope, record): written from borrowed records, read back as owned
+/// ones. The version tag lets a newer node read an older node's journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum Entry {
-    V1(Vec<(Scope, RecordV1)>),
+enum Entry<Requests> {
+    V1(Requests),
 }
 
 /// One journal frame's payload.
-pub(crate) fn encode(accepted: &[(Scope, RecordV1)]) -> Vec<u8> {
+pub(crate) fn encode(accepted: &[(&Scope, &RecordV1)]) -> Vec<u8> {
     // Encoding plain structs into a Vec cannot fail.
-    postcard::to_stdvec(&Entry::V1(accepted.to_vec())).unwrap_or_default()
+    postcard::to_stdvec(&Entry::V1(accepted)).unwrap_or_default()
 }
 
 /// Every request in an intake file's frames, concatenated as the journal
@@ -36,7 +37,8 @@ pub(crate) fn encode(accepted: &[(Scope, RecordV1)]) -> Vec<u8> {
 pub(crate) fn decode(mut bytes: &[u8]) -> Result<Vec<(Scope, RecordV1)>, postcard::Error> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
-        let (Entry::V1(accepted), rest) = postcard::take_from_bytes(bytes)?;
+        let (Entry::V1(accepted), rest) =
+            postcard::take_from_bytes::<Entry<Vec<(Scope, RecordV1)>>>(bytes)?;
         out.extend(accepted);
         bytes = rest;
     }
@@ -46,37 +48,24 @@ pub(crate) fn decode(mut bytes: &[u8]) -> Result<Vec<(Scope, RecordV1)>, postcar
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Millis;
-    use crate::ids::RequestId;
-    use crate::mesh::record::RiderRecord;
-    use crate::wire::Position;
+    use crate::mesh::record::sample_rider;
+
+    /// Encodes owned requests as the replica does borrowed ones.
+    fn frame(accepted: &[(Scope, RecordV1)]) -> Vec<u8> {
+        let borrowed: Vec<(&Scope, &RecordV1)> = accepted.iter().map(|(s, r)| (s, r)).collect();
+        encode(&borrowed)
+    }
 
     fn rider(n: u64) -> (Scope, RecordV1) {
-        (
-            Scope::of([0, 2]),
-            RecordV1::Rider(RiderRecord {
-                id: RequestId::generate(),
-                name: format!("rider {n}"),
-                position: Position {
-                    lat: 23.8,
-                    lon: 90.4,
-                },
-                destination: Position {
-                    lat: 23.7,
-                    lon: 90.3,
-                },
-                accepted_at: Millis(n),
-                expires_at: Millis(n + 20_000),
-            }),
-        )
+        (Scope::of([0, 2]), sample_rider(n))
     }
 
     #[test]
     fn frames_read_back_in_order() {
         let first = vec![rider(1), rider(2)];
         let second = vec![rider(3)];
-        let mut bytes = encode(&first);
-        bytes.extend(encode(&second));
+        let mut bytes = frame(&first);
+        bytes.extend(frame(&second));
         let all: Vec<_> = first.into_iter().chain(second).collect();
         assert_eq!(decode(&bytes).unwrap(), all);
         assert!(decode(&[]).unwrap().is_empty());
@@ -84,7 +73,7 @@ mod tests {
 
     #[test]
     fn a_frame_cut_short_is_an_error_not_fewer_requests() {
-        let bytes = encode(&[rider(1), rider(2)]);
+        let bytes = frame(&[rider(1), rider(2)]);
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(decode(&[0xff, 0x01]).is_err());
     }

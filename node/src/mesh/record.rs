@@ -111,6 +111,37 @@ pub enum RecordV1 {
     Commit(CommitRecord),
 }
 
+/// What a rider or driver record says of its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestFacts {
+    pub id: RequestId,
+    pub rider: bool,
+    pub accepted_at: Millis,
+    pub expires_at: Millis,
+}
+
+impl RecordV1 {
+    /// The request a rider or driver record is; `None` for the records
+    /// that decide about requests.
+    pub fn request(&self) -> Option<RequestFacts> {
+        match self {
+            Self::Rider(r) => Some(RequestFacts {
+                id: r.id,
+                rider: true,
+                accepted_at: r.accepted_at,
+                expires_at: r.expires_at,
+            }),
+            Self::Driver(d) => Some(RequestFacts {
+                id: d.id,
+                rider: false,
+                accepted_at: d.accepted_at,
+                expires_at: d.expires_at,
+            }),
+            Self::Claim(_) | Self::Decision(_) | Self::Commit(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Error)]
 #[error("undecodable batch under {key}: {source}")]
 pub struct BatchError {
@@ -133,6 +164,25 @@ impl Batch {
         })?;
         Ok(records)
     }
+}
+
+/// A rider record accepted at `n` ms, for tests.
+#[cfg(test)]
+pub(crate) fn sample_rider(n: u64) -> RecordV1 {
+    RecordV1::Rider(RiderRecord {
+        id: RequestId::generate(),
+        name: format!("Rider {n}"),
+        position: Position {
+            lat: 23.8,
+            lon: 90.4,
+        },
+        destination: Position {
+            lat: 23.7,
+            lon: 90.3,
+        },
+        accepted_at: Millis(n),
+        expires_at: Millis(n + 30_000),
+    })
 }
 
 #[cfg(test)]

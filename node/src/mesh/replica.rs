@@ -34,7 +34,8 @@ use super::journal::{Journal, Loaded, PendingSync};
 use super::ledger::{Ledger, Open, Owned};
 use super::protocol::{PeerMessage, PeerMessageV1, Ticket};
 use super::record::{
-    ClaimId, ClaimRecord, CommitRecord, DecisionRecord, DriverRecord, RecordV1, RiderRecord,
+    ClaimId, ClaimRecord, CommitRecord, DecisionRecord, DriverRecord, RecordV1, RequestFacts,
+    RiderRecord,
 };
 use crate::clock::Millis;
 use crate::halo::{Layout, OwnHalo, RegionIndex, Scope};
@@ -150,7 +151,7 @@ pub(crate) struct Replica {
     journaled: Vec<(Millis, Scope, RecordV1)>,
     /// Every request in `arrived` or `journaled`: pending before any
     /// document holds it.
-    unwritten: HashMap<RequestId, Unwritten>,
+    unwritten: HashMap<RequestId, RequestFacts>,
     /// When `journaled` is next written into documents, unless a round
     /// needs it sooner.
     next_intake_flush: Millis,
@@ -240,21 +241,22 @@ impl Replica {
             let accepted = intake_log::decode(&bytes)
                 .map_err(|source| ReplicaError::Intake { epoch, source })?;
             for (scope, record) in accepted {
-                let (id, at, expires_at, rider) = match &record {
-                    RecordV1::Rider(r) => (r.id, r.accepted_at, r.expires_at, true),
-                    RecordV1::Driver(d) => (d.id, d.accepted_at, d.expires_at, false),
-                    _ => continue,
+                let Some(request) = record.request() else {
+                    continue;
                 };
                 let doc = DocId {
                     owner: self.config.node.clone(),
-                    epoch: at.0 / self.config.epoch_ms,
+                    epoch: request.accepted_at.0 / self.config.epoch_ms,
                     scope: scope.clone(),
                 };
-                if expires_at <= now || self.knows(&id) || self.docs.was_dropped(&doc) {
+                if request.expires_at <= now
+                    || self.knows(&request.id)
+                    || self.docs.was_dropped(&doc)
+                {
                     continue;
                 }
-                self.unwritten.insert(id, Unwritten { rider, expires_at });
-                self.journaled.push((at, scope, record));
+                self.unwritten.insert(request.id, request);
+                self.journaled.push((request.accepted_at, scope, record));
                 self.stats.intake_reloaded += 1;
             }
         }
@@ -334,15 +336,7 @@ impl Replica {
         now: Millis,
     ) -> Ticket {
         let expires_at = now.plus(self.config.request_ttl_ms);
-        self.unwritten.insert(
-            id,
-            Unwritten {
-                rider: true,
-                expires_at,
-            },
-        );
-        self.arrived.push((
-            now,
+        self.arrive(
             scope,
             RecordV1::Rider(RiderRecord {
                 id,
@@ -352,8 +346,16 @@ impl Replica {
                 accepted_at: now,
                 expires_at,
             }),
-        ));
+        );
         Ticket { id, expires_at }
+    }
+
+    /// A rider or driver record accepted here, on its way to the journal.
+    fn arrive(&mut self, scope: Scope, record: RecordV1) {
+        if let Some(request) = record.request() {
+            self.unwritten.insert(request.id, request);
+            self.arrived.push((request.accepted_at, scope, record));
+        }
     }
 
     /// Accepts a driver, as [`Replica::accept_rider`] does a rider.
@@ -365,15 +367,7 @@ impl Replica {
         now: Millis,
     ) -> Ticket {
         let expires_at = now.plus(self.config.request_ttl_ms);
-        self.unwritten.insert(
-            id,
-            Unwritten {
-                rider: false,
-                expires_at,
-            },
-        );
-        self.arrived.push((
-            now,
+        self.arrive(
             scope,
             RecordV1::Driver(DriverRecord {
                 id,
@@ -383,7 +377,7 @@ impl Replica {
                 accepted_at: now,
                 expires_at,
             }),
-        ));
+        );
         Ticket { id, expires_at }
     }
 
@@ -706,25 +700,24 @@ impl Replica {
     /// a [`Replica::take_sync`] taken after this has run. On an error they
     /// are forgotten: the caller refuses them.
     pub(crate) fn journal_arrivals(&mut self) -> Result<(), ReplicaError> {
-        let mut by_epoch: BTreeMap<u64, Vec<(Scope, RecordV1)>> = BTreeMap::new();
+        let mut by_epoch: BTreeMap<u64, Vec<(&Scope, &RecordV1)>> = BTreeMap::new();
         for (at, scope, record) in &self.arrived {
             by_epoch
                 .entry(at.0 / self.config.epoch_ms)
                 .or_default()
-                .push((scope.clone(), record.clone()));
+                .push((scope, record));
         }
-        for (epoch, accepted) in by_epoch {
-            if let Err(e) = self
-                .docs
+        let journaled = by_epoch.into_iter().try_for_each(|(epoch, accepted)| {
+            self.docs
                 .journal_intake(epoch, &intake_log::encode(&accepted))
-            {
-                for (_, _, record) in self.arrived.drain(..) {
-                    if let Some(id) = request_id(&record) {
-                        self.unwritten.remove(&id);
-                    }
+        });
+        if let Err(e) = journaled {
+            for (_, _, record) in self.arrived.drain(..) {
+                if let Some(request) = record.request() {
+                    self.unwritten.remove(&request.id);
                 }
-                return Err(e.into());
             }
+            return Err(e.into());
         }
         self.journaled.append(&mut self.arrived);
         Ok(())
@@ -738,8 +731,8 @@ impl Replica {
         }
         self.next_intake_flush = now.plus(self.config.intake_flush_ms);
         for (at, scope, record) in self.journaled.drain(..) {
-            if let Some(id) = request_id(&record) {
-                self.unwritten.remove(&id);
+            if let Some(request) = record.request() {
+                self.unwritten.remove(&request.id);
             }
             self.unflushed.push((at, scope, record));
         }
@@ -761,12 +754,10 @@ impl Replica {
         self.stats.records_rejected += changes.rejected.len() as u64;
         let mut arrived = Vec::new();
         for (doc, record) in changes.records {
-            if doc.owner != self.config.node {
-                match &record {
-                    RecordV1::Rider(r) => arrived.push(r.accepted_at),
-                    RecordV1::Driver(d) => arrived.push(d.accepted_at),
-                    _ => {}
-                }
+            if doc.owner != self.config.node
+                && let Some(request) = record.request()
+            {
+                arrived.push(request.accepted_at);
             }
             if self.config.observe {
                 self.observed.push((doc.clone(), record.clone()));
@@ -1059,22 +1050,6 @@ impl Replica {
         self.expired_claims
             .retain(|id| ledger.claims().any(|c| &c.record.id == id));
         Ok(())
-    }
-}
-
-/// A request accepted here that no document holds yet.
-#[derive(Debug, Clone, Copy)]
-struct Unwritten {
-    rider: bool,
-    expires_at: Millis,
-}
-
-/// The rider or driver a request record is.
-fn request_id(record: &RecordV1) -> Option<RequestId> {
-    match record {
-        RecordV1::Rider(r) => Some(r.id),
-        RecordV1::Driver(d) => Some(d.id),
-        RecordV1::Claim(_) | RecordV1::Decision(_) | RecordV1::Commit(_) => None,
     }
 }
 

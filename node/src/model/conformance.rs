@@ -128,15 +128,13 @@ impl Replay {
             };
             nodes = nodes.max(node + 1);
             for (doc, record) in records {
-                let (id, rider) = match record {
-                    RecordV1::Rider(r) => (r.id, true),
-                    RecordV1::Driver(d) => (d.id, false),
-                    _ => continue,
+                let Some(request) = record.request() else {
+                    continue;
                 };
-                requests.entry(id).or_insert_with(|| {
+                requests.entry(request.id).or_insert_with(|| {
                     specs.push(RequestSpec {
                         home: owners[&doc.owner],
-                        rider,
+                        rider: request.rider,
                     });
                     Req::try_from(specs.len() - 1).expect("fewer than 65,536 requests")
                 });

@@ -766,10 +766,14 @@ fn clock_offset_ms(t1: Millis, t2: Millis, t3: Millis, t4: Millis) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mesh::record::RecordV1;
     use crate::wire::Position;
 
     const TTL: u64 = 30_000;
+    const RETENTION: Retention = Retention {
+        ms: 60_000,
+        max_matches: 1_000,
+    };
+    const MAX_SKEW: Duration = Duration::from_secs(1);
 
     fn core() -> NodeCore {
         NodeCore::new(
@@ -777,11 +781,8 @@ mod tests {
                 request_ttl_ms: TTL,
                 ..ReplicaConfig::for_test("dhaka-1")
             }),
-            Retention {
-                ms: 60_000,
-                max_matches: 1_000,
-            },
-            Duration::from_secs(1),
+            RETENTION,
+            MAX_SKEW,
         )
     }
 
@@ -952,11 +953,8 @@ mod tests {
                 observe: true,
                 ..ReplicaConfig::for_test("dhaka-1")
             },
-            Retention {
-                ms: 60_000,
-                max_matches: 1_000,
-            },
-            Duration::from_secs(1),
+            RETENTION,
+            MAX_SKEW,
             Durability::PageCache,
             now,
             Entropy::seeded(incarnation),
@@ -969,11 +967,7 @@ mod tests {
     fn written(core: &NodeCore) -> Vec<RequestId> {
         core.take_observed()
             .into_iter()
-            .filter_map(|(_, record)| match record {
-                RecordV1::Rider(r) => Some(r.id),
-                RecordV1::Driver(d) => Some(d.id),
-                _ => None,
-            })
+            .filter_map(|(_, record)| Some(record.request()?.id))
             .collect()
     }
 
