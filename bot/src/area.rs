@@ -9,8 +9,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use node::wire::Position;
 use rand::Rng;
+use ride_types::api::Position;
 
 /// An axis-aligned lat/lon box, `min` corner inclusive, `max` corner exclusive.
 #[derive(Debug, Clone, Copy, PartialEq)]

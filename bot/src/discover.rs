@@ -3,9 +3,9 @@
 //! own word (`GET /healthz` names the node's region), so that endpoints
 //! behind other addresses (a gateway, an ephemeral port) map too.
 
-use node::regions::Regions;
-use node::wire::Health;
 use reqwest::{Client, Url};
+use ride_types::api::Health;
+use ride_types::regions::Regions;
 
 use crate::endpoint::{EndpointError, parse_endpoint};
 use crate::error::BotError;

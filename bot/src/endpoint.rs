@@ -10,9 +10,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use node::regions::Regions;
-use node::wire::Position;
 use reqwest::Url;
+use ride_types::api::Position;
+use ride_types::regions::Regions;
 
 /// Why an `--endpoint` value was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

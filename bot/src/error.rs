@@ -4,7 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use node::regions::RegionsError;
+use ride_types::regions::RegionsError;
 
 use crate::endpoint::EndpointError;
 

@@ -11,9 +11,9 @@
 
 use std::time::Duration;
 
-use node::wire::ErrorBody;
 use reqwest::header::HeaderValue;
 use reqwest::{Client, StatusCode, Url};
+use ride_types::api::ErrorBody;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use node::wire::{DriverRequest, RatingRequest, RiderRequest};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::Url;
+use ride_types::api::{DriverRequest, RatingRequest, RiderRequest};
 use serde::Serialize;
 use serde::de::IgnoredAny;
 use tokio::sync::watch;

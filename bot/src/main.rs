@@ -29,7 +29,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use node::regions::Regions;
+use ride_types::regions::Regions;
 use tracing::warn;
 use tracing_subscriber::EnvFilter;
 

@@ -13,7 +13,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use node::wire::ServerMessage;
+use ride_types::api::ServerMessage;
 use serde::{Deserialize, Serialize};
 
 use crate::error::BotError;

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use node::wire::{Accepted, AccessToken, DriverRequest, RiderRequest, ServerMessage};
 use rand::Rng;
 use reqwest::{Client, Url};
+use ride_types::api::{Accepted, AccessToken, DriverRequest, RiderRequest, ServerMessage};
 use serde::de::IgnoredAny;
 use tokio::sync::mpsc;
 use uuid::Uuid;

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use node::wire::{
-    Accepted, AccessToken, DriverRequest, MatchNotice, RatingRecorded, RatingRequest, RiderRequest,
-    ServerMessage,
-};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::{Client, Url};
+use ride_types::api::{
+    Accepted, AccessToken, DriverRequest, MatchNotice, RatingRecorded, RatingRequest, RiderRequest,
+    ServerMessage,
+};
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tracing::warn;
 use uuid::Uuid;

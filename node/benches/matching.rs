@@ -5,11 +5,11 @@
 //! `cargo bench -p node --bench matching`
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use node::ids::RequestId;
-use node::pairing::{Candidate, greedy, greedy_naive};
-use node::wire::Position;
+use node::protocol::pairing::{Candidate, greedy, greedy_naive};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use ride_types::api::Position;
+use ride_types::ids::RequestId;
 use uuid::Uuid;
 
 /// Greater Dhaka, about 55 km x 55 km; the default 5 km pickup radius.
@@ -47,7 +47,7 @@ fn clustered(rng: &mut StdRng) -> Position {
     let (lat, lon) = HOT_SPOTS[rng.random_range(0..HOT_SPOTS.len())];
     let km = HOT_RADIUS_KM * rng.random::<f64>().sqrt();
     let bearing = rng.random_range(0.0..std::f64::consts::TAU);
-    let km_per_degree = node::geodesy::earth_radius_km().to_radians();
+    let km_per_degree = ride_types::geodesy::earth_radius_km().to_radians();
     Position {
         lat: lat + km * bearing.cos() / km_per_degree,
         lon: lon + km * bearing.sin() / (km_per_degree * lat.to_radians().cos()),

@@ -12,13 +12,13 @@
 //! `cargo bench -p node --bench replication`
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use node::clock::Millis;
-use node::halo::{RegionIndex, Scope};
-use node::ids::{Entropy, NodeId};
-use node::mesh::documents::{DocId, Documents};
-use node::mesh::journal::Loaded;
-use node::mesh::record::{RecordV1, RiderRecord};
-use node::wire::Position;
+use node::disk::journal::Loaded;
+use node::protocol::documents::{DocId, Documents};
+use node::protocol::record::{RecordV1, RiderRecord};
+use ride_types::api::Position;
+use ride_types::clock::Millis;
+use ride_types::halo::{RegionIndex, Scope};
+use ride_types::ids::{Entropy, NodeId};
 
 const FLUSHES_PER_EPOCH: usize = 1_000;
 /// The node's default `--mesh-sync-interval`.

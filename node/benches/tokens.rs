@@ -14,7 +14,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use node::access::{TokenKey, TokenKeys};
+use node::runtime::access::{TokenKey, TokenKeys};
 use uuid::Uuid;
 
 /// Single checks timed by `tail`.

@@ -2,15 +2,15 @@
 //! variable). Defaults let `node` run with none.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::access::TokenKey;
-use crate::ids::NodeId;
-use crate::mesh::transport::Peer;
-use crate::node_core::MIN_REQUEST_TTL_MS;
+use crate::net::transport::Peer;
+use crate::runtime::access::TokenKey;
+use crate::runtime::node_core::MIN_REQUEST_TTL_MS;
+use ride_types::ids::NodeId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -293,27 +293,6 @@ impl Config {
             } else {
                 LONE_ROUND_INTERVAL
             })
-    }
-
-    /// Defaults, listening on an ephemeral loopback port, state in `data_dir`.
-    pub fn for_tests(data_dir: &Path) -> Self {
-        let mut config = Self::parse_from(["node"]);
-        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.admin_listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.region = "test".into();
-        config.data_dir = data_dir.to_owned();
-        // Whatever the environment says (a CQL cluster for other tests, a
-        // Fly machine), a test node stands alone.
-        config.cql_nodes.clear();
-        config.fly_app = None;
-        config.fly_machine_id = None;
-        config.fly_region = None;
-        config.fly_private_ip = None;
-        config.mesh_ca_cert = None;
-        config.mesh_ca_key = None;
-        config.rate_limit_per_second = 0;
-        config.client_ip_header = None;
-        config
     }
 }
 

@@ -2,9 +2,25 @@
 //!
 //! Every region runs identical nodes, and every node runs every module: rider
 //! and driver intake, the pending cache, matching, fares, websocket delivery
-//! and ratings. Modules are kept free of I/O where they can be (the pairing round,
-//! the dispatch state machine, fares), so that they are testable without
-//! sockets or clocks; thin async tasks in [`server`] drive them.
+//! and ratings. The crate is layered; each layer uses only those above it in
+//! this list:
+//!
+//! - `ride_types` (a crate of its own): the API's JSON, positions, ids,
+//!   regions and halos, shared with the bot and the scripts;
+//! - [`protocol`]: the replication and matching protocol, with no I/O and no
+//!   clock, testable without sockets;
+//! - [`disk`]: the journal that makes a node's writes survive a crash, and
+//!   the rating stores;
+//! - [`net`]: the QUIC mesh with mutual TLS, peer discovery;
+//! - [`runtime`]: the tasks and shared state that drive the protocol, admit
+//!   requests and deliver matches;
+//! - `http`: the public and admin APIs;
+//! - [`config`], [`server`], [`telemetry`]: flags, the assembly of a running
+//!   node and its shutdown, logs and metrics.
+//!
+//! The test harness (the deterministic simulation, the model check, the
+//! mesh over QUIC in one process) lives in `testkit`, compiled only for
+//! tests.
 
 #![warn(unreachable_pub)]
 
@@ -15,37 +31,13 @@
 #[global_allocator]
 static TEST_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-// The public surface is what the node's binary, the bot, the benches and
-// the integration tests use; everything else is the node's own business.
-pub mod access;
-pub(crate) mod admission;
-pub mod clock;
 pub mod config;
-pub(crate) mod decimals;
-pub(crate) mod delivery;
-pub(crate) mod fare;
-pub(crate) mod fly;
-pub mod geodesy;
-pub mod halo;
-pub mod history;
+pub mod disk;
 pub(crate) mod http;
-pub mod ids;
-pub(crate) mod intake;
-pub(crate) mod match_log;
-pub mod mesh;
-#[cfg(test)]
-mod model;
-pub(crate) mod node_core;
-pub mod pairing;
-pub(crate) mod peer_board;
-pub mod ratings;
-pub mod region_grid;
-pub mod regions;
+pub mod net;
+pub mod protocol;
+pub mod runtime;
 pub mod server;
-pub(crate) mod step_loop;
 pub mod telemetry;
-pub mod wan_relay;
-pub mod wire;
-
-/// The API's size limits, which clients (the bot) keep to.
-pub use http::{MAX_FRAME_BYTES, MAX_MATCHES_LISTED};
+#[cfg(test)]
+mod testkit;

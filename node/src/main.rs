@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use node::access;
 use node::config::{Config, LogFormat};
-use node::ids::NodeId;
-use node::mesh::tls;
-use node::wan_relay::{Impairment, WanRelay};
+use node::net::tls;
+use node::net::wan_relay::{Impairment, WanRelay};
+use node::runtime::access;
 use node::{server, telemetry};
+use ride_types::ids::NodeId;
 use tokio_util::sync::CancellationToken;
 
 mod cli;

@@ -20,26 +20,26 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::access::{self, KeyError, TokenKeys};
-use crate::admission::Limits;
-use crate::clock::Millis;
 use crate::config::Config;
-use crate::delivery::{Hub, SocketSettings};
-use crate::fly::{FlyError, FlyMachine};
-use crate::halo::Layout;
+use crate::disk::journal::Durability;
+use crate::disk::ratings::{ClusterConfig, ClusterStore, EmbeddedStore, RatingStore, StoreError};
 use crate::http::{self, AppState, LimitError, RateLimit};
-use crate::ids::{Entropy, NodeId};
-use crate::match_log::Retention;
-use crate::mesh::discovery::{DiscoveryError, Dns, SystemDns};
-use crate::mesh::journal::Durability;
-use crate::mesh::replica::ReplicaConfig;
-use crate::mesh::tls::{Credentials, TlsError};
-use crate::mesh::transport::{BoundMesh, Mesh, MeshConfig, Peer, TransportError};
-use crate::node_core::{NodeCore, OpenError};
-use crate::ratings::{ClusterConfig, ClusterStore, EmbeddedStore, RatingStore, StoreError};
-use crate::regions::{Regions, RegionsError};
-use crate::step_loop::StepLoop;
+use crate::net::discovery::{DiscoveryError, Dns, SystemDns};
+use crate::net::fly::{FlyError, FlyMachine};
+use crate::net::tls::{Credentials, TlsError};
+use crate::net::transport::{BoundMesh, Mesh, MeshConfig, Peer, TransportError};
+use crate::protocol::replica::ReplicaConfig;
+use crate::runtime::access::{self, KeyError, TokenKeys};
+use crate::runtime::admission::Limits;
+use crate::runtime::delivery::{Hub, SocketSettings};
+use crate::runtime::match_log::Retention;
+use crate::runtime::node_core::{NodeCore, OpenError};
+use crate::runtime::step_loop::StepLoop;
 use crate::telemetry;
+use ride_types::clock::Millis;
+use ride_types::halo::Layout;
+use ride_types::ids::{Entropy, NodeId};
+use ride_types::regions::{Regions, RegionsError};
 
 #[derive(Debug, Error)]
 pub enum NodeError {
@@ -389,7 +389,7 @@ fn check_region(config: &Config, regions: Option<&Regions>) -> Result<(), NodeEr
 }
 
 /// The Fly regions of this node's region and of its neighbours: on Fly,
-/// discovery dials only their machines (see [`crate::halo`]). `None`
+/// discovery dials only their machines (see [`ride_types::halo`]). `None`
 /// without region files.
 fn neighbour_fly_regions(
     regions: Option<&Regions>,
@@ -459,7 +459,7 @@ fn start_mesh(
             peers,
             sync_interval: config.mesh_sync_interval,
         },
-        Arc::clone(core) as Arc<dyn crate::mesh::protocol::SyncCore>,
+        Arc::clone(core) as Arc<dyn crate::protocol::message::SyncCore>,
         shutdown.clone(),
     );
     Ok(Some((addr, mesh)))
@@ -547,8 +547,8 @@ mod tests {
     use tokio_tungstenite::tungstenite::Message;
 
     use super::*;
-    use crate::mesh::tls;
-    use crate::wire::DebugState;
+    use crate::net::tls;
+    use ride_types::api::DebugState;
 
     /// Only waited out when something is wrong.
     const PATIENCE: Duration = Duration::from_secs(30);

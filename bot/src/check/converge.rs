@@ -14,7 +14,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use node::wire::DebugState;
+use ride_types::api::DebugState;
 use serde::{Deserialize, Serialize};
 
 use super::nodes::{NodeUrl, Nodes, POLL_TIMEOUT, converged, parse_node};

@@ -4,7 +4,7 @@
 //! traffic; this checks afterwards that the mesh kept its promises. It reads
 //! the nodes' answers (`/debug/state`, `/matches`, `/metrics`) through the
 //! node's own wire types and the bot's record and summary through the bot's
-//! own, and applies the rules of [`node::history`], the very rules the
+//! own, and applies the rules of [`ride_types::history`], the very rules the
 //! deterministic simulation checks its runs with.
 //!
 //! ```text
@@ -28,7 +28,7 @@ use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use node::regions::RegionsError;
+use ride_types::regions::RegionsError;
 use serde::de::DeserializeOwned;
 
 use crate::endpoint::EndpointError;

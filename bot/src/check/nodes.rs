@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use node::MAX_MATCHES_LISTED;
-use node::wire::{DebugState, MatchList};
 use reqwest::{Client, Url};
+use ride_types::api::MAX_MATCHES_LISTED;
+use ride_types::api::{DebugState, MatchList};
 use serde::de::DeserializeOwned;
 use tracing::debug;
 

@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use node::MAX_MATCHES_LISTED;
-use node::wire::{MatchList, MatchNotice};
+use ride_types::api::MAX_MATCHES_LISTED;
+use ride_types::api::{MatchList, MatchNotice};
 use serde::{Deserialize, Serialize};
 
 use super::nodes::{NodeUrl, Nodes, parse_node};

@@ -1,5 +1,5 @@
 //! `bot check check`: the whole chaos run against the rules of
-//! [`node::history`].
+//! [`ride_types::history`].
 //!
 //! [`run`] gathers (a last snapshot, every node's state and counters, the
 //! bot's record and summary, the script's logs); [`assess`] judges, without
@@ -8,10 +8,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use node::history::{Commits, Double, Role, Tally, Told};
-use node::regions::Regions;
-use node::wire::{DebugState, MatchNotice, ServerMessage};
 use reqwest::Url;
+use ride_types::api::{DebugState, MatchNotice, ServerMessage};
+use ride_types::history::{Commits, Double, Role, Tally, Told};
+use ride_types::regions::Regions;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -101,7 +101,7 @@ pub async fn run(args: CheckArgs) -> Result<bool, CheckError> {
     // each at its own step, up to a step apart, so a look that falls in
     // such a gap is taken again, a few times, before it counts.
     let store = store::snapshot(&nodes, &args.store).await?;
-    let (mut states, metrics) = futures_util::join!(nodes.states(STATE_TIMEOUT), nodes.metrics());
+    let (mut states, metrics) = tokio::join!(nodes.states(STATE_TIMEOUT), nodes.metrics());
     for _ in 0..LAST_LOOKS {
         if converged(&states) {
             break;
@@ -218,7 +218,7 @@ fn check_commits(inputs: &Inputs, violations: &mut Vec<String>) -> Commits<Uuid,
             "node {}: a /matches listing was full ({}) and older matches may have been missed; \
              snapshot more often",
             gap.node,
-            node::MAX_MATCHES_LISTED
+            ride_types::api::MAX_MATCHES_LISTED
         ));
     }
     // A match only some nodes of a region list, after convergence, is a
@@ -585,7 +585,7 @@ mod tests {
     fn clean() -> Inputs {
         let mut store = Store::default();
         let listing = || {
-            Some(node::wire::MatchList {
+            Some(ride_types::api::MatchList {
                 matches: vec![notice(2, 20), notice(1, 10)],
             })
         };
@@ -661,7 +661,7 @@ no violations
     /// `d` besides.
     fn also_listed(node: &str, r: u128, d: u128) -> Inputs {
         let mut inputs = clean();
-        let listing = node::wire::MatchList {
+        let listing = ride_types::api::MatchList {
             matches: vec![notice(r, d)],
         };
         inputs.store.add([(node, Some(listing))], 2.0);

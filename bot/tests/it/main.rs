@@ -1,11 +1,15 @@
-//! End to end: the real `bot` binary, as a process, against a real node
-//! started in this test process.
+//! End to end: the real `bot` binary, as a process, against real node
+//! processes.
+
+mod node;
+
+use node::NodeProcess;
 
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use node::wire::ServerMessage;
+use ride_types::api::ServerMessage;
 use serde_json::Value;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -55,31 +59,6 @@ fn count(summary: &Value, pointer: &str) -> u64 {
         .unwrap_or_else(|| panic!("summary has no count at {pointer}: {summary:#}"))
 }
 
-/// One node with the test configuration, started in this process; its data
-/// folder lives as long as it does.
-struct Solo {
-    node: node::server::RunningNode,
-    endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Solo {
-    async fn start() -> Result<Self, Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let node = node::server::start(node::config::Config::for_tests(dir.path())).await?;
-        let endpoint = format!("http://{}", node.http_addr());
-        Ok(Self {
-            node,
-            endpoint,
-            _dir: dir,
-        })
-    }
-
-    async fn shutdown(self) -> Result<(), node::server::NodeError> {
-        self.node.shutdown().await
-    }
-}
-
 /// The load mode's summary says every request it sent got a 2xx, and none
 /// was refused or lost in transport.
 fn assert_every_request_accepted(summary: &Value, context: impl Fn() -> String) {
@@ -114,7 +93,7 @@ fn count_2xx(summary: &Value, pointer: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulation_gets_matches_and_rates_them() -> TestResult {
-    let solo = Solo::start().await?;
+    let solo = NodeProcess::start(&[]).await?;
     let endpoint = solo.endpoint.clone();
     let bot_dir = tempfile::tempdir()?;
     let summary_path = bot_dir.path().join("summary.json");
@@ -138,7 +117,7 @@ async fn simulation_gets_matches_and_rates_them() -> TestResult {
         record_path.to_str().ok_or("non-UTF-8 temp path")?,
     ])
     .await?;
-    solo.shutdown().await?;
+    drop(solo);
 
     assert!(output.status.success(), "{}", describe(&output));
     let summary = read_summary(&summary_path, &output)?;
@@ -184,11 +163,8 @@ async fn simulation_gets_matches_and_rates_them() -> TestResult {
 /// outstanding (what `bot check` needs after a node restart).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settle_waits_until_every_accepted_request_has_an_outcome() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let mut config = node::config::Config::for_tests(dir.path());
-    config.request_ttl = Duration::from_secs(5);
-    let node = node::server::start(config).await?;
-    let endpoint = format!("http://{}", node.http_addr());
+    let node = NodeProcess::start(&["--request-ttl", "5s"]).await?;
+    let endpoint = node.endpoint.clone();
     let bot_dir = tempfile::tempdir()?;
     let summary_path = bot_dir.path().join("summary.json");
     let output = run_bot(&[
@@ -207,7 +183,7 @@ async fn settle_waits_until_every_accepted_request_has_an_outcome() -> TestResul
         summary_path.to_str().ok_or("non-UTF-8 temp path")?,
     ])
     .await?;
-    node.shutdown().await?;
+    drop(node);
 
     assert!(output.status.success(), "{}", describe(&output));
     let summary = read_summary(&summary_path, &output)?;
@@ -227,7 +203,7 @@ async fn settle_waits_until_every_accepted_request_has_an_outcome() -> TestResul
 /// Runs load mode against a node of its own with `args` and returns the
 /// bot's output and summary, once the bot has succeeded.
 async fn load_on_solo(args: &[&str]) -> Result<(Output, Value), Box<dyn std::error::Error>> {
-    let solo = Solo::start().await?;
+    let solo = NodeProcess::start(&[]).await?;
     let bot_dir = tempfile::tempdir()?;
     let summary_path = bot_dir.path().join("summary.json");
     let summary_arg = summary_path.to_str().ok_or("non-UTF-8 temp path")?;
@@ -240,7 +216,7 @@ async fn load_on_solo(args: &[&str]) -> Result<(Output, Value), Box<dyn std::err
     ];
     all.extend_from_slice(args);
     let output = run_bot(&all).await?;
-    solo.shutdown().await?;
+    drop(solo);
     assert!(output.status.success(), "{}", describe(&output));
     let summary = read_summary(&summary_path, &output)?;
     Ok((output, summary))
@@ -343,22 +319,13 @@ async fn bad_flags_are_usage_errors() -> TestResult {
 async fn regions_send_every_request_to_the_node_that_owns_it() -> TestResult {
     let regions = concat!(env!("CARGO_MANIFEST_DIR"), "/../regions");
     let bot_dir = tempfile::tempdir()?;
-    let mut dirs = Vec::new();
     let mut nodes = Vec::new();
     for region in ["dhaka-north", "dhaka-southeast", "dhaka-southwest"] {
-        let dir = tempfile::tempdir()?;
-        let mut config = node::config::Config::for_tests(dir.path());
-        config.region = region.into();
-        config.regions = Some(regions.into());
-        nodes.push(node::server::start(config).await?);
-        dirs.push(dir);
+        nodes.push(NodeProcess::start(&["--region", region, "--regions", regions]).await?);
     }
     // On ephemeral ports, not the regions' mesh addresses: the bot asks each
     // node its region.
-    let endpoints: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("http://{}", n.http_addr()))
-        .collect();
+    let endpoints: Vec<String> = nodes.iter().map(|n| n.endpoint.clone()).collect();
     let summary_path = bot_dir.path().join("summary.json");
 
     let output = run_bot(&[
@@ -379,9 +346,7 @@ async fn regions_send_every_request_to_the_node_that_owns_it() -> TestResult {
         summary_path.to_str().ok_or("non-UTF-8 temp path")?,
     ])
     .await?;
-    for node in nodes {
-        node.shutdown().await?;
-    }
+    drop(nodes);
 
     assert!(output.status.success(), "{}", describe(&output));
     let summary = read_summary(&summary_path, &output)?;
@@ -395,7 +360,7 @@ async fn regions_send_every_request_to_the_node_that_owns_it() -> TestResult {
 #[tokio::test]
 async fn an_endpoint_outside_the_regions_is_refused() -> TestResult {
     // Region `test`, which the shipped regions do not have.
-    let solo = Solo::start().await?;
+    let solo = NodeProcess::start(&[]).await?;
     let endpoint = solo.endpoint.clone();
     let output = run_bot(&[
         "--regions",
@@ -407,7 +372,7 @@ async fn an_endpoint_outside_the_regions_is_refused() -> TestResult {
         "--no-progress",
     ])
     .await?;
-    solo.shutdown().await?;
+    drop(solo);
     assert!(!output.status.success(), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -423,7 +388,7 @@ async fn an_endpoint_outside_the_regions_is_refused() -> TestResult {
 /// with one notice the node never committed fails, and says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_passes_a_real_run_and_catches_a_notice_never_committed() -> TestResult {
-    let solo = Solo::start().await?;
+    let solo = NodeProcess::start(&[]).await?;
     let endpoint = solo.endpoint.clone();
     let dir = tempfile::tempdir()?;
     let path = |name: &str| -> Result<String, String> {
@@ -459,7 +424,7 @@ async fn check_passes_a_real_run_and_catches_a_notice_never_committed() -> TestR
     .await?;
     assert!(output.status.success(), "{}", describe(&output));
 
-    let node = format!("solo=http://{}", solo.node.admin_addr());
+    let node = format!("solo={}", solo.admin);
     let output = run_bot(&["check", "snapshot", &node, "--store", &store]).await?;
     assert!(output.status.success(), "{}", describe(&output));
     let output = run_bot(&[
@@ -543,7 +508,7 @@ async fn check_passes_a_real_run_and_catches_a_notice_never_committed() -> TestR
     lines.push_str(&format!("{forged}\n"));
     std::fs::write(&record, lines)?;
     let output = run_bot(&check_args).await?;
-    solo.shutdown().await?;
+    drop(solo);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(

@@ -3,7 +3,7 @@
 //! Why a subcommand: the scripts that start a local mesh or a CQL cluster
 //! need region ids, addresses, datacenters and the distance between
 //! regions. Parsing the JSON themselves would be a second reading of the
-//! format that can drift from `node::regions` (its checks, its id order, its
+//! format that can drift from `ride_types::regions` (its checks, its id order, its
 //! routing rules); asking the binary keeps one.
 //!
 //! Output is tab-separated, one line per item, so that bash reads it with
@@ -15,13 +15,13 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
-use node::geodesy::haversine_km;
-use node::regions::{Region, Regions, RegionsError};
-use node::wire::Position;
+use ride_types::api::Position;
+use ride_types::geodesy::haversine_km;
+use ride_types::regions::{Region, Regions, RegionsError};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use node::region_grid::{self as grid, GridArgs, GridError};
+use ride_types::region_grid::{self as grid, GridArgs, GridError};
 
 #[derive(Subcommand)]
 pub enum RegionsCommand {

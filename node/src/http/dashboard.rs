@@ -18,7 +18,7 @@ use axum::response::{Html, IntoResponse};
 use futures_util::{Stream, StreamExt, stream};
 
 use super::AppState;
-use crate::clock::Millis;
+use ride_types::clock::Millis;
 
 const INDEX: &str = include_str!("dashboard/index.html");
 const SCRIPT: &str = include_str!("dashboard/app.js");

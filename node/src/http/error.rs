@@ -10,10 +10,10 @@ use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::access::TokenError;
-use crate::intake::InvalidInput;
-use crate::ratings::StoreError;
-use crate::wire::{ErrorBody, ErrorDetail};
+use crate::disk::ratings::StoreError;
+use crate::protocol::intake::InvalidInput;
+use crate::runtime::access::TokenError;
+use ride_types::api::{ErrorBody, ErrorDetail};
 
 #[derive(Debug)]
 pub(crate) struct ApiError {

@@ -32,18 +32,15 @@ use tower_http::trace::TraceLayer;
 
 pub(crate) use error::ApiError;
 pub(crate) use limits::{LimitError, RateLimit};
-pub use ops::MAX_MATCHES_LISTED;
 
-use crate::access::TokenKeys;
-use crate::delivery::{self, Hub, SocketSettings};
-use crate::node_core::NodeCore;
-use crate::ratings::RatingStore;
-use crate::regions::Regions;
+use crate::disk::ratings::RatingStore;
+use crate::runtime::access::TokenKeys;
+use crate::runtime::delivery::{self, Hub, SocketSettings};
+use crate::runtime::node_core::NodeCore;
+use ride_types::regions::Regions;
 
 /// Request bodies larger than this are refused with 413.
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Websocket frames larger than this close the socket.
-pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
 /// What every handler shares.
 pub(crate) struct AppState {
@@ -147,7 +144,7 @@ async fn communication_socket(
     // node's shutdown wait for the session instead.
     let session = app.tasks.token();
     upgrade
-        .max_message_size(MAX_FRAME_BYTES)
+        .max_message_size(ride_types::api::MAX_FRAME_BYTES)
         .on_upgrade(move |socket| async move {
             delivery::serve(
                 socket,

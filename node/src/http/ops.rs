@@ -11,11 +11,10 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiQuery;
-use crate::clock::Millis;
-use crate::wire::{DebugState, Health, MatchList};
+use ride_types::api::{DebugState, Health, MatchList};
+use ride_types::clock::Millis;
 
-/// Matches `GET /matches` returns at most.
-pub const MAX_MATCHES_LISTED: usize = 1_000;
+use ride_types::api::MAX_MATCHES_LISTED;
 
 pub(super) async fn healthz(State(app): State<Arc<AppState>>) -> Json<Health> {
     Json(Health {

@@ -15,11 +15,11 @@ use axum::http::StatusCode;
 
 use super::AppState;
 use super::error::{ApiError, ApiJson};
-use crate::clock::Millis;
-use crate::ids::RequestId;
-use crate::intake;
-use crate::ratings::{Rating, Recorded};
-use crate::wire::{DriverRating, RatingRecorded, RatingRequest};
+use crate::disk::ratings::{Rating, Recorded};
+use crate::protocol::intake;
+use ride_types::api::{DriverRating, RatingRecorded, RatingRequest};
+use ride_types::clock::Millis;
+use ride_types::ids::RequestId;
 
 pub(super) async fn post_rating(
     State(app): State<Arc<AppState>>,

@@ -17,12 +17,12 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::{ApiError, ApiQuery};
-use crate::intake;
-use crate::regions::Region;
-use crate::wire::{
+use crate::protocol::intake;
+use ride_types::api::{
     ErrorBody, ErrorDetail, GeoJsonPolygon, MeshAddresses, Position, RegionInfo, RegionList,
     RouteAnswer,
 };
+use ride_types::regions::Region;
 
 /// Fly.io's proxy replays a request in the region this header names.
 const FLY_REPLAY: HeaderName = HeaderName::from_static("fly-replay");

@@ -4,7 +4,7 @@
 //! the request's token, once the request is journaled (a group commit shared
 //! with every request that arrived meanwhile): a 202 is a promise that
 //! survives a crash. Nothing here waits on matching, and a node past its
-//! capacity refuses at the door (503 `overloaded`, see [`crate::admission`]).
+//! capacity refuses at the door (503 `overloaded`, see [`crate::runtime::admission`]).
 
 use std::sync::Arc;
 
@@ -16,10 +16,10 @@ use axum::response::ErrorResponse;
 use super::AppState;
 use super::error::{ApiError, ApiJson};
 use super::regions::check_owner;
-use crate::clock::Millis;
-use crate::intake;
-use crate::node_core::Ticket;
-use crate::wire::{Accepted, DriverRequest, RiderRequest};
+use crate::protocol::intake;
+use crate::runtime::node_core::Ticket;
+use ride_types::api::{Accepted, DriverRequest, RiderRequest};
+use ride_types::clock::Millis;
 
 pub(super) async fn post_rider(
     State(app): State<Arc<AppState>>,
@@ -48,7 +48,7 @@ pub(super) async fn post_driver(
 }
 
 /// Refuses a request the node could not keep its promise for (see
-/// [`crate::admission`]), before any work is spent on it.
+/// [`crate::runtime::admission`]), before any work is spent on it.
 fn admit(app: &AppState) -> Result<(), ApiError> {
     app.core.admit().map_err(|overload| {
         metrics::counter!("ride_requests_shed_total", "reason" => overload.reason()).increment(1);

@@ -2,8 +2,8 @@
 //! neither follow nor rate it; the operator surfaces exist only on the
 //! admin listener; the public API holds each client to its rate limit.
 
-use node::wire::{AccessToken, ErrorBody, Grant, ServerMessage};
 use reqwest::StatusCode;
+use ride_types::api::{AccessToken, ErrorBody, Grant, ServerMessage};
 use serde_json::json;
 
 use crate::support::*;
@@ -46,7 +46,9 @@ async fn a_stranger_who_knows_an_id_can_neither_follow_nor_rate_it() {
     assert_ne!(rider.token, driver.token);
 
     // No token, someone else's token, a token from another mesh's key, junk.
-    let other_mesh = node::access::TokenKeys::ephemeral().unwrap().mint(rider.id);
+    let other_mesh = node::runtime::access::TokenKeys::ephemeral()
+        .unwrap()
+        .mint(rider.id);
     let mut stranger = Socket::connect(&node).await;
     for (token, code) in [
         (None, "missing_token"),

@@ -1,6 +1,6 @@
 //! Every class of bad input gets a clear 4xx, and the node stays healthy.
 
-use node::wire::{ErrorBody, ServerMessage};
+use ride_types::api::{ErrorBody, ServerMessage};
 use serde_json::{Value, json};
 use uuid::Uuid;
 

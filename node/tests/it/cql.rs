@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use node::wire::ErrorBody;
+use ride_types::api::ErrorBody;
 use uuid::Uuid;
 
 use crate::mesh::Mesh;

@@ -11,7 +11,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use node::wire::{DebugState, ServerMessage};
+use ride_types::api::{DebugState, ServerMessage};
 
 use crate::mesh::{Mesh, REGIONS};
 use crate::support::*;

@@ -1,6 +1,8 @@
 //! The ride flow: request, match on both sockets, fare, rating, average.
 
-use node::wire::{DebugState, DriverRating, ErrorBody, MatchList, RatingRecorded, ServerMessage};
+use ride_types::api::{
+    DebugState, DriverRating, ErrorBody, MatchList, RatingRecorded, ServerMessage,
+};
 use serde_json::json;
 
 use crate::support::*;

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use node::regions::Regions;
 use reqwest::StatusCode;
+use ride_types::regions::Regions;
 use toml::{Table, Value};
 
 use crate::support::NodeProcess;

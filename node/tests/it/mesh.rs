@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use node::wire::{DebugState, MatchList};
+use ride_types::api::{DebugState, MatchList};
 
 use crate::support::*;
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use node::wire::{DriverRequest, ErrorBody, RiderRequest};
+use ride_types::api::{DriverRequest, ErrorBody, RiderRequest};
 use tokio::sync::Mutex;
 
 use crate::mesh::{Mesh, REGIONS};

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use node::ratings::{EmbeddedStore, RatingStore};
-use node::wire::MatchNotice;
+use node::disk::ratings::{EmbeddedStore, RatingStore};
+use ride_types::api::MatchNotice;
 use uuid::Uuid;
 
 use crate::cql::cql_nodes;

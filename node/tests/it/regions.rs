@@ -4,9 +4,9 @@
 
 use std::process::{Command, Stdio};
 
-use node::wire::{Accepted, DriverRequest, ErrorBody, RegionList, RiderRequest, RouteAnswer};
 use reqwest::StatusCode;
 use reqwest::header::LOCATION;
+use ride_types::api::{Accepted, DriverRequest, ErrorBody, RegionList, RiderRequest, RouteAnswer};
 
 use crate::support::*;
 

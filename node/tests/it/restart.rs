@@ -1,7 +1,7 @@
 //! What a node promised survives it: ratings a graceful restart, and a
 //! request answered 202 a `kill -9` before any document held it.
 
-use node::wire::{DebugState, DriverRating};
+use ride_types::api::{DebugState, DriverRating};
 use serde_json::json;
 
 use crate::support::*;

@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use node::access::{self, TokenKey, TokenKeys};
-use node::wire::{
+use node::runtime::access::{self, TokenKey, TokenKeys};
+use ride_types::api::{
     Accepted, AccessToken, ClientMessage, DriverRating, DriverRequest, Grant, MatchNotice,
     Position, RiderRequest, ServerMessage,
 };
@@ -285,7 +285,7 @@ impl Socket {
     }
 
     /// Frames until the first match, which it returns.
-    pub async fn next_match(&mut self) -> node::wire::MatchNotice {
+    pub async fn next_match(&mut self) -> ride_types::api::MatchNotice {
         loop {
             if let ServerMessage::Match(m) = self.next().await {
                 return m;

@@ -1,44 +1,14 @@
 //! One status line per node, from its `/debug/state` and `/metrics`, asked
 //! of every node at once so the answers are close in time.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
-
-/// The fields of a node's `/debug/state` a status line shows.
-#[derive(Debug, Deserialize)]
-pub struct State {
-    pub region: String,
-    pub pending_riders: u64,
-    pub pending_drivers: u64,
-    pub committed_matches: u64,
-    pub documents: u64,
-    pub digest: String,
-    /// Per region, the digest of what the node shares with it.
-    #[serde(default)]
-    pub digests: BTreeMap<String, String>,
-    pub ready: bool,
-}
-
-impl State {
-    /// Its digest of what it shares with `region` (`*`: an unmapped node
-    /// shares everything with everyone).
-    fn shared_with(&self, region: &str) -> Option<&String> {
-        self.digests.get(region).or_else(|| self.digests.get("*"))
-    }
-
-    /// The rule of the node's `halo::in_step`: two nodes are in step when
-    /// each one's digest of what it shares with the other's region agree.
-    fn in_step_with(&self, other: &State) -> bool {
-        self.shared_with(&other.region) == other.shared_with(&self.region)
-    }
-}
+use ride_types::api::DebugState;
 
 /// What one node answered; `None` for a node that did not answer.
 pub struct Answer {
     pub id: String,
-    pub state: Option<State>,
+    pub state: Option<DebugState>,
     pub accepted: Option<u64>,
 }
 
@@ -55,7 +25,7 @@ async fn ask(http: &reqwest::Client, id: String, admin: String) -> Answer {
     let get = |path: &str| http.get(format!("http://{admin}{path}")).send();
     let (state, metrics) = tokio::join!(get("/debug/state"), get("/metrics"));
     let state = match state {
-        Ok(r) => r.json::<State>().await.ok(),
+        Ok(r) => r.json::<DebugState>().await.ok(),
         Err(_) => None,
     };
     let accepted = match metrics {
@@ -111,13 +81,8 @@ pub fn lines(answers: &[Answer], stamp: &str) -> Vec<String> {
             ),
         })
         .collect();
-    let states: Option<Vec<&State>> = answers.iter().map(|a| a.state.as_ref()).collect();
-    let in_step = states.is_some_and(|states| {
-        states
-            .iter()
-            .enumerate()
-            .all(|(i, a)| states[i + 1..].iter().all(|b| a.in_step_with(b)))
-    });
+    let states: Option<Vec<&DebugState>> = answers.iter().map(|a| a.state.as_ref()).collect();
+    let in_step = states.is_some_and(DebugState::all_in_step);
     if answers.len() > 1 && in_step {
         out.push(format!("{stamp} {:<width$}  all nodes in step", ""));
     }
@@ -131,7 +96,7 @@ mod tests {
     fn answer(id: &str, digest: Option<&str>) -> Answer {
         Answer {
             id: id.into(),
-            state: digest.map(|d| State {
+            state: digest.map(|d| DebugState {
                 region: "r".into(),
                 digests: [("r".to_owned(), d.to_owned())].into(),
                 pending_riders: 1,
@@ -140,6 +105,7 @@ mod tests {
                 documents: 4,
                 digest: d.into(),
                 ready: true,
+                ..DebugState::default()
             }),
             accepted: Some(7),
         }

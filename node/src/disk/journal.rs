@@ -1,0 +1,718 @@
+//! What makes a node's own documents and the requests it accepted survive a
+//! crash: every automerge change the node writes is appended to its
+//! document's journal file and synced to disk before anything else can see
+//! it (a peer's sync message, a websocket, a claim's answer), and every
+//! request is appended, as a plain record, before its 202
+//! ([`super::intake_log`]: automerge writes them later, in batches).
+//!
+//! One file per own document (per epoch and scope, `<epoch>-<scope>.log`),
+//! and one per epoch for accepted requests (`<epoch>.intake`), so dropping
+//! a document, or requests past their TTL, is deleting a file and the
+//! journal never needs compaction. Each entry is a frame
+//! `[len: u32 LE][crc32: u32 LE][payload]`; a crash can leave a torn last
+//! frame, which loading cuts off (it was never synced, so nobody was told
+//! of it).
+//!
+//! Writing and syncing are separate steps, so that the sync (the slow one)
+//! need not hold the core's lock: [`Journal::append`] only writes, and
+//! advances a sequence number; [`Journal::take_sync`] hands every file with
+//! an append not yet known durable to whoever syncs them outside the lock
+//! (the group committer, one sync for every request that arrived
+//! meanwhile), and the durable watermark says how far the disk has caught
+//! up. Whatever lets a write leave the node (a peer's sync message, a
+//! websocket notice) first takes and runs such a sync, which is `None` when
+//! the watermark has already passed every write.
+//!
+//! A sync covers every file written since the watermark, not only those
+//! written since the last sync was taken: syncs are taken by many callers
+//! (the group committer, a step, every session), and one that finishes
+//! first must not move the watermark past an append that only a slower one
+//! covers. They run one at a time: a sync that finds another running waits
+//! for it, and then does nothing if that one covered its appends. Without
+//! this, every session's sync message started an `fdatasync` of its own
+//! (a node with eight neighbours, one every 10 ms each), on files the
+//! group committer was syncing already.
+//!
+//! A node whose journal is gone (a new disk, a wiped data folder) must not
+//! act as the owner of requests its peers still hold under its name, since
+//! it has forgotten what it decided about them. So the owner identity lives
+//! next to the journal ([`open_owner`]): a node that finds no journal takes a
+//! new one (`<node>@<lineage>`), and its old requests simply expire
+//! unmatched.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::protocol::documents::DocId;
+use ride_types::clock::Millis;
+use ride_types::halo::Scope;
+use ride_types::ids::{Entropy, NodeId};
+
+const FRAME_HEADER: usize = 8;
+const OWNER_FILE: &str = "owner";
+const DROPPED_FILE: &str = "dropped";
+
+#[derive(Debug, Error)]
+pub enum JournalError {
+    #[error("journal {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("journal {path}: unreadable: {source}")]
+    Corrupt {
+        path: String,
+        source: postcard::Error,
+    },
+}
+
+/// The documents a node has dropped, kept with its journal so that a
+/// restart does not let a peer bring them back: each dropped document with
+/// the node's clock when it was dropped, and per owner the newest epoch
+/// below which everything was dropped long ago.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Dropped {
+    pub docs: BTreeMap<DocId, Millis>,
+    pub floors: BTreeMap<NodeId, u64>,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Whether an append waits for the disk. Tests and the simulation skip the
+/// `fsync` (their crashes are process-level, the page cache survives them);
+/// a node always syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    Fsync,
+    PageCache,
+}
+
+/// One own document, as its journal file names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Part {
+    pub epoch: u64,
+    pub scope: Scope,
+}
+
+impl Part {
+    fn file_name(&self) -> String {
+        format!("{}-{}.log", self.epoch, self.scope.to_file_part())
+    }
+}
+
+/// One file of the journal: an own document's changes, or the requests
+/// accepted in one epoch of this node's clock (see [`Journal::append_intake`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum JournalFile {
+    Document(Part),
+    Intake(u64),
+}
+
+impl JournalFile {
+    fn file_name(&self) -> String {
+        match self {
+            Self::Document(part) => part.file_name(),
+            Self::Intake(epoch) => format!("{epoch}.intake"),
+        }
+    }
+
+    fn of_path(path: &Path) -> Option<Self> {
+        let stem = path.file_stem()?.to_str()?;
+        match path.extension()?.to_str()? {
+            "log" => {
+                let (epoch, scope) = stem.split_once('-')?;
+                Some(Self::Document(Part {
+                    epoch: epoch.parse().ok()?,
+                    scope: Scope::from_file_part(scope)?,
+                }))
+            }
+            "intake" => Some(Self::Intake(stem.parse().ok()?)),
+            _ => None,
+        }
+    }
+}
+
+/// What a journal held when it was opened.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Every own document's changes.
+    pub docs: BTreeMap<Part, Vec<u8>>,
+    /// By epoch, the requests accepted then, as appended (whether or not
+    /// their documents hold them yet).
+    pub intake: BTreeMap<u64, Vec<u8>>,
+    pub dropped: Dropped,
+}
+
+/// The journal of one owner's documents, one file per document.
+pub struct Journal {
+    dir: PathBuf,
+    durability: Durability,
+    files: BTreeMap<JournalFile, Arc<File>>,
+    /// By file, the sequence number of its newest append, kept until the
+    /// watermark passes it; and that of the newest append that created a
+    /// file (the directory must be synced too).
+    last_append: BTreeMap<JournalFile, u64>,
+    dir_changed: u64,
+    /// Appends so far, and how many of them are known to be on disk.
+    written: u64,
+    durable: Arc<Watermark>,
+}
+
+/// How many appends are known to be on disk, and whether a sync is
+/// running now (see the module's doc).
+#[derive(Default)]
+struct Watermark {
+    upto: AtomicU64,
+    syncing: parking_lot::Mutex<bool>,
+    synced: parking_lot::Condvar,
+    /// Syncs that reached the disk (`journal_syncs_total`).
+    syncs: AtomicU64,
+}
+
+/// The sync of some appends, to be run outside the core's lock.
+#[must_use = "the appends are not durable until the sync runs"]
+pub struct PendingSync {
+    files: Vec<(PathBuf, Arc<File>)>,
+    dir: Option<PathBuf>,
+    upto: u64,
+    durable: Arc<Watermark>,
+    durability: Durability,
+}
+
+impl PendingSync {
+    /// Syncs the files; on success every append up to this one is durable.
+    /// Waits for a sync already running, and syncs nothing if that one
+    /// covered these appends.
+    pub fn run(self) -> Result<(), JournalError> {
+        let mark = &*self.durable;
+        let mut syncing = mark.syncing.lock();
+        loop {
+            if mark.upto.load(Ordering::Acquire) >= self.upto {
+                return Ok(());
+            }
+            if !*syncing {
+                break;
+            }
+            mark.synced.wait(&mut syncing);
+        }
+        *syncing = true;
+        drop(syncing);
+        let synced = self.sync_files(mark);
+        if synced.is_ok() {
+            mark.upto.fetch_max(self.upto, Ordering::AcqRel);
+        }
+        *mark.syncing.lock() = false;
+        mark.synced.notify_all();
+        synced
+    }
+
+    fn sync_files(&self, mark: &Watermark) -> Result<(), JournalError> {
+        if self.durability == Durability::Fsync {
+            for (path, file) in &self.files {
+                file.sync_data().map_err(io_error(path))?;
+            }
+            if let Some(dir) = &self.dir {
+                sync_dir(dir)?;
+            }
+            mark.syncs.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("journal_syncs_total").increment(1);
+        }
+        Ok(())
+    }
+}
+
+/// The owner identity this node writes as, and whether it is new (its
+/// journal was empty or missing, so nothing it owned before is its own).
+pub fn open_owner(
+    dir: &Path,
+    node: &NodeId,
+    entropy: &Entropy,
+) -> Result<(NodeId, bool), JournalError> {
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let path = dir.join(OWNER_FILE);
+    match fs::read_to_string(&path) {
+        Ok(owner) if owner.trim().starts_with(&format!("{}@", node.0)) => {
+            Ok((NodeId(owner.trim().to_owned()), false))
+        }
+        _ => {
+            // A journal without an owner file is not ours to trust.
+            for entry in fs::read_dir(dir).map_err(io_error(dir))?.flatten() {
+                if entry.path().extension().is_some_and(|e| e == "log")
+                    || entry.file_name() == DROPPED_FILE
+                {
+                    fs::remove_file(entry.path()).map_err(io_error(&entry.path()))?;
+                }
+            }
+            let owner = NodeId(format!("{}@{}", node.0, entropy.suffix()));
+            let tmp = dir.join("owner.tmp");
+            let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
+            file.write_all(owner.0.as_bytes()).map_err(io_error(&tmp))?;
+            file.sync_all().map_err(io_error(&tmp))?;
+            fs::rename(&tmp, &path).map_err(io_error(&path))?;
+            sync_dir(dir)?;
+            Ok((owner, true))
+        }
+    }
+}
+
+impl Journal {
+    /// Opens the journal in `dir`, returning every document's saved
+    /// changes. Torn tails are cut off.
+    pub fn open(dir: &Path, durability: Durability) -> Result<(Self, Loaded), JournalError> {
+        fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let mut loaded = BTreeMap::new();
+        let mut intake = BTreeMap::new();
+        let mut files = BTreeMap::new();
+        for entry in fs::read_dir(dir).map_err(io_error(dir))?.flatten() {
+            let path = entry.path();
+            let Some(name) = JournalFile::of_path(&path) else {
+                continue;
+            };
+            let mut file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_error(&path))?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).map_err(io_error(&path))?;
+            let (chunks, good) = read_frames(&bytes);
+            if good < bytes.len() {
+                tracing::warn!(path = %path.display(), torn = bytes.len() - good, "cut a torn journal tail");
+                file.set_len(good as u64).map_err(io_error(&path))?;
+            }
+            match &name {
+                JournalFile::Document(part) => loaded.insert(part.clone(), chunks),
+                JournalFile::Intake(epoch) => intake.insert(*epoch, chunks),
+            };
+            files.insert(name, Arc::new(file));
+        }
+        let dropped_path = dir.join(DROPPED_FILE);
+        let dropped = match fs::read(&dropped_path) {
+            Ok(bytes) => postcard::from_bytes(&bytes).map_err(|source| JournalError::Corrupt {
+                path: dropped_path.display().to_string(),
+                source,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Dropped::default(),
+            Err(e) => return Err(io_error(&dropped_path)(e)),
+        };
+        Ok((
+            Self {
+                dir: dir.to_owned(),
+                durability,
+                files,
+                last_append: BTreeMap::new(),
+                dir_changed: 0,
+                written: 0,
+                durable: Arc::default(),
+            },
+            Loaded {
+                docs: loaded,
+                intake,
+                dropped,
+            },
+        ))
+    }
+
+    /// Replaces the record of dropped documents (atomically: a crash
+    /// leaves the old one or the new one).
+    pub fn save_dropped(&mut self, dropped: &Dropped) -> Result<(), JournalError> {
+        let path = self.dir.join(DROPPED_FILE);
+        let tmp = self.dir.join("dropped.tmp");
+        let bytes = postcard::to_stdvec(dropped).unwrap_or_default();
+        let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
+        file.write_all(&bytes).map_err(io_error(&tmp))?;
+        if self.durability == Durability::Fsync {
+            file.sync_data().map_err(io_error(&tmp))?;
+        }
+        fs::rename(&tmp, &path).map_err(io_error(&path))
+    }
+
+    /// Appends each document's new changes, without waiting for the disk:
+    /// they are durable once a [`Journal::take_sync`] taken after this has
+    /// run.
+    pub fn append(&mut self, writes: &[(Part, Vec<u8>)]) -> Result<(), JournalError> {
+        for (part, bytes) in writes {
+            self.append_frame(JournalFile::Document(part.clone()), bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Appends requests accepted in `epoch` of this node's clock (encoded
+    /// by [`super::intake_log`]), durable as [`Journal::append`]'s are.
+    /// They are journaled before their 202, and written into documents
+    /// later, in batches; a restart reads them back.
+    pub fn append_intake(&mut self, epoch: u64, bytes: &[u8]) -> Result<(), JournalError> {
+        self.append_frame(JournalFile::Intake(epoch), bytes)
+    }
+
+    fn append_frame(&mut self, name: JournalFile, bytes: &[u8]) -> Result<(), JournalError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let path = self.path_of(&name);
+        if !self.files.contains_key(&name) {
+            let file = OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_error(&path))?;
+            self.files.insert(name.clone(), Arc::new(file));
+            self.dir_changed = self.written + 1;
+        }
+        let file = &self.files[&name];
+        let mut frame = Vec::with_capacity(FRAME_HEADER + bytes.len());
+        let len = u32::try_from(bytes.len()).expect("a frame under 4 GiB");
+        frame.extend_from_slice(&len.to_le_bytes());
+        frame.extend_from_slice(&crc32fast::hash(bytes).to_le_bytes());
+        frame.extend_from_slice(bytes);
+        (&**file).write_all(&frame).map_err(io_error(&path))?;
+        self.written += 1;
+        self.last_append.insert(name, self.written);
+        Ok(())
+    }
+
+    /// The sync that makes every append so far durable, to run outside the
+    /// lock; `None` when the watermark has passed every append.
+    pub fn take_sync(&mut self) -> Option<PendingSync> {
+        let durable = self.durable.upto.load(Ordering::Acquire);
+        if durable >= self.written {
+            return None;
+        }
+        self.last_append.retain(|_, seq| *seq > durable);
+        let files = self
+            .last_append
+            .keys()
+            .filter_map(|name| Some((self.path_of(name), Arc::clone(self.files.get(name)?))))
+            .collect();
+        Some(PendingSync {
+            files,
+            dir: (self.dir_changed > durable).then(|| self.dir.clone()),
+            upto: self.written,
+            durable: Arc::clone(&self.durable),
+            durability: self.durability,
+        })
+    }
+
+    /// Syncs that reached the disk so far.
+    #[cfg(test)]
+    fn syncs(&self) -> u64 {
+        self.durable.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Every append so far is on disk.
+    pub fn is_durable(&self) -> bool {
+        self.durable.upto.load(Ordering::Acquire) >= self.written
+    }
+
+    /// Deletes a dropped document's file.
+    pub fn remove(&mut self, part: &Part) -> Result<(), JournalError> {
+        self.remove_file(JournalFile::Document(part.clone()))
+    }
+
+    /// Deletes the accepted requests of every epoch before `epoch`.
+    pub fn remove_intake_before(&mut self, epoch: u64) -> Result<(), JournalError> {
+        let old: Vec<JournalFile> = self
+            .files
+            .keys()
+            .filter(|name| matches!(name, JournalFile::Intake(e) if *e < epoch))
+            .cloned()
+            .collect();
+        for name in old {
+            self.remove_file(name)?;
+        }
+        Ok(())
+    }
+
+    fn remove_file(&mut self, name: JournalFile) -> Result<(), JournalError> {
+        self.last_append.remove(&name);
+        if self.files.remove(&name).is_some() {
+            let path = self.path_of(&name);
+            fs::remove_file(&path).map_err(io_error(&path))?;
+        }
+        Ok(())
+    }
+
+    fn path_of(&self, name: &JournalFile) -> PathBuf {
+        self.dir.join(name.file_name())
+    }
+}
+
+/// The payloads of every whole, intact frame, concatenated, and how many
+/// bytes they span.
+fn read_frames(bytes: &[u8]) -> (Vec<u8>, usize) {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while bytes.len() - at >= FRAME_HEADER {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
+        let Some(payload) = bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len) else {
+            break;
+        };
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        out.extend_from_slice(payload);
+        at += FRAME_HEADER + len;
+    }
+    (out, at)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+/// What a crash leaves of the journal files whose last write was torn:
+/// the simulation appends half a frame to the newest document and the
+/// newest intake file, to check that loading cuts it off.
+#[cfg(test)]
+pub fn tear_last_write(dir: &Path) {
+    let names: Vec<(JournalFile, PathBuf)> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter_map(|p| Some((JournalFile::of_path(&p)?, p)))
+        .collect();
+    let newest_document = names
+        .iter()
+        .filter(|(name, _)| matches!(name, JournalFile::Document(_)))
+        .max_by(|(a, _), (b, _)| a.cmp(b));
+    let newest_intake = names
+        .iter()
+        .filter(|(name, _)| matches!(name, JournalFile::Intake(_)))
+        .max_by(|(a, _), (b, _)| a.cmp(b));
+    for (_, path) in newest_document.into_iter().chain(newest_intake) {
+        let mut file = OpenOptions::new().append(true).open(path).expect("open");
+        file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6])
+            .expect("append");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A document of epoch `epoch` for region 0 alone.
+    fn part(epoch: u64) -> Part {
+        Part {
+            epoch,
+            scope: Scope::of([0]),
+        }
+    }
+
+    #[test]
+    fn appended_changes_come_back_and_torn_tails_are_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, loaded) = Journal::open(dir.path(), Durability::Fsync).unwrap();
+        assert!(loaded.docs.is_empty());
+        journal
+            .append(&[(part(7), b"first".to_vec()), (part(8), b"other".to_vec())])
+            .unwrap();
+        journal.append(&[(part(7), b"-second".to_vec())]).unwrap();
+        drop(journal);
+        tear_last_write(dir.path());
+
+        let (mut journal, loaded) = Journal::open(dir.path(), Durability::Fsync).unwrap();
+        assert_eq!(loaded.docs[&part(7)], b"first-second");
+        assert_eq!(loaded.docs[&part(8)], b"other");
+        let dropped = Dropped {
+            docs: [(
+                DocId {
+                    owner: NodeId("peer@1".into()),
+                    epoch: 3,
+                    scope: Scope::of([0, 2]),
+                },
+                Millis(99),
+            )]
+            .into(),
+            floors: [(NodeId("peer@1".into()), 1)].into(),
+        };
+        journal.save_dropped(&dropped).unwrap();
+        journal.append(&[(part(8), b"+more".to_vec())]).unwrap();
+        journal.remove(&part(7)).unwrap();
+        drop(journal);
+
+        let (_, loaded) = Journal::open(dir.path(), Durability::Fsync).unwrap();
+        assert_eq!(
+            loaded.docs.keys().cloned().collect::<Vec<_>>(),
+            vec![part(8)]
+        );
+        assert_eq!(
+            loaded.docs[&part(8)],
+            b"other+more",
+            "the torn frame was cut, not kept"
+        );
+        assert_eq!(loaded.dropped, dropped);
+    }
+
+    #[test]
+    fn accepted_requests_come_back_by_epoch_apart_from_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), Durability::Fsync).unwrap();
+        journal.append_intake(7, b"a").unwrap();
+        journal.append(&[(part(7), b"change".to_vec())]).unwrap();
+        journal.append_intake(7, b"b").unwrap();
+        journal.append_intake(9, b"c").unwrap();
+        let sync = journal.take_sync().expect("appends to sync");
+        sync.run().unwrap();
+        assert!(journal.is_durable());
+        drop(journal);
+        tear_last_write(dir.path());
+
+        let (mut journal, loaded) = Journal::open(dir.path(), Durability::Fsync).unwrap();
+        assert_eq!(loaded.docs[&part(7)], b"change", "torn tail cut");
+        assert_eq!(
+            loaded.intake,
+            [(7, b"ab".to_vec()), (9, b"c".to_vec())].into(),
+            "torn tail cut"
+        );
+        journal.remove_intake_before(9).unwrap();
+        drop(journal);
+
+        let (_, loaded) = Journal::open(dir.path(), Durability::Fsync).unwrap();
+        assert_eq!(loaded.intake, [(9, b"c".to_vec())].into());
+        assert_eq!(loaded.docs.len(), 1, "documents are not intake");
+    }
+
+    #[test]
+    fn the_watermark_passes_an_append_only_once_a_sync_covers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), Durability::Fsync).unwrap();
+        assert!(journal.is_durable() && journal.take_sync().is_none());
+        journal.append(&[(part(1), b"a".to_vec())]).unwrap();
+        let first = journal.take_sync().expect("a write to sync");
+        journal.append(&[(part(2), b"b".to_vec())]).unwrap();
+        first.run().unwrap();
+        assert!(
+            !journal.is_durable(),
+            "a sync taken before the second append does not cover it"
+        );
+        let second = journal.take_sync().expect("the second write to sync");
+        journal
+            .take_sync()
+            .expect("both writes to sync")
+            .run()
+            .unwrap();
+        assert!(journal.is_durable());
+        second.run().unwrap();
+        assert!(journal.is_durable(), "a late sync does not move it back");
+    }
+
+    #[test]
+    fn a_sync_that_finishes_first_covers_what_a_slower_one_was_taken_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), Durability::Fsync).unwrap();
+        journal.append(&[(part(1), b"a".to_vec())]).unwrap();
+        let slow = journal.take_sync().expect("a write to sync");
+        journal.append(&[(part(2), b"b".to_vec())]).unwrap();
+        let fast = journal.take_sync().expect("the second write to sync");
+        let covered: Vec<PathBuf> = fast.files.iter().map(|(path, _)| path.clone()).collect();
+        assert_eq!(
+            covered,
+            vec![dir.path().join("1-0.log"), dir.path().join("2-0.log")],
+            "the first file's sync may still be running: the second sync covers it too"
+        );
+        assert!(fast.dir.is_some(), "both files are new to the directory");
+        fast.run().unwrap();
+        assert!(journal.is_durable());
+        slow.run().unwrap();
+        journal.append(&[(part(2), b"c".to_vec())]).unwrap();
+        let next = journal.take_sync().expect("the third write to sync");
+        assert_eq!(next.files.len(), 1, "durable files are not synced again");
+        assert!(next.dir.is_none(), "no file was created since");
+    }
+
+    #[test]
+    fn a_sync_already_covered_does_not_touch_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), Durability::Fsync).unwrap();
+        journal.append(&[(part(1), b"a".to_vec())]).unwrap();
+        let (first, second) = (journal.take_sync().unwrap(), journal.take_sync().unwrap());
+        first.run().unwrap();
+        second.run().unwrap();
+        assert_eq!(
+            journal.syncs(),
+            1,
+            "the second sync was covered by the first"
+        );
+        journal.append(&[(part(1), b"b".to_vec())]).unwrap();
+        journal.take_sync().unwrap().run().unwrap();
+        assert_eq!(journal.syncs(), 2);
+    }
+
+    #[test]
+    fn syncs_taken_at_once_all_end_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), Durability::Fsync).unwrap();
+        let mut threads = Vec::new();
+        for i in 0..8_u8 {
+            journal
+                .append(&[(part(u64::from(i % 3)), vec![i])])
+                .unwrap();
+            let sync = journal.take_sync().unwrap();
+            threads.push(std::thread::spawn(move || sync.run()));
+        }
+        for thread in threads {
+            thread.join().unwrap().unwrap();
+        }
+        assert!(
+            journal.is_durable(),
+            "every append is covered once all return"
+        );
+        assert!(journal.take_sync().is_none());
+    }
+
+    #[test]
+    fn a_corrupt_frame_ends_what_is_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), Durability::PageCache).unwrap();
+        journal.append(&[(part(1), b"good".to_vec())]).unwrap();
+        journal.append(&[(part(1), b"flipped".to_vec())]).unwrap();
+        drop(journal);
+        let path = dir.path().join("1-0.log");
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+        let (_, loaded) = Journal::open(dir.path(), Durability::PageCache).unwrap();
+        assert_eq!(loaded.docs[&part(1)], b"good");
+    }
+
+    #[test]
+    fn an_owner_is_kept_with_its_journal_and_new_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = NodeId("dhaka-north".into());
+        let (first, new) = open_owner(dir.path(), &node, &Entropy::Os).unwrap();
+        assert!(new);
+        assert!(first.0.starts_with("dhaka-north@"), "{first:?}");
+        let (again, new) = open_owner(dir.path(), &node, &Entropy::Os).unwrap();
+        assert_eq!((again.clone(), new), (first.clone(), false));
+
+        let (mut journal, _) = Journal::open(dir.path(), Durability::PageCache).unwrap();
+        journal.append(&[(part(3), b"x".to_vec())]).unwrap();
+        fs::remove_file(dir.path().join(OWNER_FILE)).unwrap();
+        let (replaced, new) = open_owner(dir.path(), &node, &Entropy::Os).unwrap();
+        assert!(new);
+        assert_ne!(replaced, first);
+        let (_, loaded) = Journal::open(dir.path(), Durability::PageCache).unwrap();
+        assert!(
+            loaded.docs.is_empty(),
+            "a journal without its owner is discarded"
+        );
+    }
+}

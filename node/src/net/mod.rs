@@ -1,0 +1,11 @@
+//! The network between nodes: QUIC with mutual TLS ([`transport`], [`tls`]),
+//! each session's stream compressed ([`compression`]), peers found from
+//! Fly.io's private DNS ([`discovery`], [`fly`]), and a user-space WAN for
+//! trying latency and loss on one machine ([`wan_relay`]).
+
+pub mod compression;
+pub mod discovery;
+pub mod fly;
+pub mod tls;
+pub mod transport;
+pub mod wan_relay;

@@ -1,0 +1,750 @@
+//! The automerge documents a node holds and syncs.
+//!
+//! automerge keeps every change forever and slows down with many small
+//! transactions (automerge#348, #1387), so history is bounded by design: each
+//! owner writes one document per short epoch of its clock, writes are
+//! committed in batches (one change per flush, not per record), and a whole
+//! document is dropped once every record in it is past use. Memory then
+//! tracks the traffic of the last few epochs, not all traffic ever seen.
+//!
+//! Every document has exactly one writer (its owner); others only merge it.
+//! Each (document, peer) pair has its own automerge sync state. A document
+//! also has a scope (see [`ride_types::halo`]): the regions it goes to. A node
+//! holds only documents whose scope has its region, and offers a peer only
+//! those whose scope has the peer's.
+//!
+//! Two rules keep a node's view safe whatever the clocks say:
+//! - its own documents are journaled ([`super::journal`]) before anyone can
+//!   read them, and are never learnt back from a peer (a peer's copy may be
+//!   stale);
+//! - a dropped document stays dropped: a peer that still has it (a late
+//!   reconnect) cannot bring it, or the commits in it, back.
+//!
+//! Age is measured on this node's clock, from when a document last changed
+//! here, never from the timestamps its writer put in it.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+
+use automerge::sync::{self, SyncDoc};
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, AutoCommit, ChangeHash, PatchAction, ROOT, ReadDoc, ScalarValue, Value};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::record::{Batch, RecordV1};
+use crate::disk::journal::{Dropped, Journal, JournalError, Loaded, Part, PendingSync};
+use ride_types::clock::Millis;
+use ride_types::halo::{RegionIndex, Scope};
+use ride_types::ids::NodeId;
+
+/// How long a message that only acknowledges waits after the previous
+/// message for the same document and peer. Each document has one writer,
+/// which pushes its changes whether or not the last ones were
+/// acknowledged, so nothing waits on an acknowledgement but the writer's
+/// bookkeeping. Receiving one costs automerge a walk of the document's
+/// whole history (`filter_changes`), and answering every change message
+/// doubled the messages a mesh sends: acknowledging in batches keeps both
+/// per document, not per change. (The messages fell by a third; the CPU
+/// saved was within a loaded machine's noise: BENCHMARKS.md, session 11.)
+pub const ACK_EVERY_MS: u64 = 100;
+
+/// A document: its owner, the epoch of the owner's clock it covers, and the
+/// regions it goes to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DocId {
+    pub owner: NodeId,
+    pub epoch: u64,
+    pub scope: Scope,
+}
+
+impl DocId {
+    fn part(&self) -> Part {
+        Part {
+            epoch: self.epoch,
+            scope: self.scope.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum DocumentError {
+    #[error("bad sync message for {doc:?}: {reason}")]
+    BadSync { doc: DocId, reason: String },
+    #[error("cannot write to {doc:?}: {reason}")]
+    Write { doc: DocId, reason: String },
+    #[error("cannot load own document {doc:?} from the journal: {reason}")]
+    Load { doc: DocId, reason: String },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+struct Document {
+    doc: AutoCommit,
+    sync: HashMap<NodeId, sync::State>,
+    /// Bumped whenever the document changes here.
+    version: u64,
+    /// Batches this incarnation wrote into it: names the next one.
+    batches: u64,
+    /// Per peer, the version at which it last had nothing to send that
+    /// peer, if nothing was received from it since: it has nothing now
+    /// either, and generating a sync message to find that out is most of
+    /// a quiet mesh's work.
+    quiet: HashMap<NodeId, u64>,
+    /// Per peer, when this node last sent it a sync message for this
+    /// document: see [`ACK_EVERY_MS`].
+    sent_at: HashMap<NodeId, Millis>,
+    /// Bytes of the records read out of it (keys and values): its size as
+    /// the dashboard shows it. automerge's own size needs a full save,
+    /// too costly to run every second.
+    record_bytes: u64,
+    /// This node's clock when the document last changed here.
+    touched_at: Millis,
+    /// The owner's clock at its newest change (each change carries it).
+    written_at: Option<Millis>,
+}
+
+impl Document {
+    fn new(now: Millis) -> Self {
+        let mut doc = AutoCommit::new();
+        doc.update_diff_cursor();
+        Self::holding(doc, now)
+    }
+
+    fn holding(doc: AutoCommit, now: Millis) -> Self {
+        Self {
+            doc,
+            sync: HashMap::new(),
+            version: 0,
+            batches: 0,
+            quiet: HashMap::new(),
+            sent_at: HashMap::new(),
+            record_bytes: 0,
+            touched_at: now,
+            written_at: None,
+        }
+    }
+
+    /// The owner's clock at the newest change not reachable from `since`.
+    fn newest_write(&mut self, since: &[ChangeHash]) -> Option<Millis> {
+        self.doc
+            .get_changes(since)
+            .iter()
+            .filter_map(|c| u64::try_from(c.timestamp()).ok())
+            .max()
+            .map(Millis)
+    }
+}
+
+/// A record read out of a document.
+pub type Change = (DocId, RecordV1);
+
+/// What was read from documents: good records and what was rejected.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub records: Vec<Change>,
+    pub rejected: Vec<String>,
+}
+
+/// The heads of every document a node holds, as its peers are told.
+pub type Inventory = Vec<(DocId, Vec<[u8; 32]>)>;
+
+pub struct Documents {
+    owner: NodeId,
+    /// This node's region: it holds only documents scoped to it.
+    region: RegionIndex,
+    docs: BTreeMap<DocId, Document>,
+    /// The automerge actor this node writes its own documents as, and the
+    /// incarnation it stands for.
+    actor: ActorId,
+    incarnation: u64,
+    /// Where own changes go before anyone sees them; `None` only where a
+    /// test wants a node that forgets (the defect the journal fixes).
+    journal: Option<Journal>,
+    /// Documents dropped here, kept with the journal: refused if offered
+    /// again (a tombstone per document; per owner, a floor at or below
+    /// which everything is refused once tombstones are old).
+    dropped: Dropped,
+    /// Peers' clocks minus this node's, as measured, by node.
+    offsets: HashMap<NodeId, i64>,
+    /// Documents changed since the last [`Documents::take_changes`]: it
+    /// reads only those (a node holds hundreds of documents, and a sync
+    /// message changes one).
+    changed: BTreeSet<DocId>,
+    /// Bumped whenever any document changes or goes; the digests below
+    /// were computed at `digested.0` (heads cost a walk of each document,
+    /// and every peer's status asks for them).
+    generation: u64,
+    digested: Option<(u64, u64, BTreeMap<RegionIndex, u64>)>,
+}
+
+/// One actor per node incarnation: a restarted node must not reuse the
+/// sequence numbers of changes it may have sent before it crashed.
+fn actor_for(node: &NodeId, incarnation: u64) -> ActorId {
+    let mut bytes = Vec::with_capacity(16);
+    for salt in [0u8, 1] {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (salt, node, incarnation).hash(&mut h);
+        bytes.extend_from_slice(&h.finish().to_be_bytes());
+    }
+    ActorId::from(bytes)
+}
+
+/// The key of one flush's value: unique (this incarnation and its count of
+/// batches in the document), and sorting before every key written earlier.
+///
+/// The order is for the peers. Applying a change to a map, automerge walks
+/// the map's ops in key order up to the new key, and copies every value it
+/// passes (`BatchApply`'s map walk hydrates each op). With the newest key
+/// first, that walk stops at once; with it last, every sync of a flush
+/// would copy every batch the document already holds (`cargo bench -p node
+/// --bench replication`: 185 us against 73 us a flush, in a document of
+/// 1,000 flushes). Both counters are written complemented and fixed-width
+/// hex, so later numbers sort first.
+fn batch_key(incarnation: u64, batch: u64) -> String {
+    format!("{:016x}/{:016x}", !incarnation, !batch)
+}
+
+impl Documents {
+    /// `owner`'s documents as its journal kept them (`loaded`), to be read
+    /// whole by the next [`Documents::take_changes`].
+    pub fn open(
+        owner: &NodeId,
+        region: RegionIndex,
+        incarnation: u64,
+        journal: Option<Journal>,
+        loaded: Loaded,
+        now: Millis,
+    ) -> Result<Self, DocumentError> {
+        let mut docs = BTreeMap::new();
+        for (part, bytes) in loaded.docs {
+            let id = DocId {
+                owner: owner.clone(),
+                epoch: part.epoch,
+                scope: part.scope,
+            };
+            let mut doc = AutoCommit::load(&bytes).map_err(|e| DocumentError::Load {
+                doc: id.clone(),
+                reason: e.to_string(),
+            })?;
+            doc.reset_diff_cursor();
+            // Its age goes on from its last write (this node's clock, which
+            // each change carries), not from the restart.
+            let mut document = Document::holding(doc, now);
+            document.written_at = document.newest_write(&[]);
+            docs.insert(id, document);
+        }
+        Ok(Self {
+            owner: owner.clone(),
+            region,
+            changed: docs.keys().cloned().collect(),
+            generation: 0,
+            digested: None,
+            docs,
+            actor: actor_for(owner, incarnation),
+            incarnation,
+            journal,
+            dropped: loaded.dropped,
+            offsets: HashMap::new(),
+        })
+    }
+
+    /// Writes records into documents of one's own (created if new), one
+    /// change per document, and appends the changes to the journal: they
+    /// survive a crash once a [`Documents::take_sync`] taken after this has
+    /// run.
+    pub fn write(
+        &mut self,
+        writes: Vec<(DocId, Vec<RecordV1>)>,
+        now: Millis,
+    ) -> Result<(), DocumentError> {
+        let mut journaled = Vec::with_capacity(writes.len());
+        for (id, records) in writes {
+            debug_assert_eq!(id.owner, self.owner, "a node writes only its own documents");
+            self.dropped.docs.remove(&id);
+            let entry = self
+                .docs
+                .entry(id.clone())
+                .or_insert_with(|| Document::new(now));
+            entry.doc.set_actor(self.actor.clone());
+            entry.version += 1;
+            self.changed.insert(id.clone());
+            self.generation += 1;
+            entry.touched_at = now;
+            entry.written_at = Some(now);
+            let key = batch_key(self.incarnation, entry.batches);
+            entry.batches += 1;
+            entry
+                .doc
+                .put(ROOT, key, ScalarValue::Bytes(Batch::encode(&records)))
+                .map_err(|e| DocumentError::Write {
+                    doc: id.clone(),
+                    reason: e.to_string(),
+                })?;
+            let time = i64::try_from(now.0).unwrap_or(i64::MAX);
+            entry
+                .doc
+                .commit_with(CommitOptions::default().with_time(time));
+            // The change just made, as automerge encodes it: appending
+            // it costs what the change costs (`save_incremental` walks the
+            // document's history to find what is new).
+            if self.journal.is_some()
+                && let Some(change) = entry.doc.get_last_local_change()
+            {
+                journaled.push((id.part(), change.raw_bytes().to_vec()));
+            }
+        }
+        if let Some(journal) = &mut self.journal {
+            journal.append(&journaled)?;
+        }
+        Ok(())
+    }
+
+    /// Appends requests accepted in `epoch` (see [`super::intake_log`]),
+    /// durable as [`Documents::write`]'s changes are.
+    pub fn journal_intake(&mut self, epoch: u64, bytes: &[u8]) -> Result<(), DocumentError> {
+        if let Some(journal) = &mut self.journal {
+            journal.append_intake(epoch, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the accepted requests journaled in epochs before `epoch`.
+    pub fn drop_intake_before(&mut self, epoch: u64) -> Result<(), DocumentError> {
+        if let Some(journal) = &mut self.journal {
+            journal.remove_intake_before(epoch)?;
+        }
+        Ok(())
+    }
+
+    /// The sync that makes every write so far durable, for the caller to
+    /// run outside its lock.
+    pub fn take_sync(&mut self) -> Option<PendingSync> {
+        self.journal.as_mut().and_then(Journal::take_sync)
+    }
+
+    /// Applies a peer's sync message for one document. Returns `false`
+    /// when the document is refused: dropped here before, one of this
+    /// node's own that it does not hold (a peer's copy of it may be stale),
+    /// or not scoped to this node's region.
+    pub fn receive(
+        &mut self,
+        from: &NodeId,
+        doc: &DocId,
+        message: &[u8],
+        now: Millis,
+    ) -> Result<bool, DocumentError> {
+        let bad = |reason: String| DocumentError::BadSync {
+            doc: doc.clone(),
+            reason,
+        };
+        let message = sync::Message::decode(message).map_err(|e| bad(e.to_string()))?;
+        if !self.docs.contains_key(doc) && self.refuses(doc) {
+            return Ok(false);
+        }
+        let entry = self
+            .docs
+            .entry(doc.clone())
+            .or_insert_with(|| Document::new(now));
+        let before = entry.doc.get_heads();
+        entry.quiet.remove(from);
+        let state = entry.sync.entry(from.clone()).or_default();
+        entry
+            .doc
+            .sync()
+            .receive_sync_message(state, message)
+            .map_err(|e| bad(e.to_string()))?;
+        if entry.doc.get_heads() != before {
+            self.changed.insert(doc.clone());
+            self.generation += 1;
+            entry.version += 1;
+            entry.touched_at = now;
+            entry.written_at = entry.newest_write(&before).max(entry.written_at);
+        }
+        Ok(true)
+    }
+
+    /// Whether `doc` was dropped here (its tombstone or its owner's floor).
+    pub fn was_dropped(&self, doc: &DocId) -> bool {
+        self.dropped.docs.contains_key(doc)
+            || self
+                .dropped
+                .floors
+                .get(&doc.owner)
+                .is_some_and(|f| doc.epoch <= *f)
+    }
+
+    fn refuses(&self, doc: &DocId) -> bool {
+        // Without a journal (a test double of a node that forgets) there is
+        // nothing better than a peer's copy of one's own documents.
+        (doc.owner == self.owner && self.journal.is_some())
+            || !doc.scope.contains(self.region)
+            || self.was_dropped(doc)
+    }
+
+    /// Records written since the last call, from every document.
+    pub fn take_changes(&mut self) -> Changes {
+        let mut changes = Changes::default();
+        for id in std::mem::take(&mut self.changed) {
+            let Some(entry) = self.docs.get_mut(&id) else {
+                continue;
+            };
+            let id = &id;
+            for patch in entry.doc.diff_incremental() {
+                let PatchAction::PutMap { key, value, .. } = patch.action else {
+                    changes
+                        .rejected
+                        .push(format!("{id:?}: a change that is not a record"));
+                    continue;
+                };
+                let Value::Scalar(scalar) = value.0 else {
+                    changes
+                        .rejected
+                        .push(format!("{id:?}: {key} is not a bytes value"));
+                    continue;
+                };
+                let ScalarValue::Bytes(bytes) = scalar.as_ref() else {
+                    changes
+                        .rejected
+                        .push(format!("{id:?}: {key} is not a bytes value"));
+                    continue;
+                };
+                entry.record_bytes += (key.len() + bytes.len()) as u64;
+                match Batch::decode(&key, bytes) {
+                    Ok(records) => changes
+                        .records
+                        .extend(records.into_iter().map(|r| (id.clone(), r))),
+                    Err(e) => changes.rejected.push(format!("{id:?}: {e}")),
+                }
+            }
+        }
+        changes
+    }
+
+    /// Every record a document holds.
+    pub fn records_of(&self, id: &DocId) -> Vec<RecordV1> {
+        let Some(entry) = self.docs.get(id) else {
+            return Vec::new();
+        };
+        entry
+            .doc
+            .map_range(ROOT, ..)
+            .flat_map(|item| {
+                let Value::Scalar(scalar) = Value::from(item.value) else {
+                    return Vec::new();
+                };
+                let ScalarValue::Bytes(bytes) = scalar.as_ref() else {
+                    return Vec::new();
+                };
+                Batch::decode(&item.key, bytes).unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// The sync messages that `peer`, of region `region`, needs now, one
+    /// per document at most. A message that would only acknowledge (the
+    /// peer already has every change this node has) waits until
+    /// [`ACK_EVERY_MS`] after the last one sent for that document.
+    pub fn outgoing(
+        &mut self,
+        peer: &NodeId,
+        region: RegionIndex,
+        now: Millis,
+    ) -> Vec<(DocId, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (id, entry) in &mut self.docs {
+            if entry.quiet.get(peer) == Some(&entry.version) || !id.scope.contains(region) {
+                continue;
+            }
+            let sent_lately = entry
+                .sent_at
+                .get(peer)
+                .is_some_and(|at| now < at.plus(ACK_EVERY_MS));
+            let state = entry.sync.entry(peer.clone()).or_default();
+            // Only then are the heads worth comparing: the peer has every
+            // change this node has, so a message would only acknowledge.
+            if sent_lately && state.their_heads.as_ref() == Some(&entry.doc.get_heads()) {
+                continue;
+            }
+            match entry.doc.sync().generate_sync_message(state) {
+                Some(message) => {
+                    entry.quiet.remove(peer);
+                    entry.sent_at.insert(peer.clone(), now);
+                    out.push((id.clone(), message.encode()));
+                }
+                None => {
+                    entry.quiet.insert(peer.clone(), entry.version);
+                }
+            }
+        }
+        out
+    }
+
+    /// Forgets what was exchanged with `peer` (its connection was lost), so
+    /// the next messages start a fresh sync.
+    pub fn reset_peer(&mut self, peer: &NodeId) {
+        for entry in self.docs.values_mut() {
+            entry.sync.remove(peer);
+            entry.quiet.remove(peer);
+            entry.sent_at.remove(peer);
+        }
+    }
+
+    /// A peer's clock minus this node's, as last measured.
+    pub fn set_clock_offset(&mut self, node: &NodeId, offset_ms: i64) {
+        self.offsets.insert(node.clone(), offset_ms);
+    }
+
+    /// Documents whose newest change is at least `retain_ms` old at `now`,
+    /// on this node's clock. The age runs from the owner's write, mapped
+    /// onto this clock through the measured offset, so that nodes that
+    /// received a document at different times (one was partitioned away)
+    /// still drop it together; without a measurement, or if the mapping
+    /// says later, from the moment it changed here. Only liveness rests on
+    /// this: what may be dropped safely is the caller's rule.
+    pub fn unchanged_for(&self, retain_ms: u64, now: Millis) -> Vec<DocId> {
+        self.docs
+            .iter()
+            .filter(|(id, d)| {
+                let offset = if id.owner == self.owner {
+                    Some(0)
+                } else {
+                    self.offsets.get(&id.owner.node_of_owner()).copied()
+                };
+                let written_here = d
+                    .written_at
+                    .zip(offset)
+                    .map(|(at, offset)| Millis(at.0.saturating_add_signed(-offset)));
+                let since = written_here.map_or(d.touched_at, |w| w.min(d.touched_at));
+                since.plus(retain_ms) <= now
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    pub fn holds(&self, id: &DocId) -> bool {
+        self.docs.contains_key(id)
+    }
+
+    /// Drops documents for good: own ones leave the journal too, and every
+    /// one is refused if a peer offers it again. Tombstones older than
+    /// `tombstone_ms` become a per-owner floor.
+    pub fn drop_docs(
+        &mut self,
+        ids: &[DocId],
+        tombstone_ms: u64,
+        now: Millis,
+    ) -> Result<(), DocumentError> {
+        for id in ids {
+            if self.docs.remove(id).is_some() {
+                self.changed.remove(id);
+                self.generation += 1;
+                self.dropped.docs.insert(id.clone(), now);
+            }
+        }
+        let horizon = now.minus(tombstone_ms);
+        let expired: Vec<DocId> = self
+            .dropped
+            .docs
+            .iter()
+            .filter(|(_, at)| **at < horizon)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.dropped.docs.remove(&id);
+            let floor = self.dropped.floors.entry(id.owner).or_insert(0);
+            *floor = (*floor).max(id.epoch);
+        }
+        // The tombstones first: a crash between the two steps then leaves
+        // a journaled document that is refused nowhere it matters.
+        if let Some(journal) = &mut self.journal {
+            journal.save_dropped(&self.dropped)?;
+            for id in ids.iter().filter(|id| id.owner == self.owner) {
+                journal.remove(&id.part())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every document held for `region` and its heads.
+    pub fn inventory(&mut self, region: RegionIndex) -> Inventory {
+        self.docs
+            .iter_mut()
+            .filter(|(id, _)| id.scope.contains(region))
+            .map(|(id, d)| (id.clone(), d.doc.get_heads().iter().map(|h| h.0).collect()))
+            .collect()
+    }
+
+    /// Holds every change of `inventory` (or has dropped its document).
+    pub fn covers(&mut self, inventory: &Inventory) -> bool {
+        inventory.iter().all(|(id, heads)| {
+            if !self.docs.contains_key(id) && self.refuses(id) {
+                return true;
+            }
+            self.docs.get_mut(id).is_some_and(|d| {
+                heads
+                    .iter()
+                    .all(|h| d.doc.get_change_by_hash(&ChangeHash(*h)).is_some())
+            })
+        })
+    }
+
+    /// A hash of every document's id and heads: equal on nodes of one
+    /// region that hold the same documents with the same changes.
+    pub fn digest(&mut self) -> u64 {
+        self.digested().0
+    }
+
+    /// Per region, [`Documents::digest`] of the documents scoped to it: what
+    /// this node shares with that region's nodes. A node of region `a` and
+    /// one of `b` have converged when the first's digest for `b` equals the
+    /// second's for `a`.
+    pub fn digests(&mut self) -> BTreeMap<RegionIndex, u64> {
+        self.digested().1.clone()
+    }
+
+    /// Both digests, computed in one walk whenever anything changed.
+    fn digested(&mut self) -> (u64, &BTreeMap<RegionIndex, u64>) {
+        if self
+            .digested
+            .as_ref()
+            .is_none_or(|d| d.0 != self.generation)
+        {
+            let mut all = DefaultHasher::new();
+            let mut by_region: BTreeMap<RegionIndex, DefaultHasher> = BTreeMap::new();
+            for (id, entry) in &mut self.docs {
+                let mut heads = entry.doc.get_heads();
+                heads.sort();
+                (id, &heads).hash(&mut all);
+                for region in id.scope.regions() {
+                    (id, &heads).hash(by_region.entry(*region).or_default());
+                }
+            }
+            let by_region = by_region
+                .into_iter()
+                .map(|(r, h)| (r, h.finish()))
+                .collect();
+            self.digested = Some((self.generation, all.finish(), by_region));
+        }
+        let (_, all, by_region) = self.digested.as_ref().expect("just computed");
+        (*all, by_region)
+    }
+
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    /// Bytes of the records held in every document.
+    pub fn record_bytes(&self) -> u64 {
+        self.docs.values().map(|d| d.record_bytes).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::record::sample_rider as rider;
+
+    #[test]
+    fn each_flush_key_sorts_before_every_earlier_one() {
+        let keys = [
+            batch_key(1, 0),
+            batch_key(1, 1),
+            batch_key(1, 9),
+            batch_key(1, 10),
+            batch_key(1, 1_000),
+            // A restarted node writes as its next incarnation.
+            batch_key(2, 0),
+            batch_key(2, 1),
+        ];
+        for pair in keys.windows(2) {
+            assert!(
+                pair[1] < pair[0],
+                "{} should sort before {}",
+                pair[1],
+                pair[0]
+            );
+        }
+    }
+
+    /// Hands `messages` from `from` to `to`; returns how many records `to`
+    /// read out of them.
+    fn deliver(
+        from: &NodeId,
+        to: &mut Documents,
+        messages: &[(DocId, Vec<u8>)],
+        now: Millis,
+    ) -> usize {
+        for (doc, message) in messages {
+            assert!(to.receive(from, doc, message, now).expect("a good message"));
+        }
+        to.take_changes().records.len()
+    }
+
+    #[test]
+    fn a_peer_acknowledges_in_batches_while_the_writer_keeps_pushing() {
+        let (a_id, b_id) = (NodeId("a".into()), NodeId("b".into()));
+        let open = |id: &NodeId| {
+            Documents::open(id, 0, 1, None, Loaded::default(), Millis(0)).expect("opens")
+        };
+        let (mut a, mut b) = (open(&a_id), open(&b_id));
+        let doc = DocId {
+            owner: a_id.clone(),
+            epoch: 0,
+            scope: Scope::of([0]),
+        };
+        let write = |a: &mut Documents, n: u64| {
+            a.write(vec![(doc.clone(), vec![rider(n)])], Millis(n))
+                .expect("own write");
+        };
+
+        // A first sync takes round trips (heads, then what is missing):
+        // run it to its end, late enough each time that no ack waits.
+        write(&mut a, 0);
+        let (mut now, mut read) = (0, 0);
+        loop {
+            let to_b = a.outgoing(&b_id, 0, Millis(now));
+            read += deliver(&a_id, &mut b, &to_b, Millis(now));
+            let to_a = b.outgoing(&a_id, 0, Millis(now));
+            deliver(&b_id, &mut a, &to_a, Millis(now));
+            if to_b.is_empty() && to_a.is_empty() {
+                break;
+            }
+            now += ACK_EVERY_MS;
+        }
+        assert_eq!(read, 1);
+
+        // A change long after the peer's last message is acknowledged at
+        // once...
+        let first = now + ACK_EVERY_MS;
+        write(&mut a, first);
+        let to_b = a.outgoing(&b_id, 0, Millis(first));
+        assert_eq!(deliver(&a_id, &mut b, &to_b, Millis(first)), 1);
+        let ack = b.outgoing(&a_id, 0, Millis(first));
+        assert_eq!(ack.len(), 1);
+        deliver(&b_id, &mut a, &ack, Millis(first));
+
+        // ...and each one after it is pushed on the next tick,
+        // unacknowledged, until `ACK_EVERY_MS` has passed.
+        for n in [first + 10, first + 20, first + 30] {
+            write(&mut a, n);
+            let to_b = a.outgoing(&b_id, 0, Millis(n));
+            assert_eq!(to_b.len(), 1, "change {n} is pushed");
+            assert_eq!(deliver(&a_id, &mut b, &to_b, Millis(n)), 1);
+            assert!(b.outgoing(&a_id, 0, Millis(n)).is_empty(), "no ack at {n}");
+        }
+        let ack = b.outgoing(&a_id, 0, Millis(first + ACK_EVERY_MS));
+        assert_eq!(ack.len(), 1, "one ack for the three changes");
+        deliver(&b_id, &mut a, &ack, Millis(first + ACK_EVERY_MS));
+
+        // Then both are at the sync's fixed point: nothing more, ever.
+        let later = Millis(first + 10 * ACK_EVERY_MS);
+        assert!(a.outgoing(&b_id, 0, later).is_empty());
+        assert!(b.outgoing(&a_id, 0, later).is_empty());
+    }
+}

@@ -1,0 +1,77 @@
+//! What the protocol core, the transport and the node share: the peer wire
+//! messages, the answer to an accepted request, and the interface through
+//! which the transport drives a core. A leaf module, so that the core
+//! ([`super::replica`]) depends on neither the node nor the network.
+
+use serde::{Deserialize, Serialize};
+
+use super::documents::DocId;
+use super::replica::ReplicaError;
+use ride_types::clock::Millis;
+use ride_types::ids::{NodeId, RequestId};
+
+/// The answer to an accepted request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket {
+    pub id: RequestId,
+    pub expires_at: Millis,
+}
+
+/// What peers send each other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum PeerMessage {
+    V1(PeerMessageV1),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum PeerMessageV1 {
+    /// The first frame each way on a connection: who is speaking (checked
+    /// against the speaker's certificate), its region, and the fingerprint
+    /// of its region layout and pickup radius ([`ride_types::halo::Layout`]),
+    /// which must equal the listener's.
+    Hello {
+        node: NodeId,
+        region: String,
+        layout: u64,
+    },
+    /// One automerge sync message for one document.
+    Sync { doc: DocId, message: Vec<u8> },
+    /// How the speaker is doing, about once a second: for operators (the
+    /// dashboard) and for measuring clock offsets, never for decisions.
+    Status(PeerStatus),
+    /// Sent first in every session: every document the speaker holds and
+    /// its heads. The receiver is in sync with the speaker once it holds
+    /// all of them; a restarted node decides nothing before that.
+    Inventory { docs: Vec<(DocId, Vec<[u8; 32]>)> },
+}
+
+/// A node's view of itself, as it tells its peers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct PeerStatus {
+    pub region: String,
+    pub digest: u64,
+    pub documents: u32,
+    pub record_bytes: u64,
+    /// Requests this node accepted, and matches it committed, per second.
+    pub requests_per_s: f64,
+    pub matches_per_s: f64,
+    pub ready: bool,
+    /// The speaker's wall clock when it sent this status.
+    pub sent_at: Millis,
+    /// The last status the speaker received from the listener: its
+    /// `sent_at` and the speaker's clock on receipt. With `sent_at` and the
+    /// listener's own clock on receipt, that is an NTP exchange.
+    pub echo: Option<(Millis, Millis)>,
+}
+
+/// What the transport needs from the core it drives. `now` is the node's
+/// wall clock, passed in so that cores stay clock-free.
+pub(crate) trait SyncCore: Send + Sync + 'static {
+    fn outgoing(&self, peer: &NodeId, now: Millis) -> Result<Vec<PeerMessage>, ReplicaError>;
+    fn receive(&self, peer: &NodeId, message: PeerMessage, now: Millis)
+    -> Result<(), ReplicaError>;
+    fn peer_lost(&self, peer: &NodeId);
+    /// A peer said hello from `region`; an error ends the session (see
+    /// [`super::replica::Replica::peer_joined`]).
+    fn peer_joined(&self, peer: &NodeId, region: &str) -> Result<(), ReplicaError>;
+}

@@ -1,0 +1,18 @@
+//! The replication and matching protocol: no sockets, no clock, no files.
+//!
+//! Pending requests, claims and commits are write-once records in automerge
+//! documents ([`record`], [`documents`]), indexed for the protocol's
+//! questions ([`ledger`]). [`replica`] is the state machine of one node: the
+//! runtime feeds it accepted requests, peers' messages and the time, and
+//! carries out what it returns. [`message`] is what peers send each other;
+//! [`pairing`] is one matching round; [`intake`] validates what clients send;
+//! [`fare`] prices a match.
+
+pub mod documents;
+pub mod fare;
+pub mod intake;
+pub mod ledger;
+pub mod message;
+pub mod pairing;
+pub mod record;
+pub mod replica;

@@ -1,0 +1,1080 @@
+//! The node's core as its tasks share it: the replication and matching
+//! protocol ([`Replica`]) plus the log of committed matches that websockets,
+//! ratings and operators read.
+//!
+//! A 202 is a promise, so an accepted request is durable before it is
+//! answered: intake hands the request over through a lock-free queue and
+//! waits for the group commit that journals it ([`NodeCore::run_flusher`]
+//! wakes on every arrival, moves a bounded batch of queued requests in under
+//! the lock, appends them to the journal as plain records, and syncs the
+//! journal once with the lock released, so that intake, mesh sessions and
+//! readers never queue behind the disk). Automerge comes later: the replica
+//! writes journaled requests into its documents at most every
+//! `--intake-flush-interval`, many group commits to one change
+//! ([`crate::disk::intake_log`]). Nothing leaves the node before it is durable: sync
+//! messages and the step that tells websockets of commits first run a sync
+//! that covers every write not yet durable ([`Replica::take_sync`]), also
+//! with the lock released.
+//!
+//! The matching round itself runs on a snapshot, outside the lock
+//! ([`NodeCore::step`]), so intake's group commits, mesh sessions and
+//! readers never wait for a round.
+//!
+//! A node without peers is simply a mesh of one: the same protocol runs.
+
+mod dashboard;
+mod pacer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::Duration;
+
+use pacer::CommitPacer;
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use thiserror::Error;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::disk::journal::{self, Durability, Journal, JournalError, PendingSync};
+use crate::protocol::documents::DocumentError;
+use crate::protocol::fare;
+use crate::protocol::intake::{NewDriver, NewRider};
+use crate::protocol::ledger::Owned;
+pub(crate) use crate::protocol::message::Ticket;
+use crate::protocol::message::{PeerMessage, PeerMessageV1, PeerStatus, SyncCore};
+use crate::protocol::record::CommitRecord;
+pub(crate) use crate::protocol::replica::MIN_REQUEST_TTL_MS;
+use crate::protocol::replica::{Replica, ReplicaConfig, ReplicaError, ReplicaStats};
+use crate::runtime::admission::{Limits, Load, Overload};
+use crate::runtime::match_log::{Inserted, Match, MatchLog, Retention};
+use crate::runtime::peer_board::{PeerBoard, RateMeter};
+use ride_types::api::PeerClock;
+use ride_types::clock::Millis;
+use ride_types::geodesy::haversine_km;
+use ride_types::halo::{OwnHalo, Scope};
+use ride_types::ids::{Entropy, NodeId, RequestId};
+
+/// How often a node tells each peer its status.
+const STATUS_INTERVAL_MS: u64 = 1_000;
+
+/// Most requests one group commit moves in: bounds how long it holds the
+/// lock (each costs an automerge write), whatever the backlog.
+const MAX_COMMIT_BATCH: usize = 1_024;
+
+/// Most pairs of a round committed under one hold of the lock: a round's
+/// thousands of commits would otherwise stall intake for tens of ms. The
+/// pairs of a round are disjoint, and each chunk checks its pairs against
+/// the state of the moment, so splitting a round changes nothing it
+/// decides.
+const ROUND_CHUNK: usize = 128;
+
+/// Resolves once an accepted request is journaled; an error means it was
+/// not (the journal failed) and the request must be refused.
+pub(crate) type Durable = oneshot::Receiver<()>;
+
+/// Where a request stands, as this node knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Status {
+    Pending,
+    Matched(Arc<Match>),
+    /// Known here, but expired (or committed and no longer retained).
+    Over,
+    Unknown,
+}
+
+/// What `/debug/state` shows.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Snapshot {
+    pub owner: String,
+    pub pending_riders: usize,
+    pub pending_drivers: usize,
+    /// Of those, the ones this node accepted: summed over every node, each
+    /// pending request counts once (nodes of different regions hold
+    /// different requests).
+    pub own_pending: (usize, usize),
+    pub committed_matches: usize,
+    pub open_claims: usize,
+    pub documents: usize,
+    /// Bytes of the records the documents hold.
+    pub document_bytes: u64,
+    pub digest: u64,
+    /// Per region id, the digest of what this node shares with it.
+    pub digests: BTreeMap<String, u64>,
+    pub ready: bool,
+    pub stats: ReplicaStats,
+    pub peers: Vec<PeerClock>,
+    /// Commits learnt twice (recorded once), and commits that named another
+    /// partner for someone already matched (never told).
+    pub duplicate_commits: u64,
+    pub conflicting_commits: u64,
+}
+
+#[derive(Debug, Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+}
+
+/// An accepted request on its way to the group commit, already scoped.
+enum Arrival {
+    Rider(RequestId, NewRider, Scope, Millis, oneshot::Sender<()>),
+    Driver(RequestId, NewDriver, Scope, Millis, oneshot::Sender<()>),
+}
+
+struct State {
+    replica: Replica,
+    matches: MatchLog,
+    arrivals: Receiver<Arrival>,
+    /// Commits learnt and not yet told: waiting for the sync that makes
+    /// them durable (within a step), or for their rider or driver record
+    /// (documents sync independently; retried every step).
+    unresolved: Vec<Owned<CommitRecord>>,
+    /// Peers as operators see them, and this node's own rates.
+    board: PeerBoard,
+    intake_rate: RateMeter,
+    commit_rate: RateMeter,
+    status_sent: HashMap<NodeId, Millis>,
+    /// Per peer, its last status's `sent_at` and this node's clock on
+    /// receipt: echoed back, for the peer's offset measurement.
+    status_heard: HashMap<NodeId, (Millis, Millis)>,
+    /// Per connected peer, the last round trip of a status through both
+    /// streams, in ms: the mesh lag that admission bounds.
+    round_trips: HashMap<NodeId, f64>,
+    duplicate_commits: u64,
+    conflicting_commits: u64,
+}
+
+/// Wakes the flusher when requests arrive.
+#[derive(Default)]
+struct Wake {
+    pending: Mutex<bool>,
+    signal: Condvar,
+}
+
+pub(crate) struct NodeCore {
+    state: Mutex<State>,
+    intake: Sender<Arrival>,
+    /// What admission control reads without the lock, and its bounds.
+    load: Load,
+    limits: Limits,
+    wake: Wake,
+    request_ttl_ms: u64,
+    max_clock_skew_ms: u64,
+    /// Scopes requests at intake, outside the lock.
+    own_halo: OwnHalo,
+    /// The random bits of the ids this node makes.
+    entropy: Entropy,
+}
+
+impl NodeCore {
+    /// A core around `replica`; peers whose clocks differ from this node's
+    /// by more than `max_clock_skew` are reported.
+    pub(crate) fn new(replica: Replica, retention: Retention, max_clock_skew: Duration) -> Self {
+        let (intake, arrivals) = mpsc::channel();
+        Self {
+            request_ttl_ms: replica.request_ttl_ms(),
+            own_halo: replica.own_halo(),
+            max_clock_skew_ms: u64::try_from(max_clock_skew.as_millis()).unwrap_or(u64::MAX),
+            state: Mutex::new(State {
+                replica,
+                matches: MatchLog::new(retention),
+                arrivals,
+                unresolved: Vec::new(),
+                board: PeerBoard::default(),
+                intake_rate: RateMeter::default(),
+                commit_rate: RateMeter::default(),
+                status_sent: HashMap::new(),
+                status_heard: HashMap::new(),
+                round_trips: HashMap::new(),
+                duplicate_commits: 0,
+                conflicting_commits: 0,
+            }),
+            intake,
+            load: Load::default(),
+            limits: Limits::default(),
+            wake: Wake::default(),
+            entropy: Entropy::Os,
+        }
+    }
+
+    /// The same core, making its ids from `entropy` (the simulation's seed).
+    pub(crate) fn with_entropy(mut self, entropy: Entropy) -> Self {
+        self.entropy = entropy;
+        self
+    }
+
+    /// The same core, shedding intake past `limits` ([`NodeCore::admit`]).
+    pub(crate) fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Whether one more request may be accepted now: refused past any of
+    /// the limits, without taking the lock.
+    pub(crate) fn admit(&self) -> Result<(), Overload> {
+        self.load.admit(&self.limits)
+    }
+
+    /// The core of a node whose own documents live in `dir`: they are
+    /// loaded from the journal there, and everything the node writes is
+    /// journaled there before anyone sees it. A node whose journal is gone
+    /// writes as a new owner (see [`journal::open_owner`]): `config.node`
+    /// is replaced by that owner identity.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn open(
+        dir: &Path,
+        node: &NodeId,
+        mut config: ReplicaConfig,
+        retention: Retention,
+        max_clock_skew: Duration,
+        durability: Durability,
+        now: Millis,
+        entropy: Entropy,
+    ) -> Result<Self, OpenError> {
+        let (owner, fresh) = journal::open_owner(dir, node, &entropy)?;
+        if fresh {
+            tracing::info!(%owner, "no journal: writing as a new owner");
+        }
+        let (journal, loaded) = Journal::open(dir, durability)?;
+        config.node = owner;
+        let replica = Replica::open(config, Some(journal), loaded, now)?;
+        tracing::info!(
+            owner = %replica.node(),
+            documents = replica.document_count(),
+            commits = replica.ledger().commits().count(),
+            requests_reloaded = replica.stats().intake_reloaded,
+            "own documents loaded"
+        );
+        Ok(Self::new(replica, retention, max_clock_skew).with_entropy(entropy))
+    }
+
+    /// Accepts a rider without waiting for the core; the answer may go out
+    /// once `Durable` resolves.
+    pub(crate) fn submit_rider(&self, rider: NewRider, now: Millis) -> (Ticket, Durable) {
+        let id = self.entropy.request_id(now);
+        let (done, durable) = oneshot::channel();
+        self.load.enqueued();
+        let scope = self.own_halo.scope_of(rider.position);
+        let _ = self
+            .intake
+            .send(Arrival::Rider(id, rider, scope, now, done));
+        self.nudge();
+        (self.ticket(id, now), durable)
+    }
+
+    /// Accepts a driver without waiting for the core; the answer may go out
+    /// once `Durable` resolves.
+    pub(crate) fn submit_driver(&self, driver: NewDriver, now: Millis) -> (Ticket, Durable) {
+        let id = self.entropy.request_id(now);
+        let (done, durable) = oneshot::channel();
+        self.load.enqueued();
+        let scope = self.own_halo.scope_of(driver.position);
+        let _ = self
+            .intake
+            .send(Arrival::Driver(id, driver, scope, now, done));
+        self.nudge();
+        (self.ticket(id, now), durable)
+    }
+
+    fn nudge(&self) {
+        *self.wake.pending.lock() = true;
+        self.wake.signal.notify_one();
+    }
+
+    /// The group committer: whenever requests arrive, moves them in and
+    /// journals them (one sync for all that arrived meanwhile), until
+    /// `shutdown`. Runs on its own thread: a sync blocks. Commits start at
+    /// least `min_gap` apart ([`CommitPacer`], `--mesh-commit-interval`).
+    pub(crate) fn run_flusher(
+        self: Arc<Self>,
+        min_gap: Duration,
+        shutdown: CancellationToken,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::Builder::new()
+            .name("group-commit".into())
+            .spawn(move || {
+                let mut pacer = CommitPacer::new(min_gap);
+                while !shutdown.is_cancelled() {
+                    {
+                        let mut pending = self.wake.pending.lock();
+                        if !*pending {
+                            self.wake
+                                .signal
+                                .wait_for(&mut pending, Duration::from_millis(100));
+                        }
+                        *pending = false;
+                    }
+                    // Whatever arrives meanwhile joins this commit.
+                    std::thread::sleep(pacer.wait_at(std::time::Instant::now()));
+                    let started = std::time::Instant::now();
+                    if self.commit_arrivals() {
+                        pacer.committed(started);
+                    }
+                }
+                self.commit_arrivals();
+            })
+            .expect("spawn the group-commit thread")
+    }
+
+    /// Moves every request accepted so far in and journals them, in
+    /// batches of at most [`MAX_COMMIT_BATCH`]: each batch is written under
+    /// the lock and synced outside it, and its submitters are told once
+    /// the sync returns (a failed write or sync refuses them: 503).
+    /// Returns whether there was anything to commit.
+    pub(crate) fn commit_arrivals(&self) -> bool {
+        let mut committed = false;
+        loop {
+            let asked = std::time::Instant::now();
+            let (waiting, sync, more, locked) = {
+                let mut state = self.lock();
+                let locked = asked.elapsed();
+                let State {
+                    replica,
+                    arrivals,
+                    intake_rate,
+                    ..
+                } = &mut *state;
+                let mut waiting = Vec::new();
+                for arrival in arrivals.try_iter().take(MAX_COMMIT_BATCH) {
+                    waiting.push(match arrival {
+                        Arrival::Rider(id, rider, scope, at, done) => {
+                            replica.accept_rider(id, rider, scope, at);
+                            done
+                        }
+                        Arrival::Driver(id, driver, scope, at, done) => {
+                            replica.accept_driver(id, driver, scope, at);
+                            done
+                        }
+                    });
+                }
+                if waiting.is_empty() {
+                    return committed;
+                }
+                committed = true;
+                self.load.dequeued(waiting.len());
+                intake_rate.add(waiting.len() as u64);
+                if let Err(e) = replica.journal_arrivals() {
+                    // Dropping `waiting` refuses them: the submitters answer 503.
+                    tracing::error!(error = %e, "cannot journal accepted requests");
+                    continue;
+                }
+                let more = waiting.len() == MAX_COMMIT_BATCH;
+                (waiting, replica.take_sync(), more, locked)
+            };
+            let written = asked.elapsed();
+            let synced = sync.map_or(Ok(()), PendingSync::run);
+            record_group_commit(locked, written - locked, asked.elapsed() - written);
+            match synced {
+                Ok(()) => {
+                    for done in waiting {
+                        let _ = done.send(());
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot sync the journal"),
+            }
+            if !more {
+                return committed;
+            }
+        }
+    }
+
+    /// Requests handed over and not yet journaled: the intake queue.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.load.queued()
+    }
+
+    /// The identity this node writes as.
+    pub(crate) fn owner(&self) -> NodeId {
+        self.lock().replica.node().clone()
+    }
+
+    /// Every record the core absorbed since the last call (only with
+    /// [`ReplicaConfig::observe`]): what the simulation checks.
+    #[cfg(test)]
+    pub(crate) fn take_observed(&self) -> Vec<crate::protocol::documents::Change> {
+        self.lock().replica.take_observed()
+    }
+
+    /// Every document held and its heads, for the simulation's reports.
+    #[cfg(test)]
+    pub(crate) fn inventory(&self) -> crate::protocol::documents::Inventory {
+        self.lock().replica.inventory()
+    }
+
+    /// When [`NodeCore::step`] has work next.
+    pub(crate) fn poll_timeout(&self) -> Millis {
+        self.lock().replica.poll_timeout()
+    }
+
+    /// Time passes (see [`Replica::handle_timeout`]): the round, when one
+    /// is due, runs outside the lock. Returns the matches this node learnt
+    /// of, each once, already recorded for late subscribers and ratings.
+    pub(crate) fn step(&self, now: Millis) -> Result<Vec<Arc<Match>>, ReplicaError> {
+        let round = self.lock().replica.handle_timeout(now)?;
+        if let Some(input) = round {
+            let started = std::time::Instant::now();
+            let pairs = input.run();
+            for chunk in pairs.chunks(ROUND_CHUNK) {
+                self.lock().replica.complete_round(&input, chunk, now)?;
+            }
+            self.load.set_round(started.elapsed());
+        }
+        // A commit is told only once durable: the commits learnt so far wait
+        // (among the unresolved, still watched) while the sync taken with
+        // them, which covers every write not yet durable, runs outside the
+        // lock. Only this task adds to them meanwhile.
+        let sync = {
+            let mut state = self.lock();
+            let commits = state.replica.take_commits();
+            state.unresolved.extend(commits);
+            state.replica.take_sync()
+        };
+        if let Some(sync) = sync {
+            sync.run().map_err(DocumentError::from)?;
+        }
+        // Told in chunks too, each under its own hold of the lock: a round
+        // at 20k requests/s commits thousands. A commit stays among the
+        // unresolved until the hold that records it, so it is pending to
+        // every reader until it is in the match log.
+        let mut left = {
+            let mut state = self.lock();
+            state.matches.prune(now);
+            state.unresolved.len()
+        };
+        let mut made = Vec::new();
+        while left > 0 {
+            let mut state = self.lock();
+            let State {
+                replica,
+                matches,
+                unresolved,
+                commit_rate,
+                duplicate_commits,
+                conflicting_commits,
+                ..
+            } = &mut *state;
+            let n = left.min(ROUND_CHUNK);
+            left -= n;
+            let chunk: Vec<_> = unresolved.drain(..n).collect();
+            for commit in chunk {
+                match to_match(replica, &commit) {
+                    Some(m) => {
+                        let m = Arc::new(m);
+                        match matches.insert(Arc::clone(&m)) {
+                            Inserted::New => {
+                                if m.committed_by == *replica.node() {
+                                    commit_rate.add(1);
+                                }
+                                made.push(m);
+                            }
+                            Inserted::Duplicate => *duplicate_commits += 1,
+                            Inserted::Conflict => {
+                                *conflicting_commits += 1;
+                                tracing::error!(rider = %m.rider.id, driver = %m.driver.id, committed_by = %m.committed_by, "a commit names another partner for someone already matched; not told");
+                            }
+                        }
+                    }
+                    // Kept until its records arrive or its documents are dropped.
+                    None if commit.record.committed_at.plus(replica.request_ttl_ms()) > now => {
+                        unresolved.push(commit);
+                    }
+                    None => {}
+                }
+            }
+        }
+        Ok(made)
+    }
+
+    pub(crate) fn status(&self, id: &RequestId, now: Millis) -> Status {
+        let state = self.lock();
+        if let Some(m) = state.matches.get(id) {
+            Status::Matched(Arc::clone(m))
+        } else if state.replica.is_pending(id, now) || awaits_telling(&state, id) {
+            Status::Pending
+        } else if state.replica.knows(id) {
+            Status::Over
+        } else {
+            Status::Unknown
+        }
+    }
+
+    /// Which of `ids` are still pending (or matched and about to be told).
+    pub(crate) fn still_pending(&self, ids: &[RequestId], now: Millis) -> Vec<bool> {
+        let state = self.lock();
+        ids.iter()
+            .map(|id| state.replica.is_pending(id, now) || awaits_telling(&state, id))
+            .collect()
+    }
+
+    /// The retained match of a rider or a driver.
+    pub(crate) fn match_of(&self, id: &RequestId) -> Option<Arc<Match>> {
+        self.lock().matches.get(id).cloned()
+    }
+
+    /// The most recent matches, newest first.
+    pub(crate) fn recent_matches(&self, limit: usize) -> Vec<Arc<Match>> {
+        self.lock().matches.recent(limit).cloned().collect()
+    }
+
+    pub(crate) fn snapshot(&self, now: Millis) -> Snapshot {
+        let mut state = self.lock();
+        let (pending_riders, pending_drivers) = state.replica.pending_counts(now);
+        let peers = state
+            .board
+            .iter()
+            .map(|(peer, view)| PeerClock {
+                node: peer.0.clone(),
+                reachable: view.connected,
+                in_sync: state.replica.is_synced_with(peer),
+                clock_offset_ms: view.clock_offset_ms,
+                clock_skewed: self.is_skewed(view.clock_offset_ms),
+            })
+            .collect();
+        Snapshot {
+            owner: state.replica.node().0.clone(),
+            pending_riders,
+            pending_drivers,
+            own_pending: state.replica.own_pending_counts(now),
+            committed_matches: state.matches.len(),
+            open_claims: state.replica.open_claims(now),
+            documents: state.replica.document_count(),
+            document_bytes: state.replica.record_bytes(),
+            digest: state.replica.digest(),
+            digests: state.replica.digests(),
+            ready: state.replica.is_ready(),
+            stats: state.replica.stats(),
+            peers,
+            duplicate_commits: state.duplicate_commits,
+            conflicting_commits: state.conflicting_commits,
+        }
+    }
+
+    fn is_skewed(&self, offset_ms: Option<f64>) -> bool {
+        offset_ms.is_some_and(|o| o.abs() > self.max_clock_skew_ms as f64)
+    }
+
+    /// The peers to be in sync with before deciding, and to show (as
+    /// unreachable) before they are first heard from.
+    pub(crate) fn expect_peers<'a>(&self, peers: impl IntoIterator<Item = &'a NodeId>) {
+        let mut state = self.lock();
+        let peers: Vec<NodeId> = peers.into_iter().cloned().collect();
+        for peer in &peers {
+            state.board.expect(peer);
+        }
+        state.replica.set_peers(peers);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock()
+    }
+
+    fn ticket(&self, id: RequestId, now: Millis) -> Ticket {
+        Ticket {
+            id,
+            expires_at: now.plus(self.request_ttl_ms),
+        }
+    }
+}
+
+/// `id` is committed, but its match is not in the match log yet: a step
+/// publishes commits only once they are durable, outside the lock that
+/// wrote them, and a commit waits there for its records if they have not
+/// arrived. Such a request is neither pending nor over: a subscriber is
+/// watching it until it is told.
+fn awaits_telling(state: &State, id: &RequestId) -> bool {
+    state.replica.ledger().is_fresh_commit(id)
+        || state
+            .unresolved
+            .iter()
+            .any(|c| c.record.rider == *id || c.record.driver == *id)
+}
+
+/// What this node tells its peers about itself; with `for_region`, its
+/// digest is that of what it shares with that region's nodes.
+fn own_status(state: &mut State, now: Millis, for_region: Option<&str>) -> PeerStatus {
+    let digest = match for_region {
+        Some(region) => state.replica.digests().get(region).copied().unwrap_or(0),
+        None => state.replica.digest(),
+    };
+    PeerStatus {
+        region: state.replica.region().to_owned(),
+        digest,
+        documents: u32::try_from(state.replica.document_count()).unwrap_or(u32::MAX),
+        record_bytes: state.replica.record_bytes(),
+        requests_per_s: state.intake_rate.per_second(now),
+        matches_per_s: state.commit_rate.per_second(now),
+        ready: state.replica.is_ready(),
+        sent_at: now,
+        echo: None,
+    }
+}
+
+/// A commit, with what the rider and the driver are told.
+fn to_match(replica: &Replica, commit: &Owned<CommitRecord>) -> Option<Match> {
+    let ledger = replica.ledger();
+    let c = &commit.record;
+    let rider = ledger.rider(&c.rider)?;
+    let driver = ledger.driver(&c.driver)?;
+    let trip_km = haversine_km(rider.record.position, rider.record.destination);
+    Some(Match {
+        rider: rider.record.clone(),
+        rider_owner: rider.owner.clone(),
+        driver: driver.record.clone(),
+        driver_owner: driver.owner.clone(),
+        pickup_km: c.pickup_km,
+        trip_km,
+        fare_taka: fare::fare_taka(trip_km),
+        region: c.region.clone(),
+        committed_by: commit.owner.clone(),
+        committed_at: c.committed_at,
+    })
+}
+
+/// Where a group commit's time goes, so that an intake tail can be traced
+/// to its cause: waiting for the core's lock (held by a round's commits or
+/// a session applying a peer's changes), writing the batch into its
+/// document and journal, or the `fdatasync`.
+fn record_group_commit(lock_wait: Duration, write: Duration, sync: Duration) {
+    for (phase, took) in [("lock_wait", lock_wait), ("write", write), ("sync", sync)] {
+        metrics::histogram!("ride_group_commit_seconds", "phase" => phase)
+            .record(took.as_secs_f64());
+    }
+}
+
+impl SyncCore for NodeCore {
+    fn outgoing(&self, peer: &NodeId, now: Millis) -> Result<Vec<PeerMessage>, ReplicaError> {
+        let (mut messages, sync) = {
+            let mut state = self.lock();
+            let messages = state.replica.outgoing(peer, now)?;
+            (messages, state.replica.take_sync())
+        };
+        // What the messages carry leaves the node only once durable; the
+        // sync covers every write not yet durable, and runs unlocked.
+        if let Some(sync) = sync {
+            sync.run().map_err(DocumentError::from)?;
+        }
+        let mut state = self.lock();
+        let due = state
+            .status_sent
+            .get(peer)
+            .is_none_or(|at| now.0 >= at.0 + STATUS_INTERVAL_MS);
+        if due {
+            state.status_sent.insert(peer.clone(), now);
+            let region = state.replica.region_of_peer(peer).map(str::to_owned);
+            let mut status = own_status(&mut state, now, region.as_deref());
+            status.echo = state.status_heard.get(peer).copied();
+            messages.push(PeerMessage::V1(PeerMessageV1::Status(status)));
+        }
+        Ok(messages)
+    }
+
+    fn receive(
+        &self,
+        peer: &NodeId,
+        message: PeerMessage,
+        now: Millis,
+    ) -> Result<(), ReplicaError> {
+        let mut state = self.lock();
+        state.board.heard(peer);
+        if let PeerMessage::V1(PeerMessageV1::Status(status)) = message {
+            state
+                .status_heard
+                .insert(peer.clone(), (status.sent_at, now));
+            if let Some((sent, their_receipt)) = status.echo {
+                let round_trip = round_trip_ms(sent, their_receipt, status.sent_at, now);
+                state.round_trips.insert(peer.clone(), round_trip);
+                self.load.set_mesh_lag(mesh_lag(&state));
+                let offset = clock_offset_ms(sent, their_receipt, status.sent_at, now);
+                let was_skewed = self.is_skewed(state.board.clock_offset(peer));
+                state.board.set_clock_offset(peer, offset);
+                state.replica.set_clock_offset(peer, offset);
+                let skewed = self.is_skewed(Some(offset));
+                metrics::gauge!("mesh_peer_clock_offset_seconds", "peer" => peer.0.clone())
+                    .set(offset / 1000.0);
+                metrics::gauge!("mesh_peer_clock_skewed", "peer" => peer.0.clone())
+                    .set(if skewed { 1.0 } else { 0.0 });
+                if skewed && !was_skewed {
+                    tracing::warn!(%peer, offset_ms = offset, max_ms = self.max_clock_skew_ms, "peer's clock is beyond the skew bound");
+                } else if was_skewed && !skewed {
+                    tracing::info!(%peer, offset_ms = offset, "peer's clock is back within the skew bound");
+                }
+            }
+            state.board.status(peer, status);
+            return Ok(());
+        }
+        let arrived = state.replica.receive(peer, message, now)?;
+        for accepted_at in arrived {
+            let lag = now.0.saturating_sub(accepted_at.0) as f64 / 1000.0;
+            metrics::histogram!("mesh_replication_lag_seconds", "peer" => peer.0.clone())
+                .record(lag);
+            state.board.lag(peer, lag * 1000.0);
+        }
+        Ok(())
+    }
+
+    fn peer_joined(&self, peer: &NodeId, region: &str) -> Result<(), ReplicaError> {
+        let mut state = self.lock();
+        let joined = state.replica.peer_joined(peer, region);
+        if let Err(ReplicaError::NotNeighbour { .. }) = joined {
+            state.board.forget(peer);
+        }
+        joined
+    }
+
+    fn peer_lost(&self, peer: &NodeId) {
+        let mut state = self.lock();
+        state.replica.peer_lost(peer);
+        state.board.lost(peer);
+        state.status_sent.remove(peer);
+        state.status_heard.remove(peer);
+        state.round_trips.remove(peer);
+        self.load.set_mesh_lag(mesh_lag(&state));
+    }
+}
+
+/// How far replication to the slowest connected peer is behind: the last
+/// round trip of a status through both nodes' streams, where it queues
+/// behind sync messages. A peer that has gone silent counts with its last
+/// round trip: silence is what a partition looks like until the session
+/// times out, and a partition must not stop intake.
+fn mesh_lag(state: &State) -> Duration {
+    let worst_ms = state.round_trips.values().copied().fold(0.0, f64::max);
+    Duration::from_secs_f64(worst_ms / 1000.0)
+}
+
+/// The round trip of a status and its echo, without the time the peer held
+/// it (NTP's delay): `t1`..`t4` as in [`clock_offset_ms`].
+fn round_trip_ms(t1: Millis, t2: Millis, t3: Millis, t4: Millis) -> f64 {
+    let total = t4.0.saturating_sub(t1.0) as f64;
+    let held = t3.0.saturating_sub(t2.0) as f64;
+    (total - held).max(0.0)
+}
+
+/// The peer's clock minus this node's, NTP-style, from one round trip:
+/// this node sent at `t1` (its clock), the peer received at `t2` and
+/// answered at `t3` (the peer's clock), this node received at `t4`.
+fn clock_offset_ms(t1: Millis, t2: Millis, t3: Millis, t4: Millis) -> f64 {
+    let ms = |m: Millis| m.0 as f64;
+    ((ms(t2) - ms(t1)) + (ms(t3) - ms(t4))) / 2.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ride_types::api::Position;
+
+    const TTL: u64 = 30_000;
+    const RETENTION: Retention = Retention {
+        ms: 60_000,
+        max_matches: 1_000,
+    };
+    const MAX_SKEW: Duration = Duration::from_secs(1);
+
+    fn core() -> NodeCore {
+        NodeCore::new(
+            Replica::volatile(ReplicaConfig {
+                request_ttl_ms: TTL,
+                ..ReplicaConfig::for_test("dhaka-1")
+            }),
+            RETENTION,
+            MAX_SKEW,
+        )
+    }
+
+    fn rider(lat: f64) -> NewRider {
+        NewRider {
+            name: "Rumi".into(),
+            position: Position { lat, lon: 90.4 },
+            destination: Position {
+                lat: 23.9,
+                lon: 90.4,
+            },
+        }
+    }
+
+    fn driver(lat: f64) -> NewDriver {
+        NewDriver {
+            name: "Karim".into(),
+            car_number: "DHA-1".into(),
+            position: Position { lat, lon: 90.4 },
+        }
+    }
+
+    #[test]
+    fn a_rider_and_a_driver_are_matched_once_with_the_fare() {
+        let core = core();
+        let t0 = Millis(1_800_000_000_000);
+        let r = core.submit_rider(rider(23.8), t0).0;
+        let d = core.submit_driver(driver(23.81), t0).0;
+        core.commit_arrivals();
+        assert_eq!(r.expires_at, t0.plus(TTL));
+        assert_eq!(core.status(&r.id, t0), Status::Pending);
+
+        let made = core.step(t0.plus(1_000)).unwrap();
+        assert_eq!(made.len(), 1);
+        let m = &made[0];
+        assert_eq!((m.rider.id, m.driver.id), (r.id, d.id));
+        assert!((m.trip_km - 11.1195).abs() < 1e-3, "{}", m.trip_km);
+        assert_eq!(m.fare_taka, 22.24);
+        assert_eq!(m.region, "dhaka");
+        assert!(matches!(
+            core.status(&d.id, t0.plus(1_000)),
+            Status::Matched(_)
+        ));
+        assert!(
+            core.step(t0.plus(2_000)).unwrap().is_empty(),
+            "matched twice"
+        );
+    }
+
+    #[test]
+    fn a_commit_not_yet_told_keeps_its_rider_and_driver_watched() {
+        let core = core();
+        let t0 = Millis(1_800_000_000_000);
+        let r = core.submit_rider(rider(23.8), t0).0;
+        let d = core.submit_driver(driver(23.8), t0).0;
+        core.commit_arrivals();
+        // The round commits; the step has not told anyone yet.
+        {
+            let mut state = core.lock();
+            let input = state.replica.handle_timeout(t0).unwrap().expect("a round");
+            let pairs = input.run();
+            state.replica.complete_round(&input, &pairs, t0).unwrap();
+        }
+        assert_eq!(core.status(&r.id, t0), Status::Pending);
+        assert_eq!(core.still_pending(&[r.id, d.id], t0), vec![true, true]);
+        assert_eq!(core.step(t0).unwrap().len(), 1);
+        assert!(matches!(core.status(&d.id, t0), Status::Matched(_)));
+        assert_eq!(core.still_pending(&[r.id, d.id], t0), vec![false, false]);
+    }
+
+    #[test]
+    fn requests_expire_after_their_ttl_and_never_before() {
+        let core = core();
+        let t0 = Millis(1_800_000_000_000);
+        let r = core.submit_rider(rider(23.8), t0).0;
+        core.commit_arrivals();
+        core.step(t0.plus(TTL - 1)).unwrap();
+        assert_eq!(core.status(&r.id, t0.plus(TTL - 1)), Status::Pending);
+        assert_eq!(core.status(&r.id, t0.plus(TTL)), Status::Over);
+        core.submit_driver(driver(23.8), t0.plus(TTL));
+        core.commit_arrivals();
+        assert!(core.step(t0.plus(TTL + 1)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn intake_is_shed_while_the_queue_is_full_and_admitted_once_it_drains() {
+        let core = core().with_limits(Limits {
+            max_queue: 2,
+            ..Limits::default()
+        });
+        let t0 = Millis(1_800_000_000_000);
+        assert_eq!(core.admit(), Ok(()));
+        let (_, first) = core.submit_rider(rider(23.8), t0);
+        let (_, second) = core.submit_driver(driver(23.8), t0);
+        assert_eq!(core.admit(), Err(Overload::Queue { queued: 2, max: 2 }));
+        core.commit_arrivals();
+        assert_eq!(core.queued(), 0);
+        assert_eq!(core.admit(), Ok(()));
+        assert!(
+            first.blocking_recv().is_ok() && second.blocking_recv().is_ok(),
+            "what was queued is journaled, not dropped"
+        );
+    }
+
+    #[test]
+    fn ttl_is_never_below_five_seconds() {
+        let core = NodeCore::new(
+            Replica::volatile(ReplicaConfig {
+                request_ttl_ms: 10,
+                ..ReplicaConfig::for_test("n")
+            }),
+            Retention {
+                ms: 1,
+                max_matches: 1,
+            },
+            Duration::from_secs(1),
+        );
+        assert_eq!(
+            core.submit_rider(rider(1.0), Millis(0)).0.expires_at,
+            Millis(MIN_REQUEST_TTL_MS)
+        );
+    }
+
+    #[test]
+    fn matches_are_forgotten_after_their_retention() {
+        let core = core();
+        let t0 = Millis(1_800_000_000_000);
+        let r = core.submit_rider(rider(23.8), t0).0;
+        core.submit_driver(driver(23.8), t0);
+        core.commit_arrivals();
+        core.step(t0).unwrap();
+        core.step(t0.plus(59_999)).unwrap();
+        assert!(core.match_of(&r.id).is_some());
+        core.step(t0.plus(60_000)).unwrap();
+        assert!(core.match_of(&r.id).is_none());
+    }
+
+    #[test]
+    fn the_match_log_keeps_only_the_newest_when_full() {
+        let core = core();
+        let t0 = Millis(1_800_000_000_000);
+        let mut riders = Vec::new();
+        for i in 0..1_005 {
+            let lat = 23.0 + f64::from(i) * 0.1; // 11 km apart: one pair per spot
+            // A millisecond apart: ids, and so ties, in the order made.
+            let at = t0.plus(u64::try_from(i).unwrap());
+            riders.push(core.submit_rider(rider(lat), at).0.id);
+            core.submit_driver(driver(lat), at);
+        }
+        core.commit_arrivals();
+        let now = t0.plus(1_005);
+        assert_eq!(core.step(now).unwrap().len(), 1_005);
+        assert_eq!(core.snapshot(now).committed_matches, 1_000);
+        assert!(core.match_of(&riders[0]).is_none());
+        assert!(core.match_of(&riders[1_004]).is_some());
+    }
+
+    /// A core journaling in `dir` whose rounds come only once a second, so
+    /// that only the intake flush writes requests into documents.
+    fn durable_core(dir: &Path, incarnation: u64, now: Millis) -> NodeCore {
+        NodeCore::open(
+            dir,
+            &NodeId("dhaka-1".into()),
+            ReplicaConfig {
+                request_ttl_ms: TTL,
+                match_interval_ms: 1_000,
+                incarnation,
+                observe: true,
+                ..ReplicaConfig::for_test("dhaka-1")
+            },
+            RETENTION,
+            MAX_SKEW,
+            Durability::PageCache,
+            now,
+            Entropy::seeded(incarnation),
+        )
+        .expect("open the journal")
+    }
+
+    /// The riders and drivers this core wrote into documents since the
+    /// last call.
+    fn written(core: &NodeCore) -> Vec<RequestId> {
+        core.take_observed()
+            .into_iter()
+            .filter_map(|(_, record)| Some(record.request()?.id))
+            .collect()
+    }
+
+    #[test]
+    fn accepted_requests_are_pending_at_once_and_written_together_once_the_flush_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Millis(1_800_000_000_000);
+        let core = durable_core(dir.path(), 1, t0);
+        let peer = NodeId("dhaka-2".into());
+        core.step(t0).unwrap();
+        let first = core.submit_rider(rider(23.8), t0).0.id;
+        core.commit_arrivals();
+        assert_eq!(core.status(&first, t0), Status::Pending);
+        // Nothing was written for a while: the first goes at once.
+        core.outgoing(&peer, t0).unwrap();
+        assert_eq!(written(&core), vec![first]);
+
+        let second = core.submit_rider(rider(23.8), t0.plus(5)).0.id;
+        core.commit_arrivals();
+        let third = core.submit_driver(driver(23.8), t0.plus(10)).0.id;
+        core.commit_arrivals();
+        core.outgoing(&peer, t0.plus(10)).unwrap();
+        assert!(
+            written(&core).is_empty(),
+            "written before the flush was due"
+        );
+        assert_eq!(core.status(&second, t0.plus(10)), Status::Pending);
+        assert_eq!(core.still_pending(&[third], t0.plus(10)), vec![true]);
+        let counted = core.snapshot(t0.plus(10));
+        assert_eq!((counted.pending_riders, counted.pending_drivers), (2, 1));
+        assert_eq!(counted.own_pending, (2, 1));
+
+        core.outgoing(&peer, t0.plus(20)).unwrap();
+        assert_eq!(written(&core), vec![second, third], "one flush writes both");
+    }
+
+    #[test]
+    fn a_round_writes_every_accepted_request_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Millis(1_800_000_000_000);
+        let core = durable_core(dir.path(), 1, t0);
+        let peer = NodeId("dhaka-2".into());
+        // A driver too far away to match, written at t0: the next flush is
+        // due at t0 + 20.
+        core.submit_driver(driver(25.0), t0);
+        core.commit_arrivals();
+        core.outgoing(&peer, t0).unwrap();
+        let r = core.submit_rider(rider(23.8), t0.plus(1)).0.id;
+        let d = core.submit_driver(driver(23.8), t0.plus(1)).0.id;
+        core.commit_arrivals();
+        // The flush is not due (the last was at t0), the round is.
+        let made = core.step(t0.plus(2)).unwrap();
+        assert_eq!(made.len(), 1);
+        assert_eq!((made[0].rider.id, made[0].driver.id), (r, d));
+    }
+
+    #[test]
+    fn a_request_answered_before_its_change_survives_a_crash_and_is_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Millis(1_800_000_000_000);
+        let core = durable_core(dir.path(), 1, t0);
+        core.step(t0).unwrap();
+        let (ticket, mut durable) = core.submit_rider(rider(23.8), t0.plus(1));
+        core.commit_arrivals();
+        assert_eq!(durable.try_recv(), Ok(()), "answered 202");
+        drop(core); // a crash: no document holds it yet
+
+        let t1 = t0.plus(500);
+        let core = durable_core(dir.path(), 2, t1);
+        assert!(written(&core).is_empty(), "no document held it");
+        assert_eq!(core.status(&ticket.id, t1), Status::Pending);
+        core.step(t1).unwrap();
+        assert_eq!(written(&core), vec![ticket.id]);
+        drop(core);
+
+        let t2 = t1.plus(500);
+        let core = durable_core(dir.path(), 3, t2);
+        assert_eq!(written(&core), vec![ticket.id], "loaded from its document");
+        core.step(t2.plus(1_000)).unwrap();
+        assert!(written(&core).is_empty(), "written twice");
+        assert_eq!(core.status(&ticket.id, t2.plus(1_000)), Status::Pending);
+    }
+
+    #[test]
+    fn accepted_requests_past_their_ttl_are_not_reloaded_and_leave_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Millis(1_800_000_000_000);
+        let core = durable_core(dir.path(), 1, t0);
+        core.step(t0).unwrap();
+        let id = core.submit_rider(rider(23.8), t0.plus(1)).0.id;
+        core.commit_arrivals();
+        drop(core);
+        let intake_files = || {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "intake"))
+                .count()
+        };
+        assert_eq!(intake_files(), 1);
+
+        let late = t0.plus(TTL + 1);
+        let core = durable_core(dir.path(), 2, late);
+        assert_eq!(core.status(&id, late), Status::Unknown);
+        // The cleanup at the next epoch boundary deletes the file.
+        core.step(late.plus(2_000)).unwrap();
+        assert!(written(&core).is_empty());
+        assert_eq!(intake_files(), 0);
+    }
+}
