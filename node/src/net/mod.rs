@@ -1,4 +1,5 @@
 //! The network between nodes: QUIC with mutual TLS ([`transport`], [`tls`]),
+//! driving a node's state through [`peer_sync::PeerSync`],
 //! each session's stream compressed ([`compression`]), peers found from
 //! Fly.io's private DNS ([`discovery`], [`fly`]), and a user-space WAN for
 //! trying latency and loss on one machine ([`wan_relay`]).
@@ -6,6 +7,7 @@
 pub mod compression;
 pub mod discovery;
 pub mod fly;
+pub mod peer_sync;
 pub mod tls;
 pub mod transport;
 pub mod wan_relay;

@@ -42,8 +42,9 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
 use super::compression::{CompressionError, FrameCompressor, FrameDecompressor};
+use super::peer_sync::PeerSync;
 use super::tls::{self, Credentials, TlsError};
-use crate::protocol::message::{PeerMessage, PeerMessageV1, SyncCore};
+use crate::protocol::message::{PeerMessage, PeerMessageV1};
 use crate::protocol::replica::ReplicaError;
 use ride_types::clock::Millis;
 use ride_types::ids::NodeId;
@@ -193,7 +194,7 @@ impl BoundMesh {
     pub(crate) fn start(
         self,
         config: MeshConfig,
-        core: Arc<dyn SyncCore>,
+        core: Arc<dyn PeerSync>,
         shutdown: CancellationToken,
     ) -> Mesh {
         let context = Arc::new(Context {
@@ -303,7 +304,7 @@ impl Mesh {
 async fn follow_membership(
     endpoint: quinn::Endpoint,
     context: Arc<Context>,
-    core: Arc<dyn SyncCore>,
+    core: Arc<dyn PeerSync>,
     shutdown: CancellationToken,
 ) {
     let mut peers = context.config.peers.clone();
@@ -356,7 +357,7 @@ async fn dial(
     endpoint: quinn::Endpoint,
     peer: Peer,
     context: Arc<Context>,
-    core: Arc<dyn SyncCore>,
+    core: Arc<dyn PeerSync>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = BACKOFF_START;
@@ -416,7 +417,7 @@ async fn dial(
 async fn accept(
     endpoint: quinn::Endpoint,
     context: Arc<Context>,
-    core: Arc<dyn SyncCore>,
+    core: Arc<dyn PeerSync>,
     shutdown: CancellationToken,
 ) {
     let mut sessions = JoinSet::new();
@@ -447,7 +448,7 @@ async fn accept(
 async fn accepted(
     incoming: quinn::Incoming,
     context: &Context,
-    core: &dyn SyncCore,
+    core: &dyn PeerSync,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let connection = incoming.await?;
@@ -502,7 +503,7 @@ async fn session(
     peer: &NodeId,
     region: &str,
     context: &Context,
-    core: &dyn SyncCore,
+    core: &dyn PeerSync,
     shutdown: &CancellationToken,
 ) -> Ended {
     let Some((stop, _turn)) = context.sessions.begin(peer, shutdown).await else {
@@ -549,7 +550,7 @@ async fn session(
 async fn read_from(
     mut reader: FrameReader,
     peer: &NodeId,
-    core: &dyn SyncCore,
+    core: &dyn PeerSync,
 ) -> Result<(), SessionError> {
     while let Some(message) = reader.next().await? {
         // Blocks this mesh thread (the core's lock, automerge): see the
@@ -563,7 +564,7 @@ async fn read_from(
 async fn write_to(
     mut writer: FrameWriter,
     peer: &NodeId,
-    core: &dyn SyncCore,
+    core: &dyn PeerSync,
     interval: Duration,
 ) -> Result<(), SessionError> {
     let mut ticker = tokio::time::interval(interval);

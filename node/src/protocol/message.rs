@@ -1,12 +1,10 @@
-//! What the protocol core, the transport and the node share: the peer wire
-//! messages, the answer to an accepted request, and the interface through
-//! which the transport drives a core. A leaf module, so that the core
-//! ([`super::replica`]) depends on neither the node nor the network.
+//! What peers send each other (versioned: [`PeerMessage::V1`]), and the
+//! answer to an accepted request. The protocol ([`super::replica`]) makes and
+//! takes these; the transport only frames them.
 
 use serde::{Deserialize, Serialize};
 
 use super::documents::DocId;
-use super::replica::ReplicaError;
 use ride_types::clock::Millis;
 use ride_types::ids::{NodeId, RequestId};
 
@@ -62,16 +60,4 @@ pub(crate) struct PeerStatus {
     /// `sent_at` and the speaker's clock on receipt. With `sent_at` and the
     /// listener's own clock on receipt, that is an NTP exchange.
     pub echo: Option<(Millis, Millis)>,
-}
-
-/// What the transport needs from the core it drives. `now` is the node's
-/// wall clock, passed in so that cores stay clock-free.
-pub(crate) trait SyncCore: Send + Sync + 'static {
-    fn outgoing(&self, peer: &NodeId, now: Millis) -> Result<Vec<PeerMessage>, ReplicaError>;
-    fn receive(&self, peer: &NodeId, message: PeerMessage, now: Millis)
-    -> Result<(), ReplicaError>;
-    fn peer_lost(&self, peer: &NodeId);
-    /// A peer said hello from `region`; an error ends the session (see
-    /// [`super::replica::Replica::peer_joined`]).
-    fn peer_joined(&self, peer: &NodeId, region: &str) -> Result<(), ReplicaError>;
 }

@@ -5,3 +5,4 @@
 mod mesh_over_quic;
 pub(crate) mod model;
 pub(crate) mod simulation;
+pub(crate) mod trace;

@@ -48,7 +48,7 @@ use super::ownership::{
 };
 use crate::protocol::documents::DocId;
 use crate::protocol::record::{ClaimId, RecordV1};
-use crate::testkit::simulation::TraceEvent;
+use crate::testkit::trace::TraceEvent;
 use ride_types::ids::{NodeId, RequestId};
 
 /// What kind of steps a replay took, to show the traces exercise the
