@@ -28,12 +28,12 @@ use crate::net::discovery::{DiscoveryError, Dns, SystemDns};
 use crate::net::fly::{FlyError, FlyMachine};
 use crate::net::tls::{Credentials, TlsError};
 use crate::net::transport::{BoundMesh, Mesh, MeshConfig, Peer, TransportError};
-use crate::protocol::replica::ReplicaConfig;
+use crate::protocol::replica::{Hooks, ReplicaConfig};
 use crate::runtime::access::{self, KeyError, TokenKeys};
 use crate::runtime::admission::Limits;
 use crate::runtime::delivery::{Hub, SocketSettings};
 use crate::runtime::match_log::Retention;
-use crate::runtime::node_core::{NodeCore, OpenError};
+use crate::runtime::node_core::{CoreError, NodeCore};
 use crate::runtime::step_loop::StepLoop;
 use crate::telemetry;
 use ride_types::clock::Millis;
@@ -62,7 +62,7 @@ pub enum NodeError {
     #[error(transparent)]
     Regions(#[from] RegionsError),
     #[error("own documents: {0}")]
-    Core(#[from] OpenError),
+    Core(#[from] CoreError),
     #[error("on Fly: {0}")]
     Fly(#[from] FlyError),
     #[error("--region {region} is not one of the regions in {dir} ({known})")]
@@ -485,7 +485,7 @@ fn open_core(config: &Config, node: &NodeId, layout: &Arc<Layout>) -> Result<Nod
             max_pickup_km: config.max_pickup_km,
             match_interval_ms: duration_ms(config.round_interval()).max(1),
             ready_grace_ms: duration_ms(config.mesh_ready_grace),
-            observe: false,
+            hooks: Hooks::default(),
         },
         Retention {
             ms: duration_ms(config.match_retention),

@@ -3,7 +3,7 @@
 //! document's journal file and synced to disk before anything else can see
 //! it (a peer's sync message, a websocket, a claim's answer), and every
 //! request is appended, as a plain record, before its 202
-//! ([`super::intake_log`]: automerge writes them later, in batches).
+//! ([`crate::protocol::codec`]: automerge writes them later, in batches).
 //!
 //! One file per own document (per epoch and scope, `<epoch>-<scope>.log`),
 //! and one per epoch for accepted requests (`<epoch>.intake`), so dropping
@@ -47,11 +47,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::protocol::documents::DocId;
-use ride_types::clock::Millis;
+use crate::protocol::persist::{Dropped, Loaded, Part, Persist};
 use ride_types::halo::Scope;
 use ride_types::ids::{Entropy, NodeId};
 
@@ -73,16 +71,6 @@ pub enum JournalError {
     },
 }
 
-/// The documents a node has dropped, kept with its journal so that a
-/// restart does not let a peer bring them back: each dropped document with
-/// the node's clock when it was dropped, and per owner the newest epoch
-/// below which everything was dropped long ago.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Dropped {
-    pub docs: BTreeMap<DocId, Millis>,
-    pub floors: BTreeMap<NodeId, u64>,
-}
-
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
     move |source| JournalError::Io {
         path: path.display().to_string(),
@@ -99,17 +87,8 @@ pub enum Durability {
     PageCache,
 }
 
-/// One own document, as its journal file names it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Part {
-    pub epoch: u64,
-    pub scope: Scope,
-}
-
-impl Part {
-    fn file_name(&self) -> String {
-        format!("{}-{}.log", self.epoch, self.scope.to_file_part())
-    }
+fn file_name(part: &Part) -> String {
+    format!("{}-{}.log", part.epoch, part.scope.to_file_part())
 }
 
 /// One file of the journal: an own document's changes, or the requests
@@ -123,7 +102,7 @@ enum JournalFile {
 impl JournalFile {
     fn file_name(&self) -> String {
         match self {
-            Self::Document(part) => part.file_name(),
+            Self::Document(part) => file_name(part),
             Self::Intake(epoch) => format!("{epoch}.intake"),
         }
     }
@@ -142,17 +121,6 @@ impl JournalFile {
             _ => None,
         }
     }
-}
-
-/// What a journal held when it was opened.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    /// Every own document's changes.
-    pub docs: BTreeMap<Part, Vec<u8>>,
-    /// By epoch, the requests accepted then, as appended (whether or not
-    /// their documents hold them yet).
-    pub intake: BTreeMap<u64, Vec<u8>>,
-    pub dropped: Dropped,
 }
 
 /// The journal of one owner's documents, one file per document.
@@ -339,6 +307,21 @@ impl Journal {
         fs::rename(&tmp, &path).map_err(io_error(&path))
     }
 
+    /// Carries out what the protocol queued, in order, without waiting for
+    /// the disk: durable once a [`Journal::take_sync`] taken after this
+    /// has run.
+    pub fn persist(&mut self, queued: Vec<Persist>) -> Result<(), JournalError> {
+        for item in queued {
+            match item {
+                Persist::Changes(changes) => self.append(&changes)?,
+                Persist::Dropped(dropped) => self.save_dropped(&dropped)?,
+                Persist::Remove(part) => self.remove(&part)?,
+                Persist::IntakeBefore(epoch) => self.remove_intake_before(epoch)?,
+            }
+        }
+        Ok(())
+    }
+
     /// Appends each document's new changes, without waiting for the disk:
     /// they are durable once a [`Journal::take_sync`] taken after this has
     /// run.
@@ -350,7 +333,7 @@ impl Journal {
     }
 
     /// Appends requests accepted in `epoch` of this node's clock (encoded
-    /// by [`super::intake_log`]), durable as [`Journal::append`]'s are.
+    /// by [`crate::protocol::codec`]), durable as [`Journal::append`]'s are.
     /// They are journaled before their 202, and written into documents
     /// later, in batches; a restart reads them back.
     pub fn append_intake(&mut self, epoch: u64, bytes: &[u8]) -> Result<(), JournalError> {

@@ -42,10 +42,9 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
 use super::compression::{CompressionError, FrameCompressor, FrameDecompressor};
-use super::peer_sync::PeerSync;
+use super::peer_sync::{PeerSync, SyncError};
 use super::tls::{self, Credentials, TlsError};
 use crate::protocol::message::{PeerMessage, PeerMessageV1};
-use crate::protocol::replica::ReplicaError;
 use ride_types::clock::Millis;
 use ride_types::ids::NodeId;
 
@@ -112,7 +111,7 @@ enum SessionError {
     #[error("peer broke the protocol: {0}")]
     Protocol(String),
     #[error(transparent)]
-    Replica(#[from] ReplicaError),
+    Node(#[from] SyncError),
     #[error(
         "{peer} has another region layout or pickup radius (fingerprint {theirs:016x}, ours {ours:016x}); every node must load the same region files and --max-pickup-km"
     )]
@@ -529,7 +528,7 @@ async fn session(
         Err(
             SessionError::Decode(_)
             | SessionError::Inflate(_)
-            | SessionError::Replica(_)
+            | SessionError::Node(_)
             | SessionError::Protocol(_),
         ) => {
             metrics::counter!("mesh_rejected_peers_total").increment(1);

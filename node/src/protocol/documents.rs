@@ -14,7 +14,7 @@
 //! those whose scope has the peer's.
 //!
 //! Two rules keep a node's view safe whatever the clocks say:
-//! - its own documents are journaled ([`super::journal`]) before anyone can
+//! - its own documents are journaled ([`super::persist`]) before anyone can
 //!   read them, and are never learnt back from a peer (a peer's copy may be
 //!   stale);
 //! - a dropped document stays dropped: a peer that still has it (a late
@@ -33,8 +33,9 @@ use automerge::{ActorId, AutoCommit, ChangeHash, PatchAction, ROOT, ReadDoc, Sca
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::record::{Batch, RecordV1};
-use crate::disk::journal::{Dropped, Journal, JournalError, Loaded, Part, PendingSync};
+use super::codec::Batch;
+use super::persist::{Dropped, Loaded, Part, Persist};
+use super::record::RecordV1;
 use ride_types::clock::Millis;
 use ride_types::halo::{RegionIndex, Scope};
 use ride_types::ids::NodeId;
@@ -59,15 +60,6 @@ pub struct DocId {
     pub scope: Scope,
 }
 
-impl DocId {
-    fn part(&self) -> Part {
-        Part {
-            epoch: self.epoch,
-            scope: self.scope.clone(),
-        }
-    }
-}
-
 #[derive(Debug, Error)]
 pub enum DocumentError {
     #[error("bad sync message for {doc:?}: {reason}")]
@@ -76,8 +68,6 @@ pub enum DocumentError {
     Write { doc: DocId, reason: String },
     #[error("cannot load own document {doc:?} from the journal: {reason}")]
     Load { doc: DocId, reason: String },
-    #[error(transparent)]
-    Journal(#[from] JournalError),
 }
 
 struct Document {
@@ -159,9 +149,12 @@ pub struct Documents {
     /// incarnation it stands for.
     actor: ActorId,
     incarnation: u64,
-    /// Where own changes go before anyone sees them; `None` only where a
-    /// test wants a node that forgets (the defect the journal fixes).
-    journal: Option<Journal>,
+    /// What the disk must keep before anything written since leaves the
+    /// node (see [`super::persist`]).
+    unpersisted: Vec<Persist>,
+    /// Whether a peer's copy of an own document is taken (see
+    /// [`super::replica::Hooks::relearn_own_documents`]).
+    relearn_own: bool,
     /// Documents dropped here, kept with the journal: refused if offered
     /// again (a tombstone per document; per owner, a floor at or below
     /// which everything is refused once tombstones are old).
@@ -213,7 +206,7 @@ impl Documents {
         owner: &NodeId,
         region: RegionIndex,
         incarnation: u64,
-        journal: Option<Journal>,
+        relearn_own: bool,
         loaded: Loaded,
         now: Millis,
     ) -> Result<Self, DocumentError> {
@@ -244,16 +237,16 @@ impl Documents {
             docs,
             actor: actor_for(owner, incarnation),
             incarnation,
-            journal,
+            unpersisted: Vec::new(),
+            relearn_own,
             dropped: loaded.dropped,
             offsets: HashMap::new(),
         })
     }
 
     /// Writes records into documents of one's own (created if new), one
-    /// change per document, and appends the changes to the journal: they
-    /// survive a crash once a [`Documents::take_sync`] taken after this has
-    /// run.
+    /// change per document, and queues the changes for the disk
+    /// ([`Documents::take_persist`]).
     pub fn write(
         &mut self,
         writes: Vec<(DocId, Vec<RecordV1>)>,
@@ -289,39 +282,23 @@ impl Documents {
             // The change just made, as automerge encodes it: appending
             // it costs what the change costs (`save_incremental` walks the
             // document's history to find what is new).
-            if self.journal.is_some()
-                && let Some(change) = entry.doc.get_last_local_change()
-            {
-                journaled.push((id.part(), change.raw_bytes().to_vec()));
+            if let Some(change) = entry.doc.get_last_local_change() {
+                journaled.push((Part::of(&id), change.raw_bytes().to_vec()));
             }
         }
-        if let Some(journal) = &mut self.journal {
-            journal.append(&journaled)?;
-        }
-        Ok(())
-    }
-
-    /// Appends requests accepted in `epoch` (see [`super::intake_log`]),
-    /// durable as [`Documents::write`]'s changes are.
-    pub fn journal_intake(&mut self, epoch: u64, bytes: &[u8]) -> Result<(), DocumentError> {
-        if let Some(journal) = &mut self.journal {
-            journal.append_intake(epoch, bytes)?;
-        }
+        self.unpersisted.push(Persist::Changes(journaled));
         Ok(())
     }
 
     /// Forgets the accepted requests journaled in epochs before `epoch`.
-    pub fn drop_intake_before(&mut self, epoch: u64) -> Result<(), DocumentError> {
-        if let Some(journal) = &mut self.journal {
-            journal.remove_intake_before(epoch)?;
-        }
-        Ok(())
+    pub fn drop_intake_before(&mut self, epoch: u64) {
+        self.unpersisted.push(Persist::IntakeBefore(epoch));
     }
 
-    /// The sync that makes every write so far durable, for the caller to
-    /// run outside its lock.
-    pub fn take_sync(&mut self) -> Option<PendingSync> {
-        self.journal.as_mut().and_then(Journal::take_sync)
+    /// What the disk must keep, in order, before anything written so far
+    /// leaves the node.
+    pub fn take_persist(&mut self) -> Vec<Persist> {
+        std::mem::take(&mut self.unpersisted)
     }
 
     /// Applies a peer's sync message for one document. Returns `false`
@@ -376,9 +353,7 @@ impl Documents {
     }
 
     fn refuses(&self, doc: &DocId) -> bool {
-        // Without a journal (a test double of a node that forgets) there is
-        // nothing better than a peer's copy of one's own documents.
-        (doc.owner == self.owner && self.journal.is_some())
+        (doc.owner == self.owner && !self.relearn_own)
             || !doc.scope.contains(self.region)
             || self.was_dropped(doc)
     }
@@ -530,12 +505,7 @@ impl Documents {
     /// Drops documents for good: own ones leave the journal too, and every
     /// one is refused if a peer offers it again. Tombstones older than
     /// `tombstone_ms` become a per-owner floor.
-    pub fn drop_docs(
-        &mut self,
-        ids: &[DocId],
-        tombstone_ms: u64,
-        now: Millis,
-    ) -> Result<(), DocumentError> {
+    pub fn drop_docs(&mut self, ids: &[DocId], tombstone_ms: u64, now: Millis) {
         for id in ids {
             if self.docs.remove(id).is_some() {
                 self.changed.remove(id);
@@ -558,13 +528,11 @@ impl Documents {
         }
         // The tombstones first: a crash between the two steps then leaves
         // a journaled document that is refused nowhere it matters.
-        if let Some(journal) = &mut self.journal {
-            journal.save_dropped(&self.dropped)?;
-            for id in ids.iter().filter(|id| id.owner == self.owner) {
-                journal.remove(&id.part())?;
-            }
+        self.unpersisted
+            .push(Persist::Dropped(self.dropped.clone()));
+        for id in ids.iter().filter(|id| id.owner == self.owner) {
+            self.unpersisted.push(Persist::Remove(Part::of(id)));
         }
-        Ok(())
     }
 
     /// Every document held for `region` and its heads.

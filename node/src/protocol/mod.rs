@@ -6,13 +6,16 @@
 //! runtime feeds it accepted requests, peers' messages and the time, and
 //! carries out what it returns. [`message`] is what peers send each other;
 //! [`pairing`] is one matching round; [`intake`] validates what clients send;
-//! [`fare`] prices a match.
+//! [`fare`] prices a match. The protocol owns no file: what must survive a
+//! crash it queues for the runtime to journal ([`persist`]).
 
+pub mod codec;
 pub mod documents;
 pub mod fare;
 pub mod intake;
 pub mod ledger;
 pub mod message;
 pub mod pairing;
+pub mod persist;
 pub mod record;
 pub mod replica;

@@ -13,7 +13,6 @@
 use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 use uuid::Uuid;
 
 use ride_types::api::Position;
@@ -95,13 +94,6 @@ pub struct CommitRecord {
     pub committed_at: Millis,
 }
 
-/// What one flush wrote into one document, as stored; the version tag lets
-/// a newer node read old data and reject what it cannot read.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Batch {
-    V1(Vec<RecordV1>),
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RecordV1 {
     Rider(RiderRecord),
@@ -142,30 +134,6 @@ impl RecordV1 {
     }
 }
 
-#[derive(Debug, Error)]
-#[error("undecodable batch under {key}: {source}")]
-pub struct BatchError {
-    key: String,
-    source: postcard::Error,
-}
-
-impl Batch {
-    pub fn encode(records: &[RecordV1]) -> Vec<u8> {
-        // Encoding plain structs into a Vec cannot fail.
-        postcard::to_stdvec(&Batch::V1(records.to_vec())).unwrap_or_default()
-    }
-
-    /// Decodes a value read from a peer's document (`key` names it in the
-    /// error).
-    pub fn decode(key: &str, bytes: &[u8]) -> Result<Vec<RecordV1>, BatchError> {
-        let Batch::V1(records) = postcard::from_bytes(bytes).map_err(|source| BatchError {
-            key: key.to_owned(),
-            source,
-        })?;
-        Ok(records)
-    }
-}
-
 /// A rider record accepted at `n` ms, for tests.
 #[cfg(test)]
 pub(crate) fn sample_rider(n: u64) -> RecordV1 {
@@ -185,48 +153,18 @@ pub(crate) fn sample_rider(n: u64) -> RecordV1 {
     })
 }
 
+/// A driver record, for tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn driver() -> RecordV1 {
-        RecordV1::Driver(DriverRecord {
-            id: RequestId::generate(),
-            name: "Karim Uddin".into(),
-            car_number: "DHA-11-2233".into(),
-            position: Position {
-                lat: 23.8,
-                lon: 90.4,
-            },
-            accepted_at: Millis(1_764_000_000_000),
-            expires_at: Millis(1_764_000_030_000),
-        })
-    }
-
-    #[test]
-    fn a_batch_round_trips_and_garbage_is_refused() {
-        let records = vec![
-            driver(),
-            RecordV1::Commit(CommitRecord {
-                rider: RequestId::generate(),
-                driver: RequestId::generate(),
-                pickup_km: 1.5,
-                region: "dhaka-north".into(),
-                committed_at: Millis(7),
-            }),
-        ];
-        let bytes = Batch::encode(&records);
-        assert_eq!(Batch::decode("k", &bytes).unwrap(), records);
-        let error = Batch::decode("f/3", &[0xff, 0x00, 0x13]).unwrap_err();
-        assert!(error.to_string().contains("f/3"), "{error}");
-        // A batch cut short is refused, not read as fewer records.
-        assert!(Batch::decode("k", &bytes[..bytes.len() - 1]).is_err());
-    }
-
-    #[test]
-    fn a_request_record_is_compact() {
-        let records: Vec<RecordV1> = (0..100).map(|_| driver()).collect();
-        let per_record = Batch::encode(&records).len() / records.len();
-        assert!(per_record < 80, "{per_record} bytes per record");
-    }
+pub(crate) fn sample_driver() -> RecordV1 {
+    RecordV1::Driver(DriverRecord {
+        id: RequestId::generate(),
+        name: "Karim Uddin".into(),
+        car_number: "DHA-11-2233".into(),
+        position: Position {
+            lat: 23.8,
+            lon: 90.4,
+        },
+        accepted_at: Millis(1_764_000_000_000),
+        expires_at: Millis(1_764_000_030_000),
+    })
 }

@@ -28,15 +28,15 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use super::codec::{decode_intake, encode_intake};
 use super::documents::{Change, DocId, DocumentError, Documents, Inventory};
 use super::ledger::{Ledger, Open, Owned};
 use super::message::{PeerMessage, PeerMessageV1, Ticket};
+use super::persist::{Loaded, Persist};
 use super::record::{
     ClaimId, ClaimRecord, CommitRecord, DecisionRecord, DriverRecord, RecordV1, RequestFacts,
     RiderRecord,
 };
-use crate::disk::intake_log;
-use crate::disk::journal::{Journal, Loaded, PendingSync};
 use crate::protocol::intake::{NewDriver, NewRider};
 use crate::protocol::pairing::{Candidate, Pair, greedy};
 use ride_types::clock::Millis;
@@ -60,6 +60,17 @@ pub enum ReplicaError {
     Intake { epoch: u64, source: postcard::Error },
 }
 
+/// What the deterministic simulation needs from the protocol and a node
+/// never does: all off by default, and off in every node that ships.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Hooks {
+    /// Keep every record absorbed, for the simulation's checks.
+    pub observe: bool,
+    /// Take one's own documents back from peers, as a node did before it
+    /// had a journal: the defect the simulation shows its checks catch.
+    pub relearn_own_documents: bool,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct ReplicaConfig {
     /// The owner identity this node writes as (see
@@ -80,7 +91,7 @@ pub(crate) struct ReplicaConfig {
     pub epoch_ms: u64,
     /// How long accepted requests may wait, journaled and answered, before
     /// they are written into documents: many group commits then make one
-    /// automerge change (see [`crate::disk::intake_log`]).
+    /// automerge change (see [`crate::protocol::codec`]).
     pub intake_flush_ms: u64,
     pub max_pickup_km: f64,
     /// How often a matching round runs.
@@ -88,8 +99,8 @@ pub(crate) struct ReplicaConfig {
     /// How long a starting node waits to be in sync with every peer before
     /// it decides anyway (peers may be down or partitioned away).
     pub ready_grace_ms: u64,
-    /// Keep every record absorbed, for the simulation's checks.
-    pub observe: bool,
+    /// What only the test harness turns on.
+    pub hooks: Hooks,
 }
 
 impl ReplicaConfig {
@@ -178,10 +189,9 @@ pub(crate) struct Replica {
 
 impl Replica {
     /// A replica holding its own documents as the journal kept them
-    /// (`loaded`). Without a journal it keeps nothing across a restart.
+    /// (`loaded`; a new node loads nothing).
     pub(crate) fn open(
         mut config: ReplicaConfig,
-        journal: Option<Journal>,
         mut loaded: Loaded,
         now: Millis,
     ) -> Result<Self, ReplicaError> {
@@ -195,7 +205,7 @@ impl Replica {
             &config.node,
             region,
             config.incarnation,
-            journal,
+            config.hooks.relearn_own_documents,
             loaded,
             now,
         )?;
@@ -238,8 +248,8 @@ impl Replica {
         now: Millis,
     ) -> Result<(), ReplicaError> {
         for (epoch, bytes) in intake {
-            let accepted = intake_log::decode(&bytes)
-                .map_err(|source| ReplicaError::Intake { epoch, source })?;
+            let accepted =
+                decode_intake(&bytes).map_err(|source| ReplicaError::Intake { epoch, source })?;
             for (scope, record) in accepted {
                 let Some(request) = record.request() else {
                     continue;
@@ -645,7 +655,7 @@ impl Replica {
     }
 
     /// Every record absorbed since the last call, with its document (only
-    /// with [`ReplicaConfig::observe`]).
+    /// with [`Hooks::observe`]).
     #[cfg(test)]
     pub(crate) fn take_observed(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.observed)
@@ -695,11 +705,12 @@ impl Replica {
         Ok(())
     }
 
-    /// Appends the requests accepted since the last call to the journal,
-    /// one frame per epoch; they are durable (and may be answered 202) once
-    /// a [`Replica::take_sync`] taken after this has run. On an error they
-    /// are forgotten: the caller refuses them.
-    pub(crate) fn journal_arrivals(&mut self) -> Result<(), ReplicaError> {
+    /// The requests accepted since the last call, as the journal keeps
+    /// them: one intake frame per epoch of this node's clock. They are
+    /// durable (and may be answered 202) once appended and synced; the
+    /// runtime then says whether the append worked
+    /// ([`Replica::arrivals_journaled`]).
+    pub(crate) fn arrivals_to_journal(&self) -> Vec<(u64, Vec<u8>)> {
         let mut by_epoch: BTreeMap<u64, Vec<(&Scope, &RecordV1)>> = BTreeMap::new();
         for (at, scope, record) in &self.arrived {
             by_epoch
@@ -707,20 +718,25 @@ impl Replica {
                 .or_default()
                 .push((scope, record));
         }
-        let journaled = by_epoch.into_iter().try_for_each(|(epoch, accepted)| {
-            self.docs
-                .journal_intake(epoch, &intake_log::encode(&accepted))
-        });
-        if let Err(e) = journaled {
-            for (_, _, record) in self.arrived.drain(..) {
-                if let Some(request) = record.request() {
-                    self.unwritten.remove(&request.id);
-                }
-            }
-            return Err(e.into());
+        by_epoch
+            .into_iter()
+            .map(|(epoch, accepted)| (epoch, encode_intake(&accepted)))
+            .collect()
+    }
+
+    /// The last [`Replica::arrivals_to_journal`] was appended: its requests
+    /// wait, journaled, for the next intake flush. If it was not, they are
+    /// forgotten, and the caller refuses them.
+    pub(crate) fn arrivals_journaled(&mut self, appended: bool) {
+        if appended {
+            self.journaled.append(&mut self.arrived);
+            return;
         }
-        self.journaled.append(&mut self.arrived);
-        Ok(())
+        for (_, _, record) in self.arrived.drain(..) {
+            if let Some(request) = record.request() {
+                self.unwritten.remove(&request.id);
+            }
+        }
     }
 
     /// Moves journaled requests into the writes of the next flush, if the
@@ -738,10 +754,10 @@ impl Replica {
         }
     }
 
-    /// The sync that makes every flushed write durable, for the caller to
-    /// run outside its lock.
-    pub(crate) fn take_sync(&mut self) -> Option<PendingSync> {
-        self.docs.take_sync()
+    /// What the disk must keep, in order, before anything this replica
+    /// produced so far leaves the node (see [`super::persist`]).
+    pub(crate) fn take_persist(&mut self) -> Vec<Persist> {
+        self.docs.take_persist()
     }
 
     /// Moves new document contents into the ledger; returns when each new
@@ -759,7 +775,7 @@ impl Replica {
             {
                 arrived.push(request.accepted_at);
             }
-            if self.config.observe {
+            if self.config.hooks.observe {
                 self.observed.push((doc.clone(), record.clone()));
             }
             self.ledger.apply(&doc, record);
@@ -1004,7 +1020,7 @@ impl Replica {
         self.next_cleanup = boundary.plus(epoch);
         // Every request accepted in an epoch before this one has expired.
         self.docs
-            .drop_intake_before(boundary.minus(self.config.request_ttl_ms).0 / epoch)?;
+            .drop_intake_before(boundary.minus(self.config.request_ttl_ms).0 / epoch);
         let stale = self.docs.unchanged_for(self.config.retain_ms(), boundary);
         if stale.is_empty() {
             return Ok(());
@@ -1045,7 +1061,7 @@ impl Replica {
             }
         }
         self.docs
-            .drop_docs(&dropped, self.config.tombstone_ms(), now)?;
+            .drop_docs(&dropped, self.config.tombstone_ms(), now);
         let ledger = &self.ledger;
         self.expired_claims
             .retain(|id| ledger.claims().any(|c| &c.record.id == id));
@@ -1060,34 +1076,5 @@ fn refers_to(record: &RecordV1) -> Vec<RequestId> {
         RecordV1::Claim(c) => vec![c.rider, c.driver],
         RecordV1::Decision(x) => vec![x.driver],
         RecordV1::Rider(_) | RecordV1::Driver(_) => Vec::new(),
-    }
-}
-
-#[cfg(test)]
-impl ReplicaConfig {
-    /// A node that runs a round at every step and decides at once.
-    pub(crate) fn for_test(node: &str) -> Self {
-        Self {
-            node: NodeId(node.into()),
-            region: "dhaka".into(),
-            layout: Arc::new(Layout::unmapped(5.0)),
-            incarnation: 1,
-            request_ttl_ms: 30_000,
-            claim_ttl_ms: 2_000,
-            epoch_ms: 1_000,
-            intake_flush_ms: 20,
-            max_pickup_km: 5.0,
-            match_interval_ms: 0,
-            ready_grace_ms: 0,
-            observe: false,
-        }
-    }
-}
-
-#[cfg(test)]
-impl Replica {
-    /// A replica without a journal, for unit tests of what sits above it.
-    pub(crate) fn volatile(config: ReplicaConfig) -> Self {
-        Self::open(config, None, Loaded::default(), Millis(0)).expect("nothing to load")
     }
 }

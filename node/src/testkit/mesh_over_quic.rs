@@ -15,9 +15,10 @@ use crate::net::tls::{self, Credentials, PemPair};
 use crate::net::transport::{BoundMesh, Mesh, MeshConfig, Peer};
 use crate::protocol::intake::{NewDriver, NewRider};
 use crate::protocol::message::{PeerMessage, PeerMessageV1};
-use crate::protocol::replica::{Replica, ReplicaConfig};
+use crate::protocol::replica::ReplicaConfig;
 use crate::runtime::match_log::Retention;
 use crate::runtime::node_core::{NodeCore, Status};
+use crate::testkit::{TestCore, replica_config};
 use ride_types::api::Position;
 use ride_types::clock::Millis;
 use ride_types::halo::Layout;
@@ -41,6 +42,8 @@ struct Running {
     everyone: Vec<Vec<Peer>>,
     /// Dropping a mesh stops it.
     _meshes: Vec<Mesh>,
+    /// Each node's journal folder.
+    _dirs: Vec<tempfile::TempDir>,
     addrs: Vec<SocketAddr>,
     shutdown: CancellationToken,
 }
@@ -61,19 +64,24 @@ fn start_knowing(ca: &PemPair, names: &[&str], knows: impl Fn(usize, usize) -> b
         .collect();
     let addrs: Vec<SocketAddr> = bound.iter().map(BoundMesh::local_addr).collect();
     let mut cores = Vec::new();
+    let mut dirs = Vec::new();
     let mut meshes = Vec::new();
     let mut membership = Vec::new();
     let mut everyone = Vec::new();
     for (i, b) in bound.into_iter().enumerate() {
-        let replica = Replica::volatile(ReplicaConfig {
-            region: names[i].into(),
-            ..ReplicaConfig::for_test(names[i])
-        });
         let retention = Retention {
             ms: 60_000,
             max_matches: 1_000,
         };
-        let core = Arc::new(NodeCore::new(replica, retention, Duration::from_secs(1)));
+        let test_core = TestCore::new(
+            ReplicaConfig {
+                region: names[i].into(),
+                ..replica_config(names[i])
+            },
+            retention,
+        );
+        let (core, dir) = test_core.into_shared();
+        dirs.push(dir);
         let peers: Vec<(usize, Peer)> = names
             .iter()
             .zip(&addrs)
@@ -119,6 +127,7 @@ fn start_knowing(ca: &PemPair, names: &[&str], knows: impl Fn(usize, usize) -> b
     }
     Running {
         cores,
+        _dirs: dirs,
         membership,
         everyone,
         _meshes: meshes,

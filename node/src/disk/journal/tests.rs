@@ -1,4 +1,6 @@
 use super::*;
+use crate::protocol::documents::DocId;
+use ride_types::clock::Millis;
 
 /// A document of epoch `epoch` for region 0 alone.
 fn part(epoch: u64) -> Part {

@@ -35,8 +35,9 @@ fn deliver(from: &NodeId, to: &mut Documents, messages: &[(DocId, Vec<u8>)], now
 #[test]
 fn a_peer_acknowledges_in_batches_while_the_writer_keeps_pushing() {
     let (a_id, b_id) = (NodeId("a".into()), NodeId("b".into()));
-    let open =
-        |id: &NodeId| Documents::open(id, 0, 1, None, Loaded::default(), Millis(0)).expect("opens");
+    let open = |id: &NodeId| {
+        Documents::open(id, 0, 1, false, Loaded::default(), Millis(0)).expect("opens")
+    };
     let (mut a, mut b) = (open(&a_id), open(&b_id));
     let doc = DocId {
         owner: a_id.clone(),

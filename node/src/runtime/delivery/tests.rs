@@ -1,17 +1,16 @@
 use super::*;
 use crate::protocol::intake::{NewDriver, NewRider};
-use crate::protocol::replica::{Replica, ReplicaConfig};
 use crate::runtime::match_log::Retention;
+use crate::testkit::{TestCore, replica_config};
 use ride_types::api::Position;
 
-fn core() -> NodeCore {
-    NodeCore::new(
-        Replica::volatile(ReplicaConfig::for_test("n1")),
+fn core() -> TestCore {
+    TestCore::new(
+        replica_config("n1"),
         Retention {
             ms: 60_000,
             max_matches: 10_000,
         },
-        Duration::from_secs(1),
     )
 }
 

@@ -11,7 +11,7 @@
 //! readers never queue behind the disk). Automerge comes later: the replica
 //! writes journaled requests into its documents at most every
 //! `--intake-flush-interval`, many group commits to one change
-//! ([`crate::disk::intake_log`]). Nothing leaves the node before it is durable: sync
+//! ([`crate::protocol::codec`]). Nothing leaves the node before it is durable: sync
 //! messages and the step that tells websockets of commits first run a sync
 //! that covers every write not yet durable ([`Replica::take_sync`]), also
 //! with the lock released.
@@ -38,8 +38,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::disk::journal::{self, Durability, Journal, JournalError, PendingSync};
-use crate::net::peer_sync::PeerSync;
-use crate::protocol::documents::DocumentError;
+use crate::net::peer_sync::{PeerSync, SyncError};
 use crate::protocol::fare;
 use crate::protocol::intake::{NewDriver, NewRider};
 use crate::protocol::ledger::Owned;
@@ -112,12 +111,26 @@ pub(crate) struct Snapshot {
     pub conflicting_commits: u64,
 }
 
+/// Why the node's state could not open, or take a step: the protocol
+/// refused, or the journal failed.
 #[derive(Debug, Error)]
-pub enum OpenError {
+pub enum CoreError {
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error(transparent)]
     Replica(#[from] ReplicaError),
+}
+
+impl From<CoreError> for SyncError {
+    fn from(error: CoreError) -> Self {
+        SyncError::new(error)
+    }
+}
+
+impl From<ReplicaError> for SyncError {
+    fn from(error: ReplicaError) -> Self {
+        SyncError::new(error)
+    }
 }
 
 /// An accepted request on its way to the group commit, already scoped.
@@ -128,6 +141,9 @@ enum Arrival {
 
 struct State {
     replica: Replica,
+    /// Where what the replica queues for the disk goes
+    /// ([`crate::protocol::persist`]).
+    journal: Journal,
     matches: MatchLog,
     arrivals: Receiver<Arrival>,
     /// Commits learnt and not yet told: waiting for the sync that makes
@@ -174,7 +190,12 @@ pub(crate) struct NodeCore {
 impl NodeCore {
     /// A core around `replica`; peers whose clocks differ from this node's
     /// by more than `max_clock_skew` are reported.
-    pub(crate) fn new(replica: Replica, retention: Retention, max_clock_skew: Duration) -> Self {
+    pub(crate) fn new(
+        replica: Replica,
+        journal: Journal,
+        retention: Retention,
+        max_clock_skew: Duration,
+    ) -> Self {
         let (intake, arrivals) = mpsc::channel();
         Self {
             request_ttl_ms: replica.request_ttl_ms(),
@@ -182,6 +203,7 @@ impl NodeCore {
             max_clock_skew_ms: u64::try_from(max_clock_skew.as_millis()).unwrap_or(u64::MAX),
             state: Mutex::new(State {
                 replica,
+                journal,
                 matches: MatchLog::new(retention),
                 arrivals,
                 unresolved: Vec::new(),
@@ -235,14 +257,14 @@ impl NodeCore {
         durability: Durability,
         now: Millis,
         entropy: Entropy,
-    ) -> Result<Self, OpenError> {
+    ) -> Result<Self, CoreError> {
         let (owner, fresh) = journal::open_owner(dir, node, &entropy)?;
         if fresh {
             tracing::info!(%owner, "no journal: writing as a new owner");
         }
         let (journal, loaded) = Journal::open(dir, durability)?;
         config.node = owner;
-        let replica = Replica::open(config, Some(journal), loaded, now)?;
+        let replica = Replica::open(config, loaded, now)?;
         tracing::info!(
             owner = %replica.node(),
             documents = replica.document_count(),
@@ -250,7 +272,7 @@ impl NodeCore {
             requests_reloaded = replica.stats().intake_reloaded,
             "own documents loaded"
         );
-        Ok(Self::new(replica, retention, max_clock_skew).with_entropy(entropy))
+        Ok(Self::new(replica, journal, retention, max_clock_skew).with_entropy(entropy))
     }
 
     /// Accepts a rider without waiting for the core; the answer may go out
@@ -335,6 +357,7 @@ impl NodeCore {
                 let locked = asked.elapsed();
                 let State {
                     replica,
+                    journal,
                     arrivals,
                     intake_rate,
                     ..
@@ -358,13 +381,22 @@ impl NodeCore {
                 committed = true;
                 self.load.dequeued(waiting.len());
                 intake_rate.add(waiting.len() as u64);
-                if let Err(e) = replica.journal_arrivals() {
-                    // Dropping `waiting` refuses them: the submitters answer 503.
-                    tracing::error!(error = %e, "cannot journal accepted requests");
-                    continue;
-                }
+                let appended = replica
+                    .arrivals_to_journal()
+                    .iter()
+                    .try_for_each(|(epoch, frame)| journal.append_intake(*epoch, frame));
+                replica.arrivals_journaled(appended.is_ok());
+                let sync = appended.and_then(|()| take_sync(replica, journal));
+                let sync = match sync {
+                    Ok(sync) => sync,
+                    Err(e) => {
+                        // Dropping `waiting` refuses them: the submitters answer 503.
+                        tracing::error!(error = %e, "cannot journal accepted requests");
+                        continue;
+                    }
+                };
                 let more = waiting.len() == MAX_COMMIT_BATCH;
-                (waiting, replica.take_sync(), more, locked)
+                (waiting, sync, more, locked)
             };
             let written = asked.elapsed();
             let synced = sync.map_or(Ok(()), PendingSync::run);
@@ -415,7 +447,7 @@ impl NodeCore {
     /// Time passes (see [`Replica::handle_timeout`]): the round, when one
     /// is due, runs outside the lock. Returns the matches this node learnt
     /// of, each once, already recorded for late subscribers and ratings.
-    pub(crate) fn step(&self, now: Millis) -> Result<Vec<Arc<Match>>, ReplicaError> {
+    pub(crate) fn step(&self, now: Millis) -> Result<Vec<Arc<Match>>, CoreError> {
         let round = self.lock().replica.handle_timeout(now)?;
         if let Some(input) = round {
             let started = std::time::Instant::now();
@@ -433,10 +465,10 @@ impl NodeCore {
             let mut state = self.lock();
             let commits = state.replica.take_commits();
             state.unresolved.extend(commits);
-            state.replica.take_sync()
+            state.take_sync()?
         };
         if let Some(sync) = sync {
-            sync.run().map_err(DocumentError::from)?;
+            sync.run()?;
         }
         // Told in chunks too, each under its own hold of the lock: a round
         // at 20k requests/s commits thousands. A commit stays among the
@@ -647,17 +679,34 @@ fn record_group_commit(lock_wait: Duration, write: Duration, sync: Duration) {
     }
 }
 
+impl State {
+    fn take_sync(&mut self) -> Result<Option<PendingSync>, JournalError> {
+        take_sync(&mut self.replica, &mut self.journal)
+    }
+}
+
+/// Journals what the replica queued for the disk, and takes the sync that
+/// makes every write so far durable, to run outside the lock (`None` when
+/// everything is durable already).
+fn take_sync(
+    replica: &mut Replica,
+    journal: &mut Journal,
+) -> Result<Option<PendingSync>, JournalError> {
+    journal.persist(replica.take_persist())?;
+    Ok(journal.take_sync())
+}
+
 impl PeerSync for NodeCore {
-    fn outgoing(&self, peer: &NodeId, now: Millis) -> Result<Vec<PeerMessage>, ReplicaError> {
+    fn outgoing(&self, peer: &NodeId, now: Millis) -> Result<Vec<PeerMessage>, SyncError> {
         let (mut messages, sync) = {
             let mut state = self.lock();
             let messages = state.replica.outgoing(peer, now)?;
-            (messages, state.replica.take_sync())
+            (messages, state.take_sync().map_err(CoreError::from)?)
         };
         // What the messages carry leaves the node only once durable; the
         // sync covers every write not yet durable, and runs unlocked.
         if let Some(sync) = sync {
-            sync.run().map_err(DocumentError::from)?;
+            sync.run().map_err(CoreError::from)?;
         }
         let mut state = self.lock();
         let due = state
@@ -674,12 +723,7 @@ impl PeerSync for NodeCore {
         Ok(messages)
     }
 
-    fn receive(
-        &self,
-        peer: &NodeId,
-        message: PeerMessage,
-        now: Millis,
-    ) -> Result<(), ReplicaError> {
+    fn receive(&self, peer: &NodeId, message: PeerMessage, now: Millis) -> Result<(), SyncError> {
         let mut state = self.lock();
         state.board.heard(peer);
         if let PeerMessage::V1(PeerMessageV1::Status(status)) = message {
@@ -718,13 +762,13 @@ impl PeerSync for NodeCore {
         Ok(())
     }
 
-    fn peer_joined(&self, peer: &NodeId, region: &str) -> Result<(), ReplicaError> {
+    fn peer_joined(&self, peer: &NodeId, region: &str) -> Result<(), SyncError> {
         let mut state = self.lock();
         let joined = state.replica.peer_joined(peer, region);
         if let Err(ReplicaError::NotNeighbour { .. }) = joined {
             state.board.forget(peer);
         }
-        joined
+        Ok(joined?)
     }
 
     fn peer_lost(&self, peer: &NodeId) {

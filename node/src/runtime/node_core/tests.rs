@@ -1,4 +1,6 @@
 use super::*;
+use crate::protocol::replica::Hooks;
+use crate::testkit::{TestCore, replica_config};
 use ride_types::api::Position;
 
 const TTL: u64 = 30_000;
@@ -8,14 +10,13 @@ const RETENTION: Retention = Retention {
 };
 const MAX_SKEW: Duration = Duration::from_secs(1);
 
-fn core() -> NodeCore {
-    NodeCore::new(
-        Replica::volatile(ReplicaConfig {
+fn core() -> TestCore {
+    TestCore::new(
+        ReplicaConfig {
             request_ttl_ms: TTL,
-            ..ReplicaConfig::for_test("dhaka-1")
-        }),
+            ..replica_config("dhaka-1")
+        },
         RETENTION,
-        MAX_SKEW,
     )
 }
 
@@ -122,16 +123,15 @@ fn intake_is_shed_while_the_queue_is_full_and_admitted_once_it_drains() {
 
 #[test]
 fn ttl_is_never_below_five_seconds() {
-    let core = NodeCore::new(
-        Replica::volatile(ReplicaConfig {
+    let core = TestCore::new(
+        ReplicaConfig {
             request_ttl_ms: 10,
-            ..ReplicaConfig::for_test("n")
-        }),
+            ..replica_config("n")
+        },
         Retention {
             ms: 1,
             max_matches: 1,
         },
-        Duration::from_secs(1),
     );
     assert_eq!(
         core.submit_rider(rider(1.0), Millis(0)).0.expires_at,
@@ -183,8 +183,11 @@ fn durable_core(dir: &Path, incarnation: u64, now: Millis) -> NodeCore {
             request_ttl_ms: TTL,
             match_interval_ms: 1_000,
             incarnation,
-            observe: true,
-            ..ReplicaConfig::for_test("dhaka-1")
+            hooks: Hooks {
+                observe: true,
+                ..Hooks::default()
+            },
+            ..replica_config("dhaka-1")
         },
         RETENTION,
         MAX_SKEW,

@@ -33,7 +33,7 @@ use crate::protocol::documents::DocId;
 use crate::protocol::intake::{NewDriver, NewRider};
 use crate::protocol::message::PeerMessage;
 use crate::protocol::record::{CommitRecord, RecordV1};
-use crate::protocol::replica::{Replica, ReplicaConfig};
+use crate::protocol::replica::{Hooks, ReplicaConfig};
 use crate::runtime::admission::Limits;
 use crate::runtime::delivery::Hub;
 use crate::runtime::match_log::Retention;
@@ -200,11 +200,21 @@ struct Sim {
     converged_after_ms: u64,
 }
 
+/// What a forgetful node keeps across a restart: its owner identity, and
+/// nothing it wrote under it.
+fn forget_all_but_the_owner(dir: &std::path::Path) {
+    for entry in std::fs::read_dir(dir).expect("the node's folder").flatten() {
+        if entry.file_name() != "owner" {
+            std::fs::remove_file(entry.path()).expect("a journal file removed");
+        }
+    }
+}
+
 fn node_id(i: usize) -> NodeId {
     NodeId(format!("region-{i}"))
 }
 
-fn replica_config(i: usize, world: &World, incarnation: u64) -> ReplicaConfig {
+fn replica_config(i: usize, world: &World, incarnation: u64, memory: Memory) -> ReplicaConfig {
     ReplicaConfig {
         node: node_id(i),
         region: world.region_of(i).id.clone(),
@@ -217,7 +227,10 @@ fn replica_config(i: usize, world: &World, incarnation: u64) -> ReplicaConfig {
         max_pickup_km: PICKUP_KM,
         match_interval_ms: STEP_EVERY_MS,
         ready_grace_ms: READY_GRACE_MS,
-        observe: true,
+        hooks: Hooks {
+            observe: true,
+            relearn_own_documents: memory == Memory::Forgetful,
+        },
     }
 }
 
@@ -294,26 +307,21 @@ impl Sim {
         let node = &mut self.nodes[i];
         node.incarnation += 1;
         let clock = node.clock(self.now);
-        let config = replica_config(i, &self.world, node.incarnation);
-        let core = match self.memory {
-            Memory::Journal => NodeCore::open(
-                node.dir.path(),
-                &node.id,
-                config,
-                RETENTION,
-                Duration::from_millis(MAX_SKEW_MS),
-                Durability::PageCache,
-                clock,
-                entropy,
-            )
-            .expect("a node opens its own journal"),
-            Memory::Forgetful => NodeCore::new(
-                Replica::volatile(config),
-                RETENTION,
-                Duration::from_millis(MAX_SKEW_MS),
-            )
-            .with_entropy(entropy),
-        };
+        let config = replica_config(i, &self.world, node.incarnation, self.memory);
+        if self.memory == Memory::Forgetful {
+            forget_all_but_the_owner(node.dir.path());
+        }
+        let core = NodeCore::open(
+            node.dir.path(),
+            &node.id,
+            config,
+            RETENTION,
+            Duration::from_millis(MAX_SKEW_MS),
+            Durability::PageCache,
+            clock,
+            entropy,
+        )
+        .expect("a node opens its own journal");
         let core = match self.traffic {
             Traffic::Steady => core,
             Traffic::Overload => core.with_limits(overload_limits()),
