@@ -14,7 +14,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use node::runtime::access::{TokenKey, TokenKeys};
+use node::config::TokenKey;
+use node::runtime::access::TokenKeys;
 use uuid::Uuid;
 
 /// Single checks timed by `tail`.

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use node::config::new_key_text;
 use node::config::{Config, LogFormat};
 use node::net::tls;
 use node::net::wan_relay::{Impairment, WanRelay};
-use node::runtime::access;
 use node::{server, telemetry};
 use ride_types::ids::NodeId;
 use tokio_util::sync::CancellationToken;
@@ -132,7 +132,7 @@ fn certs(dir: &std::path::Path, nodes: Vec<String>, ips: &[IpAddr]) -> ExitCode 
 }
 
 fn token_key() -> ExitCode {
-    match access::new_key_text() {
+    match new_key_text() {
         Ok(key) => {
             println!("{key}");
             ExitCode::SUCCESS

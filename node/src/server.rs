@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::config::KeyError;
 use crate::disk::journal::Durability;
 use crate::disk::ratings::{ClusterConfig, ClusterStore, EmbeddedStore, RatingStore, StoreError};
 use crate::http::{self, AppState, LimitError, RateLimit};
@@ -29,7 +30,7 @@ use crate::net::fly::{FlyError, FlyMachine};
 use crate::net::tls::{Credentials, TlsError};
 use crate::net::transport::{BoundMesh, Mesh, MeshConfig, Peer, TransportError};
 use crate::protocol::replica::{Hooks, ReplicaConfig};
-use crate::runtime::access::{self, KeyError, TokenKeys};
+use crate::runtime::access::TokenKeys;
 use crate::runtime::admission::Limits;
 use crate::runtime::delivery::{Hub, SocketSettings};
 use crate::runtime::match_log::Retention;
@@ -307,7 +308,7 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), NodeError> 
 /// peers may not (its tokens would fail everywhere else).
 fn token_keys(config: &Config) -> Result<TokenKeys, NodeError> {
     let keys = match &config.token_keys_file {
-        Some(path) => access::read_key_file(path)?,
+        Some(path) => crate::config::read_key_file(path)?,
         None => config.token_keys.clone(),
     };
     if let Some(keys) = TokenKeys::new(&keys) {

@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use super::compression::{CompressionError, FrameCompressor, FrameDecompressor};
 use super::peer_sync::{PeerSync, SyncError};
 use super::tls::{self, Credentials, TlsError};
+pub use crate::config::Peer;
 use crate::protocol::message::{PeerMessage, PeerMessageV1};
 use ride_types::clock::Millis;
 use ride_types::ids::NodeId;
@@ -64,12 +65,6 @@ const CLOSE_UNKNOWN_PEER: u32 = 1;
 const CLOSE_PROTOCOL: u32 = 2;
 const CLOSE_LAYOUT: u32 = 3;
 const CLOSE_NOT_NEIGHBOUR: u32 = 4;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    pub node: NodeId,
-    pub addr: SocketAddr,
-}
 
 #[derive(Debug, Clone)]
 pub(crate) struct MeshConfig {

@@ -30,14 +30,14 @@ use std::hash::{Hash, Hasher};
 use automerge::sync::{self, SyncDoc};
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, AutoCommit, ChangeHash, PatchAction, ROOT, ReadDoc, ScalarValue, Value};
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::codec::Batch;
+pub use super::doc_id::DocId;
 use super::persist::{Dropped, Loaded, Part, Persist};
 use super::record::RecordV1;
 use ride_types::clock::Millis;
-use ride_types::halo::{RegionIndex, Scope};
+use ride_types::halo::RegionIndex;
 use ride_types::ids::NodeId;
 
 /// How long a message that only acknowledges waits after the previous
@@ -48,17 +48,8 @@ use ride_types::ids::NodeId;
 /// whole history (`filter_changes`), and answering every change message
 /// doubled the messages a mesh sends: acknowledging in batches keeps both
 /// per document, not per change. (The messages fell by a third; the CPU
-/// saved was within a loaded machine's noise: BENCHMARKS.md, session 11.)
+/// saved was within a loaded machine's noise: BENCHMARKS.md.)
 pub const ACK_EVERY_MS: u64 = 100;
-
-/// A document: its owner, the epoch of the owner's clock it covers, and the
-/// regions it goes to.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct DocId {
-    pub owner: NodeId,
-    pub epoch: u64,
-    pub scope: Scope,
-}
 
 #[derive(Debug, Error)]
 pub enum DocumentError {

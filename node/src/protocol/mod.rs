@@ -10,6 +10,7 @@
 //! crash it queues for the runtime to journal ([`persist`]).
 
 pub mod codec;
+pub mod doc_id;
 pub mod documents;
 pub mod fare;
 pub mod intake;

@@ -16,7 +16,7 @@ use ride_types::clock::Millis;
 use ride_types::halo::Scope;
 use ride_types::ids::NodeId;
 
-use super::documents::DocId;
+use super::doc_id::DocId;
 
 /// One of this node's own documents, as its journal keeps it: the owner is
 /// always this node.

@@ -66,7 +66,7 @@ async fn state(http: &reqwest::Client, node: &RunningNode) -> Option<DebugState>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_joins_every_task_within_the_grace() {
     let dir = tempfile::tempdir().unwrap();
-    let key = access::new_key_text().unwrap();
+    let key = crate::config::new_key_text().unwrap();
     // The Fly machine has the larger id, so the peer dials it.
     let (fly_id, peer_id) = ("zmachine", "bnode");
     tls::write_certificates(

@@ -7,7 +7,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use node::runtime::access::{self, TokenKey, TokenKeys};
+use node::config::{TokenKey, new_key_text};
+use node::runtime::access::TokenKeys;
 use ride_types::api::{
     Accepted, AccessToken, ClientMessage, DriverRating, DriverRequest, Grant, MatchNotice,
     Position, RiderRequest, ServerMessage,
@@ -25,7 +26,7 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 /// run, as `scripts/mesh.sh` makes one per mesh.
 pub fn token_key() -> &'static str {
     static KEY: OnceLock<String> = OnceLock::new();
-    KEY.get_or_init(|| access::new_key_text().expect("a random key"))
+    KEY.get_or_init(|| new_key_text().expect("a random key"))
 }
 
 /// The token a node started here hands out with `id`: what the client that

@@ -1,5 +1,6 @@
 use super::*;
 use crate::protocol::record::sample_rider as rider;
+use ride_types::halo::Scope;
 
 #[test]
 fn each_flush_key_sorts_before_every_earlier_one() {

@@ -45,7 +45,6 @@ use crate::protocol::ledger::Owned;
 pub(crate) use crate::protocol::message::Ticket;
 use crate::protocol::message::{PeerMessage, PeerMessageV1, PeerStatus};
 use crate::protocol::record::CommitRecord;
-pub(crate) use crate::protocol::replica::MIN_REQUEST_TTL_MS;
 use crate::protocol::replica::{Replica, ReplicaConfig, ReplicaError, ReplicaStats};
 use crate::runtime::admission::{Limits, Load, Overload};
 use crate::runtime::match_log::{Inserted, Match, MatchLog, Retention};

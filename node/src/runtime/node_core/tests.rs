@@ -1,5 +1,5 @@
 use super::*;
-use crate::protocol::replica::Hooks;
+use crate::protocol::replica::{Hooks, MIN_REQUEST_TTL_MS};
 use crate::testkit::{TestCore, replica_config};
 use ride_types::api::Position;
 

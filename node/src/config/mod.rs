@@ -7,9 +7,17 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::net::transport::Peer;
-use crate::runtime::access::TokenKey;
-use crate::runtime::node_core::MIN_REQUEST_TTL_MS;
+use crate::protocol::replica::MIN_REQUEST_TTL_MS;
+pub use token_key::{KeyError, MIN_KEY_BYTES, TokenKey, new_key_text, read_key_file};
+
+mod token_key;
+
+/// A peer as `--peer` names it: its node id and mesh address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub node: NodeId,
+    pub addr: SocketAddr,
+}
 use ride_types::ids::NodeId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
