@@ -14,7 +14,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use node::protocol::documents::{DocId, Documents};
 use node::protocol::persist::Loaded;
-use node::protocol::record::{RecordV1, RiderRecord};
+use node::protocol::record::{Record, RiderRecord};
 use ride_types::api::Position;
 use ride_types::clock::Millis;
 use ride_types::halo::{RegionIndex, Scope};
@@ -24,9 +24,9 @@ const FLUSHES_PER_EPOCH: usize = 1_000;
 /// The node's default `--mesh-sync-interval`.
 const SYNC_TICK_MS: u64 = 10;
 
-fn rider(entropy: &Entropy, i: usize) -> RecordV1 {
+fn rider(entropy: &Entropy, i: usize) -> Record {
     let at = 1_764_000_000_000 + i as u64;
-    RecordV1::Rider(RiderRecord {
+    Record::Rider(RiderRecord {
         id: entropy.request_id(Millis(at)),
         name: format!("Rider {:04}", i % 10_000),
         position: Position {
@@ -55,7 +55,7 @@ fn replicate(
     a: &mut Documents,
     b: &mut Documents,
     doc: &DocId,
-    records: Vec<RecordV1>,
+    records: Vec<Record>,
     now: Millis,
 ) -> usize {
     let (a_id, b_id) = (&doc.owner, NodeId("peer".into()));

@@ -33,8 +33,8 @@ use crate::protocol::replica::{Hooks, ReplicaConfig};
 use crate::runtime::access::TokenKeys;
 use crate::runtime::admission::Limits;
 use crate::runtime::delivery::{Hub, SocketSettings};
-use crate::runtime::match_log::Retention;
-use crate::runtime::node_core::{CoreError, NodeCore};
+use crate::runtime::node::{CoreError, Node};
+use crate::runtime::recent_matches::Retention;
 use crate::runtime::step_loop::StepLoop;
 use crate::telemetry;
 use ride_types::clock::Millis;
@@ -443,7 +443,7 @@ fn start_mesh(
     node: &NodeId,
     layout: &Layout,
     peers: watch::Receiver<Vec<Peer>>,
-    core: &Arc<NodeCore>,
+    core: &Arc<Node>,
     shutdown: &CancellationToken,
 ) -> Result<Option<(SocketAddr, Mesh)>, NodeError> {
     let Some(listen) = config.mesh_listen else {
@@ -468,10 +468,10 @@ fn start_mesh(
 
 /// The core, holding this node's own documents as its journal kept them
 /// (under `<data dir>/mesh`).
-fn open_core(config: &Config, node: &NodeId, layout: &Arc<Layout>) -> Result<NodeCore, NodeError> {
+fn open_core(config: &Config, node: &NodeId, layout: &Arc<Layout>) -> Result<Node, NodeError> {
     let now = Millis::now();
     let started = std::time::Instant::now();
-    let core = NodeCore::open(
+    let core = Node::open(
         &config.data_dir.join("mesh"),
         node,
         ReplicaConfig {

@@ -36,7 +36,7 @@ pub(crate) use limits::{LimitError, RateLimit};
 use crate::disk::ratings::RatingStore;
 use crate::runtime::access::TokenKeys;
 use crate::runtime::delivery::{self, Hub, SocketSettings};
-use crate::runtime::node_core::NodeCore;
+use crate::runtime::node::Node;
 use ride_types::regions::Regions;
 
 /// Request bodies larger than this are refused with 413.
@@ -46,7 +46,7 @@ pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 pub(crate) struct AppState {
     pub region: String,
     pub node: String,
-    pub core: Arc<NodeCore>,
+    pub core: Arc<Node>,
     pub hub: Arc<Hub>,
     pub ratings: Arc<dyn RatingStore>,
     pub metrics: PrometheusHandle,

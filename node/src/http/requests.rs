@@ -17,7 +17,7 @@ use super::AppState;
 use super::error::{ApiError, ApiJson};
 use super::regions::check_owner;
 use crate::protocol::intake;
-use crate::runtime::node_core::Ticket;
+use crate::runtime::node::Ticket;
 use ride_types::api::{Accepted, DriverRequest, RiderRequest};
 use ride_types::clock::Millis;
 

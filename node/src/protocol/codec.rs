@@ -19,7 +19,7 @@ use thiserror::Error;
 
 use ride_types::halo::Scope;
 
-use super::record::RecordV1;
+use super::record::Record;
 
 /// One group commit's accepted requests of one epoch, a sequence of
 /// (scope, record): written from borrowed records, read back as owned
@@ -31,18 +31,18 @@ enum Entry<Requests> {
 
 /// One intake frame's payload: what one group commit accepted in one
 /// epoch.
-pub(crate) fn encode_intake(accepted: &[(&Scope, &RecordV1)]) -> Vec<u8> {
+pub(crate) fn encode_intake(accepted: &[(&Scope, &Record)]) -> Vec<u8> {
     // Encoding plain structs into a Vec cannot fail.
     postcard::to_stdvec(&Entry::V1(accepted)).unwrap_or_default()
 }
 
 /// Every request in an intake file's frames, concatenated as the journal
 /// loads them, in the order they were appended.
-pub(crate) fn decode_intake(mut bytes: &[u8]) -> Result<Vec<(Scope, RecordV1)>, postcard::Error> {
+pub(crate) fn decode_intake(mut bytes: &[u8]) -> Result<Vec<(Scope, Record)>, postcard::Error> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let (Entry::V1(accepted), rest) =
-            postcard::take_from_bytes::<Entry<Vec<(Scope, RecordV1)>>>(bytes)?;
+            postcard::take_from_bytes::<Entry<Vec<(Scope, Record)>>>(bytes)?;
         out.extend(accepted);
         bytes = rest;
     }
@@ -53,7 +53,7 @@ pub(crate) fn decode_intake(mut bytes: &[u8]) -> Result<Vec<(Scope, RecordV1)>, 
 /// a newer node read old data and reject what it cannot read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Batch {
-    V1(Vec<RecordV1>),
+    V1(Vec<Record>),
 }
 
 #[derive(Debug, Error)]
@@ -64,14 +64,14 @@ pub struct BatchError {
 }
 
 impl Batch {
-    pub fn encode(records: &[RecordV1]) -> Vec<u8> {
+    pub fn encode(records: &[Record]) -> Vec<u8> {
         // Encoding plain structs into a Vec cannot fail.
         postcard::to_stdvec(&Batch::V1(records.to_vec())).unwrap_or_default()
     }
 
     /// Decodes a value read from a peer's document (`key` names it in the
     /// error).
-    pub fn decode(key: &str, bytes: &[u8]) -> Result<Vec<RecordV1>, BatchError> {
+    pub fn decode(key: &str, bytes: &[u8]) -> Result<Vec<Record>, BatchError> {
         let Batch::V1(records) = postcard::from_bytes(bytes).map_err(|source| BatchError {
             key: key.to_owned(),
             source,
@@ -88,12 +88,12 @@ mod tests {
     use ride_types::ids::RequestId;
 
     /// Encodes owned requests as the replica does borrowed ones.
-    fn frame(accepted: &[(Scope, RecordV1)]) -> Vec<u8> {
-        let borrowed: Vec<(&Scope, &RecordV1)> = accepted.iter().map(|(s, r)| (s, r)).collect();
+    fn frame(accepted: &[(Scope, Record)]) -> Vec<u8> {
+        let borrowed: Vec<(&Scope, &Record)> = accepted.iter().map(|(s, r)| (s, r)).collect();
         encode_intake(&borrowed)
     }
 
-    fn rider(n: u64) -> (Scope, RecordV1) {
+    fn rider(n: u64) -> (Scope, Record) {
         (Scope::of([0, 2]), sample_rider(n))
     }
 
@@ -119,7 +119,7 @@ mod tests {
     fn a_batch_round_trips_and_garbage_is_refused() {
         let records = vec![
             sample_driver(),
-            RecordV1::Commit(CommitRecord {
+            Record::Commit(CommitRecord {
                 rider: RequestId::generate(),
                 driver: RequestId::generate(),
                 pickup_km: 1.5,
@@ -137,8 +137,44 @@ mod tests {
 
     #[test]
     fn a_request_record_is_compact() {
-        let records: Vec<RecordV1> = (0..100).map(|_| sample_driver()).collect();
+        let records: Vec<Record> = (0..100).map(|_| sample_driver()).collect();
         let per_record = Batch::encode(&records).len() / records.len();
         assert!(per_record < 80, "{per_record} bytes per record");
+    }
+
+    /// The V1 envelopes' bytes, pinned: in-memory records may change, but
+    /// what older nodes wrote must still read, so a change to these bytes
+    /// needs a V2 envelope, not an edit.
+    #[test]
+    fn v1_envelopes_keep_their_bytes() {
+        use crate::protocol::record::RiderRecord;
+        use ride_types::api::Position;
+        let rider = Record::Rider(RiderRecord {
+            id: RequestId(uuid::Uuid::from_u128(
+                0x0190_0000_0000_7000_8000_0000_0000_0001,
+            )),
+            name: "Rumi".into(),
+            position: Position {
+                lat: 23.5,
+                lon: 90.25,
+            },
+            destination: Position {
+                lat: 23.75,
+                lon: 90.5,
+            },
+            accepted_at: Millis(1_000),
+            expires_at: Millis(31_000),
+        });
+        let batch = Batch::encode(std::slice::from_ref(&rider));
+        let intake = encode_intake(&[(&Scope::of([0, 2]), &rider)]);
+        assert_eq!(hex(&batch), PINNED_BATCH, "batch");
+        assert_eq!(hex(&intake), PINNED_INTAKE, "intake frame");
+    }
+
+    const PINNED_BATCH: &str = "00010010019000000000700080000000000000010452756d69000000000080374000000000009056400000000000c037400000000000a05640e80798f201";
+    const PINNED_INTAKE: &str = "00010200020010019000000000700080000000000000010452756d69000000000080374000000000009056400000000000c037400000000000a05640e80798f201";
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 }

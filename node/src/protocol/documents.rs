@@ -35,7 +35,7 @@ use thiserror::Error;
 use super::codec::Batch;
 pub use super::doc_id::DocId;
 use super::persist::{Dropped, Loaded, Part, Persist};
-use super::record::RecordV1;
+use super::record::Record;
 use ride_types::clock::Millis;
 use ride_types::halo::RegionIndex;
 use ride_types::ids::NodeId;
@@ -119,7 +119,7 @@ impl Document {
 }
 
 /// A record read out of a document.
-pub type Change = (DocId, RecordV1);
+pub type Change = (DocId, Record);
 
 /// What was read from documents: good records and what was rejected.
 #[derive(Debug, Default)]
@@ -240,7 +240,7 @@ impl Documents {
     /// ([`Documents::take_persist`]).
     pub fn write(
         &mut self,
-        writes: Vec<(DocId, Vec<RecordV1>)>,
+        writes: Vec<(DocId, Vec<Record>)>,
         now: Millis,
     ) -> Result<(), DocumentError> {
         let mut journaled = Vec::with_capacity(writes.len());
@@ -389,7 +389,7 @@ impl Documents {
     }
 
     /// Every record a document holds.
-    pub fn records_of(&self, id: &DocId) -> Vec<RecordV1> {
+    pub fn records_of(&self, id: &DocId) -> Vec<Record> {
         let Some(entry) = self.docs.get(id) else {
             return Vec::new();
         };

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::documents::DocId;
 use super::record::{
-    ClaimId, ClaimRecord, CommitRecord, DecisionRecord, DriverRecord, RecordV1, RiderRecord,
+    ClaimId, ClaimRecord, CommitRecord, DecisionRecord, DriverRecord, Record, RiderRecord,
 };
 use ride_types::api::Position;
 use ride_types::clock::Millis;
@@ -95,9 +95,9 @@ pub(crate) struct Ledger {
 impl Ledger {
     /// Adds a record from a document. A record seen before is ignored:
     /// keys are written once.
-    pub(crate) fn apply(&mut self, doc: &DocId, record: RecordV1) {
+    pub(crate) fn apply(&mut self, doc: &DocId, record: Record) {
         match record {
-            RecordV1::Rider(r) => {
+            Record::Rider(r) => {
                 if !self.commits.contains_key(&r.id) {
                     self.open_riders
                         .entry(r.id)
@@ -107,7 +107,7 @@ impl Ledger {
                     .entry(r.id)
                     .or_insert_with(|| Owned::new(doc, r));
             }
-            RecordV1::Driver(d) => {
+            Record::Driver(d) => {
                 if !self.committed_drivers.contains_key(&d.id) {
                     self.open_drivers
                         .entry(d.id)
@@ -117,12 +117,12 @@ impl Ledger {
                     .entry(d.id)
                     .or_insert_with(|| Owned::new(doc, d));
             }
-            RecordV1::Claim(c) => {
+            Record::Claim(c) => {
                 self.claims
                     .entry(c.id)
                     .or_insert_with(|| Owned::new(doc, c));
             }
-            RecordV1::Decision(x) => {
+            Record::Decision(x) => {
                 if x.transfer {
                     self.transfers
                         .entry((x.driver, x.generation))
@@ -132,7 +132,7 @@ impl Ledger {
                     .entry(x.claim)
                     .or_insert_with(|| Owned::new(doc, x));
             }
-            RecordV1::Commit(m) => {
+            Record::Commit(m) => {
                 if !self.commits.contains_key(&m.rider) {
                     self.open_riders.remove(&m.rider);
                     self.open_drivers.remove(&m.driver);
@@ -224,27 +224,27 @@ impl Ledger {
 
     /// Forgets the records of a dropped document (those the ledger holds
     /// from that very document: a key written elsewhere too stays).
-    pub(crate) fn forget(&mut self, doc: &DocId, records: &[RecordV1]) {
+    pub(crate) fn forget(&mut self, doc: &DocId, records: &[Record]) {
         for record in records {
             match record {
-                RecordV1::Rider(r) => {
+                Record::Rider(r) => {
                     if self.riders.get(&r.id).is_some_and(|o| o.is_from(doc)) {
                         self.riders.remove(&r.id);
                         self.open_riders.remove(&r.id);
                     }
                 }
-                RecordV1::Driver(d) => {
+                Record::Driver(d) => {
                     if self.drivers.get(&d.id).is_some_and(|o| o.is_from(doc)) {
                         self.drivers.remove(&d.id);
                         self.open_drivers.remove(&d.id);
                     }
                 }
-                RecordV1::Claim(c) => {
+                Record::Claim(c) => {
                     if self.claims.get(&c.id).is_some_and(|o| o.is_from(doc)) {
                         self.claims.remove(&c.id);
                     }
                 }
-                RecordV1::Decision(x) => {
+                Record::Decision(x) => {
                     if self.decisions.get(&x.claim).is_some_and(|o| o.is_from(doc)) {
                         self.decisions.remove(&x.claim);
                         if x.transfer
@@ -254,7 +254,7 @@ impl Ledger {
                         }
                     }
                 }
-                RecordV1::Commit(m) => {
+                Record::Commit(m) => {
                     if self.commits.get(&m.rider).is_some_and(|o| o.is_from(doc)) {
                         self.commits.remove(&m.rider);
                         if self.committed_drivers.get(&m.driver) == Some(&m.rider) {

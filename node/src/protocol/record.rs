@@ -95,7 +95,7 @@ pub struct CommitRecord {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum RecordV1 {
+pub enum Record {
     Rider(RiderRecord),
     Driver(DriverRecord),
     Claim(ClaimRecord),
@@ -112,7 +112,7 @@ pub struct RequestFacts {
     pub expires_at: Millis,
 }
 
-impl RecordV1 {
+impl Record {
     /// The request a rider or driver record is; `None` for the records
     /// that decide about requests.
     pub fn request(&self) -> Option<RequestFacts> {
@@ -136,8 +136,8 @@ impl RecordV1 {
 
 /// A rider record accepted at `n` ms, for tests.
 #[cfg(test)]
-pub(crate) fn sample_rider(n: u64) -> RecordV1 {
-    RecordV1::Rider(RiderRecord {
+pub(crate) fn sample_rider(n: u64) -> Record {
+    Record::Rider(RiderRecord {
         id: RequestId::generate(),
         name: format!("Rider {n}"),
         position: Position {
@@ -155,8 +155,8 @@ pub(crate) fn sample_rider(n: u64) -> RecordV1 {
 
 /// A driver record, for tests.
 #[cfg(test)]
-pub(crate) fn sample_driver() -> RecordV1 {
-    RecordV1::Driver(DriverRecord {
+pub(crate) fn sample_driver() -> Record {
+    Record::Driver(DriverRecord {
         id: RequestId::generate(),
         name: "Karim Uddin".into(),
         car_number: "DHA-11-2233".into(),

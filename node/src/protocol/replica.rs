@@ -34,7 +34,7 @@ use super::ledger::{Ledger, Open, Owned};
 use super::message::{PeerMessage, PeerMessageV1, Ticket};
 use super::persist::{Loaded, Persist};
 use super::record::{
-    ClaimId, ClaimRecord, CommitRecord, DecisionRecord, DriverRecord, RecordV1, RequestFacts,
+    ClaimId, ClaimRecord, CommitRecord, DecisionRecord, DriverRecord, Record, RequestFacts,
     RiderRecord,
 };
 use crate::protocol::intake::{NewDriver, NewRider};
@@ -154,12 +154,12 @@ pub(crate) struct Replica {
     region: RegionIndex,
     docs: Documents,
     ledger: Ledger,
-    unflushed: Vec<(Millis, Scope, RecordV1)>,
+    unflushed: Vec<(Millis, Scope, Record)>,
     /// Requests accepted since the last group commit, which journals them
     /// ([`Replica::journal_arrivals`]) before their 202.
-    arrived: Vec<(Millis, Scope, RecordV1)>,
+    arrived: Vec<(Millis, Scope, Record)>,
     /// Requests journaled and not yet written into a document.
-    journaled: Vec<(Millis, Scope, RecordV1)>,
+    journaled: Vec<(Millis, Scope, Record)>,
     /// Every request in `arrived` or `journaled`: pending before any
     /// document holds it.
     unwritten: HashMap<RequestId, RequestFacts>,
@@ -348,7 +348,7 @@ impl Replica {
         let expires_at = now.plus(self.config.request_ttl_ms);
         self.arrive(
             scope,
-            RecordV1::Rider(RiderRecord {
+            Record::Rider(RiderRecord {
                 id,
                 name: rider.name,
                 position: rider.position,
@@ -361,7 +361,7 @@ impl Replica {
     }
 
     /// A rider or driver record accepted here, on its way to the journal.
-    fn arrive(&mut self, scope: Scope, record: RecordV1) {
+    fn arrive(&mut self, scope: Scope, record: Record) {
         if let Some(request) = record.request() {
             self.unwritten.insert(request.id, request);
             self.arrived.push((request.accepted_at, scope, record));
@@ -379,7 +379,7 @@ impl Replica {
         let expires_at = now.plus(self.config.request_ttl_ms);
         self.arrive(
             scope,
-            RecordV1::Driver(DriverRecord {
+            Record::Driver(DriverRecord {
                 id,
                 name: driver.name,
                 car_number: driver.car_number,
@@ -661,7 +661,7 @@ impl Replica {
         std::mem::take(&mut self.observed)
     }
 
-    fn write(&mut self, now: Millis, scope: Scope, record: RecordV1) {
+    fn write(&mut self, now: Millis, scope: Scope, record: Record) {
         self.unflushed.push((now, scope, record));
     }
 
@@ -682,7 +682,7 @@ impl Replica {
         if self.unflushed.is_empty() {
             return Ok(());
         }
-        let mut by_doc: BTreeMap<(u64, Scope), Vec<RecordV1>> = BTreeMap::new();
+        let mut by_doc: BTreeMap<(u64, Scope), Vec<Record>> = BTreeMap::new();
         for (at, scope, record) in self.unflushed.drain(..) {
             by_doc
                 .entry((at.0 / self.config.epoch_ms, scope))
@@ -711,7 +711,7 @@ impl Replica {
     /// runtime then says whether the append worked
     /// ([`Replica::arrivals_journaled`]).
     pub(crate) fn arrivals_to_journal(&self) -> Vec<(u64, Vec<u8>)> {
-        let mut by_epoch: BTreeMap<u64, Vec<(&Scope, &RecordV1)>> = BTreeMap::new();
+        let mut by_epoch: BTreeMap<u64, Vec<(&Scope, &Record)>> = BTreeMap::new();
         for (at, scope, record) in &self.arrived {
             by_epoch
                 .entry(at.0 / self.config.epoch_ms)
@@ -828,7 +828,7 @@ impl Replica {
             } else {
                 self.stats.claims_refused += 1;
             }
-            self.write(now, scope, RecordV1::Decision(decision));
+            self.write(now, scope, Record::Decision(decision));
         }
     }
 
@@ -873,7 +873,7 @@ impl Replica {
             ));
         }
         for (scope, commit) in commits {
-            self.write(now, scope, RecordV1::Commit(commit));
+            self.write(now, scope, Record::Commit(commit));
         }
     }
 
@@ -957,7 +957,7 @@ impl Replica {
             if driver_owner == me {
                 writes.push((
                     scope,
-                    RecordV1::Commit(CommitRecord {
+                    Record::Commit(CommitRecord {
                         rider: pair.rider,
                         driver: pair.driver,
                         pickup_km: pair.pickup_km,
@@ -969,7 +969,7 @@ impl Replica {
                 self.stats.claims_sent += 1;
                 writes.push((
                     scope,
-                    RecordV1::Claim(ClaimRecord {
+                    Record::Claim(ClaimRecord {
                         id: ClaimId::derive(&me, pair.rider, pair.driver, round_at),
                         rider: pair.rider,
                         driver: pair.driver,
@@ -1025,7 +1025,7 @@ impl Replica {
         if stale.is_empty() {
             return Ok(());
         }
-        let contents: Vec<(DocId, Vec<RecordV1>)> = stale
+        let contents: Vec<(DocId, Vec<Record>)> = stale
             .into_iter()
             .map(|doc| {
                 let records = self.docs.records_of(&doc);
@@ -1070,11 +1070,11 @@ impl Replica {
 }
 
 /// The riders and drivers a record decides about.
-fn refers_to(record: &RecordV1) -> Vec<RequestId> {
+fn refers_to(record: &Record) -> Vec<RequestId> {
     match record {
-        RecordV1::Commit(m) => vec![m.rider, m.driver],
-        RecordV1::Claim(c) => vec![c.rider, c.driver],
-        RecordV1::Decision(x) => vec![x.driver],
-        RecordV1::Rider(_) | RecordV1::Driver(_) => Vec::new(),
+        Record::Commit(m) => vec![m.rider, m.driver],
+        Record::Claim(c) => vec![c.rider, c.driver],
+        Record::Decision(x) => vec![x.driver],
+        Record::Rider(_) | Record::Driver(_) => Vec::new(),
     }
 }

@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::runtime::access::{TokenError, TokenKeys};
-use crate::runtime::match_log::Match;
-use crate::runtime::node_core::{NodeCore, Status};
+use crate::runtime::node::{Node, Status};
+use crate::runtime::recent_matches::Match;
 use ride_types::api::{ClientMessage, ErrorDetail, Grant, ServerMessage};
 use ride_types::clock::Millis;
 use ride_types::ids::RequestId;
@@ -177,7 +177,7 @@ impl Hub {
         &self,
         socket: SocketId,
         ids: &[Uuid],
-        core: &NodeCore,
+        core: &Node,
         now: Millis,
     ) -> Subscription {
         let mut registry = self.registry.lock();
@@ -306,7 +306,7 @@ pub(crate) struct SocketSettings {
 pub(crate) async fn serve(
     socket: WebSocket,
     hub: Arc<Hub>,
-    core: Arc<NodeCore>,
+    core: Arc<Node>,
     settings: SocketSettings,
     shutdown: CancellationToken,
     tokens: Arc<TokenKeys>,
@@ -376,7 +376,7 @@ fn handle_frame(
     text: &str,
     socket: SocketId,
     hub: &Hub,
-    core: &NodeCore,
+    core: &Node,
     tokens: &TokenKeys,
 ) -> Vec<Utf8Bytes> {
     let requests = match serde_json::from_str::<ClientMessage>(text) {

@@ -1,12 +1,12 @@
 //! The step loop: the task that drives the core's time. Whenever the core asks for it
-//! ([`NodeCore::poll_timeout`]), one step (answer claims, commit, run a
+//! ([`Node::poll_timeout`]), one step (answer claims, commit, run a
 //! matching round when one is due), then the matches it learnt of go to the
 //! websockets, and subscriptions of requests that are no longer pending are
 //! forgotten.
 //!
 //! A step is CPU work (tens of milliseconds at 10k x 10k), so it runs on the
 //! blocking pool and never occupies an async worker; the round itself runs
-//! outside the core's lock (see [`crate::runtime::node_core`]), so it delays neither
+//! outside the core's lock (see [`crate::runtime::node`]), so it delays neither
 //! intake nor the mesh.
 
 use std::sync::Arc;
@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::runtime::delivery::Hub;
-use crate::runtime::node_core::NodeCore;
+use crate::runtime::node::Node;
 use ride_types::clock::Millis;
 use ride_types::ids::NodeId;
 
 #[derive(Clone)]
 pub(crate) struct StepLoop {
-    pub core: Arc<NodeCore>,
+    pub core: Arc<Node>,
     pub hub: Arc<Hub>,
     /// The longest the task sleeps between steps, whatever the core asks.
     pub interval: Duration,

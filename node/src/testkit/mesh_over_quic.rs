@@ -16,8 +16,8 @@ use crate::net::transport::{BoundMesh, Mesh, MeshConfig, Peer};
 use crate::protocol::intake::{NewDriver, NewRider};
 use crate::protocol::message::{PeerMessage, PeerMessageV1};
 use crate::protocol::replica::ReplicaConfig;
-use crate::runtime::match_log::Retention;
-use crate::runtime::node_core::{NodeCore, Status};
+use crate::runtime::node::{Node, Status};
+use crate::runtime::recent_matches::Retention;
 use crate::testkit::{TestCore, replica_config};
 use ride_types::api::Position;
 use ride_types::clock::Millis;
@@ -36,7 +36,7 @@ fn credentials(ca: &PemPair, name: &str) -> Credentials {
 }
 
 struct Running {
-    cores: Vec<Arc<NodeCore>>,
+    cores: Vec<Arc<Node>>,
     /// Each node's peer list, as discovery would publish it.
     membership: Vec<watch::Sender<Vec<Peer>>>,
     everyone: Vec<Vec<Peer>>,

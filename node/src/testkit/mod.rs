@@ -19,8 +19,8 @@ use crate::disk::journal::{Durability, Journal};
 use crate::protocol::persist::Loaded;
 use crate::protocol::replica::{Hooks, Replica, ReplicaConfig};
 use crate::runtime::admission::Limits;
-use crate::runtime::match_log::Retention;
-use crate::runtime::node_core::NodeCore;
+use crate::runtime::node::Node;
+use crate::runtime::recent_matches::Retention;
 
 /// A node `node` of region `dhaka` on an unmapped layout, that runs a round
 /// at every step and decides at once.
@@ -49,7 +49,7 @@ pub(crate) fn new_replica(config: ReplicaConfig) -> Replica {
 /// The node's shared state around a new replica, journaling into a folder
 /// of its own that lives as long as this does.
 pub(crate) struct TestCore {
-    core: NodeCore,
+    core: Node,
     dir: tempfile::TempDir,
 }
 
@@ -57,7 +57,7 @@ impl TestCore {
     pub(crate) fn new(config: ReplicaConfig, retention: Retention) -> Self {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let (journal, _) = Journal::open(dir.path(), Durability::PageCache).expect("a journal");
-        let core = NodeCore::new(
+        let core = Node::new(
             new_replica(config),
             journal,
             retention,
@@ -75,15 +75,15 @@ impl TestCore {
     }
 
     /// The state, to share with tasks (the transport), and its folder.
-    pub(crate) fn into_shared(self) -> (Arc<NodeCore>, tempfile::TempDir) {
+    pub(crate) fn into_shared(self) -> (Arc<Node>, tempfile::TempDir) {
         (Arc::new(self.core), self.dir)
     }
 }
 
 impl Deref for TestCore {
-    type Target = NodeCore;
+    type Target = Node;
 
-    fn deref(&self) -> &NodeCore {
+    fn deref(&self) -> &Node {
         &self.core
     }
 }

@@ -4,7 +4,7 @@
 use ride_types::ids::NodeId;
 
 use crate::protocol::documents::DocId;
-use crate::protocol::record::RecordV1;
+use crate::protocol::record::Record;
 
 /// What a node did, as the model's conformance check replays it
 /// ([`super::model::conformance`]): test-only, recorded only when asked for.
@@ -14,7 +14,7 @@ pub(crate) enum TraceEvent {
     Boot {
         node: usize,
         owner: NodeId,
-        loaded: Vec<(DocId, RecordV1)>,
+        loaded: Vec<(DocId, Record)>,
     },
     /// Memory gone; with `wipe`, the disk too.
     Crash {
@@ -26,7 +26,7 @@ pub(crate) enum TraceEvent {
     Absorbed {
         node: usize,
         from: Option<usize>,
-        records: Vec<(DocId, RecordV1)>,
+        records: Vec<(DocId, Record)>,
     },
     Ready {
         node: usize,

@@ -1,6 +1,6 @@
 use super::*;
 use crate::protocol::intake::{NewDriver, NewRider};
-use crate::runtime::match_log::Retention;
+use crate::runtime::recent_matches::Retention;
 use crate::testkit::{TestCore, replica_config};
 use ride_types::api::Position;
 
@@ -14,7 +14,7 @@ fn core() -> TestCore {
     )
 }
 
-fn add_pair(core: &NodeCore) -> (RequestId, RequestId) {
+fn add_pair(core: &Node) -> (RequestId, RequestId) {
     let p = Position {
         lat: 23.8,
         lon: 90.4,
@@ -40,7 +40,7 @@ fn add_pair(core: &NodeCore) -> (RequestId, RequestId) {
     (r.id, d.id)
 }
 
-fn run_round(core: &NodeCore) -> Vec<Arc<Match>> {
+fn run_round(core: &Node) -> Vec<Arc<Match>> {
     core.step(Millis::now()).unwrap()
 }
 

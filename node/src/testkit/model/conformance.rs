@@ -1,5 +1,5 @@
 //! Conformance: the shipped core must only take steps the model allows.
-//! The deterministic simulation records what each real `NodeCore` did (its
+//! The deterministic simulation records what each real `Node` did (its
 //! own writes, what it absorbed from which peer, crashes, restarts,
 //! readiness, dropped documents: [`TraceEvent`]) and each step is replayed
 //! against the model's transition relation ([`ProtocolModel::step`]). Every
@@ -47,7 +47,7 @@ use super::ownership::{
     no_double_commit,
 };
 use crate::protocol::documents::DocId;
-use crate::protocol::record::{ClaimId, RecordV1};
+use crate::protocol::record::{ClaimId, Record as Shipped};
 use crate::testkit::trace::TraceEvent;
 use ride_types::ids::{NodeId, RequestId};
 
@@ -189,11 +189,11 @@ impl Replay {
 
     /// The model's record for a real one (claims are numbered as they
     /// first appear, which is when their claimant writes them).
-    fn record(&mut self, doc: &DocId, record: &RecordV1) -> Result<Record, String> {
+    fn record(&mut self, doc: &DocId, record: &Shipped) -> Result<Record, String> {
         Ok(match record {
-            RecordV1::Rider(r) => Record::Request(self.req(&r.id)?),
-            RecordV1::Driver(d) => Record::Request(self.req(&d.id)?),
-            RecordV1::Claim(c) => {
+            Shipped::Rider(r) => Record::Request(self.req(&r.id)?),
+            Shipped::Driver(d) => Record::Request(self.req(&d.id)?),
+            Shipped::Claim(c) => {
                 if let Some(key) = self.claims.get(&c.id) {
                     return Ok(Record::Claim(*key));
                 }
@@ -217,14 +217,14 @@ impl Replay {
                 self.claims.insert(c.id, key);
                 Record::Claim(key)
             }
-            RecordV1::Decision(x) => Record::Decision {
+            Shipped::Decision(x) => Record::Decision {
                 claim: *self
                     .claims
                     .get(&x.claim)
                     .ok_or("a decision on a claim never written")?,
                 transfer: x.transfer,
             },
-            RecordV1::Commit(m) => Record::Commit {
+            Shipped::Commit(m) => Record::Commit {
                 writer: self.owner(&doc.owner)?,
                 rider: self.req(&m.rider)?,
                 driver: self.req(&m.driver)?,
@@ -390,7 +390,7 @@ impl Replay {
         node: usize,
         from: Option<usize>,
         doc: &DocId,
-        real: &RecordV1,
+        real: &Shipped,
     ) -> Result<(), String> {
         let record = self.record(doc, real)?;
         let i = u8::try_from(node).expect("few nodes");
@@ -491,7 +491,7 @@ mod tests {
             lat: 23.8,
             lon: 90.4,
         };
-        let rider = RecordV1::Rider(RiderRecord {
+        let rider = Shipped::Rider(RiderRecord {
             id: RequestId::generate(),
             name: "rider".into(),
             position: here,

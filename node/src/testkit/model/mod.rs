@@ -2,7 +2,7 @@
 //! conformance of the shipped core to that model.
 //!
 //! It lives in the node crate, under `cfg(test)`, rather than in a crate of
-//! its own: conformance replays traces of the real `NodeCore` recorded by
+//! its own: conformance replays traces of the real `Node` recorded by
 //! the deterministic simulation ([`super::simulation`], test-only) and reads
 //! the crate's own record and id types, none of which a separate crate
 //! could reach without making them public. `stateright` stays a

@@ -82,7 +82,7 @@ pub(crate) struct ClaimKey {
     pub attempt: u8,
 }
 
-/// A replicated record, as [`crate::protocol::record::RecordV1`] without
+/// A replicated record, as [`crate::protocol::record::Record`] without
 /// payload. The derived order sorts by kind first (in this order), so a
 /// view's claims, decisions or commits are one range of it
 /// ([`kind_range`]): the guards read them without walking every request.

@@ -52,9 +52,9 @@ pub(super) fn fate(status: &Status) -> Fate {
 }
 
 impl Checker {
-    pub(super) fn observe(&mut self, records: Vec<(DocId, RecordV1)>) {
+    pub(super) fn observe(&mut self, records: Vec<(DocId, Record)>) {
         for (doc, record) in records {
-            if let RecordV1::Commit(c) = record {
+            if let Record::Commit(c) = record {
                 self.commits.entry((c.rider, doc)).or_insert(c);
             }
         }

@@ -1,5 +1,5 @@
 //! Deterministic simulation of the node that ships: several region nodes,
-//! each the production [`NodeCore`] (protocol core, journal on disk, match
+//! each the production [`Node`] (protocol core, journal on disk, match
 //! log) with the production websocket [`Hub`] in front of it, driven over
 //! an in-process network on a virtual clock. Seeded random traffic
 //! concentrates at the region borders; links have random delays, go down
@@ -32,12 +32,12 @@ use crate::net::peer_sync::PeerSync;
 use crate::protocol::documents::DocId;
 use crate::protocol::intake::{NewDriver, NewRider};
 use crate::protocol::message::PeerMessage;
-use crate::protocol::record::{CommitRecord, RecordV1};
+use crate::protocol::record::{CommitRecord, Record};
 use crate::protocol::replica::{Hooks, ReplicaConfig};
 use crate::runtime::admission::Limits;
 use crate::runtime::delivery::Hub;
-use crate::runtime::match_log::Retention;
-use crate::runtime::node_core::{Durable, NodeCore, Snapshot, Status};
+use crate::runtime::node::{Durable, Node, Snapshot, Status};
+use crate::runtime::recent_matches::Retention;
 use crate::testkit::model::conformance::{self, Covered};
 use crate::testkit::trace::TraceEvent;
 use ride_types::api::{Position, ServerMessage};
@@ -137,7 +137,7 @@ struct Link {
 /// A node process: its core, its hub with one client socket watching
 /// everything accepted here (as the bot does), and its data folder.
 struct Process {
-    core: NodeCore,
+    core: Node,
     hub: Hub,
     socket: u64,
     frames: mpsc::Receiver<axum::extract::ws::Utf8Bytes>,
@@ -311,7 +311,7 @@ impl Sim {
         if self.memory == Memory::Forgetful {
             forget_all_but_the_owner(node.dir.path());
         }
-        let core = NodeCore::open(
+        let core = Node::open(
             node.dir.path(),
             &node.id,
             config,

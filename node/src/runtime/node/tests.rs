@@ -175,8 +175,8 @@ fn the_match_log_keeps_only_the_newest_when_full() {
 
 /// A core journaling in `dir` whose rounds come only once a second, so
 /// that only the intake flush writes requests into documents.
-fn durable_core(dir: &Path, incarnation: u64, now: Millis) -> NodeCore {
-    NodeCore::open(
+fn durable_core(dir: &Path, incarnation: u64, now: Millis) -> Node {
+    Node::open(
         dir,
         &NodeId("dhaka-1".into()),
         ReplicaConfig {
@@ -200,7 +200,7 @@ fn durable_core(dir: &Path, incarnation: u64, now: Millis) -> NodeCore {
 
 /// The riders and drivers this core wrote into documents since the
 /// last call.
-fn written(core: &NodeCore) -> Vec<RequestId> {
+fn written(core: &Node) -> Vec<RequestId> {
     core.take_observed()
         .into_iter()
         .filter_map(|(_, record)| Some(record.request()?.id))

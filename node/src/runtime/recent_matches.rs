@@ -55,7 +55,7 @@ pub(crate) struct Retention {
     pub max_matches: usize,
 }
 
-/// What [`MatchLog::insert`] did.
+/// What [`RecentMatches::insert`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Inserted {
     New,
@@ -66,13 +66,13 @@ pub(crate) enum Inserted {
 }
 
 #[derive(Debug)]
-pub(crate) struct MatchLog {
+pub(crate) struct RecentMatches {
     retention: Retention,
     order: VecDeque<Arc<Match>>,
     by_request: HashMap<RequestId, Arc<Match>>,
 }
 
-impl MatchLog {
+impl RecentMatches {
     /// Reserves room for the most matches the log may hold, so that it
     /// never stops the node to grow while intake waits on the lock.
     pub(crate) fn new(retention: Retention) -> Self {
@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn a_match_recorded_again_is_a_duplicate_and_another_partner_a_conflict() {
-        let mut log = MatchLog::new(Retention {
+        let mut log = RecentMatches::new(Retention {
             ms: 60_000,
             max_matches: 10,
         });

@@ -3,14 +3,14 @@
 //! protocol because nothing in it feeds a decision; it only reads the state
 //! under the core's lock, once per frame.
 
-use super::{NodeCore, own_status};
+use super::{Node, own_status};
 use crate::protocol::message::PeerStatus;
 use ride_types::api::{DashboardClaim, DashboardFrame, DashboardMatch, NodePanel, Position};
 use ride_types::clock::Millis;
 use ride_types::decimals;
 use ride_types::ids::NodeId;
 
-impl NodeCore {
+impl Node {
     /// What the dashboard draws: pending requests, the newest `max_matches`
     /// matches, open claims, and every node's panel.
     pub(crate) fn dashboard(&self, now: Millis, max_matches: usize) -> DashboardFrame {

@@ -4,7 +4,7 @@
 //!
 //! A 202 is a promise, so an accepted request is durable before it is
 //! answered: intake hands the request over through a lock-free queue and
-//! waits for the group commit that journals it ([`NodeCore::run_flusher`]
+//! waits for the group commit that journals it ([`Node::run_flusher`]
 //! wakes on every arrival, moves a bounded batch of queued requests in under
 //! the lock, appends them to the journal as plain records, and syncs the
 //! journal once with the lock released, so that intake, mesh sessions and
@@ -17,7 +17,7 @@
 //! with the lock released.
 //!
 //! The matching round itself runs on a snapshot, outside the lock
-//! ([`NodeCore::step`]), so intake's group commits, mesh sessions and
+//! ([`Node::step`]), so intake's group commits, mesh sessions and
 //! readers never wait for a round.
 //!
 //! A node without peers is simply a mesh of one: the same protocol runs.
@@ -47,8 +47,8 @@ use crate::protocol::message::{PeerMessage, PeerMessageV1, PeerStatus};
 use crate::protocol::record::CommitRecord;
 use crate::protocol::replica::{Replica, ReplicaConfig, ReplicaError, ReplicaStats};
 use crate::runtime::admission::{Limits, Load, Overload};
-use crate::runtime::match_log::{Inserted, Match, MatchLog, Retention};
 use crate::runtime::peer_board::{PeerBoard, RateMeter};
+use crate::runtime::recent_matches::{Inserted, Match, RecentMatches, Retention};
 use ride_types::api::PeerClock;
 use ride_types::clock::Millis;
 use ride_types::geodesy::haversine_km;
@@ -143,7 +143,7 @@ struct State {
     /// Where what the replica queues for the disk goes
     /// ([`crate::protocol::persist`]).
     journal: Journal,
-    matches: MatchLog,
+    matches: RecentMatches,
     arrivals: Receiver<Arrival>,
     /// Commits learnt and not yet told: waiting for the sync that makes
     /// them durable (within a step), or for their rider or driver record
@@ -171,7 +171,7 @@ struct Wake {
     signal: Condvar,
 }
 
-pub(crate) struct NodeCore {
+pub(crate) struct Node {
     state: Mutex<State>,
     intake: Sender<Arrival>,
     /// What admission control reads without the lock, and its bounds.
@@ -186,7 +186,7 @@ pub(crate) struct NodeCore {
     entropy: Entropy,
 }
 
-impl NodeCore {
+impl Node {
     /// A core around `replica`; peers whose clocks differ from this node's
     /// by more than `max_clock_skew` are reported.
     pub(crate) fn new(
@@ -203,7 +203,7 @@ impl NodeCore {
             state: Mutex::new(State {
                 replica,
                 journal,
-                matches: MatchLog::new(retention),
+                matches: RecentMatches::new(retention),
                 arrivals,
                 unresolved: Vec::new(),
                 board: PeerBoard::default(),
@@ -229,7 +229,7 @@ impl NodeCore {
         self
     }
 
-    /// The same core, shedding intake past `limits` ([`NodeCore::admit`]).
+    /// The same core, shedding intake past `limits` ([`Node::admit`]).
     pub(crate) fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
@@ -438,7 +438,7 @@ impl NodeCore {
         self.lock().replica.inventory()
     }
 
-    /// When [`NodeCore::step`] has work next.
+    /// When [`Node::step`] has work next.
     pub(crate) fn poll_timeout(&self) -> Millis {
         self.lock().replica.poll_timeout()
     }
@@ -695,7 +695,7 @@ fn take_sync(
     Ok(journal.take_sync())
 }
 
-impl PeerSync for NodeCore {
+impl PeerSync for Node {
     fn outgoing(&self, peer: &NodeId, now: Millis) -> Result<Vec<PeerMessage>, SyncError> {
         let (mut messages, sync) = {
             let mut state = self.lock();
