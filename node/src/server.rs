@@ -162,7 +162,7 @@ async fn start_with_dns<D: Dns>(
     let metrics = telemetry::metrics();
     let store = open_ratings(&config, regions.as_deref()).await?;
     let core = Arc::new(open_core(&config, &node, &layout)?);
-    if config.mesh_listen.is_some() {
+    if config.mesh.listen.is_some() {
         let initial_peers: Vec<NodeId> = peers.borrow().iter().map(|p| p.node.clone()).collect();
         core.expect_peers(&initial_peers);
     }
@@ -195,14 +195,18 @@ async fn start_with_dns<D: Dns>(
     let public = http::public_router(Arc::clone(&app), limit.as_ref())?;
 
     let mesh = start_mesh(&config, &node, &layout, peers, &core, &shutdown)?;
-    if let (Some(fly), Some(listen)) = (&fly, config.mesh_listen) {
+    if let (Some(fly), Some(listen)) = (&fly, config.mesh.listen) {
         let dns = dns().map_err(FlyError::from)?;
         let discovery = fly.discovery(dns, &node, listen.port(), neighbours);
-        tasks.spawn(discovery.watch(config.discovery_interval, publish_peers, shutdown.clone()));
+        tasks.spawn(discovery.watch(
+            config.fly.discovery_interval,
+            publish_peers,
+            shutdown.clone(),
+        ));
     }
     let mesh_addr = mesh.as_ref().map(|(addr, _)| *addr);
-    let commit_gap = if config.mesh_listen.is_some() {
-        config.mesh_commit_interval
+    let commit_gap = if config.mesh.listen.is_some() {
+        config.mesh.commit_interval
     } else {
         std::time::Duration::ZERO
     };
@@ -314,7 +318,7 @@ fn token_keys(config: &Config) -> Result<TokenKeys, NodeError> {
     if let Some(keys) = TokenKeys::new(&keys) {
         return Ok(keys);
     }
-    if config.mesh_listen.is_some() {
+    if config.mesh.listen.is_some() {
         return Err(NodeError::NoTokenKeys);
     }
     tracing::info!("no --token-keys: tokens are signed with a key of this process only");
@@ -327,20 +331,21 @@ async fn open_ratings(
     config: &Config,
     regions: Option<&Regions>,
 ) -> Result<Arc<dyn RatingStore>, NodeError> {
-    if config.cql_nodes.is_empty() {
+    if config.cql.nodes.is_empty() {
         return Ok(Arc::new(EmbeddedStore::open(&config.data_dir)?));
     }
     let own_datacenter = regions
         .and_then(|r| r.get(&config.region))
         .map(|r| r.datacenter.clone());
     let datacenter = config
-        .cql_datacenter
+        .cql
+        .datacenter
         .clone()
         .or(own_datacenter)
         .ok_or_else(|| {
             StoreError::Config("name the datacenter with --cql-datacenter or --regions".into())
         })?;
-    let replication = if config.cql_replication.is_empty() {
+    let replication = if config.cql.replication.is_empty() {
         let mut all: Vec<(String, u32)> = regions
             .map(|r| r.iter().map(|r| (r.datacenter.clone(), 1)).collect())
             .unwrap_or_default();
@@ -349,19 +354,19 @@ async fn open_ratings(
         }
         all
     } else {
-        config.cql_replication.clone()
+        config.cql.replication.clone()
     };
     let cluster = ClusterConfig {
-        nodes: config.cql_nodes.clone(),
+        nodes: config.cql.nodes.clone(),
         datacenter,
-        keyspace: config.cql_keyspace.clone(),
+        keyspace: config.cql.keyspace.clone(),
         replication,
-        dc_failover: config.cql_dc_failover,
-        request_timeout: config.cql_timeout,
+        dc_failover: config.cql.dc_failover,
+        request_timeout: config.cql.timeout,
     };
     let outbox = EmbeddedStore::open_outbox(&config.data_dir)?;
     Ok(Arc::new(
-        ClusterStore::start(cluster, outbox, config.cql_timeout * 5).await?,
+        ClusterStore::start(cluster, outbox, config.cql.timeout * 5).await?,
     ))
 }
 
@@ -419,7 +424,7 @@ async fn mesh_peers<D: Dns>(
     neighbours: &Option<BTreeSet<String>>,
     dns: impl Fn() -> Result<D, DiscoveryError>,
 ) -> Result<(watch::Sender<Vec<Peer>>, watch::Receiver<Vec<Peer>>), NodeError> {
-    let initial = match (fly, config.mesh_listen) {
+    let initial = match (fly, config.mesh.listen) {
         (Some(fly), Some(listen)) => {
             let dns = dns().map_err(FlyError::from)?;
             let discovery = fly.discovery(dns, node, listen.port(), neighbours.clone());
@@ -431,7 +436,7 @@ async fn mesh_peers<D: Dns>(
                 }
             }
         }
-        _ => config.peers.clone(),
+        _ => config.mesh.peers.clone(),
     };
     Ok(watch::channel(initial))
 }
@@ -446,10 +451,10 @@ fn start_mesh(
     core: &Arc<Node>,
     shutdown: &CancellationToken,
 ) -> Result<Option<(SocketAddr, Mesh)>, NodeError> {
-    let Some(listen) = config.mesh_listen else {
+    let Some(listen) = config.mesh.listen else {
         return Ok(None);
     };
-    let credentials = Credentials::load(&config.certs, node)?;
+    let credentials = Credentials::load(&config.mesh.certs, node)?;
     let bound = BoundMesh::bind(listen, &credentials)?;
     let addr = bound.local_addr();
     let mesh = bound.start(
@@ -458,7 +463,7 @@ fn start_mesh(
             region: config.region.clone(),
             layout: layout.fingerprint(),
             peers,
-            sync_interval: config.mesh_sync_interval,
+            sync_interval: config.mesh.sync_interval,
         },
         Arc::clone(core) as Arc<dyn crate::net::peer_sync::PeerSync>,
         shutdown.clone(),
@@ -480,27 +485,27 @@ fn open_core(config: &Config, node: &NodeId, layout: &Arc<Layout>) -> Result<Nod
             layout: Arc::clone(layout),
             incarnation: now.0,
             request_ttl_ms: duration_ms(config.request_ttl),
-            claim_ttl_ms: duration_ms(config.claim_ttl),
-            epoch_ms: duration_ms(config.epoch).max(1),
-            intake_flush_ms: duration_ms(config.intake_flush_interval),
+            claim_ttl_ms: duration_ms(config.mesh.claim_ttl),
+            epoch_ms: duration_ms(config.mesh.epoch).max(1),
+            intake_flush_ms: duration_ms(config.mesh.intake_flush_interval),
             max_pickup_km: config.max_pickup_km,
             match_interval_ms: duration_ms(config.round_interval()).max(1),
-            ready_grace_ms: duration_ms(config.mesh_ready_grace),
+            ready_grace_ms: duration_ms(config.mesh.ready_grace),
             hooks: Hooks::default(),
         },
         Retention {
             ms: duration_ms(config.match_retention),
             max_matches: config.max_retained_matches.max(1),
         },
-        config.max_clock_skew,
+        config.mesh.max_clock_skew,
         Durability::Fsync,
         now,
         Entropy::Os,
     )?
     .with_limits(Limits {
-        max_queue: config.max_intake_queue.max(1),
-        max_mesh_lag: config.max_mesh_lag,
-        max_round: config.max_round_time,
+        max_queue: config.admission.max_intake_queue.max(1),
+        max_mesh_lag: config.admission.max_mesh_lag,
+        max_round: config.admission.max_round_time,
     });
     tracing::info!(took = ?started.elapsed(), "own documents loaded");
     Ok(core)

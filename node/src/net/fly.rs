@@ -64,10 +64,10 @@ impl FlyMachine {
     /// `Some` on Fly (`--fly-app`, from `FLY_APP_NAME`).
     pub(crate) fn from_config(config: &Config) -> Option<Self> {
         Some(Self {
-            app: config.fly_app.clone()?,
-            machine_id: config.fly_machine_id.clone(),
-            fly_region: config.fly_region.clone(),
-            private_ip: config.fly_private_ip,
+            app: config.fly.app.clone()?,
+            machine_id: config.fly.machine_id.clone(),
+            fly_region: config.fly.region.clone(),
+            private_ip: config.fly.private_ip,
         })
     }
 
@@ -87,7 +87,7 @@ impl FlyMachine {
         {
             config.admin_listen.set_ip(private_ip);
         }
-        if config.mesh_listen.is_none() {
+        if config.mesh.listen.is_none() {
             return Err(FlyError::NoMeshListen);
         }
         if config.region == DEFAULT_REGION
@@ -114,10 +114,10 @@ impl FlyMachine {
     /// writes it to `--certs` and issues this node's certificate for its id
     /// and private address. Without it, the certificates must be there.
     pub(crate) fn issue_certificate(&self, config: &Config, node: &NodeId) -> Result<(), FlyError> {
-        let (Some(cert), Some(key)) = (&config.mesh_ca_cert, &config.mesh_ca_key) else {
+        let (Some(cert), Some(key)) = (&config.fly.mesh_ca_cert, &config.fly.mesh_ca_key) else {
             return Ok(());
         };
-        let dir = &config.certs;
+        let dir = &config.mesh.certs;
         let io = |path: &std::path::Path| {
             let path = path.display().to_string();
             move |source| FlyError::Io { path, source }
@@ -236,13 +236,13 @@ mod tests {
         let ca = tls::new_ca("fly mesh").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (fly, mut config) = on_fly("sin");
-        config.certs = dir.path().join("certs");
-        config.mesh_ca_cert = Some(ca.cert.clone());
-        config.mesh_ca_key = Some(ca.key.clone());
+        config.mesh.certs = dir.path().join("certs");
+        config.fly.mesh_ca_cert = Some(ca.cert.clone());
+        config.fly.mesh_ca_key = Some(ca.key.clone());
         let node = NodeId("148e21ea7e0589".into());
         fly.issue_certificate(&config, &node).unwrap();
-        tls::Credentials::load(&config.certs, &node).unwrap();
-        let ca_on_disk = std::fs::read_to_string(config.certs.join("ca.pem")).unwrap();
+        tls::Credentials::load(&config.mesh.certs, &node).unwrap();
+        let ca_on_disk = std::fs::read_to_string(config.mesh.certs.join("ca.pem")).unwrap();
         assert_eq!(ca_on_disk, ca.cert);
     }
 }

@@ -50,7 +50,7 @@ fn config(dir: &Path, key: &str, name: &str, extra: &[&str]) -> Config {
     let mut config = Config::try_parse_from(args).expect("valid flags");
     // The CQL cluster that other tests use (`CQL_NODES`, set by the
     // test command) is not these nodes' store.
-    config.cql_nodes.clear();
+    config.cql.nodes.clear();
     config
 }
 
