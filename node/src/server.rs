@@ -37,6 +37,9 @@ use crate::runtime::node::{CoreError, Node};
 use crate::runtime::recent_matches::Retention;
 use crate::runtime::step_loop::StepLoop;
 use crate::telemetry;
+use shutdown::Stopping;
+
+mod shutdown;
 use ride_types::clock::Millis;
 use ride_types::halo::Layout;
 use ride_types::ids::{Entropy, NodeId};
@@ -229,66 +232,23 @@ async fn start_with_dns<D: Dns>(
     .with_graceful_shutdown(async move { serve_shutdown.cancelled().await });
     let admin = axum::serve(admin_listener, http::admin_router(app))
         .with_graceful_shutdown(async move { admin_shutdown.cancelled().await });
-    let grace = config.shutdown_grace;
-    let stopping = shutdown.clone();
-    let node_tasks = tasks.clone();
-    let task = tokio::spawn(async move {
-        let mut serving = tokio::spawn(async move {
-            let (public, admin) = tokio::join!(server.into_future(), admin.into_future());
-            public.and(admin)
-        });
-        stopping.cancelled().await;
-        // One grace for the requests in flight and the tasks together.
-        let deadline = tokio::time::Instant::now() + grace;
-        let served = match tokio::time::timeout_at(deadline, &mut serving).await {
-            Ok(joined) => joined?.map_err(NodeError::Serve),
-            Err(_) => {
-                tracing::warn!(?grace, "in-flight requests outlived the shutdown grace");
-                // Dropped, connections and all, and joined: not left running.
-                serving.abort();
-                let _ = serving.await;
-                Ok(())
-            }
-        };
-        node_tasks.close();
-        if tokio::time::timeout_at(deadline, node_tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                ?grace,
-                left = node_tasks.len(),
-                "node tasks outlived the shutdown grace"
-            );
+    let task = tokio::spawn(
+        Stopping {
+            serving: tokio::spawn(async move {
+                let (public, admin) = tokio::join!(server.into_future(), admin.into_future());
+                public.and(admin)
+            }),
+            tasks: tasks.clone(),
+            step_loop,
+            mesh: mesh.map(|(_, mesh)| mesh),
+            flusher,
+            store,
+            grace: config.shutdown_grace,
         }
-        step_loop.await?;
-        if let Some((_, mesh)) = mesh {
-            mesh.stopped().await;
-        }
-        if tokio::task::spawn_blocking(move || flusher.join())
-            .await?
-            .is_err()
-        {
-            tracing::error!("the group-commit thread panicked");
-        }
-        store.close().await?;
-        tracing::info!("node stopped");
-        served
-    });
-
+        .after(shutdown.clone()),
+    );
     if let Some(path) = &config.ready_file {
-        let ready = serde_json::json!({
-            "http": http_addr.to_string(),
-            "admin": admin_addr.to_string(),
-            "mesh": mesh_addr.map(|a| a.to_string()),
-            "node": node.0,
-        });
-        write_atomically(path, ready.to_string().as_bytes()).map_err(|source| {
-            NodeError::DataDir {
-                path: path.display().to_string(),
-                source,
-            }
-        })?;
+        write_ready_file(path, http_addr, admin_addr, mesh_addr, &node)?;
     }
     tracing::info!(%http_addr, %admin_addr, ?mesh_addr, node = %node, region = %config.region, "node serving");
     Ok(RunningNode {
@@ -298,6 +258,26 @@ async fn start_with_dns<D: Dns>(
         shutdown,
         task,
         tasks,
+    })
+}
+
+/// Tells scripts and tests that start the node on port 0 where it listens.
+fn write_ready_file(
+    path: &Path,
+    http: SocketAddr,
+    admin: SocketAddr,
+    mesh: Option<SocketAddr>,
+    node: &NodeId,
+) -> Result<(), NodeError> {
+    let ready = serde_json::json!({
+        "http": http.to_string(),
+        "admin": admin.to_string(),
+        "mesh": mesh.map(|a| a.to_string()),
+        "node": node.0,
+    });
+    write_atomically(path, ready.to_string().as_bytes()).map_err(|source| NodeError::DataDir {
+        path: path.display().to_string(),
+        source,
     })
 }
 
