@@ -23,6 +23,10 @@
 //! tests.
 
 #![warn(unreachable_pub)]
+// The node is an application: its docs are read with
+// `cargo doc --document-private-items`, where links to crate-private items
+// resolve.
+#![allow(rustdoc::private_intra_doc_links)]
 
 /// The node's own tests run on the allocator the node ships with (see
 /// `main.rs`): the simulation and the model check allocate heavily, and

@@ -1,5 +1,5 @@
 //! The rules every history of matches must keep, in one place: the
-//! deterministic simulation (`mesh::simulation`) checks its runs with them,
+//! deterministic simulation (the node's `testkit::simulation`) checks its runs with them,
 //! and `bot check` checks the chaos runs of real nodes (`scripts/chaos.sh`)
 //! with them, so the two can never come to mean different things.
 //!

@@ -4,10 +4,10 @@
 //! Fly.io's private DNS ([`discovery`], [`fly`]), and a user-space WAN for
 //! trying latency and loss on one machine ([`wan_relay`]).
 
-pub mod compression;
-pub mod discovery;
-pub mod fly;
-pub mod peer_sync;
+pub(crate) mod compression;
+pub(crate) mod discovery;
+pub(crate) mod fly;
+pub(crate) mod peer_sync;
 pub mod tls;
-pub mod transport;
+pub(crate) mod transport;
 pub mod wan_relay;

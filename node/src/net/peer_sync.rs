@@ -12,10 +12,10 @@ use crate::protocol::message::PeerMessage;
 /// refused it, or the disk failed): the session ends.
 #[derive(Debug, Error)]
 #[error(transparent)]
-pub struct SyncError(Box<dyn std::error::Error + Send + Sync>);
+pub(crate) struct SyncError(Box<dyn std::error::Error + Send + Sync>);
 
 impl SyncError {
-    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub(crate) fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self(Box::new(error))
     }
 }

@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use super::compression::{CompressionError, FrameCompressor, FrameDecompressor};
 use super::peer_sync::{PeerSync, SyncError};
 use super::tls::{self, Credentials, TlsError};
-pub use crate::config::Peer;
+pub(crate) use crate::config::Peer;
 use crate::protocol::message::{PeerMessage, PeerMessageV1};
 use ride_types::clock::Millis;
 use ride_types::ids::NodeId;

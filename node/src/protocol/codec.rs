@@ -52,26 +52,26 @@ pub(crate) fn decode_intake(mut bytes: &[u8]) -> Result<Vec<(Scope, Record)>, po
 /// What one flush wrote into one document, as stored; the version tag lets
 /// a newer node read old data and reject what it cannot read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Batch {
+pub(crate) enum Batch {
     V1(Vec<Record>),
 }
 
 #[derive(Debug, Error)]
 #[error("undecodable batch under {key}: {source}")]
-pub struct BatchError {
+pub(crate) struct BatchError {
     key: String,
     source: postcard::Error,
 }
 
 impl Batch {
-    pub fn encode(records: &[Record]) -> Vec<u8> {
+    pub(crate) fn encode(records: &[Record]) -> Vec<u8> {
         // Encoding plain structs into a Vec cannot fail.
         postcard::to_stdvec(&Batch::V1(records.to_vec())).unwrap_or_default()
     }
 
     /// Decodes a value read from a peer's document (`key` names it in the
     /// error).
-    pub fn decode(key: &str, bytes: &[u8]) -> Result<Vec<Record>, BatchError> {
+    pub(crate) fn decode(key: &str, bytes: &[u8]) -> Result<Vec<Record>, BatchError> {
         let Batch::V1(records) = postcard::from_bytes(bytes).map_err(|source| BatchError {
             key: key.to_owned(),
             source,

@@ -9,14 +9,14 @@
 //! [`fare`] prices a match. The protocol owns no file: what must survive a
 //! crash it queues for the runtime to journal ([`persist`]).
 
-pub mod codec;
+pub(crate) mod codec;
 pub mod doc_id;
 pub mod documents;
-pub mod fare;
-pub mod intake;
-pub mod ledger;
-pub mod message;
+pub(crate) mod fare;
+pub(crate) mod intake;
+pub(crate) mod ledger;
+pub(crate) mod message;
 pub mod pairing;
 pub mod persist;
 pub mod record;
-pub mod replica;
+pub(crate) mod replica;

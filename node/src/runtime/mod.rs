@@ -6,9 +6,9 @@
 //! delivery ([`delivery`]) and the capabilities that guard it ([`access`]).
 
 pub mod access;
-pub mod admission;
-pub mod delivery;
-pub mod node;
-pub mod peer_board;
-pub mod recent_matches;
-pub mod step_loop;
+pub(crate) mod admission;
+pub(crate) mod delivery;
+pub(crate) mod node;
+pub(crate) mod peer_board;
+pub(crate) mod recent_matches;
+pub(crate) mod step_loop;

@@ -14,7 +14,7 @@
 //! The region files are read by the node binary itself (`node regions
 //! list|distances`), never parsed here: one reading of the format.
 //!
-//! `node/src/mesh/transport_tests.rs` stays apart on purpose: it runs
+//! `node/src/testkit/mesh_over_quic.rs` stays apart on purpose: it runs
 //! transports in-process on `127.0.0.1:0` to test the QUIC session itself,
 //! with no binary, no ready file and no certificates on disk, so none of a
 //! process launcher applies to it.
