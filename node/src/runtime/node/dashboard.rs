@@ -3,7 +3,8 @@
 //! protocol because nothing in it feeds a decision; it only reads the state
 //! under the core's lock, once per frame.
 
-use super::{Node, own_status};
+use super::Node;
+use super::peers::own_status;
 use crate::protocol::message::PeerStatus;
 use ride_types::api::{DashboardClaim, DashboardFrame, DashboardMatch, NodePanel, Position};
 use ride_types::clock::Millis;

@@ -23,7 +23,9 @@
 //! A node without peers is simply a mesh of one: the same protocol runs.
 
 mod dashboard;
+mod group_commit;
 mod pacer;
+mod peers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -274,152 +276,6 @@ impl Node {
         Ok(Self::new(replica, journal, retention, max_clock_skew).with_entropy(entropy))
     }
 
-    /// Accepts a rider without waiting for the core; the answer may go out
-    /// once `Durable` resolves.
-    pub(crate) fn submit_rider(&self, rider: NewRider, now: Millis) -> (Ticket, Durable) {
-        let id = self.entropy.request_id(now);
-        let (done, durable) = oneshot::channel();
-        self.load.enqueued();
-        let scope = self.own_halo.scope_of(rider.position);
-        let _ = self
-            .intake
-            .send(Arrival::Rider(id, rider, scope, now, done));
-        self.nudge();
-        (self.ticket(id, now), durable)
-    }
-
-    /// Accepts a driver without waiting for the core; the answer may go out
-    /// once `Durable` resolves.
-    pub(crate) fn submit_driver(&self, driver: NewDriver, now: Millis) -> (Ticket, Durable) {
-        let id = self.entropy.request_id(now);
-        let (done, durable) = oneshot::channel();
-        self.load.enqueued();
-        let scope = self.own_halo.scope_of(driver.position);
-        let _ = self
-            .intake
-            .send(Arrival::Driver(id, driver, scope, now, done));
-        self.nudge();
-        (self.ticket(id, now), durable)
-    }
-
-    fn nudge(&self) {
-        *self.wake.pending.lock() = true;
-        self.wake.signal.notify_one();
-    }
-
-    /// The group committer: whenever requests arrive, moves them in and
-    /// journals them (one sync for all that arrived meanwhile), until
-    /// `shutdown`. Runs on its own thread: a sync blocks. Commits start at
-    /// least `min_gap` apart ([`CommitPacer`], `--mesh-commit-interval`).
-    pub(crate) fn run_flusher(
-        self: Arc<Self>,
-        min_gap: Duration,
-        shutdown: CancellationToken,
-    ) -> std::thread::JoinHandle<()> {
-        std::thread::Builder::new()
-            .name("group-commit".into())
-            .spawn(move || {
-                let mut pacer = CommitPacer::new(min_gap);
-                while !shutdown.is_cancelled() {
-                    {
-                        let mut pending = self.wake.pending.lock();
-                        if !*pending {
-                            self.wake
-                                .signal
-                                .wait_for(&mut pending, Duration::from_millis(100));
-                        }
-                        *pending = false;
-                    }
-                    // Whatever arrives meanwhile joins this commit.
-                    std::thread::sleep(pacer.wait_at(std::time::Instant::now()));
-                    let started = std::time::Instant::now();
-                    if self.commit_arrivals() {
-                        pacer.committed(started);
-                    }
-                }
-                self.commit_arrivals();
-            })
-            .expect("spawn the group-commit thread")
-    }
-
-    /// Moves every request accepted so far in and journals them, in
-    /// batches of at most [`MAX_COMMIT_BATCH`]: each batch is written under
-    /// the lock and synced outside it, and its submitters are told once
-    /// the sync returns (a failed write or sync refuses them: 503).
-    /// Returns whether there was anything to commit.
-    pub(crate) fn commit_arrivals(&self) -> bool {
-        let mut committed = false;
-        loop {
-            let asked = std::time::Instant::now();
-            let (waiting, sync, more, locked) = {
-                let mut state = self.lock();
-                let locked = asked.elapsed();
-                let State {
-                    replica,
-                    journal,
-                    arrivals,
-                    intake_rate,
-                    ..
-                } = &mut *state;
-                let mut waiting = Vec::new();
-                for arrival in arrivals.try_iter().take(MAX_COMMIT_BATCH) {
-                    waiting.push(match arrival {
-                        Arrival::Rider(id, rider, scope, at, done) => {
-                            replica.accept_rider(id, rider, scope, at);
-                            done
-                        }
-                        Arrival::Driver(id, driver, scope, at, done) => {
-                            replica.accept_driver(id, driver, scope, at);
-                            done
-                        }
-                    });
-                }
-                if waiting.is_empty() {
-                    return committed;
-                }
-                committed = true;
-                self.load.dequeued(waiting.len());
-                intake_rate.add(waiting.len() as u64);
-                let appended = replica
-                    .arrivals_to_journal()
-                    .iter()
-                    .try_for_each(|(epoch, frame)| journal.append_intake(*epoch, frame));
-                replica.arrivals_journaled(appended.is_ok());
-                let sync = appended.and_then(|()| take_sync(replica, journal));
-                let sync = match sync {
-                    Ok(sync) => sync,
-                    Err(e) => {
-                        // Dropping `waiting` refuses them: the submitters answer 503.
-                        tracing::error!(error = %e, "cannot journal accepted requests");
-                        continue;
-                    }
-                };
-                let more = waiting.len() == MAX_COMMIT_BATCH;
-                (waiting, sync, more, locked)
-            };
-            let written = asked.elapsed();
-            let synced = sync.map_or(Ok(()), PendingSync::run);
-            record_group_commit(locked, written - locked, asked.elapsed() - written);
-            match synced {
-                Ok(()) => {
-                    for done in waiting {
-                        let _ = done.send(());
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "cannot sync the journal"),
-            }
-            if !more {
-                return committed;
-            }
-        }
-    }
-
-    /// Requests handed over and not yet journaled: the intake queue.
-    #[cfg(test)]
-    pub(crate) fn queued(&self) -> usize {
-        self.load.queued()
-    }
-
     /// The identity this node writes as.
     pub(crate) fn owner(&self) -> NodeId {
         self.lock().replica.node().clone()
@@ -586,21 +442,6 @@ impl Node {
         }
     }
 
-    fn is_skewed(&self, offset_ms: Option<f64>) -> bool {
-        offset_ms.is_some_and(|o| o.abs() > self.max_clock_skew_ms as f64)
-    }
-
-    /// The peers to be in sync with before deciding, and to show (as
-    /// unreachable) before they are first heard from.
-    pub(crate) fn expect_peers<'a>(&self, peers: impl IntoIterator<Item = &'a NodeId>) {
-        let mut state = self.lock();
-        let peers: Vec<NodeId> = peers.into_iter().cloned().collect();
-        for peer in &peers {
-            state.board.expect(peer);
-        }
-        state.replica.set_peers(peers);
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock()
     }
@@ -626,26 +467,6 @@ fn awaits_telling(state: &State, id: &RequestId) -> bool {
             .any(|c| c.record.rider == *id || c.record.driver == *id)
 }
 
-/// What this node tells its peers about itself; with `for_region`, its
-/// digest is that of what it shares with that region's nodes.
-fn own_status(state: &mut State, now: Millis, for_region: Option<&str>) -> PeerStatus {
-    let digest = match for_region {
-        Some(region) => state.replica.digests().get(region).copied().unwrap_or(0),
-        None => state.replica.digest(),
-    };
-    PeerStatus {
-        region: state.replica.region().to_owned(),
-        digest,
-        documents: u32::try_from(state.replica.document_count()).unwrap_or(u32::MAX),
-        record_bytes: state.replica.record_bytes(),
-        requests_per_s: state.intake_rate.per_second(now),
-        matches_per_s: state.commit_rate.per_second(now),
-        ready: state.replica.is_ready(),
-        sent_at: now,
-        echo: None,
-    }
-}
-
 /// A commit, with what the rider and the driver are told.
 fn to_match(replica: &Replica, commit: &Owned<CommitRecord>) -> Option<Match> {
     let ledger = replica.ledger();
@@ -665,146 +486,6 @@ fn to_match(replica: &Replica, commit: &Owned<CommitRecord>) -> Option<Match> {
         committed_by: commit.owner.clone(),
         committed_at: c.committed_at,
     })
-}
-
-/// Where a group commit's time goes, so that an intake tail can be traced
-/// to its cause: waiting for the core's lock (held by a round's commits or
-/// a session applying a peer's changes), writing the batch into its
-/// document and journal, or the `fdatasync`.
-fn record_group_commit(lock_wait: Duration, write: Duration, sync: Duration) {
-    for (phase, took) in [("lock_wait", lock_wait), ("write", write), ("sync", sync)] {
-        metrics::histogram!("ride_group_commit_seconds", "phase" => phase)
-            .record(took.as_secs_f64());
-    }
-}
-
-impl State {
-    fn take_sync(&mut self) -> Result<Option<PendingSync>, JournalError> {
-        take_sync(&mut self.replica, &mut self.journal)
-    }
-}
-
-/// Journals what the replica queued for the disk, and takes the sync that
-/// makes every write so far durable, to run outside the lock (`None` when
-/// everything is durable already).
-fn take_sync(
-    replica: &mut Replica,
-    journal: &mut Journal,
-) -> Result<Option<PendingSync>, JournalError> {
-    journal.persist(replica.take_persist())?;
-    Ok(journal.take_sync())
-}
-
-impl PeerSync for Node {
-    fn outgoing(&self, peer: &NodeId, now: Millis) -> Result<Vec<PeerMessage>, SyncError> {
-        let (mut messages, sync) = {
-            let mut state = self.lock();
-            let messages = state.replica.outgoing(peer, now)?;
-            (messages, state.take_sync().map_err(CoreError::from)?)
-        };
-        // What the messages carry leaves the node only once durable; the
-        // sync covers every write not yet durable, and runs unlocked.
-        if let Some(sync) = sync {
-            sync.run().map_err(CoreError::from)?;
-        }
-        let mut state = self.lock();
-        let due = state
-            .status_sent
-            .get(peer)
-            .is_none_or(|at| now.0 >= at.0 + STATUS_INTERVAL_MS);
-        if due {
-            state.status_sent.insert(peer.clone(), now);
-            let region = state.replica.region_of_peer(peer).map(str::to_owned);
-            let mut status = own_status(&mut state, now, region.as_deref());
-            status.echo = state.status_heard.get(peer).copied();
-            messages.push(PeerMessage::V1(PeerMessageV1::Status(status)));
-        }
-        Ok(messages)
-    }
-
-    fn receive(&self, peer: &NodeId, message: PeerMessage, now: Millis) -> Result<(), SyncError> {
-        let mut state = self.lock();
-        state.board.heard(peer);
-        if let PeerMessage::V1(PeerMessageV1::Status(status)) = message {
-            state
-                .status_heard
-                .insert(peer.clone(), (status.sent_at, now));
-            if let Some((sent, their_receipt)) = status.echo {
-                let round_trip = round_trip_ms(sent, their_receipt, status.sent_at, now);
-                state.round_trips.insert(peer.clone(), round_trip);
-                self.load.set_mesh_lag(mesh_lag(&state));
-                let offset = clock_offset_ms(sent, their_receipt, status.sent_at, now);
-                let was_skewed = self.is_skewed(state.board.clock_offset(peer));
-                state.board.set_clock_offset(peer, offset);
-                state.replica.set_clock_offset(peer, offset);
-                let skewed = self.is_skewed(Some(offset));
-                metrics::gauge!("mesh_peer_clock_offset_seconds", "peer" => peer.0.clone())
-                    .set(offset / 1000.0);
-                metrics::gauge!("mesh_peer_clock_skewed", "peer" => peer.0.clone())
-                    .set(if skewed { 1.0 } else { 0.0 });
-                if skewed && !was_skewed {
-                    tracing::warn!(%peer, offset_ms = offset, max_ms = self.max_clock_skew_ms, "peer's clock is beyond the skew bound");
-                } else if was_skewed && !skewed {
-                    tracing::info!(%peer, offset_ms = offset, "peer's clock is back within the skew bound");
-                }
-            }
-            state.board.status(peer, status);
-            return Ok(());
-        }
-        let arrived = state.replica.receive(peer, message, now)?;
-        for accepted_at in arrived {
-            let lag = now.0.saturating_sub(accepted_at.0) as f64 / 1000.0;
-            metrics::histogram!("mesh_replication_lag_seconds", "peer" => peer.0.clone())
-                .record(lag);
-            state.board.lag(peer, lag * 1000.0);
-        }
-        Ok(())
-    }
-
-    fn peer_joined(&self, peer: &NodeId, region: &str) -> Result<(), SyncError> {
-        let mut state = self.lock();
-        let joined = state.replica.peer_joined(peer, region);
-        if let Err(ReplicaError::NotNeighbour { .. }) = joined {
-            state.board.forget(peer);
-        }
-        Ok(joined?)
-    }
-
-    fn peer_lost(&self, peer: &NodeId) {
-        let mut state = self.lock();
-        state.replica.peer_lost(peer);
-        state.board.lost(peer);
-        state.status_sent.remove(peer);
-        state.status_heard.remove(peer);
-        state.round_trips.remove(peer);
-        self.load.set_mesh_lag(mesh_lag(&state));
-    }
-}
-
-/// How far replication to the slowest connected peer is behind: the last
-/// round trip of a status through both nodes' streams, where it queues
-/// behind sync messages. A peer that has gone silent counts with its last
-/// round trip: silence is what a partition looks like until the session
-/// times out, and a partition must not stop intake.
-fn mesh_lag(state: &State) -> Duration {
-    let worst_ms = state.round_trips.values().copied().fold(0.0, f64::max);
-    Duration::from_secs_f64(worst_ms / 1000.0)
-}
-
-/// The round trip of a status and its echo, without the time the peer held
-/// it (NTP's delay): `t1`..`t4` as in [`clock_offset_ms`].
-fn round_trip_ms(t1: Millis, t2: Millis, t3: Millis, t4: Millis) -> f64 {
-    let total = t4.0.saturating_sub(t1.0) as f64;
-    let held = t3.0.saturating_sub(t2.0) as f64;
-    (total - held).max(0.0)
-}
-
-/// The peer's clock minus this node's, NTP-style, from one round trip:
-/// this node sent at `t1` (its clock), the peer received at `t2` and
-/// answered at `t3` (the peer's clock), this node received at `t4`.
-fn clock_offset_ms(t1: Millis, t2: Millis, t3: Millis, t4: Millis) -> f64 {
-    let ms = |m: Millis| m.0 as f64;
-    ((ms(t2) - ms(t1)) + (ms(t3) - ms(t4))) / 2.0
 }
 
 #[cfg(test)]
