@@ -49,6 +49,10 @@ use crate::protocol::message::{PeerMessage, PeerMessageV1};
 use ride_types::clock::Millis;
 use ride_types::ids::NodeId;
 
+mod frames;
+
+use frames::{FrameReader, FrameWriter, Frames};
+
 /// Frames larger than this end the connection: no honest sync message
 /// comes near it.
 pub(crate) const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
@@ -568,100 +572,5 @@ async fn write_to(
         for message in messages {
             writer.send(&message).await?;
         }
-    }
-}
-
-/// Length-delimited, postcard-encoded, deflated [`PeerMessage`]s on one
-/// stream, as
-/// two halves: a session reads and writes at the same time, so that two
-/// peers each blocked sending to the other (their flow-control windows
-/// full) still drain what the other sent.
-struct Frames {
-    writer: FrameWriter,
-    reader: FrameReader,
-}
-
-struct FrameWriter {
-    send: FramedWrite<quinn::SendStream, LengthDelimitedCodec>,
-    deflate: FrameCompressor,
-    /// The peer's node id, as a metrics label.
-    peer: String,
-}
-
-struct FrameReader {
-    recv: FramedRead<quinn::RecvStream, LengthDelimitedCodec>,
-    inflate: FrameDecompressor,
-    peer: String,
-}
-
-impl Frames {
-    fn new(send: quinn::SendStream, recv: quinn::RecvStream, peer: &NodeId) -> Self {
-        let codec = || {
-            LengthDelimitedCodec::builder()
-                .max_frame_length(MAX_FRAME_BYTES)
-                .new_codec()
-        };
-        Self {
-            writer: FrameWriter {
-                send: FramedWrite::new(send, codec()),
-                deflate: FrameCompressor::new(),
-                peer: peer.0.clone(),
-            },
-            reader: FrameReader {
-                recv: FramedRead::new(recv, codec()),
-                inflate: FrameDecompressor::new(MAX_FRAME_BYTES),
-                peer: peer.0.clone(),
-            },
-        }
-    }
-
-    /// The peer is now known by name (its hello).
-    fn name_peer(&mut self, peer: &NodeId) {
-        self.writer.peer = peer.0.clone();
-        self.reader.peer = peer.0.clone();
-    }
-
-    async fn send(&mut self, message: &PeerMessage) -> Result<(), SessionError> {
-        self.writer.send(message).await
-    }
-
-    /// The peer's first frame, if a hello: its node, region and layout
-    /// fingerprint.
-    async fn hello(&mut self) -> Result<Option<(NodeId, String, u64)>, SessionError> {
-        Ok(match self.reader.next().await? {
-            Some(PeerMessage::V1(PeerMessageV1::Hello {
-                node,
-                region,
-                layout,
-            })) => Some((node, region, layout)),
-            _ => None,
-        })
-    }
-}
-
-impl FrameWriter {
-    async fn send(&mut self, message: &PeerMessage) -> Result<(), SessionError> {
-        let encoded = postcard::to_stdvec(message)?;
-        let bytes = self.deflate.compress(&encoded)?;
-        metrics::counter!("mesh_encoded_bytes_sent_total", "peer" => self.peer.clone())
-            .increment(encoded.len() as u64);
-        metrics::counter!("mesh_bytes_sent_total", "peer" => self.peer.clone())
-            .increment(bytes.len() as u64);
-        metrics::counter!("mesh_messages_sent_total", "peer" => self.peer.clone()).increment(1);
-        self.send.send(bytes.as_slice()).await?;
-        Ok(())
-    }
-}
-
-impl FrameReader {
-    async fn next(&mut self) -> Result<Option<PeerMessage>, SessionError> {
-        let Some(frame) = self.recv.next().await.transpose()? else {
-            return Ok(None);
-        };
-        metrics::counter!("mesh_bytes_received_total", "peer" => self.peer.clone())
-            .increment(frame.len() as u64);
-        Ok(Some(postcard::from_bytes(
-            &self.inflate.decompress(&frame)?,
-        )?))
     }
 }
