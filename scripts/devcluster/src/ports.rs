@@ -2,6 +2,8 @@
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -10,17 +12,37 @@ use crate::Error;
 /// `tcp` free TCP ports, then `udp` free UDP ports, on 127.0.0.1, all
 /// distinct: every socket is held until all are bound, then released for
 /// the processes that take them.
+///
+/// A port released here is taken by a node process a moment later. The
+/// kernel hands out ports from its ephemeral range to every `bind(0)` and
+/// every outgoing connection on the machine, and one of those could take a
+/// released port in that moment. So the ports come from below that range,
+/// where nothing is handed out unasked; each process walks its own stretch
+/// of them (by its pid), and within a process a cursor never offers a port
+/// twice.
 pub fn free(tcp: usize, udp: usize) -> Result<Vec<u16>, Error> {
-    let any = (Ipv4Addr::LOCALHOST, 0);
+    let any = |port| (Ipv4Addr::LOCALHOST, port);
+    let mut tcp_held = Vec::with_capacity(tcp);
+    let mut udp_held = Vec::with_capacity(udp);
+    let mut tried = 0;
+    while tcp_held.len() < tcp || udp_held.len() < udp {
+        if tried == UNASKED_PORTS {
+            return Err(Error::io("finding free ports")(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "every port below the ephemeral range is taken",
+            )));
+        }
+        tried += 1;
+        let port = next_unasked_port();
+        if tcp_held.len() < tcp {
+            if let Ok(listener) = TcpListener::bind(any(port)) {
+                tcp_held.push(listener);
+            }
+        } else if let Ok(socket) = UdpSocket::bind(any(port)) {
+            udp_held.push(socket);
+        }
+    }
     let mut ports = Vec::with_capacity(tcp + udp);
-    let tcp_held: Vec<TcpListener> = (0..tcp)
-        .map(|_| TcpListener::bind(any))
-        .collect::<Result<_, _>>()
-        .map_err(Error::io("binding a free TCP port"))?;
-    let udp_held: Vec<UdpSocket> = (0..udp)
-        .map(|_| UdpSocket::bind(any))
-        .collect::<Result<_, _>>()
-        .map_err(Error::io("binding a free UDP port"))?;
     for listener in &tcp_held {
         let addr = listener.local_addr().map_err(Error::io("a TCP port"))?;
         ports.push(addr.port());
@@ -30,6 +52,22 @@ pub fn free(tcp: usize, udp: usize) -> Result<Vec<u16>, Error> {
         ports.push(addr.port());
     }
     Ok(ports)
+}
+
+/// The ports `free` offers: below Linux's default ephemeral range
+/// (32768-60999), above the well-known and most registered ones.
+const UNASKED_FIRST: u16 = 20_000;
+const UNASKED_PORTS: u16 = 12_000;
+
+/// The next port of this process's walk through the unasked ports.
+fn next_unasked_port() -> u16 {
+    static CURSOR: OnceLock<AtomicU16> = OnceLock::new();
+    let cursor = CURSOR.get_or_init(|| {
+        // Processes that plan at the same time start far apart.
+        let start = (std::process::id() % u32::from(UNASKED_PORTS / 97)) * 97;
+        AtomicU16::new(u16::try_from(start).unwrap_or(0))
+    });
+    UNASKED_FIRST + cursor.fetch_add(1, Ordering::Relaxed) % UNASKED_PORTS
 }
 
 /// A listening address and its protocol.
@@ -66,10 +104,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn free_ports_are_distinct_and_were_bound() {
+    fn free_ports_are_distinct_and_outside_the_ephemeral_range() {
         let ports = free(3, 3).unwrap();
         assert_eq!(ports.len(), 6);
-        assert!(ports.iter().all(|&p| p != 0));
+        let unasked = UNASKED_FIRST..UNASKED_FIRST + UNASKED_PORTS;
+        assert!(ports.iter().all(|p| unasked.contains(p)), "{ports:?}");
+        let again = free(3, 3).unwrap();
+        assert!(again.iter().all(|p| !ports.contains(p)), "offered twice");
         let tcp: std::collections::BTreeSet<_> = ports[..3].iter().collect();
         let udp: std::collections::BTreeSet<_> = ports[3..].iter().collect();
         assert_eq!((tcp.len(), udp.len()), (3, 3));
