@@ -6,15 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::OnceLock;
 
-/// The node binary, built once per test run in the profile cargo builds
-/// tests with.
+/// The node binary of this workspace, built by cargo if it is not up to
+/// date (`cargo test --workspace` has built it already, for the node's own
+/// end-to-end tests).
 fn node_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         escargot::CargoBuild::new()
             .package("node")
             .bin("node")
-            .current_target()
             .run()
             .expect("building the node binary")
             .path()
