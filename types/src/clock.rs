@@ -20,10 +20,12 @@ impl Millis {
         Self(u64::try_from(ms).unwrap_or(0))
     }
 
+    #[inline]
     pub fn plus(self, ms: u64) -> Self {
         Self(self.0.saturating_add(ms))
     }
 
+    #[inline]
     pub fn minus(self, ms: u64) -> Self {
         Self(self.0.saturating_sub(ms))
     }

@@ -4,6 +4,7 @@
 //! formatted by every client.
 
 /// Rounds half away from zero to `places` decimal places.
+#[inline]
 pub fn round(value: f64, places: i32) -> f64 {
     let scale = 10f64.powi(places);
     (value * scale).round() / scale

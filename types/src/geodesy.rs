@@ -1,5 +1,9 @@
 //! Distances on the Earth.
 //!
+//! The functions here are small and hot (every candidate pair of a matching
+//! round), and this crate is not the one that calls them: `#[inline]` lets
+//! the caller's crate inline them, as it did when they lived there.
+//!
 //! "Linear distance" in this system is the great-circle (haversine) distance,
 //! computed by the `geo` crate. For spatial indexing, points are also mapped
 //! to 3-D unit vectors: the straight-line chord between two unit vectors grows
@@ -19,22 +23,26 @@ pub struct Position {
 }
 
 /// The mean Earth radius that `geo`'s haversine uses, in km.
+#[inline]
 pub fn earth_radius_km() -> f64 {
     Haversine.radius() / 1000.0
 }
 
 /// Great-circle distance in km.
+#[inline]
 pub fn haversine_km(a: Position, b: Position) -> f64 {
     Haversine.distance(Point::new(a.lon, a.lat), Point::new(b.lon, b.lat)) / 1000.0
 }
 
 /// The position as a unit vector (x towards 0°N 0°E, z towards the north pole).
+#[inline]
 pub fn unit_vector(p: Position) -> [f64; 3] {
     let (lat, lon) = (p.lat.to_radians(), p.lon.to_radians());
     [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
 }
 
 /// The chord length, on the unit sphere, that spans `km` of great circle.
+#[inline]
 pub fn chord_for_km(km: f64) -> f64 {
     let angle = (km / earth_radius_km()).clamp(0.0, std::f64::consts::PI);
     2.0 * (angle / 2.0).sin()
