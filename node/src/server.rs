@@ -145,18 +145,7 @@ async fn start_with_dns<D: Dns>(
 ) -> Result<RunningNode, NodeError> {
     let fly = FlyMachine::from_config(&config);
     let regions = load_regions(&config)?;
-    if let Some(fly) = &fly {
-        fly.adapt(&mut config, regions.as_deref())?;
-    }
-    check_region(&config, regions.as_deref())?;
-    let node = resolve_node_id(&config)?;
-    if let Some(fly) = &fly {
-        fly.issue_certificate(&config, &node)?;
-    }
-    let layout = Arc::new(match regions.as_deref() {
-        Some(regions) => Layout::new(regions, config.max_pickup_km),
-        None => Layout::unmapped(config.max_pickup_km),
-    });
+    let (node, layout) = identify(&mut config, fly.as_ref(), regions.as_deref())?;
     let neighbours = neighbour_fly_regions(regions.as_deref(), &layout, &config.region);
     let (publish_peers, peers) =
         mesh_peers(&config, fly.as_ref(), &node, &neighbours, &dns).await?;
@@ -166,8 +155,7 @@ async fn start_with_dns<D: Dns>(
     let store = open_ratings(&config, regions.as_deref()).await?;
     let core = Arc::new(open_core(&config, &node, &layout)?);
     if config.mesh.listen.is_some() {
-        let initial_peers: Vec<NodeId> = peers.borrow().iter().map(|p| p.node.clone()).collect();
-        core.expect_peers(&initial_peers);
+        core.expect_peers(peers.borrow().iter().map(|p| &p.node));
     }
     let hub = Arc::new(Hub::default());
     let shutdown = CancellationToken::new();
@@ -190,29 +178,26 @@ async fn start_with_dns<D: Dns>(
 
     let (listener, http_addr) = bind(config.listen).await?;
     let (admin_listener, admin_addr) = bind(config.admin_listen).await?;
-    let limit = (config.rate_limit_per_second > 0).then(|| RateLimit {
-        per_second: config.rate_limit_per_second,
-        burst: config.rate_limit_burst,
-        client_ip_header: config.client_ip_header.clone(),
-    });
-    let public = http::public_router(Arc::clone(&app), limit.as_ref())?;
+    let public = http::public_router(Arc::clone(&app), rate_limit(&config).as_ref())?;
 
     let mesh = start_mesh(&config, &node, &layout, peers, &core, &shutdown)?;
     if let (Some(fly), Some(listen)) = (&fly, config.mesh.listen) {
-        let dns = dns().map_err(FlyError::from)?;
-        let discovery = fly.discovery(dns, &node, listen.port(), neighbours);
-        tasks.spawn(discovery.watch(
-            config.fly.discovery_interval,
-            publish_peers,
-            shutdown.clone(),
-        ));
+        // On Fly, peers come and go: the mesh follows what DNS says.
+        let discovery = fly.discovery(
+            dns().map_err(FlyError::from)?,
+            &node,
+            listen.port(),
+            neighbours,
+        );
+        let interval = config.fly.discovery_interval;
+        tasks.spawn(discovery.watch(interval, publish_peers, shutdown.clone()));
     }
     let mesh_addr = mesh.as_ref().map(|(addr, _)| *addr);
-    let commit_gap = if config.mesh.listen.is_some() {
-        config.mesh.commit_interval
-    } else {
-        std::time::Duration::ZERO
-    };
+    // A node alone commits as soon as the previous sync returns.
+    let commit_gap = config
+        .mesh
+        .listen
+        .map_or(std::time::Duration::ZERO, |_| config.mesh.commit_interval);
     let flusher = Arc::clone(&core).run_flusher(commit_gap, shutdown.clone());
     let step_loop = tokio::spawn(
         StepLoop {
@@ -223,21 +208,10 @@ async fn start_with_dns<D: Dns>(
         }
         .run(shutdown.clone()),
     );
-    let (serve_shutdown, admin_shutdown) = (shutdown.clone(), shutdown.clone());
-    // The peer address is what the rate limit tells clients apart by.
-    let server = axum::serve(
-        listener,
-        public.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { serve_shutdown.cancelled().await });
-    let admin = axum::serve(admin_listener, http::admin_router(app))
-        .with_graceful_shutdown(async move { admin_shutdown.cancelled().await });
+    let admin = http::admin_router(app);
     let task = tokio::spawn(
         Stopping {
-            serving: tokio::spawn(async move {
-                let (public, admin) = tokio::join!(server.into_future(), admin.into_future());
-                public.and(admin)
-            }),
+            serving: serve(listener, public, admin_listener, admin, &shutdown),
             tasks: tasks.clone(),
             step_loop,
             mesh: mesh.map(|(_, mesh)| mesh),
@@ -258,6 +232,61 @@ async fn start_with_dns<D: Dns>(
         shutdown,
         task,
         tasks,
+    })
+}
+
+/// Who this node is and the map it draws halos on: on Fly, the platform's
+/// word first (region, id, certificate); then the region checked against
+/// the region files.
+fn identify(
+    config: &mut Config,
+    fly: Option<&FlyMachine>,
+    regions: Option<&Regions>,
+) -> Result<(NodeId, Arc<Layout>), NodeError> {
+    if let Some(fly) = fly {
+        fly.adapt(config, regions)?;
+    }
+    check_region(config, regions)?;
+    let node = resolve_node_id(config)?;
+    if let Some(fly) = fly {
+        fly.issue_certificate(config, &node)?;
+    }
+    let layout = Arc::new(match regions {
+        Some(regions) => Layout::new(regions, config.max_pickup_km),
+        None => Layout::unmapped(config.max_pickup_km),
+    });
+    Ok((node, layout))
+}
+
+/// The per-client rate limit, if `--rate-limit-per-second` sets one.
+fn rate_limit(config: &Config) -> Option<RateLimit> {
+    (config.rate_limit_per_second > 0).then(|| RateLimit {
+        per_second: config.rate_limit_per_second,
+        burst: config.rate_limit_burst,
+        client_ip_header: config.client_ip_header.clone(),
+    })
+}
+
+/// The public and admin servers, each stopping gracefully on `shutdown`.
+fn serve(
+    listener: TcpListener,
+    public: axum::Router,
+    admin_listener: TcpListener,
+    admin: axum::Router,
+    shutdown: &CancellationToken,
+) -> JoinHandle<std::io::Result<()>> {
+    let (serve_shutdown, admin_shutdown) = (shutdown.clone(), shutdown.clone());
+    // The peer address is what the rate limit tells clients apart by.
+    let public = axum::serve(
+        listener,
+        public.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { serve_shutdown.cancelled().await });
+    let admin = axum::serve(admin_listener, admin)
+        .with_graceful_shutdown(async move { admin_shutdown.cancelled().await });
+    tokio::spawn(async move {
+        let (public, admin) = tokio::join!(public.into_future(), admin.into_future());
+        public.and(admin)
     })
 }
 
