@@ -6,12 +6,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::OnceLock;
 
-/// The node binary of this workspace, built by cargo if it is not up to
-/// date (`cargo test --workspace` has built it already, for the node's own
-/// end-to-end tests).
+/// The node binary of this workspace. `cargo test --workspace` builds it
+/// next to this test's own binary, with the features the workspace's tests
+/// unify; that one is used unless a source file is newer. Otherwise (`cargo
+/// test -p bot` after a change to the node) cargo builds it.
 fn node_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        let beside = std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.join("node")));
+        if let Some(bin) = beside.filter(|bin| is_current(bin)) {
+            return bin;
+        }
         escargot::CargoBuild::new()
             .package("node")
             .bin("node")
@@ -20,6 +27,31 @@ fn node_bin() -> &'static Path {
             .path()
             .to_path_buf()
     })
+}
+
+/// Whether `bin` exists and no source file of the node (or of the types it
+/// uses) changed after it was built.
+fn is_current(bin: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    ["node/src", "types/src", "Cargo.lock"]
+        .iter()
+        .all(|p| newest(&root.join(p)).is_some_and(|newest| newest <= built))
+}
+
+/// The newest modification time under `path`.
+fn newest(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .flatten()
+        .map(|entry| newest(&entry.path()))
+        .try_fold(meta.modified().ok()?, |a, b| Some(a.max(b?)))
 }
 
 /// One node process; its data folder lives as long as it does.
