@@ -4,7 +4,7 @@
 //! tries each key; the bench's second key makes that the worst case: a
 //! token signed by the last key, and a wrong token tried against both.
 //!
-//! Criterion gives the typical time; the floor (under 50 us at p99) is on
+//! Criterion gives the typical time; the bound (under 50 us at p99) is on
 //! the tail, so `tail` also times 100,000 single checks, each on a fresh
 //! id, and prints their percentiles.
 //!

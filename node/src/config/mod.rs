@@ -176,8 +176,8 @@ pub struct MeshArgs {
     /// With a mesh (`--mesh-listen`), group commits start at least this far
     /// apart, so that each carries more requests: every commit is a journal
     /// sync, and three nodes syncing as fast as the disk answers cost a
-    /// mesh on one machine about a quarter more CPU per request (BENCHMARKS.md,
-    /// session 15), for up to this much more latency under load (a request
+    /// mesh on one machine about a quarter more CPU per request
+    /// (BENCHMARKS.md), for up to this much more latency under load (a request
     /// that finds the last commit older than this is committed at once). A
     /// node alone commits as soon as the previous sync returns.
     #[arg(
@@ -316,7 +316,7 @@ pub struct FlyArgs {
 /// A lone node's default round interval: its rounds cost nothing but
 /// their CPU, and small ones keep the bursts that intake waits behind short
 /// (at 20,000 requests/s on two cores, a 250 ms round was a 15-30 ms burst;
-/// BENCHMARKS.md, session 12).
+/// BENCHMARKS.md).
 const LONE_ROUND_INTERVAL: Duration = Duration::from_millis(25);
 /// In a mesh every round's commits are automerge changes that each peer
 /// decodes and applies, so fewer, larger rounds cost less per match (CPU per

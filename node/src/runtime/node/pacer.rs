@@ -2,7 +2,7 @@
 //!
 //! Every group commit is a journal sync, and a mesh's nodes on one machine
 //! syncing as fast as the disk answers spend about a quarter more CPU per
-//! request than at one commit per 5 ms (BENCHMARKS.md, session 15). The pacer
+//! request than at one commit per 5 ms (BENCHMARKS.md). The pacer
 //! keeps commits at least a minimum gap apart: whatever arrives meanwhile
 //! joins the next one. A request that finds the last commit older than the
 //! gap is committed at once, so a quiet node adds no latency.

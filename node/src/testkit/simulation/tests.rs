@@ -220,7 +220,7 @@ fn halo_scaling_table() {
     );
 }
 
-/// The defect of round 1, back behind a switch: a node that restarts with
+/// The defect the journal fixes, back behind a switch: a node that restarts with
 /// its old id and nothing it wrote (no journal) double-books. The checks
 /// must catch it within a few seeds; the first one that does is named in
 /// the README.
@@ -298,7 +298,7 @@ fn a_restart_next_to_a_stale_peer_does_not_commit_a_driver_again() {
                 "{:?}",
                 sim.check.violations
             ),
-            // Round 1's restart (old id, nothing kept): the scenario
+            // A restart without a journal (old id, nothing kept): the scenario
             // reproduces its double booking.
             Memory::Forgetful => assert!(double_booked, "{:?}", sim.check.violations),
         }
