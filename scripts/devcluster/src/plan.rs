@@ -42,7 +42,7 @@ pub struct Pair {
     /// The delay the distance gives (see [`delay_ms`]).
     pub computed_ms: f64,
     /// What the relays use: `--wan-delay` if given, else the computed delay
-    /// rounded and floored.
+    /// rounded and raised to `min_ms` if below it.
     pub delay: String,
 }
 
@@ -62,8 +62,8 @@ pub struct WanOptions {
     pub delay: Option<String>,
     pub jitter: String,
     pub loss: String,
-    /// The floor under computed delays: the shipped regions are a few km
-    /// apart, which alone would be a LAN.
+    /// The least delay a computed one is raised to: the shipped regions
+    /// are a few km apart, which alone would be a LAN.
     pub min_ms: u64,
 }
 
@@ -328,7 +328,7 @@ mod tests {
         assert_eq!(delay_ms(0.0), 10.0);
         assert_eq!(delay_ms(1000.0), 20.0);
         assert_eq!(used_ms(delay_ms(1000.0), 20), 20);
-        assert_eq!(used_ms(delay_ms(5.0), 20), 20, "a few km: the floor");
+        assert_eq!(used_ms(delay_ms(5.0), 20), 20, "a few km: the minimum");
         assert_eq!(used_ms(delay_ms(8050.0), 20), 90, "90.5 rounds to even");
         assert_eq!(used_ms(delay_ms(8150.0), 20), 92, "91.5 rounds to even");
     }
