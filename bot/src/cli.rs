@@ -28,8 +28,14 @@ Load mode (--rate N): sends N rider/driver requests per second in total, \
 without websockets, and reports latency percentiles measured from each \
 request's scheduled start (so a slow node cannot hide its queueing delay).
 
-The exit status is non-zero only when no request at all was accepted, which \
-almost always means no node is listening at --endpoint.
+Every endpoint is asked GET /healthz first: one that does not answer is \
+reported and set aside, and only none answering stops the bot. While it runs, \
+an endpoint that refuses connections, answers 502, or answers 503 \
+region_unavailable is set aside for 3 s, and its requests go to a live one \
+(which serves them or redirects them to the region that adopted the area); \
+the summary counts these failovers.
+
+The exit status is non-zero only when no request at all was accepted.
 
 `bot check` checks the history of a chaos run (scripts/chaos.sh) instead: see \
 `bot check --help`.";

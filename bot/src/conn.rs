@@ -37,14 +37,14 @@ const MAX_REDIRECTS: usize = 10;
 pub enum ConnError {
     #[error("{0} is neither an http:// nor an https:// URL with a host")]
     Unsupported(Url),
-    #[error("cannot connect to {authority}")]
+    #[error("cannot connect to {}", .url.authority())]
     Connect {
-        authority: String,
+        url: Url,
         #[source]
         source: std::io::Error,
     },
-    #[error("connecting to {0} timed out")]
-    ConnectTimeout(String),
+    #[error("connecting to {} timed out", .0.authority())]
+    ConnectTimeout(Url),
     #[error("HTTP exchange with {authority} failed")]
     Http {
         authority: String,
@@ -57,6 +57,18 @@ pub enum ConnError {
     TooManyRedirects(Url),
     #[error("a redirect from {0} has no usable Location")]
     BadRedirect(Url),
+}
+
+impl ConnError {
+    /// Where a request that got no answer met a dead node: the URL it could
+    /// not connect to. Other failures (a reset, a timeout) say nothing of
+    /// whether the node is alive.
+    pub fn refused_at(&self) -> Option<&Url> {
+        match self {
+            ConnError::Connect { url, .. } | ConnError::ConnectTimeout(url) => Some(url),
+            _ => None,
+        }
+    }
 }
 
 /// A node's whole answer to one request.
@@ -195,12 +207,12 @@ async fn connect(url: &Url) -> Result<SendRequest<Full<Bytes>>, ConnError> {
         _ => return Err(ConnError::Unsupported(url.clone())),
     };
     let connect_err = |source| ConnError::Connect {
-        authority: authority.clone(),
+        url: url.clone(),
         source,
     };
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
         .await
-        .map_err(|_| ConnError::ConnectTimeout(authority.clone()))?
+        .map_err(|_| ConnError::ConnectTimeout(url.clone()))?
         .map_err(connect_err)?;
     tcp.set_nodelay(true).map_err(connect_err)?;
     let http_err = |source| ConnError::Http {
@@ -242,93 +254,12 @@ static TLS: LazyLock<TlsConnector> = LazyLock::new(|| {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use std::sync::atomic::Ordering::Relaxed;
 
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     use tokio::net::TcpListener;
 
     use super::*;
-
-    /// How a scripted server answers a request for a path: its status
-    /// line, extra header lines, and whether it then closes the connection.
-    struct Scripted {
-        status: &'static str,
-        headers: String,
-        close: bool,
-    }
-
-    fn answer(status: &'static str) -> Scripted {
-        Scripted {
-            status,
-            headers: String::new(),
-            close: false,
-        }
-    }
-
-    /// A server on `127.0.0.1:0` that answers every request as `script`
-    /// says for its path, echoing the body back. Returns its base URL and
-    /// how many connections it has accepted.
-    async fn serve(
-        script: impl Fn(&str) -> Scripted + Send + Sync + 'static,
-    ) -> (Url, Arc<AtomicUsize>) {
-        serve_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), script)
-    }
-
-    /// [`serve`] on a listener of the caller's.
-    fn serve_on(
-        listener: TcpListener,
-        script: impl Fn(&str) -> Scripted + Send + Sync + 'static,
-    ) -> (Url, Arc<AtomicUsize>) {
-        let url = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&accepted);
-        let script = Arc::new(script);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Relaxed);
-                let script = Arc::clone(&script);
-                tokio::spawn(async move {
-                    let mut stream = BufReader::new(stream);
-                    loop {
-                        let (mut path, mut length) = (String::new(), 0);
-                        loop {
-                            let mut line = String::new();
-                            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            let lower = line.to_ascii_lowercase();
-                            if let Some(v) = lower.strip_prefix("content-length:") {
-                                length = v.trim().parse().unwrap();
-                            } else if line.starts_with("POST ") {
-                                path = line.split_whitespace().nth(1).unwrap().to_owned();
-                            } else if line == "\r\n" {
-                                break;
-                            }
-                        }
-                        let mut body = vec![0; length];
-                        stream.read_exact(&mut body).await.unwrap();
-                        let Scripted {
-                            status,
-                            headers,
-                            close,
-                        } = script(&path);
-                        let connection = if close { "connection: close\r\n" } else { "" };
-                        let head = format!(
-                            "HTTP/1.1 {status}\r\ncontent-length: {}\r\n{headers}{connection}\r\n",
-                            body.len()
-                        );
-                        let stream = stream.get_mut();
-                        stream.write_all(head.as_bytes()).await.unwrap();
-                        stream.write_all(&body).await.unwrap();
-                        if close {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        (url, accepted)
-    }
+    use crate::scripted::{Scripted, answer, nothing_listening, serve, serve_on};
 
     async fn post(url: &Url, body: &'static [u8]) -> Result<Answer, ConnError> {
         Connections::default()
@@ -423,6 +354,7 @@ mod tests {
         .await;
         let error = post(&base.join("rider").unwrap(), b"{}").await.unwrap_err();
         assert!(matches!(error, ConnError::TooManyRedirects(_)), "{error}");
+        assert_eq!(error.refused_at(), None, "the node answered");
     }
 
     #[tokio::test]
@@ -439,14 +371,14 @@ mod tests {
 
     #[tokio::test]
     async fn nothing_listening_and_other_schemes_are_clear_errors() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = Url::parse(&format!("http://127.0.0.1:{port}/rider")).unwrap();
+        let url = nothing_listening().join("rider").unwrap();
         let error = post(&url, b"{}").await.unwrap_err();
         assert!(matches!(error, ConnError::Connect { .. }), "{error}");
+        assert_eq!(
+            error.refused_at(),
+            Some(&url),
+            "a refused connection is a dead node"
+        );
         let url = Url::parse("ftp://127.0.0.1/rider").unwrap();
         let error = post(&url, b"{}").await.unwrap_err();
         assert!(matches!(error, ConnError::Unsupported(_)), "{error}");

@@ -1,11 +1,14 @@
-//! Which region each endpoint serves, for `--regions`: the region files' own
-//! mesh addresses when no `--endpoint` is given, otherwise each endpoint's
-//! own word (`GET /healthz` names the node's region), so that endpoints
-//! behind other addresses (a gateway, an ephemeral port) map too.
+//! Which endpoints answer at start, and which region each serves, for
+//! `--regions`: the region files' own mesh addresses when no `--endpoint`
+//! is given, otherwise each endpoint's own word (`GET /healthz` names the
+//! node's region), so that endpoints behind other addresses (a gateway, an
+//! ephemeral port) map too.
 
+use futures_util::future::join_all;
 use reqwest::{Client, Url};
 use ride_types::api::Health;
 use ride_types::regions::Regions;
+use tracing::warn;
 
 use crate::endpoint::{EndpointError, parse_endpoint};
 use crate::error::BotError;
@@ -19,19 +22,56 @@ pub fn mesh_endpoints(regions: &Regions) -> Result<Vec<(String, Url)>, EndpointE
         .collect()
 }
 
-/// Asks every endpoint its region, as (region id, endpoint).
-pub async fn ask_endpoints(client: &Client, bases: &[Url]) -> Result<Vec<(String, Url)>, BotError> {
-    let mut served = Vec::with_capacity(bases.len());
-    for base in bases {
-        let health = health(client, base)
-            .await
-            .map_err(|reason| BotError::Discovery {
-                endpoint: base.to_string(),
-                reason,
-            })?;
-        served.push((health.region, base.clone()));
+/// What the endpoints said at start.
+#[derive(Debug, Default)]
+pub struct Probed {
+    /// Each endpoint that answered, with the region it serves.
+    pub live: Vec<(String, Url)>,
+    /// Each endpoint that did not.
+    pub dead: Vec<Url>,
+}
+
+/// What becomes of an endpoint that does not answer at start.
+#[derive(Debug, Clone, Copy)]
+pub enum Fate {
+    /// Set aside like any dead endpoint, and tried again later.
+    SetAside,
+    /// Left out of the run: with `--regions` and `--endpoint`, only its
+    /// answer says which region it serves.
+    LeftOut,
+}
+
+impl std::fmt::Display for Fate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Fate::SetAside => "its requests go to the other endpoints until it answers",
+            Fate::LeftOut => "left out of this run: without an answer its region is unknown",
+        })
     }
-    Ok(served)
+}
+
+/// Asks every endpoint its health (`GET /healthz`, which names its region),
+/// all at once, and warns of each that does not answer, saying what then
+/// becomes of it (`fate`). A dead endpoint is not fatal (its region may be
+/// adopted by another, or it may come back); none answering is.
+pub async fn probe(client: &Client, bases: &[Url], fate: Fate) -> Result<Probed, BotError> {
+    let answers = join_all(bases.iter().map(|base| health(client, base))).await;
+    let mut probed = Probed::default();
+    let mut reasons = Vec::new();
+    for (base, answer) in bases.iter().zip(answers) {
+        match answer {
+            Ok(health) => probed.live.push((health.region, base.clone())),
+            Err(reason) => {
+                warn!("{base} does not answer (GET /healthz: {reason}); {fate}");
+                reasons.push(format!("{base}: {reason}"));
+                probed.dead.push(base.clone());
+            }
+        }
+    }
+    if probed.live.is_empty() {
+        return Err(BotError::NoLiveEndpoint(reasons.join("; ")));
+    }
+    Ok(probed)
 }
 
 async fn health(client: &Client, base: &Url) -> Result<Health, String> {

@@ -16,8 +16,8 @@ pub enum BotError {
     Client(#[source] reqwest::Error),
     #[error("--regions: {0}")]
     Regions(#[from] RegionsError),
-    #[error("cannot ask {endpoint} for its region (GET /healthz): {reason}")]
-    Discovery { endpoint: String, reason: String },
+    #[error("no endpoint answers (GET /healthz): {0}")]
+    NoLiveEndpoint(String),
     #[error("could not write the match record {}: {source}", path.display())]
     Record {
         path: PathBuf,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use reqwest::header::HeaderValue;
 use reqwest::{Client, StatusCode, Url};
-use ride_types::api::ErrorBody;
+use ride_types::api::{ErrorBody, ErrorDetail};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -22,6 +22,10 @@ use crate::stats::Outcome;
 /// How long one request may take before it counts as a transport error.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The code of a `503` from a node that cannot serve the position: its
+/// region is down and no live region has adopted the area yet.
+const REGION_UNAVAILABLE: &str = "region_unavailable";
 
 /// The shared client. `max_idle` should cover the number of requests in
 /// flight so that no connection is closed only to be reopened.
@@ -45,6 +49,10 @@ pub struct Reply<T> {
     pub body: Result<T, String>,
     /// When a refusal (a shed request's 503) says to come back.
     pub retry_after: Option<Duration>,
+    /// The answer says the node asked is no use for now: a gateway with no
+    /// live node behind it (`502`), or a node that cannot serve the
+    /// position (`503` `region_unavailable`). Not an overloaded node's `503`.
+    pub unavailable: bool,
 }
 
 impl<T> Reply<T> {
@@ -54,6 +62,21 @@ impl<T> Reply<T> {
             redirected: self.redirected_to.is_some(),
         }
     }
+
+    /// Where this answer says a node is dead: the URL that answered (after
+    /// any redirect from `asked`), when the answer is
+    /// [unavailable](Reply::unavailable).
+    pub fn dead_at<'a>(&'a self, asked: &'a Url) -> Option<&'a Url> {
+        self.unavailable
+            .then(|| self.redirected_to.as_ref().unwrap_or(asked))
+    }
+}
+
+/// Where a request that failed without an answer met a dead node: the URL
+/// it could not connect to. Other failures (a reset, a timeout) say nothing
+/// of whether the node is alive.
+pub fn refused_at(error: &reqwest::Error) -> Option<&Url> {
+    error.is_connect().then(|| error.url()).flatten()
 }
 
 /// POSTs `body` as JSON to `url` and reads the whole answer (reading it lets
@@ -94,16 +117,27 @@ impl<T: DeserializeOwned> Reply<T> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok())
             .map(Duration::from_secs);
-        let body = if status.is_success() {
-            serde_json::from_slice(bytes)
-                .map_err(|e| format!("{status} with an unreadable body from {url}: {e}"))
-        } else {
-            Err(describe_rejection(status, bytes))
-        };
+        if status.is_success() {
+            let body = serde_json::from_slice(bytes)
+                .map_err(|e| format!("{status} with an unreadable body from {url}: {e}"));
+            return Reply {
+                status,
+                redirected_to,
+                body,
+                retry_after,
+                unavailable: false,
+            };
+        }
+        let error = serde_json::from_slice::<ErrorBody>(bytes)
+            .ok()
+            .map(|body| body.error);
+        let code = error.as_ref().map(|e| e.code.as_str());
         Reply {
             status,
             redirected_to,
-            body,
+            unavailable: status == StatusCode::BAD_GATEWAY
+                || (status == StatusCode::SERVICE_UNAVAILABLE && code == Some(REGION_UNAVAILABLE)),
+            body: Err(describe_rejection(status, error.as_ref(), bytes)),
             retry_after,
         }
     }
@@ -137,10 +171,10 @@ pub async fn get_json<T: DeserializeOwned>(
 
 /// `422 invalid_field: lat must be ...`, falling back to the raw body when it
 /// is not the API's error shape (e.g. a proxy's HTML page).
-fn describe_rejection(status: StatusCode, body: &[u8]) -> String {
-    match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(ErrorBody { error }) => format!("{status} {}: {}", error.code, error.message),
-        Err(_) => {
+fn describe_rejection(status: StatusCode, error: Option<&ErrorDetail>, body: &[u8]) -> String {
+    match error {
+        Some(error) => format!("{status} {}: {}", error.code, error.message),
+        None => {
             let text = String::from_utf8_lossy(body);
             let text: String = text.chars().take(200).collect();
             format!("{status}: {}", text.trim())
@@ -168,19 +202,71 @@ pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde::de::IgnoredAny;
+
     use super::*;
+    use crate::scripted::nothing_listening;
+
+    fn url(text: &str) -> Url {
+        Url::parse(text).unwrap()
+    }
+
+    fn read(status: StatusCode, body: &[u8]) -> Reply<IgnoredAny> {
+        Reply::read(&url("http://a:1/rider"), status, None, None, body)
+    }
 
     #[test]
     fn describes_api_rejections() {
         let body = br#"{"error":{"code":"already_rated","message":"rider was already rated"}}"#;
         assert_eq!(
-            describe_rejection(StatusCode::CONFLICT, body),
+            read(StatusCode::CONFLICT, body).body.unwrap_err(),
             "409 Conflict already_rated: rider was already rated"
         );
         assert_eq!(
-            describe_rejection(StatusCode::BAD_GATEWAY, b" <html>oops</html>\n"),
+            read(StatusCode::BAD_GATEWAY, b" <html>oops</html>\n")
+                .body
+                .unwrap_err(),
             "502 Bad Gateway: <html>oops</html>"
         );
+    }
+
+    #[test]
+    fn a_node_that_cannot_serve_is_unavailable_and_an_overloaded_one_is_not() {
+        let error = |code: &str| {
+            format!(r#"{{"error":{{"code":"{code}","message":"come back later"}}}}"#).into_bytes()
+        };
+        let unavailable = read(StatusCode::SERVICE_UNAVAILABLE, &error(REGION_UNAVAILABLE));
+        assert!(unavailable.unavailable);
+        let asked = url("http://a:1/rider");
+        assert_eq!(unavailable.dead_at(&asked), Some(&asked));
+        assert!(read(StatusCode::BAD_GATEWAY, b"no backend").unavailable);
+        let overloaded = read(StatusCode::SERVICE_UNAVAILABLE, &error("overloaded"));
+        assert!(!overloaded.unavailable, "load, not death");
+        assert_eq!(overloaded.dead_at(&asked), None);
+        assert!(!read(StatusCode::SERVICE_UNAVAILABLE, b"<html>").unavailable);
+        assert!(!read(StatusCode::ACCEPTED, b"{}").unavailable);
+    }
+
+    #[test]
+    fn a_redirected_answer_names_the_node_it_came_from() {
+        let adopter = url("http://b:2/rider");
+        let reply: Reply<IgnoredAny> = Reply::read(
+            &url("http://a:1/rider"),
+            StatusCode::BAD_GATEWAY,
+            Some(adopter.clone()),
+            None,
+            b"",
+        );
+        assert_eq!(reply.dead_at(&url("http://a:1/rider")), Some(&adopter));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_names_where_the_node_is_dead() {
+        let asked = nothing_listening().join("rider").unwrap();
+        let error = post::<_, IgnoredAny>(&client(1).unwrap(), &asked, &())
+            .await
+            .unwrap_err();
+        assert_eq!(refused_at(&error), Some(&asked));
     }
 
     #[test]

@@ -180,49 +180,96 @@ async fn worker(shared: Arc<Shared>, mut rng: StdRng, mut stop: watch::Receiver<
                 _ = stop.wait_for(|stopped| *stopped) => return,
             }
         }
-        let sent = Instant::now();
-        let result = match &shared.ratings {
+        let sent_at = Instant::now();
+        let sent = match &shared.ratings {
             Some(targets) => rate(&mut connections, targets, k).await,
-            None => send_request(&shared, &mut connections, &mut rng, k).await,
+            None => send_request(&shared, &mut connections, &mut rng, k, sent_at).await,
         };
-        let (latency, answered_in) = (due.elapsed(), sent.elapsed());
-        let outcome = match result {
-            Ok(reply) => {
-                if let Err(problem) = reply.body
-                    && let Some(text) = shared.stats.note_problem(|| problem)
-                {
-                    warn!("request refused: {text} (further problems are counted, not logged)");
-                }
-                Outcome::Answered {
-                    status: reply.status.as_u16(),
-                    redirected: reply.redirected_to.is_some(),
-                }
+        set_aside_dead(&shared.router, &sent, Instant::now());
+        count(&shared, sent, due, sent_at);
+    }
+}
+
+/// Sets aside, as of `now`, the endpoint where `sent` met a dead node.
+fn set_aside_dead(router: &Router, sent: &Sent, now: Instant) {
+    if let Some(dead) = &sent.dead_at {
+        router.set_aside(dead, now);
+    }
+}
+
+/// Counts a request that was due at `due` and sent at `sent_at`, if it was
+/// due in the measured window.
+fn count(shared: &Shared, sent: Sent, due: Instant, sent_at: Instant) {
+    let (latency, answered_in) = (due.elapsed(), sent_at.elapsed());
+    let outcome = match sent.result {
+        Ok(reply) => {
+            if let Err(problem) = reply.body
+                && let Some(text) = shared.stats.note_problem(|| problem)
+            {
+                warn!("request refused: {text} (further problems are counted, not logged)");
             }
-            Err(e) => {
-                if let Some(text) = shared.stats.note_problem(|| describe_error(&e)) {
-                    warn!("{text} (further errors are counted, not logged)");
-                }
-                Outcome::Transport
+            Outcome::Answered {
+                status: reply.status.as_u16(),
+                redirected: reply.redirected_to.is_some(),
             }
-        };
-        if due >= schedule.measure_from {
-            shared.stats.record_request(outcome, latency);
-            shared.stats.record_shed(outcome, answered_in);
-        } else {
-            shared.warmup_requests.fetch_add(1, Relaxed);
+        }
+        Err(e) => {
+            if let Some(text) = shared.stats.note_problem(|| describe_error(&e)) {
+                warn!("{text} (further errors are counted, not logged)");
+            }
+            Outcome::Transport
+        }
+    };
+    if due < shared.schedule.measure_from {
+        shared.warmup_requests.fetch_add(1, Relaxed);
+        return;
+    }
+    let stats = &shared.stats;
+    stats.record_request(outcome, latency);
+    stats.record_shed(outcome, answered_in);
+    if sent.dead_at.is_some() {
+        stats.record_failed_post();
+    }
+    if sent.failover {
+        stats.record_failover();
+    }
+}
+
+/// One request, sent.
+struct Sent {
+    result: Result<Reply<IgnoredAny>, ConnError>,
+    /// Its own endpoint was set aside, so it went to another.
+    failover: bool,
+    /// Where it met a dead node, if it did.
+    dead_at: Option<Url>,
+}
+
+impl Sent {
+    fn new(result: Result<Reply<IgnoredAny>, ConnError>, asked: &Url, failover: bool) -> Self {
+        let dead_at = match &result {
+            Ok(reply) => reply.dead_at(asked),
+            Err(e) => e.refused_at(),
+        }
+        .cloned();
+        Sent {
+            result,
+            failover,
+            dead_at,
         }
     }
 }
 
-/// Request `k`: a rider when even, a driver when odd.
+/// Request `k`: a rider when even, a driver when odd, to the endpoint its
+/// position routes to at `now`.
 async fn send_request(
     shared: &Shared,
     connections: &mut Connections,
     rng: &mut StdRng,
     k: u64,
-) -> Result<Reply<IgnoredAny>, ConnError> {
+    now: Instant,
+) -> Sent {
     let position = shared.area.random_position(rng);
-    let endpoint = shared.router.endpoint_for(position);
+    let route = shared.router.route(position, now);
     let name = k % NAMES;
     if k.is_multiple_of(2) {
         let body = RiderRequest {
@@ -231,24 +278,22 @@ async fn send_request(
             position,
             destination: shared.area.random_position(rng),
         };
-        post(connections, &endpoint.rider, &body).await
+        let url = &route.endpoint.rider;
+        Sent::new(post(connections, url, &body).await, url, route.failover)
     } else {
         let body = DriverRequest {
             name: world::driver_name(shared.run, name as usize),
             car_number: world::car_number(shared.run, k),
             position,
         };
-        post(connections, &endpoint.driver, &body).await
+        let url = &route.endpoint.driver;
+        Sent::new(post(connections, url, &body).await, url, route.failover)
     }
 }
 
 /// Request `k`: rates match `k` (cycling if the run outlasts the matches,
 /// which then shows as 409s).
-async fn rate(
-    connections: &mut Connections,
-    targets: &[RatingTarget],
-    k: u64,
-) -> Result<Reply<IgnoredAny>, ConnError> {
+async fn rate(connections: &mut Connections, targets: &[RatingTarget], k: u64) -> Sent {
     let target = &targets[(k % targets.len().max(1) as u64) as usize];
     let body = RatingRequest {
         rider_id: target.rider_id,
@@ -256,7 +301,11 @@ async fn rate(
         car_number: target.car_number.clone(),
         stars: (k % 5 + 1) as i64,
     };
-    post(connections, &target.url, &body).await
+    Sent::new(
+        post(connections, &target.url, &body).await,
+        &target.url,
+        false,
+    )
 }
 
 /// POSTs `body` as JSON on this worker's connection and reads the answer.
@@ -278,7 +327,112 @@ async fn post(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
+    use crate::failover::SET_ASIDE;
+    use crate::scripted::{Scripted, answer, nothing_listening, refusal, serve};
+
+    /// Load mode's shared state over `bases`, for requests sent by hand.
+    fn shared(bases: &[Url]) -> Shared {
+        let start = Instant::now();
+        Shared {
+            router: Arc::new(Router::new(bases).unwrap()),
+            stats: Arc::new(Stats::new(start)),
+            schedule: Schedule::new(start, 100, Duration::ZERO, Duration::from_secs(1)),
+            area: Area::DHAKA,
+            run: RunTag::random(&mut StdRng::seed_from_u64(1)),
+            ratings: None,
+            next: AtomicU64::new(0),
+            warmup_requests: AtomicU64::new(0),
+        }
+    }
+
+    /// A scripted endpoint that answers as `script`, and how many requests
+    /// reached it.
+    async fn endpoint(
+        script: impl Fn() -> Scripted + Send + Sync + 'static,
+    ) -> (Url, Arc<AtomicUsize>) {
+        let reached = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&reached);
+        let (base, _) = serve(move |_| {
+            counter.fetch_add(1, Relaxed);
+            script()
+        })
+        .await;
+        (base, reached)
+    }
+
+    /// What 40 requests sent at `now` did, as a worker handles them.
+    #[derive(Debug, Default, PartialEq)]
+    struct Tally {
+        dead: usize,
+        failovers: usize,
+    }
+
+    async fn send_at(shared: &Shared, rng: &mut StdRng, now: Instant) -> Tally {
+        let mut connections = Connections::default();
+        let mut tally = Tally::default();
+        for k in 0..40 {
+            let sent = send_request(shared, &mut connections, rng, k, now).await;
+            set_aside_dead(&shared.router, &sent, now);
+            tally.dead += usize::from(sent.dead_at.is_some());
+            tally.failovers += usize::from(sent.failover);
+        }
+        tally
+    }
+
+    /// Requests over `dead_base` and an endpoint that accepts: the first
+    /// to reach the dead one sets it aside, the others go to the live one
+    /// until the set-aside ends, and then it is tried again.
+    async fn assert_set_aside_until_it_ends(dead_base: Url) {
+        let (live_base, live_reached) = endpoint(|| answer("202 Accepted")).await;
+        let shared = shared(&[dead_base, live_base]);
+        let mut rng = StdRng::seed_from_u64(4);
+        let t0 = Instant::now();
+        let first = send_at(&shared, &mut rng, t0).await;
+        assert_eq!(first.dead, 1, "set aside after one");
+        assert!(first.failovers > 0, "{first:?}");
+        assert_eq!(live_reached.load(Relaxed), 39);
+        let again = send_at(&shared, &mut rng, t0 + SET_ASIDE).await;
+        assert_eq!(again.dead, 1, "tried again after the set-aside");
+    }
+
+    /// [`assert_set_aside_until_it_ends`] for an endpoint that answers as
+    /// `dead`, which is reached once before the set-aside and once after.
+    async fn assert_answer_sets_aside(dead: fn() -> Scripted) {
+        let (dead_base, dead_reached) = endpoint(dead).await;
+        assert_set_aside_until_it_ends(dead_base).await;
+        assert_eq!(dead_reached.load(Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_node_that_cannot_serve_the_region_is_set_aside_until_the_set_aside_ends() {
+        assert_answer_sets_aside(|| refusal("region_unavailable")).await;
+    }
+
+    #[tokio::test]
+    async fn a_gateway_with_no_live_node_is_set_aside_until_the_set_aside_ends() {
+        assert_answer_sets_aside(|| answer("502 Bad Gateway")).await;
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_sets_the_endpoint_aside_until_the_set_aside_ends() {
+        assert_set_aside_until_it_ends(nothing_listening()).await;
+    }
+
+    #[tokio::test]
+    async fn an_overloaded_node_is_not_set_aside() {
+        let (busy_base, busy_reached) = endpoint(|| refusal("overloaded")).await;
+        let (live_base, live_reached) = endpoint(|| answer("202 Accepted")).await;
+        let shared = shared(&[busy_base, live_base]);
+        let mut rng = StdRng::seed_from_u64(4);
+        let tally = send_at(&shared, &mut rng, Instant::now()).await;
+        assert_eq!(tally, Tally::default(), "load, not death");
+        let busy = busy_reached.load(Relaxed);
+        assert!(busy > 1, "every request of its own reaches it: {busy}");
+        assert_eq!(busy + live_reached.load(Relaxed), 40);
+    }
 
     #[test]
     fn schedule_spaces_requests_evenly_without_drift() {

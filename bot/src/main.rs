@@ -13,10 +13,13 @@ mod conn;
 mod discover;
 mod endpoint;
 mod error;
+mod failover;
 mod http;
 mod load;
 mod progress;
 mod record;
+#[cfg(test)]
+mod scripted;
 mod seed;
 mod simulate;
 mod socket;
@@ -34,6 +37,7 @@ use tracing::warn;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, DEFAULT_LOAD_DURATION, LoadKind};
+use crate::discover::Fate;
 use crate::endpoint::Router;
 use crate::error::BotError;
 use crate::load::{LoadConfig, Schedule};
@@ -126,7 +130,7 @@ async fn run(cli: Cli) -> Result<Summary, BotError> {
                 settle: cli.settle,
                 run,
             };
-            let result = simulate::run(&router, client, config, Arc::clone(&stats), stop).await;
+            let result = simulate::run(router, client, config, Arc::clone(&stats), stop).await;
             progress.finish();
             result?;
             Summary::simulate(&stats.snapshot(), endpoints)
@@ -198,18 +202,37 @@ async fn run(cli: Cli) -> Result<Summary, BotError> {
 }
 
 /// Where requests go: with `--regions`, to the nodes of the region that owns
-/// each position; otherwise spread over the `--endpoint`s.
+/// each position; otherwise spread over the `--endpoint`s. Every endpoint
+/// is asked first whether it answers: one that does not is set aside (or,
+/// when its region is unknown for want of an answer, left out), and the run
+/// goes on with the others.
 async fn router(cli: &Cli, client: &reqwest::Client) -> Result<Router, BotError> {
     let Some(dir) = &cli.regions else {
-        return Ok(Router::new(&cli.endpoints_or_default()?)?);
+        let bases = cli.endpoints_or_default()?;
+        let probed = discover::probe(client, &bases, Fate::SetAside).await?;
+        return Ok(set_aside(Router::new(&bases)?, &probed.dead));
     };
     let regions = Regions::load_dir(dir)?;
-    let served = if cli.endpoints.is_empty() {
-        discover::mesh_endpoints(&regions)?
-    } else {
-        discover::ask_endpoints(client, &cli.endpoints).await?
-    };
-    Ok(Router::by_region(regions, &served)?)
+    if cli.endpoints.is_empty() {
+        let served = discover::mesh_endpoints(&regions)?;
+        let bases: Vec<_> = served.iter().map(|(_, base)| base.clone()).collect();
+        let probed = discover::probe(client, &bases, Fate::SetAside).await?;
+        return Ok(set_aside(
+            Router::by_region(regions, &served)?,
+            &probed.dead,
+        ));
+    }
+    let probed = discover::probe(client, &cli.endpoints, Fate::LeftOut).await?;
+    Ok(Router::by_region(regions, &probed.live)?)
+}
+
+/// `router`, with the endpoints that did not answer at start set aside.
+fn set_aside(router: Router, dead: &[reqwest::Url]) -> Router {
+    let now = Instant::now();
+    for base in dead {
+        router.set_aside(base, now);
+    }
+    router
 }
 
 /// Completes on Ctrl-C. If the handler cannot be installed it never

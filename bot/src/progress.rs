@@ -87,8 +87,18 @@ impl Progress {
     }
 }
 
-/// One progress line, kept under 80 columns for typical counts.
+/// One progress line, kept under 80 columns for typical counts (a dead
+/// node's failovers lengthen it only while there are any).
 fn line(s: &Snapshot, style: Style) -> String {
+    let counts = counts(s, style);
+    let r = &s.requests;
+    if r.failed == 0 && r.failovers == 0 {
+        return counts;
+    }
+    format!("{counts} dead {} failover {}", r.failed, r.failovers)
+}
+
+fn counts(s: &Snapshot, style: Style) -> String {
     let r = &s.requests;
     let latency = format!("p50/p99 {:.1}/{:.1}ms", s.latency.p50, s.latency.p99);
     match style {

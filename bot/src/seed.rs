@@ -88,7 +88,8 @@ async fn post_pairs(
         .collect();
     let posted = futures_util::stream::iter(spots)
         .map(|(i, position, destination)| async move {
-            let endpoint = router.endpoint_for(position);
+            // A live endpoint: one found dead at start is set aside.
+            let endpoint = router.route(position, Instant::now()).endpoint;
             let rider = RiderRequest {
                 name: world::rider_name(run, i as usize),
                 position,

@@ -57,7 +57,7 @@ pub struct SimConfig {
 
 /// Runs until `stop` completes, then waits briefly for work in flight.
 pub async fn run(
-    router: &Router,
+    router: Arc<Router>,
     client: Client,
     config: SimConfig,
     stats: Arc<Stats>,
@@ -106,7 +106,7 @@ pub async fn run(
         tokio::select! {
             () = &mut stop => break,
             _ = ticker.tick() => {
-                sim.tick(router);
+                sim.tick(&router);
                 sim.flush_record()?;
             }
             Some(event) = events.recv() => sim.on_event(event),
@@ -222,6 +222,8 @@ struct Job {
     role: Role,
     index: usize,
     endpoint: Arc<Endpoint>,
+    /// The position's own endpoint was set aside, so it goes to this one.
+    failover: bool,
     body: Body,
 }
 
@@ -283,7 +285,7 @@ impl Sim {
     }
 
     /// Expires stale waits, then sends a request for every idle entity.
-    fn tick(&mut self, router: &Router) {
+    fn tick(&mut self, router: &Arc<Router>) {
         self.expire(Utc::now());
         let area = self.area;
         let mut jobs = Vec::new();
@@ -312,10 +314,12 @@ impl Sim {
                     }),
                 };
                 entity.state = State::Posting;
+                let route = router.route(position, now);
                 jobs.push(Job {
                     role,
                     index,
-                    endpoint: Arc::clone(router.endpoint_for(position)),
+                    endpoint: Arc::clone(route.endpoint),
+                    failover: route.failover,
                     body,
                 });
             }
@@ -328,9 +332,10 @@ impl Sim {
         let stats = Arc::clone(&self.stats);
         let events = self.events_tx.clone();
         let concurrency = self.concurrency;
+        let router = Arc::clone(router);
         tokio::spawn(async move {
             let posted = futures_util::stream::iter(jobs)
-                .map(|job| send_job(&client, &stats, job))
+                .map(|job| send_job(&client, &stats, &router, job))
                 .buffer_unordered(concurrency)
                 .collect()
                 .await;
@@ -512,14 +517,30 @@ impl Sim {
     }
 }
 
-/// Sends one rider or driver request and counts its outcome.
-async fn send_job(client: &Client, stats: &Stats, job: Job) -> Posted {
+/// Sends one rider or driver request and counts its outcome; sets aside
+/// the endpoint where it met a dead node, if it did.
+async fn send_job(client: &Client, stats: &Stats, router: &Router, job: Job) -> Posted {
     let started = Instant::now();
+    let url = match &job.body {
+        Body::Rider(_) => &job.endpoint.rider,
+        Body::Driver(_) => &job.endpoint.driver,
+    };
     let result = match &job.body {
-        Body::Rider(body) => http::post::<_, Accepted>(client, &job.endpoint.rider, body).await,
-        Body::Driver(body) => http::post::<_, Accepted>(client, &job.endpoint.driver, body).await,
+        Body::Rider(body) => http::post::<_, Accepted>(client, url, body).await,
+        Body::Driver(body) => http::post::<_, Accepted>(client, url, body).await,
     };
     let latency = started.elapsed();
+    if job.failover {
+        stats.record_failover();
+    }
+    let dead_at = match &result {
+        Ok(reply) => reply.dead_at(url),
+        Err(e) => http::refused_at(e),
+    };
+    if let Some(dead) = dead_at {
+        stats.record_failed_post();
+        router.set_aside(dead, Instant::now());
+    }
     let mut retry_after = None;
     let accepted = match result {
         Ok(reply) => {

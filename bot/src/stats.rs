@@ -50,6 +50,8 @@ pub struct Counters {
     by_status: Box<[AtomicU64]>,
     transport_errors: AtomicU64,
     redirects: AtomicU64,
+    failed: AtomicU64,
+    failovers: AtomicU64,
 }
 
 /// A point-in-time copy of [`Counters`].
@@ -66,6 +68,11 @@ pub struct CountersSnapshot {
     pub by_status: BTreeMap<u16, u64>,
     pub transport_errors: u64,
     pub redirects: u64,
+    /// Requests that met a dead node: a refused connection, a `502`, or a
+    /// `503` `region_unavailable` (among `transport_errors` or `rejected`).
+    pub failed: u64,
+    /// Requests sent to another endpoint because their own was set aside.
+    pub failovers: u64,
 }
 
 impl Counters {
@@ -75,6 +82,8 @@ impl Counters {
             by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             transport_errors: AtomicU64::new(0),
             redirects: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            failovers: AtomicU64::new(0),
         }
     }
 
@@ -100,6 +109,8 @@ impl Counters {
             sent: self.sent.load(Relaxed),
             transport_errors: self.transport_errors.load(Relaxed),
             redirects: self.redirects.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            failovers: self.failovers.load(Relaxed),
             ..CountersSnapshot::default()
         };
         for (status, count) in self.by_status.iter().enumerate() {
@@ -239,6 +250,18 @@ impl Stats {
         if matches!(outcome, Outcome::Answered { status: SHED, .. }) {
             record_micros(&self.shed_latency, answered_in);
         }
+    }
+
+    /// A rider or driver POST met a dead node (see
+    /// [`CountersSnapshot::failed`]).
+    pub fn record_failed_post(&self) {
+        self.requests.failed.fetch_add(1, Relaxed);
+    }
+
+    /// A rider or driver POST went to another endpoint because its own was
+    /// set aside.
+    pub fn record_failover(&self) {
+        self.requests.failovers.fetch_add(1, Relaxed);
     }
 
     pub fn record_rating(&self, outcome: Outcome) {
@@ -397,6 +420,9 @@ mod tests {
         });
         stats.record_match(12.34);
         stats.record_match(0.01);
+        stats.record_failed_post();
+        stats.record_failover();
+        stats.record_failover();
         let s = stats.snapshot();
         assert_eq!(s.requests.sent, 5);
         assert_eq!(s.requests.accepted, 2);
@@ -409,6 +435,8 @@ mod tests {
         );
         assert_eq!(s.requests.transport_errors, 1);
         assert_eq!(s.requests.redirects, 1);
+        assert_eq!((s.requests.failed, s.requests.failovers), (1, 2));
+        assert_eq!((s.ratings.failed, s.ratings.failovers), (0, 0));
         assert_eq!(
             s.requests.by_status,
             BTreeMap::from([(202, 2), (422, 1), (503, 1)])

@@ -54,6 +54,14 @@ pub struct RequestSummary {
     pub by_status: BTreeMap<u16, u64>,
     pub transport_errors: u64,
     pub redirects: u64,
+    /// Requests that met a dead node: a refused connection, a `502`, or a
+    /// `503` `region_unavailable`. Read as 0 from a summary without it.
+    #[serde(default)]
+    pub failed: u64,
+    /// Requests sent to another endpoint because their own was set aside
+    /// as dead.
+    #[serde(default)]
+    pub failovers: u64,
     pub per_sec: f64,
 }
 
@@ -116,6 +124,8 @@ impl RequestSummary {
             by_status: c.by_status.clone(),
             transport_errors: c.transport_errors,
             redirects: c.redirects,
+            failed: c.failed,
+            failovers: c.failovers,
             per_sec: per_sec(c.sent, elapsed),
         }
     }
@@ -262,6 +272,13 @@ impl fmt::Display for Summary {
                 r.shed, l.p50, l.p99
             )?;
         }
+        if r.failed > 0 || r.failovers > 0 {
+            writeln!(
+                f,
+                "  failover   {} met a dead node (refused, 502, 503 region_unavailable), {} sent elsewhere while theirs was set aside",
+                r.failed, r.failovers
+            )?;
+        }
         let l = &self.latency_ms;
         writeln!(
             f,
@@ -331,6 +348,8 @@ mod tests {
                 by_status: BTreeMap::from([(202, 98), (422, 2)]),
                 transport_errors: 0,
                 redirects: 3,
+                failed: 0,
+                failovers: 0,
             },
             ratings: CountersSnapshot {
                 sent: 10,
@@ -363,6 +382,24 @@ mod tests {
         let text = s.to_string();
         assert!(text.contains("202 x98, 422 x2"), "{text}");
         assert!(text.contains("first problem: 422"), "{text}");
+    }
+
+    #[test]
+    fn failovers_are_shown_only_when_there_were_any() {
+        let text = Summary::simulate(&snapshot(), vec!["http://a/".into()]).to_string();
+        assert!(!text.contains("failover"), "{text}");
+        let mut snap = snapshot();
+        snap.requests.failed = 2;
+        snap.requests.failovers = 40;
+        let s = Summary::simulate(&snap, vec!["http://a/".into()]);
+        let text = s.to_string();
+        assert!(
+            text.contains("failover   2 met a dead node") && text.contains("40 sent elsewhere"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["requests"]["failed"], 2);
+        assert_eq!(json["requests"]["failovers"], 40);
     }
 
     #[test]

@@ -272,13 +272,17 @@ async fn ratings_load_mode_rates_each_prepared_match_once() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
-async fn unreachable_endpoint_fails_with_a_clear_message() -> TestResult {
-    // A port that was free a moment ago: nothing listens there.
+/// A loopback URL where nothing listens: a port that was free a moment ago.
+fn dead_endpoint() -> Result<String, Box<dyn std::error::Error>> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let endpoint = format!("http://127.0.0.1:{port}");
+    Ok(format!("http://127.0.0.1:{port}"))
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_fails_with_a_clear_message() -> TestResult {
+    let endpoint = dead_endpoint()?;
     let output = run_bot(&[
         "--endpoint",
         &endpoint,
@@ -292,16 +296,54 @@ async fn unreachable_endpoint_fails_with_a_clear_message() -> TestResult {
     ])
     .await?;
     assert!(!output.status.success(), "{}", describe(&output));
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stdout.contains("FAILED: no node answered"),
+        stderr.contains("no endpoint answers") && stderr.contains(&endpoint),
         "{}",
         describe(&output)
     );
     assert!(
-        stdout.contains("Connection refused") || stdout.contains("connect"),
+        stderr.contains("Connection refused") || stderr.contains("connect"),
         "{}",
         describe(&output)
+    );
+    Ok(())
+}
+
+/// One endpoint of two is dead from the start: the bot says so and runs on
+/// the other, which gets the dead one's requests too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_endpoint_at_start_is_reported_and_the_run_goes_on() -> TestResult {
+    let dead = dead_endpoint()?;
+    let (output, summary) = load_on_solo(&[
+        "--endpoint",
+        &dead,
+        "--rate",
+        "200",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--concurrency",
+        "4",
+    ])
+    .await?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{dead}/ does not answer")),
+        "{}",
+        describe(&output)
+    );
+    let context = || format!("{summary:#}\n{}", describe(&output));
+    assert!(count(&summary, "/requests/accepted") > 0, "{}", context());
+    assert!(count(&summary, "/requests/failovers") > 0, "{}", context());
+    assert_eq!(count(&summary, "/requests/rejected"), 0, "{}", context());
+    // Should the dead endpoint be tried again, each try is a refused
+    // connection, counted as a post that met a dead node.
+    assert!(
+        count(&summary, "/requests/transport_errors") <= count(&summary, "/requests/failed"),
+        "{}",
+        context()
     );
     Ok(())
 }
