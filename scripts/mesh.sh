@@ -3,8 +3,10 @@
 # region (or N behind nginx), every node peered with every other over QUIC,
 # and the bot in simulation mode against it; prints where everything listens
 # (each node's public API and its admin listener, where the map is) and,
-# every few seconds, one line per node from /debug/state. Ctrl-C stops
-# everything it started, and nothing else.
+# every few seconds, one line per node from /debug/state. A node that exits
+# (a crash, or `kill -9` to show a region outage) is reported with its exit
+# status, its log and the command that starts it again, and the other nodes
+# keep running. Ctrl-C stops everything it started, and nothing else.
 #
 #   scripts/mesh.sh [options] [-- bot flags...]
 #
@@ -21,24 +23,38 @@
 #   --wan-loss P      datagram loss probability, default 0.01; implies --wan
 #   --cql             start scripts/cql-cluster.sh first; nodes keep ratings there
 #   --duration D      stop after D (30s, 2m, ...); default: until Ctrl-C
+#   --restart-dead D  start a node that exits on its own again after D (5s,
+#                     ...); default: report it and leave it down
+#   --outage R:AT:FOR a region outage: AT after the start (e.g. 20s), kill -9
+#                     every node of region R, and start them again FOR later
+#                     on the same data folders (e.g. dhaka-north:20s:30s)
 #
 # State goes to $MESH_DIR (default .mesh): cluster.json (the layout and the
-# pids, kept by scripts/devcluster, which starts the mesh), certs/ (the mesh
-# CA and the token key, made on first run), one
-# folder per node (data/, node.log, ready.json), wan/ and nginx/ logs,
-# bot.log and bot-summary.json. Node flags can be set through the
-# environment (NODE_REQUEST_TTL=60s, NODE_MATCH_RETENTION=15m, ...; see
-# `node --help`). MESH_STATUS_EVERY sets the status period in seconds (5).
+# pids, kept by scripts/devcluster, which starts and supervises the mesh),
+# pids/<node>.pid (each running node's pid), certs/ (the mesh CA and the
+# token key, made on first run), one folder per node (data/, node.log,
+# ready.json), wan/ and nginx/ logs, bot.log and bot-summary.json. Node
+# flags can be set through the environment (NODE_REQUEST_TTL=60s,
+# NODE_MATCH_RETENTION=15m, ...; see `node --help`). MESH_STATUS_EVERY sets
+# the status period in seconds (5).
+#
+# From another terminal, while it runs (DC=target/release/devcluster):
+#   kill -9 "$(cat .mesh/pids/dhaka-north.pid)"   one node dies (reported;
+#                                    --restart-dead starts it again)
+#   $DC --dir .mesh kill-region dhaka-north       the whole region, by kill -9
+#   $DC --dir .mesh start-region dhaka-north      back, on the same data folders
+#   $DC --dir .mesh start-node dhaka-north        one node back
 #
 # Examples:
 #   scripts/mesh.sh -- --riders 200 --drivers 200
 #   scripts/mesh.sh --replicas 2 --duration 30s
 #   scripts/mesh.sh --wan --no-bot
+#   scripts/mesh.sh --outage dhaka-north:20s:30s --duration 90s
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/mesh-lib.sh
 
-BOT=1 CQL=0 DURATION=""
+BOT=1 CQL=0 DURATION="" RESTART_DEAD="" OUTAGE=""
 STATUS_EVERY="${MESH_STATUS_EVERY:-5}"
 flag() {
   case "$1" in
@@ -56,11 +72,22 @@ option() {
     --wan-jitter) MESH_WAN=1 MESH_WAN_JITTER="$2" ;;
     --wan-loss) MESH_WAN=1 MESH_WAN_LOSS="$2" ;;
     --duration) DURATION="$(dur_secs "$2")" ;;
+    --restart-dead) RESTART_DEAD="$(dur_secs "$2")" ;;
+    --outage) OUTAGE="$2" ;;
     *) return 1 ;;
   esac
 }
 mesh_parse_args "$@"
 [[ "$MESH_REPLICAS" =~ ^[1-9][0-9]*$ ]] || die "--replicas must be a positive number"
+OUTAGE_REGION="" OUTAGE_AT="" OUTAGE_END="" OUTAGE_STATE=none
+if [[ -n "$OUTAGE" ]]; then
+  IFS=: read -r OUTAGE_REGION at for <<<"$OUTAGE"
+  [[ -n "$OUTAGE_REGION" && -n "${at:-}" && -n "${for:-}" ]] ||
+    die "--outage is REGION:AT:FOR, e.g. dhaka-north:20s:30s"
+  OUTAGE_AT="$(dur_secs "$at")"
+  OUTAGE_END=$(( OUTAGE_AT + $(dur_secs "$for") ))
+  OUTAGE_STATE=pending
+fi
 
 BOT_PID=""
 CQL_STARTED=()   # cql-cluster node numbers this run started (stopped at exit)
@@ -104,9 +131,39 @@ $(tail -n 20 "$MESH_DIR/cql-up.log")"
   NODE_EXTRA+=(--cql-nodes "$out")
 }
 
+# --outage: the region's nodes die at OUTAGE_AT seconds into the run and
+# start again at OUTAGE_END. Sets OUTAGE_NEXT to the seconds until the next
+# step (empty once over).
+outage_step() {
+  local t=$(( SECONDS - started ))
+  case "$OUTAGE_STATE" in
+    pending)
+      if (( t >= OUTAGE_AT )); then
+        log "outage: kill -9 every node of $OUTAGE_REGION"
+        mesh_kill_region "$OUTAGE_REGION"
+        OUTAGE_STATE=down
+      fi ;;
+    down)
+      if (( t >= OUTAGE_END )); then
+        log "outage over: starting the nodes of $OUTAGE_REGION again"
+        mesh_restart_region "$OUTAGE_REGION"
+        OUTAGE_STATE=over
+      fi ;;
+  esac
+  t=$(( SECONDS - started ))
+  case "$OUTAGE_STATE" in
+    pending) OUTAGE_NEXT=$(( OUTAGE_AT - t )) ;;
+    down) OUTAGE_NEXT=$(( OUTAGE_END - t )) ;;
+    *) OUTAGE_NEXT="" ;;
+  esac
+}
+
 mesh_plan
+if [[ -n "$OUTAGE_REGION" && " ${REGION_IDS[*]} " != *" $OUTAGE_REGION "* ]]; then
+  die "--outage: no region $OUTAGE_REGION (regions: ${REGION_IDS[*]})"
+fi
 (( CQL )) && start_cql
-mesh_up
+mesh_up_supervised "$RESTART_DEAD"
 mesh_print_layout
 
 if (( BOT )); then
@@ -120,19 +177,23 @@ fi
 echo "status every ${STATUS_EVERY}s${DURATION:+ for ${DURATION}s}; Ctrl-C stops everything"
 
 started=$SECONDS
+last_status=$SECONDS
 while :; do
-  nap="$STATUS_EVERY"
+  nap=$(( last_status + STATUS_EVERY - SECONDS ))
   if [[ -n "$DURATION" ]]; then
     left=$(( started + DURATION - SECONDS ))
     (( left > 0 )) || break
     (( left < nap )) && nap=$left
   fi
-  sleep "$nap"
-  mesh_status
-  for i in "${!NODE_IDS[@]}"; do
-    alive "${NODE_PID[i]}" ||
-      die "node ${NODE_IDS[i]} exited; see $MESH_DIR/${NODE_IDS[i]}/node.log"
-  done
+  outage_step
+  [[ -n "$OUTAGE_NEXT" ]] && (( OUTAGE_NEXT < nap )) && nap=$OUTAGE_NEXT
+  (( nap > 0 )) && sleep "$nap"
+  if (( SECONDS - last_status >= STATUS_EVERY )); then
+    mesh_status
+    last_status=$SECONDS
+  fi
+  # Dead nodes are the supervisor's to report; without it nothing is.
+  mesh_supervised || die "the supervisor (devcluster up --supervise) exited; the mesh is stopping"
   if [[ -n "$BOT_PID" ]] && ! alive "$BOT_PID"; then
     status=0; wait "$BOT_PID" || status=$?
     BOT_PID=""

@@ -22,8 +22,8 @@
 #                   north's map is on :8181); replicas take free ports
 #
 # Every process of the mesh is tracked by pid (devcluster records them in
-# $MESH_DIR/cluster.json) and stopped by mesh_stop_all; nothing is ever
-# killed by name.
+# $MESH_DIR/cluster.json, and each node's in $MESH_DIR/pids/<id>.pid) and
+# stopped by mesh_stop_all; nothing is ever killed by name.
 
 MESH_DIR="${MESH_DIR:-.mesh}"
 # Where `cargo build --release` puts them, so that a shared target folder
@@ -187,14 +187,52 @@ mesh_need_binaries() {
 # listener (the map at its root); the WAN's delays.
 mesh_print_layout() { "${DEVCLUSTER[@]}" layout; }
 
+# `devcluster up` and its flags for NODE_WRAP (node i runs under
+# NODE_WRAP[i]), into UP_ARGS.
+mesh_up_args() {
+  local i
+  UP_ARGS=(up)
+  for i in "${!NODE_WRAP[@]}"; do UP_ARGS+=(--wrap "${NODE_IDS[i]}=${NODE_WRAP[i]}"); done
+}
+
 # Certificates, relays, nodes (ready), nginx; NODE_EXTRA for every node,
 # NODE_WRAP[i] around node i.
 mesh_up() {
-  local args=(up) i
-  for i in "${!NODE_WRAP[@]}"; do args+=(--wrap "${NODE_IDS[i]}=${NODE_WRAP[i]}"); done
-  "${DEVCLUSTER[@]}" "${args[@]}" -- "${NODE_EXTRA[@]}" || exit 1
+  mesh_up_args
+  "${DEVCLUSTER[@]}" "${UP_ARGS[@]}" -- "${NODE_EXTRA[@]}" || exit 1
   mesh_load
 }
+
+# As mesh_up, with devcluster staying on as the nodes' parent
+# (`up --supervise`): a node that exits is reported on stderr with its exit
+# status, its log and the command that starts it again, and the others keep
+# running; with $1 (seconds), the supervisor starts a dead node again after
+# that long. It runs in a process group of its own (set -m), so that Ctrl-C
+# reaches only the script, which stops its bot before the mesh
+# (mesh_stop_all).
+SUPERVISOR_PID=""
+mesh_up_supervised() {
+  local ready="$MESH_DIR/supervisor.ready"
+  mesh_up_args
+  UP_ARGS+=(--supervise --ready-file "$ready")
+  [[ -n "${1:-}" ]] && UP_ARGS+=(--restart-dead "$1")
+  set -m
+  "${DEVCLUSTER[@]}" "${UP_ARGS[@]}" -- "${NODE_EXTRA[@]}" &
+  SUPERVISOR_PID=$!
+  set +m
+  until [[ -s "$ready" ]]; do
+    if ! alive "$SUPERVISOR_PID"; then
+      wait "$SUPERVISOR_PID" 2>/dev/null || true
+      SUPERVISOR_PID=""
+      die "devcluster up failed"
+    fi
+    sleep 0.2
+  done
+  mesh_load
+}
+
+# Whether the supervisor that mesh_up_supervised started still runs.
+mesh_supervised() { [[ -n "$SUPERVISOR_PID" ]] && alive "$SUPERVISOR_PID"; }
 
 # Starts node i again (after a kill) and waits until it is ready.
 mesh_restart_node() {
@@ -202,11 +240,30 @@ mesh_restart_node() {
   mesh_load
 }
 
+# Kills every node of region $1 with SIGKILL, a region outage (a supervisor
+# does not start them again), and reloads NODE_PID (theirs are empty).
+mesh_kill_region() {
+  "${DEVCLUSTER[@]}" kill-region "$1" >&2 || exit 1
+  mesh_load
+}
+
+# Starts every node of region $1 again on its data folder, and waits until
+# each is ready.
+mesh_restart_region() {
+  "${DEVCLUSTER[@]}" start-region "$1" >&2 || exit 1
+  mesh_load
+}
+
 mesh_status() { "${DEVCLUSTER[@]}" status || true; }
 
 # Stops nodes, relays and nginx of the mesh this shell planned (the caller
-# stops its own extras, e.g. the bot, first).
+# stops its own extras, e.g. the bot, first): through the supervisor when
+# there is one (it stops the mesh on SIGTERM), then whatever is left.
 mesh_stop_all() {
   (( MESH_PLANNED )) || return 0
+  if [[ -n "$SUPERVISOR_PID" ]]; then
+    stop_pids TERM 30 "$SUPERVISOR_PID"
+    SUPERVISOR_PID=""
+  fi
   "${DEVCLUSTER[@]}" down || log "devcluster down failed"
 }

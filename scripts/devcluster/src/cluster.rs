@@ -1,7 +1,9 @@
 //! A running mesh and its state file, `<dir>/cluster.json`: the plan, how
 //! nodes are started (extra flags, wrappers) and the pids of everything
-//! started, so that `devcluster up`, `start-node`, `status` and `down`,
-//! run one after another by a script, act on the same mesh.
+//! started, so that `devcluster up`, `start-node`, `kill-region`,
+//! `start-region`, `status` and `down`, run one after another by a script,
+//! act on the same mesh. Each running node's pid is also in
+//! `<dir>/pids/<id>.pid`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -127,7 +129,7 @@ impl Cluster {
     }
 
     /// Written whole, then renamed: a reader never sees half a file.
-    fn save(&self) -> Result<(), Error> {
+    pub(crate) fn save(&self) -> Result<(), Error> {
         let path = state_file(&self.dir);
         let io = Error::io(format!("writing {}", path.display()));
         std::fs::create_dir_all(&self.dir)
@@ -148,12 +150,14 @@ impl Cluster {
 
     /// Certificates, relays, nodes (each ready), then nginx for replicas.
     /// The state file is saved after each step, so `down` stops whatever
-    /// started before a failure.
+    /// started before a failure. Returns the node processes by node id,
+    /// for a caller that supervises them (a dropped `Child` leaves its
+    /// process running).
     pub async fn up(
         &mut self,
         node_args: Vec<String>,
         wraps: BTreeMap<String, Vec<String>>,
-    ) -> Result<(), Error> {
+    ) -> Result<BTreeMap<String, Child>, Error> {
         self.node_args = node_args;
         self.wraps = wraps;
         let ids: Vec<&str> = self.plan.nodes.iter().map(|n| n.id.as_str()).collect();
@@ -173,15 +177,17 @@ impl Cluster {
             }
         }
         self.save()?;
+        let mut started = BTreeMap::new();
         for (i, mut child) in children {
             self.wait_node(i, &mut child).await?;
+            started.insert(self.plan.nodes[i].id.clone(), child);
         }
         if self.plan.replicas > 1 {
             self.nginx = true;
             self.save()?;
             nginx::start(&self.plan, &nginx::dir(&self.dir))?;
         }
-        Ok(())
+        Ok(started)
     }
 
     /// One `node wan-relay` per ordered pair of nodes in different regions.
@@ -228,9 +234,41 @@ impl Cluster {
         self.dir.join(&self.plan.nodes[i].id)
     }
 
+    /// Node `id`'s log, which every start of it appends to.
+    pub fn node_log(&self, id: &str) -> PathBuf {
+        self.dir.join(id).join("node.log")
+    }
+
+    /// `<dir>/pids/<id>.pid`: node `id`'s pid while it runs, for a script
+    /// that kills it (`kill -9 $(cat …)`) without parsing the state file.
+    pub fn pid_file(&self, id: &str) -> PathBuf {
+        self.dir.join("pids").join(format!("{id}.pid"))
+    }
+
+    /// Records that node `id` runs as `pid`, in the state (saved by the
+    /// caller) and in its pid file.
+    fn record_pid(&mut self, id: &str, pid: u32) -> Result<(), Error> {
+        self.node_pids.insert(id.to_owned(), pid);
+        let path = self.pid_file(id);
+        let io = Error::io(format!("writing {}", path.display()));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(Error::io(format!("creating {}", dir.display())))?;
+        }
+        std::fs::write(&path, format!("{pid}\n")).map_err(io)
+    }
+
+    /// Forgets node `id`'s pid, in the state (saved by the caller) and its
+    /// pid file, before it is stopped on purpose: a supervisor that sees it
+    /// exit then knows it was not a death. Returns the pid it had.
+    pub(crate) fn forget_pid(&mut self, id: &str) -> Option<u32> {
+        let _ = std::fs::remove_file(self.pid_file(id));
+        self.node_pids.remove(id)
+    }
+
     /// Starts node `i` in the background, its output appended to
     /// `<dir>/<id>/node.log`, and records its pid.
-    fn spawn_node(&mut self, i: usize) -> Result<Child, Error> {
+    pub(crate) fn spawn_node(&mut self, i: usize) -> Result<Child, Error> {
         let node = &self.plan.nodes[i];
         let dir = self.node_dir(i);
         let data = dir.join("data");
@@ -278,34 +316,42 @@ impl Cluster {
         let header = format!("=== {} {command:?}\n", chrono::Local::now().to_rfc3339());
         std::io::Write::write_all(&mut log, header.as_bytes())
             .map_err(Error::io(format!("writing {}", log_path.display())))?;
-        let child = spawn_logged(&mut command, log, &format!("node {}", node.id))?;
-        self.node_pids.insert(node.id.clone(), child.id());
+        let id = node.id.clone();
+        let child = spawn_logged(&mut command, log, &format!("node {id}"))?;
+        self.record_pid(&id, child.id())?;
         Ok(child)
     }
 
-    async fn wait_node(&self, i: usize, child: &mut Child) -> Result<launch::Ready, Error> {
+    pub(crate) async fn wait_node(
+        &self,
+        i: usize,
+        child: &mut Child,
+    ) -> Result<launch::Ready, Error> {
         let dir = self.node_dir(i);
         launch::wait_ready(child, &dir.join("ready.json"), Some(&dir.join("node.log"))).await
     }
 
-    /// (Re)starts node `id` with the flags `up` gave it, and waits until it
-    /// is ready.
-    pub async fn start_node(&mut self, id: &str) -> Result<(), Error> {
+    /// (Re)starts node `id` with the flags `up` gave it, on the same data
+    /// folder, and waits until it is ready. Returns its process.
+    pub async fn start_node(&mut self, id: &str) -> Result<Child, Error> {
         let i = self.plan.node_index(id)?;
         let spawned = self.spawn_node(i);
         self.save()?;
         let mut child = spawned?;
-        self.wait_node(i, &mut child).await.map(drop)
+        self.wait_node(i, &mut child).await?;
+        Ok(child)
     }
 
     /// Stops everything `up` and `start-node` started: nodes first (SIGTERM,
     /// 15 s), while their peers' relays still pass their goodbyes, then the
     /// relays (a stopped relay is continued so that it sees SIGTERM), then
-    /// nginx.
+    /// nginx. The nodes are forgotten before they are signalled, so that a
+    /// supervisor does not take their exits for deaths.
     pub fn down(&mut self) -> Result<(), Error> {
-        let nodes: Vec<u32> = self.node_pids.values().copied().collect();
+        let ids: Vec<String> = self.node_pids.keys().cloned().collect();
+        let nodes: Vec<u32> = ids.iter().filter_map(|id| self.forget_pid(id)).collect();
+        self.save()?;
         stop(&nodes, "TERM", Duration::from_secs(15));
-        self.node_pids.clear();
         let relays: Vec<u32> = self.relay_pids.values().copied().collect();
         for &pid in &relays {
             signal(pid, "CONT");
@@ -338,7 +384,7 @@ impl Cluster {
                     n.http.to_string(),
                     n.admin.to_string(),
                     n.quic.to_string(),
-                    self.dir.join(&n.id).join("node.log").display()
+                    self.node_log(&n.id).display()
                 );
             }
         }

@@ -36,6 +36,8 @@ pub enum Error {
     NoCluster(PathBuf),
     #[error("no node {0} in the plan")]
     UnknownNode(String),
+    #[error("no region {0} in the plan")]
+    UnknownRegion(String),
     #[error("nginx: {0}")]
     Nginx(String),
 }

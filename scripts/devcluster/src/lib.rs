@@ -9,7 +9,10 @@
 //! spawning a node and waiting for its ready file, the relays, nginx in
 //! front of replicas, status lines, and a state file (`cluster.json`) so
 //! that separate invocations of the `devcluster` binary act on one running
-//! mesh.
+//! mesh. It also keeps a mesh running while nodes die (`up --supervise`
+//! reports each death and can start the node again) and takes a whole
+//! region down and back on demand (`kill-region`, `start-region`), for
+//! showing a region's failover.
 //!
 //! The region files are read by the node binary itself (`node regions
 //! list|distances`), never parsed here: one reading of the format.
@@ -24,9 +27,11 @@ pub mod cluster;
 mod error;
 pub mod launch;
 pub mod nginx;
+mod outage;
 pub mod plan;
 pub mod ports;
 pub mod process;
 pub mod status;
+pub mod supervise;
 
 pub use error::Error;

@@ -5,12 +5,14 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use devcluster::Error;
 use devcluster::cluster::{Cluster, Layout};
 use devcluster::plan::WanOptions;
 use devcluster::status;
+use devcluster::supervise::Supervisor;
 
 #[derive(Parser)]
 #[command(about = "Plans, starts, inspects and stops a local mesh of node processes")]
@@ -55,17 +57,17 @@ enum Cmd {
     },
     /// Starts the planned mesh: certificates, relays, nodes (until each is
     /// ready), nginx.
-    Up {
-        /// `ID=COMMAND`: node ID runs under COMMAND (split on whitespace),
-        /// e.g. `dhaka-north=env LD_PRELOAD=... FAKETIME=+3s`.
-        #[arg(long, value_parser = parse_wrap)]
-        wrap: Vec<(String, Vec<String>)>,
-        /// Flags for every node.
-        #[arg(last = true)]
-        node_args: Vec<String>,
-    },
-    /// (Re)starts one node as `up` did, and waits until it is ready.
+    Up(UpArgs),
+    /// (Re)starts one node as `up` did, on the same data folder, and waits
+    /// until it is ready.
     StartNode { id: String },
+    /// Kills every node of one region with SIGKILL (a region outage: no
+    /// goodbye, nothing flushed) and waits until they are gone. A
+    /// supervisor does not start them again; `start-region` does.
+    KillRegion { region: String },
+    /// Starts every node of one region again, as `up` did, on the same data
+    /// folders, and waits until each is ready.
+    StartRegion { region: String },
     /// Prints the layout: where each node listens, the WAN's delays.
     Layout,
     /// One line per node from its /debug/state and /metrics.
@@ -74,6 +76,31 @@ enum Cmd {
     Env,
     /// Stops every process of the mesh; nothing when none is planned.
     Down,
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// `ID=COMMAND`: node ID runs under COMMAND (split on whitespace),
+    /// e.g. `dhaka-north=env LD_PRELOAD=... FAKETIME=+3s`.
+    #[arg(long, value_parser = parse_wrap)]
+    wrap: Vec<(String, Vec<String>)>,
+    /// Then stay in the foreground as the nodes' parent: report each
+    /// node that exits (its exit status, its log, the command that
+    /// starts it again) and keep the others running. Ctrl-C or SIGTERM
+    /// stops the whole mesh.
+    #[arg(long)]
+    supervise: bool,
+    /// With --supervise: start a node that died again after this many
+    /// seconds. Nodes stopped on purpose (kill-region, down) are not.
+    #[arg(long, value_name = "SECS", requires = "supervise")]
+    restart_dead: Option<u64>,
+    /// Written (devcluster's pid) once every node is ready: for a
+    /// script that runs `up --supervise` in the background.
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
+    /// Flags for every node.
+    #[arg(last = true)]
+    node_args: Vec<String>,
 }
 
 fn parse_wrap(text: &str) -> Result<(String, Vec<String>), String> {
@@ -111,13 +138,20 @@ async fn run(cli: Cli) -> Result<(), Error> {
             };
             Cluster::plan(&dir, &node_bin, &regions, layout).map(drop)
         }
-        Cmd::Up { wrap, node_args } => {
-            let mut cluster = Cluster::open(&dir)?;
-            cluster
-                .up(node_args, wrap.into_iter().collect::<BTreeMap<_, _>>())
-                .await
+        Cmd::Up(args) => up(dir, args).await,
+        Cmd::StartNode { id } => Cluster::open(&dir)?.start_node(&id).await.map(drop),
+        Cmd::KillRegion { region } => {
+            for (id, pid) in Cluster::open(&dir)?.kill_region(&region)? {
+                println!("killed node {id} (pid {pid}) with SIGKILL");
+            }
+            Ok(())
         }
-        Cmd::StartNode { id } => Cluster::open(&dir)?.start_node(&id).await,
+        Cmd::StartRegion { region } => {
+            for (id, child) in Cluster::open(&dir)?.start_region(&region).await? {
+                println!("node {id} ready (pid {})", child.id());
+            }
+            Ok(())
+        }
         Cmd::Layout => {
             print!("{}", Cluster::open(&dir)?.layout());
             Ok(())
@@ -142,6 +176,25 @@ async fn run(cli: Cli) -> Result<(), Error> {
             None => Ok(()),
         },
     }
+}
+
+/// `devcluster up`: the mesh, then, with `--supervise`, its supervision.
+async fn up(dir: PathBuf, args: UpArgs) -> Result<(), Error> {
+    if let Some(path) = &args.ready_file {
+        // A stale one would say ready before anything started.
+        let _ = std::fs::remove_file(path);
+    }
+    let wraps = args.wrap.into_iter().collect::<BTreeMap<_, _>>();
+    let children = Cluster::open(&dir)?.up(args.node_args, wraps).await?;
+    if let Some(path) = &args.ready_file {
+        let pid = format!("{}\n", std::process::id());
+        std::fs::write(path, pid).map_err(Error::io(format!("writing {}", path.display())))?;
+    }
+    if !args.supervise {
+        return Ok(());
+    }
+    let restart_after = args.restart_dead.map(Duration::from_secs);
+    Supervisor::new(dir, children, restart_after).run().await
 }
 
 #[tokio::main(flavor = "current_thread")]
