@@ -64,11 +64,11 @@ fn replicate(
     // What a node would journal: made, as a node makes it, and let go.
     a.take_persist();
     loop {
-        let to_b = a.outgoing(&b_id, REGION, now);
+        let to_b = a.outgoing(&b_id, &Scope::of([REGION]), now);
         for (d, m) in &to_b {
             b.receive(a_id, d, m, now).expect("a good message");
         }
-        let to_a = b.outgoing(a_id, REGION, now);
+        let to_a = b.outgoing(a_id, &Scope::of([REGION]), now);
         for (d, m) in &to_a {
             a.receive(&b_id, d, m, now).expect("a good message");
         }

@@ -32,6 +32,7 @@ use crate::net::transport::{BoundMesh, Mesh, MeshConfig, Peer, TransportError};
 use crate::protocol::replica::{Hooks, ReplicaConfig};
 use crate::runtime::access::TokenKeys;
 use crate::runtime::admission::Limits;
+use crate::runtime::availability::Timing;
 use crate::runtime::delivery::{Hub, SocketSettings};
 use crate::runtime::node::{CoreError, Node};
 use crate::runtime::recent_matches::Retention;
@@ -516,6 +517,17 @@ fn open_core(config: &Config, node: &NodeId, layout: &Arc<Layout>) -> Result<Nod
         max_mesh_lag: config.admission.max_mesh_lag,
         max_round: config.admission.max_round_time,
     });
+    // Only a node in a mesh can tell that a region died.
+    let core = match config.mesh.listen {
+        Some(_) => core.with_adoption(
+            Timing {
+                adopt_after: config.mesh.adopt_after,
+                handback_after: config.mesh.handback_after,
+            },
+            now,
+        ),
+        None => core,
+    };
     tracing::info!(took = ?started.elapsed(), "own documents loaded");
     Ok(core)
 }

@@ -305,6 +305,13 @@ pub struct DebugState {
     /// broken guarantee, never told. Always 0.
     #[serde(default)]
     pub conflicting_commits: u64,
+    /// The regions this node accepts requests for: its own, and any it
+    /// adopted while that region is down.
+    #[serde(default)]
+    pub serving: Vec<String>,
+    /// The neighbour regions this node believes down.
+    #[serde(default)]
+    pub regions_down: Vec<String>,
 }
 
 impl DebugState {
@@ -379,10 +386,15 @@ pub struct RegionList {
     pub regions: Vec<RegionInfo>,
 }
 
-/// `GET /route?lat=&lon=`: the region that owns a position.
+/// `GET /route?lat=&lon=`: the region that serves a position now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouteAnswer {
+    /// The region that serves the position: its home region, or while that
+    /// is down, the region that adopted its area.
     pub region: String,
+    /// The region whose area holds the position (or the nearest).
+    #[serde(default)]
+    pub home: String,
     /// False when no region's area holds the position and the nearest region
     /// was chosen.
     pub inside: bool,

@@ -37,6 +37,7 @@ use geo::{BoundingRect, Polygon, Rect};
 use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
 
+use crate::adoption::{ADOPTION_RULE, Rankings, RegionSet};
 use crate::convergence::EVERY_REGION;
 use crate::geodesy::Position;
 use crate::regions::{Region, Regions, area_km};
@@ -58,6 +59,11 @@ impl Scope {
 
     pub fn contains(&self, region: RegionIndex) -> bool {
         self.0.binary_search(&region).is_ok()
+    }
+
+    /// Whether the two share a region.
+    pub fn intersects(&self, other: &Scope) -> bool {
+        self.0.iter().any(|r| other.contains(*r))
     }
 
     pub fn union(&self, other: &Scope) -> Scope {
@@ -105,6 +111,9 @@ pub struct Layout {
     /// `neighbours[a][b]`: the areas of `a` and `b` lie within twice the
     /// radius (a region is its own neighbour).
     neighbours: Vec<Vec<bool>>,
+    /// Who serves each region's area while it is down (see
+    /// [`crate::adoption`]).
+    adopters: Rankings,
     fingerprint: u64,
 }
 
@@ -150,12 +159,17 @@ impl Layout {
                     .map(|b| a.id == b.id || areas_km(a, b) <= 2.0 * radius_km)
                     .collect()
             })
-            .collect();
+            .collect::<Vec<Vec<bool>>>();
+        let all: Vec<&Region> = regions.iter().collect();
+        let adopters = Rankings::new(&all, areas_km, |a, b| {
+            neighbours[usize::from(a)][usize::from(b)]
+        });
         Self {
             fingerprint: fingerprint(regions, radius_km),
             zones,
             radius_km,
             neighbours,
+            adopters,
         }
     }
 
@@ -166,6 +180,7 @@ impl Layout {
             zones: Vec::new(),
             radius_km,
             neighbours: vec![vec![true]],
+            adopters: Rankings::default(),
             fingerprint: 0,
         }
     }
@@ -217,6 +232,23 @@ impl Layout {
             .unwrap_or(false)
     }
 
+    /// Who serves `region`'s area while the regions of `down` are down
+    /// (see [`crate::adoption`]); `None` when no neighbour is up, and
+    /// always when the layout is unmapped.
+    pub fn adopter_of(&self, region: RegionIndex, down: RegionSet) -> Option<RegionIndex> {
+        self.adopters.adopter_of(region, down)
+    }
+
+    /// The regions `adopter` serves besides its own while `down` are down.
+    pub fn adopted_by(&self, adopter: RegionIndex, down: RegionSet) -> RegionSet {
+        self.adopters.adopted_by(adopter, down)
+    }
+
+    /// How many regions the layout has (one when unmapped).
+    pub fn region_count(&self) -> usize {
+        self.zones.len().max(1)
+    }
+
     /// The regions neighbouring `region`, itself included.
     pub fn neighbours_of(&self, region: RegionIndex) -> impl Iterator<Item = RegionIndex> + '_ {
         (0..self.zones.len())
@@ -249,7 +281,7 @@ fn reach_box(area: &Polygon<f64>, km: f64) -> Option<Rect<f64>> {
 
 /// The distance between two areas: between non-overlapping polygons it is
 /// reached at a vertex of one of them.
-fn areas_km(a: &Region, b: &Region) -> f64 {
+pub(crate) fn areas_km(a: &Region, b: &Region) -> f64 {
     let from = |x: &Region, y: &Region| {
         x.area
             .exterior()
@@ -268,11 +300,12 @@ fn areas_km(a: &Region, b: &Region) -> f64 {
     from(a, b).min(from(b, a))
 }
 
-/// SHA-256 of the layout, cut to 64 bits: ids, every area coordinate and
-/// the radius, in a fixed order and encoding.
+/// SHA-256 of the layout, cut to 64 bits: ids, every area coordinate, the
+/// radius and the adoption rule, in a fixed order and encoding.
 fn fingerprint(regions: &Regions, radius_km: f64) -> u64 {
     let mut hash = Context::new(&SHA256);
     hash.update(&radius_km.to_bits().to_le_bytes());
+    hash.update(ADOPTION_RULE.as_bytes());
     for region in regions.iter() {
         hash.update(&(region.id.len() as u64).to_le_bytes());
         hash.update(region.id.as_bytes());

@@ -8,12 +8,14 @@
 //! - [`regions`], [`region_grid`]: region files, and which region a position
 //!   belongs to;
 //! - [`halo`]: which regions a request concerns;
+//! - [`adoption`]: which live region serves the area of one that is down;
 //! - [`convergence`], [`history`]: when two nodes are in step, and the rules
 //!   every history of matches keeps;
 //! - [`decimals`]: rounding for what people read.
 
 #![warn(unreachable_pub)]
 
+pub mod adoption;
 pub mod api;
 pub mod clock;
 pub mod convergence;

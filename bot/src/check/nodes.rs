@@ -153,20 +153,10 @@ pub mod tests {
         DebugState {
             region: "r".into(),
             node: node.into(),
-            pending_riders: 0,
-            pending_drivers: 0,
-            own_pending_riders: 0,
-            own_pending_drivers: 0,
             digests: [("r".to_owned(), digest.to_owned())].into(),
-            committed_matches: 0,
-            open_claims: 0,
-            documents: 0,
             digest: digest.into(),
             ready,
-            owner: String::new(),
-            peers: Vec::new(),
-            duplicate_commits: 0,
-            conflicting_commits: 0,
+            ..DebugState::default()
         }
     }
 

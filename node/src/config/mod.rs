@@ -195,6 +195,15 @@ pub struct MeshArgs {
     /// depends on clocks; only liveness may suffer past it.
     #[arg(long, env = "NODE_MAX_CLOCK_SKEW", default_value = "1s", value_parser = humantime::parse_duration)]
     pub max_clock_skew: Duration,
+    /// A neighbour region none of whose nodes was heard from for this long
+    /// is down, and the region that adopts it serves its area. Longer than the QUIC idle timeout (5 s) plus a redial, so
+    /// a lossy link or a short partition adopts nothing.
+    #[arg(long, env = "NODE_ADOPT_AFTER", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub adopt_after: Duration,
+    /// How long an adopter goes on serving a region after it is back and
+    /// ready, before it redirects its area home again.
+    #[arg(long, env = "NODE_HANDBACK_AFTER", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub handback_after: Duration,
 }
 
 /// Admission control: when intake answers 503 `overloaded`.

@@ -72,5 +72,7 @@ pub(super) async fn debug_state(State(app): State<Arc<AppState>>) -> Json<DebugS
         peers: state.peers,
         duplicate_commits: state.duplicate_commits,
         conflicting_commits: state.conflicting_commits,
+        serving: app.core.availability().serving_ids(),
+        regions_down: app.core.availability().down_ids(),
     })
 }

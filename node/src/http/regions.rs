@@ -1,16 +1,22 @@
 //! Regions over HTTP: `GET /regions`, `GET /route`, and the `307` that sends
-//! a rider or driver positioned in another region to that region's nodes.
+//! a rider or driver positioned in another region to the region that serves
+//! it: its home region, or while that is down, the region that adopted its
+//! area ([`crate::runtime::availability`]).
 //!
 //! A `307` (unlike `302` or `303`) makes clients re-send the same method and
 //! body, so a redirected `POST /rider` arrives whole at the right region; the
 //! `fly-replay` header lets Fly.io's proxy do the same replay itself when the
-//! node runs there, before the client ever sees the redirect.
+//! node runs there, before the client ever sees the redirect. The replay
+//! has a timeout and falls back to this node, so a region that dies never
+//! makes Fly's proxy answer with an error of its own: the request comes back
+//! marked `fly-replay-failed`, and is answered `503 region_unavailable` with
+//! `Retry-After` unless this node may serve it.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderName, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use geo::CoordsIter;
 use serde::Deserialize;
@@ -18,14 +24,26 @@ use serde::Deserialize;
 use super::AppState;
 use super::error::{ApiError, ApiQuery};
 use crate::protocol::intake;
+use crate::runtime::availability::Route;
 use ride_types::api::{
     ErrorBody, ErrorDetail, GeoJsonPolygon, MeshAddresses, Position, RegionInfo, RegionList,
     RouteAnswer,
 };
-use ride_types::regions::Region;
+use ride_types::regions::{Region, Regions};
 
 /// Fly.io's proxy replays a request in the region this header names.
 const FLY_REPLAY: HeaderName = HeaderName::from_static("fly-replay");
+
+/// On a request Fly's proxy brings back because its replay failed.
+const FLY_REPLAY_FAILED: HeaderName = HeaderName::from_static("fly-replay-failed");
+
+/// How long Fly's proxy tries the replay's target before it brings the
+/// request back: longer than a healthy region takes to answer, short enough
+/// that a client's request survives a dead region.
+const REPLAY_TIMEOUT: &str = "2s";
+
+/// What a `503 region_unavailable` asks the client to wait.
+const RETRY_AFTER_SECS: u32 = 2;
 
 pub(super) async fn list(State(app): State<Arc<AppState>>) -> Result<Json<RegionList>, ApiError> {
     let regions = app.regions.as_deref().ok_or_else(|| no_regions(&app))?;
@@ -54,44 +72,139 @@ pub(super) async fn route(
         },
     )?;
     let placement = regions.place(position);
+    let serving = match decide(&app, regions, placement.region) {
+        Decision::Redirect { to, .. } => to,
+        Decision::Accept { .. } => regions.get(&app.region).unwrap_or(placement.region),
+    };
     Ok(Json(RouteAnswer {
-        region: placement.region.id.clone(),
+        region: serving.id.clone(),
+        home: placement.region.id.clone(),
         inside: placement.inside,
-        http: placement.region.http_url(),
+        http: serving.http_url(),
     }))
 }
 
-/// `Err` with the redirect when `position` belongs to a region other than
-/// this node's; `Ok` when it is this node's, or when the node has no regions
-/// (it then serves every position). `path` is the route the request came
-/// to, which the redirect keeps.
+/// What this node does with a request for a position of `home`.
+enum Decision<'a> {
+    Accept {
+        adopted: bool,
+    },
+    Redirect {
+        to: &'a Region,
+        reason: &'static str,
+    },
+}
+
+fn decide<'a>(app: &AppState, regions: &'a Regions, home: &'a Region) -> Decision<'a> {
+    let availability = app.core.availability();
+    let layout = availability.layout();
+    let Some(index) = layout.index_of(&home.id) else {
+        return Decision::Redirect {
+            to: home,
+            reason: "home",
+        };
+    };
+    match availability.route(index) {
+        Route::Here => Decision::Accept { adopted: false },
+        Route::Adopted => Decision::Accept { adopted: true },
+        Route::Home => Decision::Redirect {
+            to: home,
+            reason: "home",
+        },
+        Route::Adopter(adopter) => Decision::Redirect {
+            to: layout
+                .id_of(adopter)
+                .and_then(|id| regions.get(id))
+                .unwrap_or(home),
+            reason: "adopter",
+        },
+    }
+}
+
+/// `Ok` when this node serves `position`: it is in this node's region, in
+/// one it adopted, or the node has no regions (it then serves every
+/// position). Otherwise the redirect to the region that serves it (its home,
+/// or while that is down, its adopter), or, for a request that Fly's proxy
+/// brought back because the replay failed, `503 region_unavailable`. `path`
+/// is the route the request came to, which the redirect keeps.
 pub(super) fn check_owner(
     app: &AppState,
     position: Position,
     path: &str,
-) -> Result<(), WrongRegion> {
-    let Some(regions) = &app.regions else {
+    headers: &HeaderMap,
+) -> Result<(), NotServedHere> {
+    let Some(regions) = app.regions.as_deref() else {
         return Ok(());
     };
-    let owner = regions.route(position);
-    if owner.id == app.region {
-        return Ok(());
+    let home = regions.route(position);
+    let (to, reason) = match decide(app, regions, home) {
+        Decision::Accept { adopted } => {
+            if adopted {
+                metrics::counter!("ride_requests_adopted_total", "region" => home.id.clone())
+                    .increment(1);
+            }
+            return Ok(());
+        }
+        Decision::Redirect { to, reason } => (to, reason),
+    };
+    if let Some(failure) = headers.get(FLY_REPLAY_FAILED) {
+        metrics::counter!("ride_fly_replay_fallbacks_total").increment(1);
+        tracing::warn!(failure = ?failure, region = %to.id, "Fly could not replay a request");
+        return Err(NotServedHere::Unavailable(ApiError::unavailable(
+            "region_unavailable",
+            format!(
+                "position {},{} is served by region {}, which cannot be reached now; try again",
+                position.lat, position.lon, to.id
+            ),
+            RETRY_AFTER_SECS,
+        )));
     }
-    metrics::counter!("ride_requests_redirected_total", "to" => owner.id.clone()).increment(1);
-    Err(WrongRegion {
-        location: format!("{}{path}", owner.http_url()),
-        fly_replay: format!("region={}", owner.fly_region),
+    metrics::counter!("ride_requests_redirected_total", "to" => to.id.clone(), "reason" => reason)
+        .increment(1);
+    let why = if to.id == home.id {
+        format!("belongs to region {}", home.id)
+    } else {
+        format!(
+            "belongs to region {}, which is down; region {} serves its area",
+            home.id, to.id
+        )
+    };
+    Err(NotServedHere::Redirect(WrongRegion {
+        location: format!("{}{path}", to.http_url()),
+        fly_replay: fly_replay(&to.fly_region),
         message: format!(
-            "position {},{} belongs to region {}; send it to {}{path}",
+            "position {},{} {why}; send it to {}{path}",
             position.lat,
             position.lon,
-            owner.id,
-            owner.http_url()
+            to.http_url()
         ),
-    })
+    }))
 }
 
-/// The `307 Temporary Redirect` to the region that owns a position.
+/// The `fly-replay` value: replay in `fly_region`, and should no Machine
+/// there answer within the timeout, bring the request back here (marked
+/// `fly-replay-failed`) rather than answer the client with a proxy error.
+fn fly_replay(fly_region: &str) -> String {
+    format!("region={fly_region};timeout={REPLAY_TIMEOUT};fallback=prefer_self")
+}
+
+/// Why a request is not accepted here.
+#[derive(Debug)]
+pub(super) enum NotServedHere {
+    Redirect(WrongRegion),
+    Unavailable(ApiError),
+}
+
+impl IntoResponse for NotServedHere {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Redirect(redirect) => redirect.into_response(),
+            Self::Unavailable(error) => error.into_response(),
+        }
+    }
+}
+
+/// The `307 Temporary Redirect` to the region that serves a position.
 #[derive(Debug)]
 pub(super) struct WrongRegion {
     location: String,

@@ -1,5 +1,6 @@
 //! `POST /rider` and `POST /driver`: the intake hot path. Validation, the
-//! region check (a position another region owns is redirected there), a
+//! region check (a position another region serves is redirected there, see
+//! [`super::regions`]), a
 //! hand-over to the core that never waits for its lock, and the answer, with
 //! the request's token, once the request is journaled (a group commit shared
 //! with every request that arrived meanwhile): a 202 is a promise that
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::ErrorResponse;
 
 use super::AppState;
@@ -23,11 +24,12 @@ use ride_types::clock::Millis;
 
 pub(super) async fn post_rider(
     State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<RiderRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ErrorResponse> {
     admit(&app)?;
     let rider = intake::rider(body).map_err(ApiError::from)?;
-    check_owner(&app, rider.position, "/rider")?;
+    check_owner(&app, rider.position, "/rider", &headers)?;
     let (ticket, durable) = app.core.submit_rider(rider, Millis::now());
     durable.await.map_err(|_| not_journaled())?;
     metrics::counter!("ride_requests_accepted_total", "kind" => "rider").increment(1);
@@ -36,11 +38,12 @@ pub(super) async fn post_rider(
 
 pub(super) async fn post_driver(
     State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<DriverRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ErrorResponse> {
     admit(&app)?;
     let driver = intake::driver(body).map_err(ApiError::from)?;
-    check_owner(&app, driver.position, "/driver")?;
+    check_owner(&app, driver.position, "/driver", &headers)?;
     let (ticket, durable) = app.core.submit_driver(driver, Millis::now());
     durable.await.map_err(|_| not_journaled())?;
     metrics::counter!("ride_requests_accepted_total", "kind" => "driver").increment(1);

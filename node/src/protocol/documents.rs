@@ -10,8 +10,9 @@
 //! Every document has exactly one writer (its owner); others only merge it.
 //! Each (document, peer) pair has its own automerge sync state. A document
 //! also has a scope (see [`ride_types::halo`]): the regions it goes to. A node
-//! holds only documents whose scope has its region, and offers a peer only
-//! those whose scope has the peer's.
+//! holds only documents whose scope has a region it serves (its own, and any
+//! it adopted while that region is down), and offers a peer only those whose
+//! scope has one the peer serves.
 //!
 //! Two rules keep a node's view safe whatever the clocks say:
 //! - its own documents are journaled ([`super::persist`]) before anyone can
@@ -37,7 +38,7 @@ pub use super::doc_id::DocId;
 use super::persist::{Dropped, Loaded, Part, Persist};
 use super::record::Record;
 use ride_types::clock::Millis;
-use ride_types::halo::RegionIndex;
+use ride_types::halo::{RegionIndex, Scope};
 use ride_types::ids::NodeId;
 
 /// How long a message that only acknowledges waits after the previous
@@ -133,8 +134,12 @@ pub type Inventory = Vec<(DocId, Vec<[u8; 32]>)>;
 
 pub struct Documents {
     owner: NodeId,
-    /// This node's region: it holds only documents scoped to it.
-    region: RegionIndex,
+    /// The regions this node serves: its own and any it adopted (see
+    /// [`ride_types::adoption`]). It holds only documents scoped to one.
+    served: Scope,
+    /// What each region's nodes serve, where that is more than the region
+    /// itself: the pair digests compare what two nodes share.
+    shares: BTreeMap<RegionIndex, Scope>,
     docs: BTreeMap<DocId, Document>,
     /// The automerge actor this node writes its own documents as, and the
     /// incarnation it stands for.
@@ -221,7 +226,8 @@ impl Documents {
         }
         Ok(Self {
             owner: owner.clone(),
-            region,
+            served: Scope::of([region]),
+            shares: BTreeMap::new(),
             changed: docs.keys().cloned().collect(),
             generation: 0,
             digested: None,
@@ -295,7 +301,7 @@ impl Documents {
     /// Applies a peer's sync message for one document. Returns `false`
     /// when the document is refused: dropped here before, one of this
     /// node's own that it does not hold (a peer's copy of it may be stale),
-    /// or not scoped to this node's region.
+    /// or not scoped to a region this node serves.
     pub fn receive(
         &mut self,
         from: &NodeId,
@@ -345,7 +351,7 @@ impl Documents {
 
     fn refuses(&self, doc: &DocId) -> bool {
         (doc.owner == self.owner && !self.relearn_own)
-            || !doc.scope.contains(self.region)
+            || !doc.scope.intersects(&self.served)
             || self.was_dropped(doc)
     }
 
@@ -408,19 +414,19 @@ impl Documents {
             .collect()
     }
 
-    /// The sync messages that `peer`, of region `region`, needs now, one
-    /// per document at most. A message that would only acknowledge (the
+    /// The sync messages that `peer`, which serves the regions of
+    /// `served`, needs now, one per document at most. A message that would only acknowledge (the
     /// peer already has every change this node has) waits until
     /// [`ACK_EVERY_MS`] after the last one sent for that document.
     pub fn outgoing(
         &mut self,
         peer: &NodeId,
-        region: RegionIndex,
+        served: &Scope,
         now: Millis,
     ) -> Vec<(DocId, Vec<u8>)> {
         let mut out = Vec::new();
         for (id, entry) in &mut self.docs {
-            if entry.quiet.get(peer) == Some(&entry.version) || !id.scope.contains(region) {
+            if entry.quiet.get(peer) == Some(&entry.version) || !id.scope.intersects(served) {
                 continue;
             }
             let sent_lately = entry
@@ -526,11 +532,11 @@ impl Documents {
         }
     }
 
-    /// Every document held for `region` and its heads.
-    pub fn inventory(&mut self, region: RegionIndex) -> Inventory {
+    /// Every document held for a node that serves `served`, and its heads.
+    pub fn inventory(&mut self, served: &Scope) -> Inventory {
         self.docs
             .iter_mut()
-            .filter(|(id, _)| id.scope.contains(region))
+            .filter(|(id, _)| id.scope.intersects(served))
             .map(|(id, d)| (id.clone(), d.doc.get_heads().iter().map(|h| h.0).collect()))
             .collect()
     }
@@ -555,10 +561,11 @@ impl Documents {
         self.digested().0
     }
 
-    /// Per region, [`Documents::digest`] of the documents scoped to it: what
-    /// this node shares with that region's nodes. A node of region `a` and
-    /// one of `b` have converged when the first's digest for `b` equals the
-    /// second's for `a`.
+    /// Per region, [`Documents::digest`] of what this node shares with that
+    /// region's nodes: the documents scoped to a region this node serves and
+    /// to one they serve. A node of region `a` and one of `b` have converged
+    /// when the first's digest for `b` equals the second's for `a`, also
+    /// while either serves an adopted region too.
     pub fn digests(&mut self) -> BTreeMap<RegionIndex, u64> {
         self.digested().1.clone()
     }
@@ -576,7 +583,16 @@ impl Documents {
                 let mut heads = entry.doc.get_heads();
                 heads.sort();
                 (id, &heads).hash(&mut all);
-                for region in id.scope.regions() {
+                if !id.scope.intersects(&self.served) {
+                    continue;
+                }
+                let plain = id
+                    .scope
+                    .regions()
+                    .iter()
+                    .filter(|r| !self.shares.contains_key(r));
+                let wider = self.shares.iter().filter(|(_, s)| s.intersects(&id.scope));
+                for region in plain.chain(wider.map(|(r, _)| r)) {
                     (id, &heads).hash(by_region.entry(*region).or_default());
                 }
             }
@@ -592,6 +608,30 @@ impl Documents {
 
     pub fn len(&self) -> usize {
         self.docs.len()
+    }
+
+    /// This node now serves the regions of `served`: documents scoped to
+    /// them are taken from peers, and the others refused from now on (those
+    /// already held stay until they age out, which is the hand-back's
+    /// drain).
+    pub fn serve(&mut self, served: Scope) {
+        if served != self.served {
+            self.served = served;
+            self.generation += 1;
+        }
+    }
+
+    pub fn served(&self) -> &Scope {
+        &self.served
+    }
+
+    /// What each region's nodes serve where that is more than the region
+    /// itself (each scope holds its region), for the pair digests.
+    pub fn set_shares(&mut self, shares: BTreeMap<RegionIndex, Scope>) {
+        if shares != self.shares {
+            self.shares = shares;
+            self.generation += 1;
+        }
     }
 
     /// Bytes of the records held in every document.

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::documents::DocId;
 use ride_types::clock::Millis;
+use ride_types::halo::Scope;
 use ride_types::ids::{NodeId, RequestId};
 
 /// The answer to an accepted request.
@@ -41,6 +42,13 @@ pub(crate) enum PeerMessageV1 {
     /// its heads. The receiver is in sync with the speaker once it holds
     /// all of them; a restarted node decides nothing before that.
     Inventory { docs: Vec<(DocId, Vec<[u8; 32]>)> },
+    /// The regions the speaker serves, by layout index: its own and those
+    /// it adopted while they are down ([`ride_types::adoption`]). Sent when
+    /// that changes, and at the start of a session while it is more than the
+    /// speaker's own region, so a node that serves only its own (every node,
+    /// unless a region is down) never sends one. The listener then offers it
+    /// the documents of every region it serves.
+    Serving { regions: Scope },
 }
 
 /// A node's view of itself, as it tells its peers.

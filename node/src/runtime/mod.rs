@@ -7,6 +7,7 @@
 
 pub mod access;
 pub(crate) mod admission;
+pub(crate) mod availability;
 pub(crate) mod delivery;
 pub(crate) mod node;
 pub(crate) mod peer_board;

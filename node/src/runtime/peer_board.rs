@@ -14,6 +14,8 @@ const LAG_WINDOW: usize = 1024;
 #[derive(Debug, Default)]
 pub(crate) struct PeerView {
     pub connected: bool,
+    /// A message came since [`PeerBoard::take_sightings`] last looked.
+    heard_lately: bool,
     pub status: Option<PeerStatus>,
     /// The peer's clock minus this node's, from the last status exchange.
     pub clock_offset_ms: Option<f64>,
@@ -52,7 +54,23 @@ impl PeerBoard {
     }
 
     pub(crate) fn heard(&mut self, peer: &NodeId) {
-        self.peers.entry(peer.clone()).or_default().connected = true;
+        let view = self.peers.entry(peer.clone()).or_default();
+        view.connected = true;
+        view.heard_lately = true;
+    }
+
+    /// Per peer of a known region, whether it was heard from since the last
+    /// call and whether it is connected and ready: what the availability
+    /// watcher judges regions by.
+    pub(crate) fn take_sightings(&mut self) -> Vec<(String, bool, bool)> {
+        self.peers
+            .values_mut()
+            .filter_map(|view| {
+                let heard = std::mem::take(&mut view.heard_lately);
+                let status = view.status.as_ref()?;
+                Some((status.region.clone(), heard, view.connected && status.ready))
+            })
+            .collect()
     }
 
     pub(crate) fn lost(&mut self, peer: &NodeId) {

@@ -126,6 +126,7 @@ async fn lists_regions_and_routes_positions() {
         inside,
         RouteAnswer {
             region: "dhaka-southeast".into(),
+            home: "dhaka-southeast".into(),
             inside: true,
             http: "http://127.0.0.1:8083".into(),
         }

@@ -61,7 +61,7 @@ pub(crate) const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 /// other session's QUIC traffic.
 const MESH_THREADS: usize = 2;
 const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Application close codes.
 const CLOSE_SHUTDOWN: u32 = 0;

@@ -55,9 +55,9 @@ fn a_peer_acknowledges_in_batches_while_the_writer_keeps_pushing() {
     write(&mut a, 0);
     let (mut now, mut read) = (0, 0);
     loop {
-        let to_b = a.outgoing(&b_id, 0, Millis(now));
+        let to_b = a.outgoing(&b_id, &Scope::of([0]), Millis(now));
         read += deliver(&a_id, &mut b, &to_b, Millis(now));
-        let to_a = b.outgoing(&a_id, 0, Millis(now));
+        let to_a = b.outgoing(&a_id, &Scope::of([0]), Millis(now));
         deliver(&b_id, &mut a, &to_a, Millis(now));
         if to_b.is_empty() && to_a.is_empty() {
             break;
@@ -70,9 +70,9 @@ fn a_peer_acknowledges_in_batches_while_the_writer_keeps_pushing() {
     // once...
     let first = now + ACK_EVERY_MS;
     write(&mut a, first);
-    let to_b = a.outgoing(&b_id, 0, Millis(first));
+    let to_b = a.outgoing(&b_id, &Scope::of([0]), Millis(first));
     assert_eq!(deliver(&a_id, &mut b, &to_b, Millis(first)), 1);
-    let ack = b.outgoing(&a_id, 0, Millis(first));
+    let ack = b.outgoing(&a_id, &Scope::of([0]), Millis(first));
     assert_eq!(ack.len(), 1);
     deliver(&b_id, &mut a, &ack, Millis(first));
 
@@ -80,17 +80,20 @@ fn a_peer_acknowledges_in_batches_while_the_writer_keeps_pushing() {
     // unacknowledged, until `ACK_EVERY_MS` has passed.
     for n in [first + 10, first + 20, first + 30] {
         write(&mut a, n);
-        let to_b = a.outgoing(&b_id, 0, Millis(n));
+        let to_b = a.outgoing(&b_id, &Scope::of([0]), Millis(n));
         assert_eq!(to_b.len(), 1, "change {n} is pushed");
         assert_eq!(deliver(&a_id, &mut b, &to_b, Millis(n)), 1);
-        assert!(b.outgoing(&a_id, 0, Millis(n)).is_empty(), "no ack at {n}");
+        assert!(
+            b.outgoing(&a_id, &Scope::of([0]), Millis(n)).is_empty(),
+            "no ack at {n}"
+        );
     }
-    let ack = b.outgoing(&a_id, 0, Millis(first + ACK_EVERY_MS));
+    let ack = b.outgoing(&a_id, &Scope::of([0]), Millis(first + ACK_EVERY_MS));
     assert_eq!(ack.len(), 1, "one ack for the three changes");
     deliver(&b_id, &mut a, &ack, Millis(first + ACK_EVERY_MS));
 
     // Then both are at the sync's fixed point: nothing more, ever.
     let later = Millis(first + 10 * ACK_EVERY_MS);
-    assert!(a.outgoing(&b_id, 0, later).is_empty());
-    assert!(b.outgoing(&a_id, 0, later).is_empty());
+    assert!(a.outgoing(&b_id, &Scope::of([0]), later).is_empty());
+    assert!(b.outgoing(&a_id, &Scope::of([0]), later).is_empty());
 }

@@ -39,10 +39,12 @@ use super::record::{
 };
 use crate::protocol::intake::{NewDriver, NewRider};
 use crate::protocol::pairing::{Candidate, Pair, greedy};
+use ride_types::adoption::RegionSet;
 use ride_types::clock::Millis;
 use ride_types::halo::{Layout, OwnHalo, RegionIndex, Scope};
 use ride_types::ids::{NodeId, RequestId};
 
+mod adoption;
 mod claims;
 mod cleanup;
 mod intake;
@@ -67,6 +69,10 @@ pub enum ReplicaError {
     NotNeighbour { peer: NodeId, region: String },
     #[error("unreadable accepted requests of epoch {epoch} in the journal: {source}")]
     Intake { epoch: u64, source: postcard::Error },
+    #[error("{0} said what it serves before its hello")]
+    UnexpectedServing(NodeId),
+    #[error("{peer} says it serves region {region}, which is not in the layout")]
+    ServesUnknownRegion { peer: NodeId, region: RegionIndex },
 }
 
 /// What the deterministic simulation needs from the protocol and a node
@@ -138,6 +144,9 @@ pub(crate) struct ReplicaStats {
     /// Requests read back from the journal at start that no document held
     /// (the node stopped between their 202 and their change).
     pub intake_reloaded: u64,
+    /// Riders and drivers left out of a matching round because their owner's
+    /// region is down (see [`Replica::set_availability`]).
+    pub candidates_skipped: u64,
 }
 
 pub(crate) struct Replica {
@@ -168,6 +177,16 @@ pub(crate) struct Replica {
     peers: BTreeSet<NodeId>,
     /// Each connected peer's region, as its hello said.
     peer_regions: HashMap<NodeId, RegionIndex>,
+    /// Every peer's region since it was first heard from, connected or not:
+    /// where the owner of a request lives.
+    known_regions: HashMap<NodeId, RegionIndex>,
+    /// What each connected peer serves, when it said more than its region.
+    peer_served: HashMap<NodeId, Scope>,
+    /// What each connected peer was last told this node serves.
+    serving_sent: HashMap<NodeId, Scope>,
+    /// The regions this node believes down: their owners' requests are left
+    /// out of matching rounds.
+    down: RegionSet,
     /// Peers of regions too far away to share anything: never waited for.
     distant: HashSet<NodeId>,
     synced: HashSet<NodeId>,
@@ -218,6 +237,10 @@ impl Replica {
             next_cleanup: Millis(0),
             peers: BTreeSet::new(),
             peer_regions: HashMap::new(),
+            known_regions: HashMap::new(),
+            peer_served: HashMap::new(),
+            serving_sent: HashMap::new(),
+            down: RegionSet::EMPTY,
             distant: HashSet::new(),
             synced: HashSet::new(),
             inventories: HashMap::new(),
@@ -285,6 +308,16 @@ impl Replica {
 
     pub(crate) fn is_ready(&self) -> bool {
         self.ready
+    }
+
+    /// The layout every node shares.
+    pub(crate) fn layout(&self) -> Arc<Layout> {
+        Arc::clone(&self.config.layout)
+    }
+
+    /// This node's region, by its index in the layout.
+    pub(crate) fn own_region(&self) -> RegionIndex {
+        self.region
     }
 
     /// Where this node's own requests go, for intake to scope them.

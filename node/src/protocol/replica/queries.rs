@@ -108,7 +108,8 @@ impl Replica {
 
     #[cfg(test)]
     pub(crate) fn inventory(&mut self) -> Inventory {
-        self.docs.inventory(self.region)
+        let served = self.docs.served().clone();
+        self.docs.inventory(&served)
     }
 
     pub(crate) fn document_count(&self) -> usize {

@@ -45,8 +45,11 @@ impl Replica {
         claimed
     }
 
-    pub(super) fn round_input(&self, now: Millis) -> RoundInput {
-        let claimed = self.claimed(now);
+    pub(super) fn round_input(&mut self, now: Millis) -> RoundInput {
+        let mut claimed = self.claimed(now);
+        let skipped = self.owned_by_the_down(now);
+        self.stats.candidates_skipped += skipped.len() as u64;
+        claimed.extend(skipped);
         // Open means not committed; unexpired and unclaimed makes it free
         // for this round (what `is_free` says, read from the index alone).
         let candidates = |open: &mut dyn Iterator<Item = (&RequestId, &Open)>| -> Vec<Candidate> {
@@ -64,6 +67,30 @@ impl Replica {
             max_pickup_km: self.config.max_pickup_km,
             now,
         }
+    }
+
+    /// Open riders and drivers whose owner's region is down: never offered
+    /// (see [`super::adoption`]). Costs nothing while no region is down.
+    fn owned_by_the_down(&self, now: Millis) -> Vec<RequestId> {
+        if self.down.is_empty() {
+            return Vec::new();
+        }
+        let (riders, drivers) = self.ledger.open_index();
+        let riders = riders
+            .filter(|(_, o)| o.expires_at > now)
+            .filter(|(id, _)| {
+                self.ledger
+                    .rider(id)
+                    .is_some_and(|r| self.owner_is_down(&r.owner))
+            });
+        let drivers = drivers
+            .filter(|(_, o)| o.expires_at > now)
+            .filter(|(id, _)| {
+                self.ledger
+                    .driver_owner(id)
+                    .is_some_and(|(owner, _)| self.owner_is_down(&owner))
+            });
+        riders.chain(drivers).map(|(id, _)| *id).collect()
     }
 
     /// Acts on a round's pairs for this node's riders: commits where it

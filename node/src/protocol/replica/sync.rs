@@ -20,6 +20,7 @@ impl Replica {
             });
         }
         self.peer_regions.insert(peer.clone(), index);
+        self.known_regions.insert(peer.clone(), index);
         Ok(())
     }
 
@@ -65,6 +66,10 @@ impl Replica {
                 return Err(ReplicaError::UnexpectedHello);
             }
             PeerMessage::V1(PeerMessageV1::Status(_)) => Vec::new(),
+            PeerMessage::V1(PeerMessageV1::Serving { regions }) => {
+                self.peer_serves(from, regions)?;
+                Vec::new()
+            }
         };
         self.check_synced();
         Ok(arrived)
@@ -105,15 +110,16 @@ impl Replica {
         let Some(&region) = self.peer_regions.get(peer) else {
             return Ok(Vec::new());
         };
-        let mut out = Vec::new();
+        let mut out: Vec<PeerMessage> = self.serving_news(peer).into_iter().collect();
+        let served = self.served_by(peer, region);
         if self.inventory_sent.insert(peer.clone()) {
             out.push(PeerMessage::V1(PeerMessageV1::Inventory {
-                docs: self.docs.inventory(region),
+                docs: self.docs.inventory(&served),
             }));
         }
         out.extend(
             self.docs
-                .outgoing(peer, region, now)
+                .outgoing(peer, &served, now)
                 .into_iter()
                 .map(|(doc, message)| PeerMessage::V1(PeerMessageV1::Sync { doc, message })),
         );
@@ -124,6 +130,9 @@ impl Replica {
     pub(crate) fn peer_lost(&mut self, peer: &NodeId) {
         self.docs.reset_peer(peer);
         self.peer_regions.remove(peer);
+        self.peer_served.remove(peer);
+        self.serving_sent.remove(peer);
+        self.refresh_shares();
         self.inventory_sent.remove(peer);
         self.inventories.remove(peer);
     }

@@ -49,6 +49,7 @@ use crate::protocol::message::{PeerMessage, PeerMessageV1, PeerStatus};
 use crate::protocol::record::CommitRecord;
 use crate::protocol::replica::{Replica, ReplicaConfig, ReplicaError, ReplicaStats};
 use crate::runtime::admission::{Limits, Load, Overload};
+use crate::runtime::availability::{Availability, PeerSighting, Timing};
 use crate::runtime::peer_board::{PeerBoard, RateMeter};
 use crate::runtime::recent_matches::{Inserted, Match, RecentMatches, Retention};
 use ride_types::api::PeerClock;
@@ -184,6 +185,9 @@ pub(crate) struct Node {
     max_clock_skew_ms: u64,
     /// Scopes requests at intake, outside the lock.
     own_halo: OwnHalo,
+    /// Which regions are down and which this node serves, read by intake
+    /// without the lock.
+    availability: Arc<Availability>,
     /// The random bits of the ids this node makes.
     entropy: Entropy,
 }
@@ -199,6 +203,7 @@ impl Node {
     ) -> Self {
         let (intake, arrivals) = mpsc::channel();
         Self {
+            availability: Arc::new(Availability::fixed(replica.layout(), replica.own_region())),
             request_ttl_ms: replica.request_ttl_ms(),
             own_halo: replica.own_halo(),
             max_clock_skew_ms: u64::try_from(max_clock_skew.as_millis()).unwrap_or(u64::MAX),
@@ -229,6 +234,23 @@ impl Node {
     pub(crate) fn with_entropy(mut self, entropy: Entropy) -> Self {
         self.entropy = entropy;
         self
+    }
+
+    /// The same core, judging its neighbour regions from `now` on and
+    /// adopting those that go down (see [`crate::runtime::availability`]).
+    pub(crate) fn with_adoption(mut self, timing: Timing, now: Millis) -> Self {
+        let (layout, own) = (
+            Arc::clone(self.availability.layout()),
+            self.availability.own(),
+        );
+        self.availability = Arc::new(Availability::watching(layout, own, timing, now));
+        self
+    }
+
+    /// Which regions are down, which this node serves, and where a request
+    /// goes.
+    pub(crate) fn availability(&self) -> &Availability {
+        &self.availability
     }
 
     /// The same core, shedding intake past `limits` ([`Node::admit`]).
@@ -303,6 +325,7 @@ impl Node {
     /// is due, runs outside the lock. Returns the matches this node learnt
     /// of, each once, already recorded for late subscribers and ratings.
     pub(crate) fn step(&self, now: Millis) -> Result<Vec<Arc<Match>>, CoreError> {
+        self.judge_regions(now);
         let round = self.lock().replica.handle_timeout(now)?;
         if let Some(input) = round {
             let started = std::time::Instant::now();

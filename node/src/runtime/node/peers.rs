@@ -21,6 +21,46 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Judges the neighbour regions from what was heard of their nodes
+    /// since the last step (see [`crate::runtime::availability`]); a change
+    /// reaches the protocol at once, so documents of an adopted region are
+    /// asked for, and requests of a dead region's owners left out of the
+    /// round that follows.
+    pub(super) fn judge_regions(&self, now: Millis) {
+        let mut state = self.lock();
+        let layout = Arc::clone(self.availability.layout());
+        let sightings: Vec<PeerSighting> = state
+            .board
+            .take_sightings()
+            .into_iter()
+            .filter_map(|(region, heard, ready)| {
+                Some(PeerSighting {
+                    region: layout.index_of(&region)?,
+                    heard,
+                    ready,
+                })
+            })
+            .collect();
+        let Some(changed) = self.availability.observe(now, sightings) else {
+            return;
+        };
+        state
+            .replica
+            .set_availability(changed.adopted, changed.down);
+        let names = |set: ride_types::adoption::RegionSet| -> Vec<&str> {
+            set.iter().filter_map(|r| layout.id_of(r)).collect()
+        };
+        tracing::warn!(
+            down = ?names(changed.down),
+            adopted = ?names(changed.adopted),
+            "regions down or served changed"
+        );
+        metrics::gauge!("ride_regions_down").set(changed.down.len() as f64);
+        metrics::gauge!("ride_regions_served").set((changed.adopted.len() + 1) as f64);
+    }
+}
+
 impl PeerSync for Node {
     fn outgoing(&self, peer: &NodeId, now: Millis) -> Result<Vec<PeerMessage>, SyncError> {
         let (mut messages, sync) = {
