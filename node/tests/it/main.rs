@@ -8,6 +8,7 @@ mod bad_input;
 mod cql;
 mod crash;
 mod dashboard;
+mod failover;
 mod flow;
 mod fly;
 mod keepalive;
