@@ -140,4 +140,24 @@ fn describe() {
         "mesh_intake_reloaded_total",
         "Requests read back from the journal at start that no document held yet."
     );
+    describe_counter!(
+        "mesh_candidates_skipped_total",
+        "Riders and drivers left out of matching rounds because their owner's region is down."
+    );
+    describe_gauge!(
+        "ride_regions_down",
+        "Neighbour regions this node believes down (silent for --adopt-after)."
+    );
+    describe_gauge!(
+        "ride_regions_served",
+        "Regions this node accepts requests for: its own and any it adopted."
+    );
+    describe_counter!(
+        "ride_requests_adopted_total",
+        "Riders and drivers accepted for a region this node adopted while it is down."
+    );
+    describe_counter!(
+        "ride_fly_replay_fallbacks_total",
+        "Requests Fly's proxy brought back after a failed replay."
+    );
 }

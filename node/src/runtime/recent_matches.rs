@@ -7,6 +7,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::protocol::record::{DriverRecord, RiderRecord};
 use ride_types::api::MatchNotice;
 use ride_types::clock::Millis;
@@ -14,7 +16,7 @@ use ride_types::decimals;
 use ride_types::ids::{NodeId, RequestId};
 
 /// A committed match: the final word on a rider and a driver.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Match {
     pub rider: RiderRecord,
     pub rider_owner: NodeId,
@@ -138,6 +140,11 @@ impl RecentMatches {
 
     pub(crate) fn len(&self) -> usize {
         self.order.len()
+    }
+
+    /// Every retained match, oldest first.
+    pub(crate) fn all(&self) -> impl ExactSizeIterator<Item = &Arc<Match>> {
+        self.order.iter()
     }
 }
 

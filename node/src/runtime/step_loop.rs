@@ -101,6 +101,7 @@ impl StepLoop {
         metrics::counter!("mesh_records_rejected_total").absolute(state.stats.records_rejected);
         metrics::counter!("mesh_documents_refused_total").absolute(state.stats.documents_refused);
         metrics::counter!("mesh_intake_reloaded_total").absolute(state.stats.intake_reloaded);
+        metrics::counter!("mesh_candidates_skipped_total").absolute(state.stats.candidates_skipped);
         metrics::counter!("ride_commits_duplicate_total").absolute(state.duplicate_commits);
         metrics::counter!("ride_commits_conflicting_total").absolute(state.conflicting_commits);
     }

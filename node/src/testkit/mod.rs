@@ -16,6 +16,7 @@ use ride_types::halo::Layout;
 use ride_types::ids::NodeId;
 
 use crate::disk::journal::{Durability, Journal};
+use crate::disk::match_log::MatchLog;
 use crate::protocol::persist::Loaded;
 use crate::protocol::replica::{Hooks, Replica, ReplicaConfig};
 use crate::runtime::admission::Limits;
@@ -57,9 +58,11 @@ impl TestCore {
     pub(crate) fn new(config: ReplicaConfig, retention: Retention) -> Self {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let (journal, _) = Journal::open(dir.path(), Durability::PageCache).expect("a journal");
+        let match_log = MatchLog::open(dir.path()).expect("a match log");
         let core = Node::new(
             new_replica(config),
             journal,
+            match_log,
             retention,
             Duration::from_secs(1),
         );

@@ -59,7 +59,10 @@ async fn accepts_its_own_region_and_redirects_the_others() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
     assert_eq!(response.headers()[LOCATION], "http://127.0.0.1:8083/rider");
-    assert_eq!(response.headers()["fly-replay"], "region=hkg");
+    assert_eq!(
+        response.headers()["fly-replay"],
+        "region=hkg;timeout=2s;fallback=prefer_self"
+    );
     let body: ErrorBody = response.json().await.unwrap();
     assert_eq!(body.error.code, "wrong_region");
     assert!(
@@ -82,7 +85,10 @@ async fn accepts_its_own_region_and_redirects_the_others() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
     assert_eq!(response.headers()[LOCATION], "http://127.0.0.1:8082/driver");
-    assert_eq!(response.headers()["fly-replay"], "region=bom");
+    assert_eq!(
+        response.headers()["fly-replay"],
+        "region=bom;timeout=2s;fallback=prefer_self"
+    );
 
     // Bad coordinates are refused as before, not redirected.
     let bad = serde_json::json!({

@@ -67,3 +67,30 @@ async fn a_request_answered_202_survives_a_kill_before_any_document_holds_it() {
     .await;
     assert_eq!(counter(&metrics, "mesh_intake_reloaded_total"), 1.0);
 }
+
+/// `--match-retention` is a promise across a restart: a match whose
+/// documents were dropped (they are kept only while their requests are of
+/// use) is still ratable after a `kill -9` and a restart.
+#[tokio::test]
+async fn a_match_outlives_its_documents_and_a_kill_for_the_match_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--match-retention", "10m", "--epoch", "1s"];
+    let node = NodeProcess::start(dir.path(), &flags).await;
+    let http = reqwest::Client::new();
+    let mut socket = Socket::connect(&node).await;
+    let rider = post_rider(&http, &node, "Later", at(23.8, 90.4), at(23.9, 90.4)).await;
+    post_driver(&http, &node, "Rated", "LATE-1", at(23.8, 90.4)).await;
+    socket.subscribe(&[&rider]).await;
+    let told = socket.next_match().await;
+    eventually("the match's documents to be dropped", || async {
+        let state: DebugState = get_json(&http, &node.admin_url("/debug/state")).await;
+        (state.documents == 0).then_some(())
+    })
+    .await;
+    drop(node); // SIGKILL
+
+    let node = NodeProcess::start(dir.path(), &flags).await;
+    let state: DebugState = get_json(&http, &node.admin_url("/debug/state")).await;
+    assert_eq!((state.documents, state.committed_matches), (0, 1));
+    assert_eq!(rate(&http, &node, &told, 4).await, Some(201));
+}

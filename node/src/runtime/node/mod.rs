@@ -40,6 +40,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::disk::journal::{self, Durability, Journal, JournalError, PendingSync};
+use crate::disk::match_log::{MatchLog, MatchLogError};
 use crate::net::peer_sync::{PeerSync, SyncError};
 use crate::protocol::fare;
 use crate::protocol::intake::{NewDriver, NewRider};
@@ -121,6 +122,8 @@ pub enum CoreError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Replica(#[from] ReplicaError),
+    #[error(transparent)]
+    MatchLog(#[from] MatchLogError),
 }
 
 impl From<CoreError> for SyncError {
@@ -190,19 +193,29 @@ pub(crate) struct Node {
     availability: Arc<Availability>,
     /// The random bits of the ids this node makes.
     entropy: Entropy,
+    /// The retained matches on disk, written by the step task alone.
+    match_log: Mutex<MatchLog<Match>>,
 }
 
 impl Node {
     /// A core around `replica`; peers whose clocks differ from this node's
     /// by more than `max_clock_skew` are reported.
+    /// `logged` are the matches `match_log` held at start: retained again
+    /// as long as the retention says, whatever the documents still hold.
     pub(crate) fn new(
         replica: Replica,
         journal: Journal,
+        (match_log, logged): (MatchLog<Match>, Vec<Match>),
         retention: Retention,
         max_clock_skew: Duration,
     ) -> Self {
         let (intake, arrivals) = mpsc::channel();
+        let mut matches = RecentMatches::new(retention);
+        for m in logged {
+            matches.insert(Arc::new(m));
+        }
         Self {
+            match_log: Mutex::new(match_log),
             availability: Arc::new(Availability::fixed(replica.layout(), replica.own_region())),
             request_ttl_ms: replica.request_ttl_ms(),
             own_halo: replica.own_halo(),
@@ -210,7 +223,7 @@ impl Node {
             state: Mutex::new(State {
                 replica,
                 journal,
-                matches: RecentMatches::new(retention),
+                matches,
                 arrivals,
                 unresolved: Vec::new(),
                 board: PeerBoard::default(),
@@ -244,6 +257,8 @@ impl Node {
             self.availability.own(),
         );
         self.availability = Arc::new(Availability::watching(layout, own, timing, now));
+        metrics::gauge!("ride_regions_down").set(0.0);
+        metrics::gauge!("ride_regions_served").set(1.0);
         self
     }
 
@@ -286,6 +301,7 @@ impl Node {
             tracing::info!(%owner, "no journal: writing as a new owner");
         }
         let (journal, loaded) = Journal::open(dir, durability)?;
+        let match_log = MatchLog::open(dir)?;
         config.node = owner;
         let replica = Replica::open(config, loaded, now)?;
         tracing::info!(
@@ -295,7 +311,7 @@ impl Node {
             requests_reloaded = replica.stats().intake_reloaded,
             "own documents loaded"
         );
-        Ok(Self::new(replica, journal, retention, max_clock_skew).with_entropy(entropy))
+        Ok(Self::new(replica, journal, match_log, retention, max_clock_skew).with_entropy(entropy))
     }
 
     /// The identity this node writes as.
@@ -398,7 +414,25 @@ impl Node {
                 }
             }
         }
+        self.log_matches(&made);
         Ok(made)
+    }
+
+    /// Writes the matches made to the match log, and rewrites it once most
+    /// of what it holds is no longer retained. A failure costs only the
+    /// retention across a restart (the documents hold every match), so it
+    /// is reported, not fatal.
+    fn log_matches(&self, made: &[Arc<Match>]) {
+        let mut log = self.match_log.lock();
+        let mut written = log.append(made.iter().map(|m| &**m));
+        let retained = self.lock().matches.len();
+        if written.is_ok() && log.wants_rewrite(retained) {
+            let all: Vec<Arc<Match>> = self.lock().matches.all().cloned().collect();
+            written = log.rewrite(all.iter().map(|m| &**m));
+        }
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "matches not logged: a restart may forget them sooner");
+        }
     }
 
     pub(crate) fn status(&self, id: &RequestId, now: Millis) -> Status {
