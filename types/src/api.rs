@@ -199,6 +199,14 @@ pub struct DashboardFrame {
     pub claims: Vec<DashboardClaim>,
     /// This node first, then its peers.
     pub nodes: Vec<NodePanel>,
+    /// The regions this node accepts for: its own first, then any it
+    /// adopted (or is handing back).
+    #[serde(default)]
+    pub serving: Vec<String>,
+    /// Per neighbour region this node believes down, the region that serves
+    /// its area now.
+    #[serde(default)]
+    pub adopters: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -163,6 +163,19 @@ impl Availability {
         self.ids(self.down().iter())
     }
 
+    /// Per region this node believes down, the id of the region that serves
+    /// its area.
+    pub(crate) fn adopter_ids(&self) -> BTreeMap<String, String> {
+        let down = self.down();
+        down.iter()
+            .filter_map(|r| {
+                let adopter = self.layout.adopter_of(r, down)?;
+                let id = |r| self.layout.id_of(r).map(str::to_owned);
+                Some((id(r)?, id(adopter)?))
+            })
+            .collect()
+    }
+
     fn ids(&self, regions: impl Iterator<Item = RegionIndex>) -> Vec<String> {
         regions
             .filter_map(|r| self.layout.id_of(r).map(str::to_owned))

@@ -243,6 +243,8 @@ function onFrame(ev) {
     matches: list(f.matches).filter((m) => m && isPos(m.rider) && isPos(m.driver)),
     claims: list(f.claims).filter((c) => c && isPos(c.rider) && isPos(c.driver)),
     nodes: list(f.nodes).filter((n) => n && typeof n.node === 'string'),
+    serving: list(f.serving).map(String),
+    adopters: f.adopters && typeof f.adopters === 'object' ? f.adopters : {},
   };
   state.frame = frame;
   state.frames += 1;
@@ -436,7 +438,14 @@ function updatePanel(f) {
     const nodes = byRegion.get(id) || [];
     card._ui.empty.hidden = nodes.length > 0;
     const b = card._ui.badge;
-    if (nodes.length === 0) { b.className = 'badge quiet'; setText(b, 'no nodes'); }
+    const adopter = f.adopters[id];
+    if (typeof adopter === 'string') {
+      // Down, as this node judges it: say who serves its area now.
+      b.className = 'badge bad';
+      setText(b, 'down · served by ' + (adopter === f.region ? 'this node' : adopter));
+    } else if (id !== f.region && f.serving.includes(id)) {
+      b.className = 'badge warn'; setText(b, 'back · handing back');
+    } else if (nodes.length === 0) { b.className = 'badge quiet'; setText(b, 'no nodes'); }
     else if (nodes.some((n) => n.this_node)) { b.className = 'badge self'; setText(b, 'this node'); }
     else if (nodes.some((n) => n.reachable)) {
       const all = nodes.every((n) => n.reachable);

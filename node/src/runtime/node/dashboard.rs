@@ -94,6 +94,8 @@ impl Node {
             matches,
             claims,
             nodes,
+            serving: self.availability.serving_ids(),
+            adopters: self.availability.adopter_ids(),
         }
     }
 }
