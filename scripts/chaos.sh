@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
 # Partitions the local three-region mesh while the bot sends border-heavy
-# traffic, heals it, and checks that nothing went wrong: nobody in two
-# committed matches (on any node, or between nodes), every match the bot was
-# told of committed with the same driver, every node back on one digest
-# within a limit after the last heal, and no accepted request lost. Prints a
-# report (partitions, requests, matches, cross-border matches, convergence
-# times, violations); exits non-zero on any violation.
+# traffic, heals it, kills nodes or a whole region and starts them again, and
+# checks that nothing went wrong: nobody in two committed matches (on any
+# node, or between nodes), every match the bot was told of committed with the
+# same driver, every node back on one digest within a limit after the last
+# heal, and no accepted request lost (a request whose owner was down until it
+# expired counts as expired). Prints a report (partitions, requests, what
+# adopters accepted for a dead region, matches, cross-border matches,
+# convergence times, violations); exits non-zero on any violation.
 #
 #   scripts/chaos.sh [options] [-- bot flags...]
 #
-#   --quick              ~1 minute: two single-region cuts and a split, 8 s each,
-#                        then a kill -9 and restart (as --kill)
+#   --quick              ~2 minutes: two single-region cuts and a split, 8 s each,
+#                        a kill -9 and restart (as --kill), then the first
+#                        region killed and started again (as --kill-region)
 #   --hold D             how long each partition is held (default 10s)
 #   --rounds N           single-region cuts, one region after another (default:
 #                        one per region), before the split (every region alone)
 #   --kill               also kill -9 a node, and restart it, after the split
+#   --kill-region R      last, kill -9 every node of region R (a region outage)
+#                        and keep them down for --adopt-after plus the request
+#                        TTL plus 3 s: the nearest live region adopts R's area
+#                        and every request R's nodes own expires meanwhile;
+#                        then start them again on their data folders
+#   --adopt-after D      the nodes' --adopt-after (default 10s)
 #   --skew D             run the second region's node with its wall clock D
 #                        ahead (faketime; monotonic timers stay real). Past
 #                        the nodes' --max-clock-skew (1s) only liveness may
@@ -40,20 +49,21 @@
 #
 # The mesh uses the regions' ports (so a running scripts/mesh.sh must be
 # stopped first) and keeps its state in $MESH_DIR (default .mesh/chaos): node
-# logs, told.jsonl (every match notice the bot got), bot-summary.json,
-# matches.json, convergence.jsonl, partitions.jsonl. Every iptables rule it
+# logs and the run's history (scripts/lib/history-lib.sh: told.jsonl,
+# bot-summary.json, matches.json, convergence.jsonl, partitions.jsonl). Every iptables rule it
 # adds carries the comment "ride-chaos" and is removed on exit, Ctrl-C
 # included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MESH_DIR="${MESH_DIR:-.mesh/chaos}"
 source scripts/lib/mesh-lib.sh
+source scripts/lib/history-lib.sh
 
-HOLD=10 ROUNDS="" KILL=0 HOW=auto LIMIT="" TTL=20s SKEW= AREA=
-WARMUP=5 SETTLE=3 SNAPSHOT_EVERY=4
+HOLD=10 ROUNDS="" KILL=0 HOW=auto LIMIT="" TTL=20s SKEW= AREA= ADOPT_AFTER=10s
+KILL_REGION="" QUICK=0 WARMUP=5
 flag() {
   case "$1" in
-    --quick) HOLD=8 ROUNDS=2 WARMUP=4 SETTLE=2 KILL=1 ;;
+    --quick) HOLD=8 ROUNDS=2 WARMUP=4 SETTLE=2 KILL=1 QUICK=1 ;;
     --kill) KILL=1 ;;
     *) return 1 ;;
   esac
@@ -71,6 +81,8 @@ option() {
     --wan-loss) MESH_WAN_LOSS="$2" ;;
     --regions) REGIONS_DIR="$2" ;;
     --area) AREA="$2" ;;
+    --kill-region) KILL_REGION="$2" ;;
+    --adopt-after) ADOPT_AFTER="$2" ;;
     *) return 1 ;;
   esac
 }
@@ -78,8 +90,6 @@ mesh_parse_args "$@"
 [[ -z "$ROUNDS" || "$ROUNDS" =~ ^[0-9]+$ ]] || die "--rounds must be a number"
 
 CHAOS_TAG=ride-chaos
-# The history checker (see `bot check --help`), built with the mesh.
-CHECK=("$BOT_BIN" check)
 
 # --- how to partition --------------------------------------------------------------
 
@@ -151,19 +161,13 @@ relay_heal() {
 cut() { if [[ "$HOW" == iptables ]]; then iptables_cut "$@"; else relay_cut "$@"; fi; }
 heal() { if [[ "$HOW" == iptables ]]; then iptables_heal; else relay_heal; fi; }
 
-# --- state, cleanup ----------------------------------------------------------------
-
-STATE="$MESH_DIR"
-TOLD="$STATE/told.jsonl" SUMMARY="$STATE/bot-summary.json" STORE="$STATE/matches.json"
-CONVERGENCE="$STATE/convergence.jsonl" PARTITIONS="$STATE/partitions.jsonl"
-BOT_PID=""
+# --- cleanup -------------------------------------------------------------------
 
 cleanup() {
   trap - INT TERM EXIT
   heal
   [[ "$HOW" == iptables ]] || iptables_heal   # rules from an earlier run, if any
-  [[ -n "$BOT_PID" ]] && stop_pids INT 15 "$BOT_PID"
-  BOT_PID=""
+  bot_kill
   mesh_stop_all
 }
 trap 'log "interrupted: stopping everything"; cleanup; exit 130' INT
@@ -173,8 +177,7 @@ trap cleanup EXIT
 # --- the run -----------------------------------------------------------------
 
 mesh_plan
-URLS=("${NODE_URLS[@]}")
-NODE_EXTRA+=(--match-retention 15m --request-ttl "$TTL")
+NODE_EXTRA+=(--match-retention 15m --request-ttl "$TTL" --adopt-after "$ADOPT_AFTER")
 if [[ -z "$LIMIT" ]]; then
   LIMIT=30
   [[ -n "$SKEW" ]] && (( $(dur_secs "$SKEW") > 1 )) && LIMIT=60
@@ -188,51 +191,30 @@ if [[ -n "$SKEW" ]]; then
 fi
 (( ${#REGION_IDS[@]} >= 2 )) || die "chaos needs at least two regions"
 : "${ROUNDS:=${#REGION_IDS[@]}}"
+if (( QUICK )); then : "${KILL_REGION:=${REGION_IDS[0]}}"; fi
+if [[ -n "$KILL_REGION" && " ${REGION_IDS[*]} " != *" $KILL_REGION "* ]]; then
+  die "--kill-region: no region $KILL_REGION (regions: ${REGION_IDS[*]})"
+fi
+# A region outage outlasts the adoption and the TTL of every request its
+# nodes own, so the adopter serves the area for a whole TTL.
+REGION_DOWN=$(( $(dur_secs "$ADOPT_AFTER") + $(dur_secs "$TTL") + 3 ))
 
 iptables_heal
-# A fresh mesh: the nodes' data, the bot's record (appended to otherwise),
-# the check files. Certificates are kept.
-for id in "${NODE_IDS[@]}"; do rm -rf "${STATE:?}/$id"; done
-rm -rf "$STATE/wan" "$TOLD" "$SUMMARY" "$STORE" "$CONVERGENCE" "$PARTITIONS"
+history_fresh
 
-now() { date +%s.%N; }
-snapshot() { "${CHECK[@]}" snapshot "${URLS[@]}" --store "$STORE" || log "snapshot failed"; }
-converge() { # label since [--final]
-  "${CHECK[@]}" converge "${URLS[@]}" --label "$1" --since "$2" --timeout "$LIMIT" \
-    --log "$CONVERGENCE" "${@:3}" || true   # a timeout is reported by the check
-}
-# Sleeps SECS, taking a match snapshot every few seconds, and stops at once
-# if a node died that was not killed on purpose.
-pause() {
-  local t i
-  for (( t = 1; t <= $1; t++ )); do
-    sleep 1
-    for i in "${!NODE_IDS[@]}"; do
-      [[ -n "${NODE_PID[i]:-}" ]] && ! alive "${NODE_PID[i]}" &&
-        die "node ${NODE_IDS[i]} died; see $STATE/${NODE_IDS[i]}/node.log"
-    done
-    (( t % SNAPSHOT_EVERY )) || snapshot
-  done
-}
 # partition LABEL REGION...: cut the regions off, hold, heal, measure.
-LAST_HEAL=""
 partition() {
-  local label="$1" start end
+  local label="$1" start
   shift
   echo "-- $label: held ${HOLD}s"
   start="$(now)"
   cut "$@"
   pause "$HOLD"
   heal
-  end="$(now)"
-  LAST_HEAL="$end"
-  printf '{"label":"%s","method":"%s","start":%s,"end":%s}\n' "$label" "$HOW" "$start" "$end" >>"$PARTITIONS"
-  converge "heal $label" "$end"
-  snapshot
-  pause "$SETTLE"
+  healed "$label" "$HOW" "$start"
 }
 
-echo "chaos: partitions by $HOW, holds ${HOLD}s, $ROUNDS single-region cut(s), then a split$( ((KILL)) && echo ", then kill -9 and restart")$([[ -n "$SKEW" ]] && echo "; ${NODE_IDS[1]}'s clock $SKEW ahead"); request TTL $TTL"
+echo "chaos: partitions by $HOW, holds ${HOLD}s, $ROUNDS single-region cut(s), then a split$( ((KILL)) && echo ", then kill -9 and restart")$([[ -n "$KILL_REGION" ]] && echo ", then $KILL_REGION down for ${REGION_DOWN}s (adopt after $ADOPT_AFTER)")$([[ -n "$SKEW" ]] && echo "; ${NODE_IDS[1]}'s clock $SKEW ahead"); request TTL $TTL"
 mesh_up
 mesh_print_layout
 converge "start" "$(now)"
@@ -245,17 +227,14 @@ if [[ -z "$AREA" && "$REGIONS_DIR" == regions ]]; then AREA="23.76,90.38,23.80,9
 # that the check accounts for each one, even after a restart resets a
 # node's counters.
 SETTLE_FOR="$(( $(dur_secs "$TTL") + $([[ -n "$SKEW" ]] && dur_secs "$SKEW" || echo 0) + 10 ))s"
-bot=("$BOT_BIN" --regions "$REGIONS_DIR" --record "$TOLD" --summary-json "$SUMMARY"
-     --settle "$SETTLE_FOR")
+bot=(--regions "$REGIONS_DIR" --settle "$SETTLE_FOR")
 [[ -z "$AREA" ]] || bot+=(--area "$AREA")
 # Few enough riders and drivers that a snapshot every few seconds sees every
 # match (a node lists at most 1000); override with -- --riders N --drivers N.
 has_flag --riders "${BOT_ARGS[@]}" || bot+=(--riders 20)
 has_flag --drivers "${BOT_ARGS[@]}" || bot+=(--drivers 20)
 bot+=("${BOT_ARGS[@]}")
-echo "bot: ${bot[*]} (log: $STATE/bot.log)"
-"${bot[@]}" >"$STATE/bot.out" 2>"$STATE/bot.log" &
-BOT_PID=$!
+bot_start "${bot[@]}"
 pause "$WARMUP"
 
 for (( n = 0; n < ROUNDS; n++ )); do
@@ -266,38 +245,11 @@ for (( n = 0; n < ROUNDS; n++ )); do
 done
 partition "split: every region alone" "${REGION_IDS[@]}"
 
-RESTARTED=()
-if (( KILL )); then
-  victim=$(( 1 % ${#NODE_IDS[@]} ))
-  id="${NODE_IDS[victim]}"
-  echo "-- kill -9 $id, restart it 3 s later"
-  start="$(now)"
-  kill -KILL "${NODE_PID[victim]}"
-  NODE_PID[victim]=""
-  pause 3
-  mesh_restart_node "$victim"
-  end="$(now)"
-  LAST_HEAL="$end"
-  RESTARTED+=("$id")
-  printf '{"label":"%s","method":"kill -9","start":%s,"end":%s}\n' "kill -9 $id" "$start" "$end" >>"$PARTITIONS"
-  converge "heal kill -9 $id" "$end"
-  snapshot
-  pause "$SETTLE"
-fi
-
-echo "-- stopping the bot"
-kill -INT "$BOT_PID" 2>/dev/null || true
-# It posts nothing more, and waits for its requests' outcomes meanwhile.
-converge "final (bot stopped)" "$LAST_HEAL" --final --restarted "${RESTARTED[@]}"
-bot_status=0
-wait "$BOT_PID" || bot_status=$?
-BOT_PID=""
-(( bot_status == 0 )) || log "the bot exited with status $bot_status; see $STATE/bot.log"
+if (( KILL )); then node_outage $(( 1 % ${#NODE_IDS[@]} )) 3; fi
+if [[ -n "$KILL_REGION" ]]; then region_outage "$KILL_REGION" "$REGION_DOWN"; fi
 
 status=0
-"${CHECK[@]}" check "${URLS[@]}" --store "$STORE" --record "$TOLD" --bot-summary "$SUMMARY" \
-  --convergence "$CONVERGENCE" --partitions "$PARTITIONS" --regions "$REGIONS_DIR" \
-  --limit "$LIMIT" --restarted "${RESTARTED[@]}" || status=$?
+history_finish || status=$?
 cleanup
 left="$(iptables -S 2>/dev/null | grep -c -e "--comment $CHAOS_TAG" || true)"
 [[ "${left:-0}" == 0 ]] || { log "iptables rules tagged $CHAOS_TAG remain: $left"; status=1; }

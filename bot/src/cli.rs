@@ -114,6 +114,18 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", env = "BOT_RECORD", conflicts_with = "rate")]
     pub record: Option<PathBuf>,
 
+    /// Append one JSON line per rider and driver POST to this file
+    /// (simulation mode): when it was sent and answered (epoch seconds), the
+    /// endpoint asked and the one it ended at after any redirect, the status,
+    /// and, when accepted, the id and the region and node that accepted it.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "BOT_POST_LOG",
+        conflicts_with = "rate"
+    )]
+    pub post_log: Option<PathBuf>,
+
     /// Simulation mode: once stopped, post nothing new but wait up to this
     /// long until every accepted request has its outcome (matched, or
     /// expired by its `expires_at`), so that the summary accounts for every
@@ -263,6 +275,7 @@ mod tests {
             &["--rate", "0"],
             &["--concurrency", "0"],
             &["--rate", "10", "--record", "x.jsonl"],
+            &["--rate", "10", "--post-log", "x.jsonl"],
             &["--load", "ratings"],
             &["--rate", "10", "--load", "everything"],
         ] {

@@ -259,7 +259,9 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::scripted::{Scripted, answer, nothing_listening, serve, serve_on};
+    use crate::scripted::{
+        Scripted, answer, nothing_listening, redirect, redirecting_to, serve, serve_on,
+    };
 
     async fn post(url: &Url, body: &'static [u8]) -> Result<Answer, ConnError> {
         Connections::default()
@@ -331,12 +333,7 @@ mod tests {
     async fn a_redirect_is_followed_with_the_body_and_reported() {
         let (owner, _) = serve(|_| answer("202 Accepted")).await;
         let target = owner.join("rider").unwrap();
-        let location = format!("location: {target}\r\n");
-        let (elsewhere, _) = serve(move |_| Scripted {
-            headers: location.clone(),
-            ..answer("307 Temporary Redirect")
-        })
-        .await;
+        let elsewhere = redirecting_to(&target).await;
         let answer = post(&elsewhere.join("rider").unwrap(), b"{\"a\":1}")
             .await
             .unwrap();
@@ -347,11 +344,7 @@ mod tests {
 
     #[tokio::test]
     async fn endless_redirects_are_an_error_not_a_loop() {
-        let (base, _) = serve(|path| Scripted {
-            headers: format!("location: {path}\r\n"),
-            ..answer("307 Temporary Redirect")
-        })
-        .await;
+        let (base, _) = serve(|path| redirect(path)).await;
         let error = post(&base.join("rider").unwrap(), b"{}").await.unwrap_err();
         assert!(matches!(error, ConnError::TooManyRedirects(_)), "{error}");
         assert_eq!(error.refused_at(), None, "the node answered");

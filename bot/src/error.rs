@@ -18,7 +18,7 @@ pub enum BotError {
     Regions(#[from] RegionsError),
     #[error("no endpoint answers (GET /healthz): {0}")]
     NoLiveEndpoint(String),
-    #[error("could not write the match record {}: {source}", path.display())]
+    #[error("could not write the record {}: {source}", path.display())]
     Record {
         path: PathBuf,
         #[source]

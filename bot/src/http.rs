@@ -3,11 +3,13 @@
 //!
 //! A single shared `reqwest::Client` keeps connections alive between
 //! requests (a new TCP connection per request would measure the kernel,
-//! not the node). Redirects use reqwest's default policy, which follows
-//! `307` and re-sends the body; whether one happened is seen by comparing
-//! the final URL with the one asked for. Load mode's workers write on
-//! connections of their own instead ([`crate::conn`]), and read the answer
-//! the same way ([`Reply::read`]).
+//! not the node). [`post`] follows `307` and `308` itself, re-sending the
+//! body, as many times as reqwest's default policy would: reqwest names the
+//! URL first asked in the error of a request that could not connect after
+//! a redirect, and the failover must know which node was dead (the one
+//! redirected to, not the live one that redirected). Load mode's workers
+//! write on connections of their own instead ([`crate::conn`]), and read
+//! the answer the same way ([`Reply::read`]).
 
 use std::time::Duration;
 
@@ -18,6 +20,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::stats::Outcome;
+
+/// Redirects [`post`] follows, as reqwest's default policy.
+const MAX_REDIRECTS: usize = 10;
 
 /// How long one request may take before it counts as a transport error.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,6 +40,7 @@ pub fn client(max_idle: usize) -> reqwest::Result<Client> {
         .tcp_nodelay(true)
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
 }
 
@@ -79,17 +85,30 @@ pub fn refused_at(error: &reqwest::Error) -> Option<&Url> {
     error.is_connect().then(|| error.url()).flatten()
 }
 
-/// POSTs `body` as JSON to `url` and reads the whole answer (reading it lets
-/// the connection go back to the pool). Pass `serde::de::IgnoredAny` as `T`
-/// when the answer's content does not matter.
+/// POSTs `body` as JSON to `url`, following redirects, and reads the whole
+/// answer (reading it lets the connection go back to the pool). Pass
+/// `serde::de::IgnoredAny` as `T` when the answer's content does not
+/// matter. A request that fails names the URL it failed at (`error.url()`),
+/// the one a redirect led to if one did; past [`MAX_REDIRECTS`], the last
+/// redirect is the answer.
 pub async fn post<B, T>(client: &Client, url: &Url, body: &B) -> reqwest::Result<Reply<T>>
 where
     B: Serialize + ?Sized,
     T: DeserializeOwned,
 {
-    let response = client.post(url.clone()).json(body).send().await?;
+    let mut at = url.clone();
+    let mut response = client.post(at.clone()).json(body).send().await?;
+    for _ in 0..MAX_REDIRECTS {
+        let Some(next) = redirect_target(&response) else {
+            break;
+        };
+        // Read to the end, so that the connection can be used again.
+        response.bytes().await?;
+        at = next;
+        response = client.post(at.clone()).json(body).send().await?;
+    }
     let status = response.status();
-    let redirected_to = (response.url() != url).then(|| response.url().clone());
+    let redirected_to = (at != *url).then_some(at);
     let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
@@ -102,6 +121,16 @@ where
         retry_after.as_ref(),
         &bytes,
     ))
+}
+
+/// Where a `307` or `308` answer sends the request again, if it says.
+fn redirect_target(response: &reqwest::Response) -> Option<Url> {
+    let status = response.status();
+    if status != StatusCode::TEMPORARY_REDIRECT && status != StatusCode::PERMANENT_REDIRECT {
+        return None;
+    }
+    let location = response.headers().get(reqwest::header::LOCATION)?;
+    response.url().join(location.to_str().ok()?).ok()
 }
 
 impl<T: DeserializeOwned> Reply<T> {
@@ -203,9 +232,10 @@ pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use serde::de::IgnoredAny;
+    use serde_json::json;
 
     use super::*;
-    use crate::scripted::nothing_listening;
+    use crate::scripted::{answer, nothing_listening, redirect, redirecting_to, serve};
 
     fn url(text: &str) -> Url {
         Url::parse(text).unwrap()
@@ -267,6 +297,44 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(refused_at(&error), Some(&asked));
+    }
+
+    /// A live node that redirects to a dead one: the dead one is named, not
+    /// the node asked.
+    #[tokio::test]
+    async fn a_connection_refused_after_a_redirect_names_the_node_redirected_to() {
+        let dead = nothing_listening().join("rider").unwrap();
+        let live = redirecting_to(&dead).await;
+        let error = post::<_, IgnoredAny>(&client(1).unwrap(), &live.join("rider").unwrap(), &())
+            .await
+            .unwrap_err();
+        assert_eq!(refused_at(&error), Some(&dead));
+    }
+
+    #[tokio::test]
+    async fn redirects_are_followed_with_the_body_and_reported() {
+        let (owner, _) = serve(|_| answer("202 Accepted")).await;
+        let target = owner.join("rider").unwrap();
+        let elsewhere = redirecting_to(&target).await;
+        let asked = elsewhere.join("rider").unwrap();
+        let reply = post::<_, serde_json::Value>(&client(1).unwrap(), &asked, &json!({"a": 1}))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::ACCEPTED);
+        assert_eq!(
+            reply.body.unwrap(),
+            json!({"a": 1}),
+            "the body is sent again"
+        );
+        assert_eq!(reply.redirected_to, Some(target));
+
+        // A node redirecting to itself for ever: the last redirect answers.
+        let (looping, _) = serve(|path| redirect(path)).await;
+        let reply =
+            post::<_, IgnoredAny>(&client(1).unwrap(), &looping.join("rider").unwrap(), &())
+                .await
+                .unwrap();
+        assert_eq!(reply.status, StatusCode::TEMPORARY_REDIRECT);
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod error;
 mod failover;
 mod http;
 mod load;
+mod post_log;
 mod progress;
 mod record;
 #[cfg(test)]
@@ -127,6 +128,7 @@ async fn run(cli: Cli) -> Result<Summary, BotError> {
                 seed: cli.seed,
                 concurrency: cli.concurrency(),
                 record: cli.record.clone(),
+                post_log: cli.post_log.clone(),
                 settle: cli.settle,
                 run,
             };

@@ -6,6 +6,9 @@
 //! endpoint's socket delivered it and when; and the file is appended to, never
 //! truncated, so several bot runs can share one record. `bot check` reads it
 //! back through the same [`Line`], so the two cannot drift apart.
+//!
+//! The [`Recorder`] writes any serialisable line: `--post-log`
+//! ([`crate::post_log`]) appends through it too.
 
 use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
@@ -51,19 +54,23 @@ impl Recorder {
     }
 
     pub fn append(&mut self, delivery: &Delivery) -> Result<(), BotError> {
-        let line = Line {
+        self.write(&Line {
             endpoint: Cow::Borrowed(delivery.endpoint.base().as_str()),
             received_at: delivery.received_at,
             message: Cow::Borrowed(&delivery.message),
-        };
-        serde_json::to_writer(&mut self.out, &line)
+        })
+    }
+
+    /// Appends `line` as one line of JSON.
+    pub fn write<T: Serialize>(&mut self, line: &T) -> Result<(), BotError> {
+        serde_json::to_writer(&mut self.out, line)
             .map_err(io::Error::from)
             .and_then(|()| self.out.write_all(b"\n"))
             .map_err(|source| self.error(source))
     }
 
     /// Pushes buffered lines to the file; called every tick and at the end,
-    /// so a killed bot loses at most a second of notices.
+    /// so a killed bot loses at most a second of lines.
     pub fn flush(&mut self) -> Result<(), BotError> {
         self.out.flush().map_err(|source| self.error(source))
     }

@@ -29,6 +29,20 @@ pub fn answer(status: &'static str) -> Scripted {
     }
 }
 
+/// A `307` to `location` (a URL, or a path on the same server).
+pub fn redirect(location: impl std::fmt::Display) -> Scripted {
+    Scripted {
+        headers: format!("location: {location}\r\n"),
+        ..answer("307 Temporary Redirect")
+    }
+}
+
+/// A server that redirects every request to `target`; returns its base URL.
+pub async fn redirecting_to(target: &Url) -> Url {
+    let target = target.clone();
+    serve(move |_| redirect(&target)).await.0
+}
+
 /// A `503` with the API's error body carrying `code`, as a node sends it.
 pub fn refusal(code: &str) -> Scripted {
     Scripted {

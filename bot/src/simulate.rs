@@ -27,9 +27,11 @@ use tracing::warn;
 use uuid::Uuid;
 
 use crate::area::Area;
+use crate::check::now_secs;
 use crate::endpoint::{Endpoint, Router};
 use crate::error::BotError;
 use crate::http::{self, describe_error};
+use crate::post_log::PostLine;
 use crate::record::Recorder;
 use crate::socket::{Delivery, Followed, Socket};
 use crate::stats::{Outcome, Stats};
@@ -49,6 +51,8 @@ pub struct SimConfig {
     pub seed: Option<u64>,
     pub concurrency: usize,
     pub record: Option<PathBuf>,
+    /// Where to append one line per rider or driver `POST`, if anywhere.
+    pub post_log: Option<PathBuf>,
     /// After the stop, how long to wait for every accepted request's
     /// outcome (0: only for what is in flight).
     pub settle: Duration,
@@ -64,6 +68,7 @@ pub async fn run(
     stop: impl Future<Output = ()>,
 ) -> Result<(), BotError> {
     let recorder = config.record.as_deref().map(Recorder::open).transpose()?;
+    let post_log = config.post_log.as_deref().map(Recorder::open).transpose()?;
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let (deliveries_tx, mut deliveries) = mpsc::unbounded_channel();
     let seed = config.seed.unwrap_or_else(|| rand::rng().random());
@@ -89,6 +94,7 @@ pub async fn run(
         area: config.area,
         concurrency: config.concurrency,
         recorder,
+        post_log,
         events_tx,
         deliveries_tx,
         in_flight: 0,
@@ -109,7 +115,7 @@ pub async fn run(
                 sim.tick(&router);
                 sim.flush_record()?;
             }
-            Some(event) = events.recv() => sim.on_event(event),
+            Some(event) = events.recv() => sim.on_event(event)?,
             Some(delivery) = deliveries.recv() => sim.on_delivery(delivery)?,
         }
     }
@@ -132,7 +138,7 @@ pub async fn run(
                 sim.expire(Utc::now());
                 sim.flush_record()?;
             }
-            Some(event) = events.recv() => sim.on_event(event),
+            Some(event) = events.recv() => sim.on_event(event)?,
             Some(delivery) = deliveries.recv() => sim.on_delivery(delivery)?,
         }
     }
@@ -147,6 +153,15 @@ pub async fn run(
 enum Role {
     Rider,
     Driver,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Rider => "rider",
+            Role::Driver => "driver",
+        }
+    }
 }
 
 /// An endpoint whose socket we listen on: every `--endpoint`, plus any that a
@@ -215,6 +230,8 @@ struct Posted {
     accepted: Option<(Accepted, Url)>,
     /// A refusal's `Retry-After`.
     retry_after: Option<Duration>,
+    /// For `--post-log`.
+    line: PostLine,
 }
 
 /// A request to send in this tick.
@@ -244,6 +261,8 @@ struct Sim {
     area: Area,
     concurrency: usize,
     recorder: Option<Recorder>,
+    /// `--post-log`.
+    post_log: Option<Recorder>,
     events_tx: UnboundedSender<Event>,
     deliveries_tx: UnboundedSender<Delivery>,
     /// Request batches and ratings not yet reported back.
@@ -370,28 +389,33 @@ impl Sim {
         }
     }
 
-    fn on_event(&mut self, event: Event) {
+    fn on_event(&mut self, event: Event) -> Result<(), BotError> {
         self.in_flight = self.in_flight.saturating_sub(1);
         match event {
-            Event::Posted(posted) => self.on_posted(posted),
+            Event::Posted(posted) => return self.on_posted(posted),
             Event::Rated { rider } => {
                 if let Some(entity) = self.entity(Role::Rider, rider) {
                     entity.state = State::Idle;
                 }
             }
         }
+        Ok(())
     }
 
     /// Starts waiting for every accepted id, with one subscribe per site.
-    fn on_posted(&mut self, posted: Vec<Posted>) {
+    fn on_posted(&mut self, posted: Vec<Posted>) -> Result<(), BotError> {
         let mut subscriptions: HashMap<Url, (Arc<Site>, Vec<Followed>)> = HashMap::new();
         for Posted {
             role,
             index,
             accepted,
             retry_after,
+            line,
         } in posted
         {
+            if let Some(log) = &mut self.post_log {
+                log.write(&line)?;
+            }
             let waiting = match accepted {
                 Some((accepted, base)) if !self.draining || self.settling => {
                     self.site(&base).map(|site| (accepted, site))
@@ -427,6 +451,7 @@ impl Sim {
         for (site, requests) in subscriptions.into_values() {
             site.socket.subscribe(requests);
         }
+        Ok(())
     }
 
     fn on_delivery(&mut self, delivery: Delivery) -> Result<(), BotError> {
@@ -510,10 +535,13 @@ impl Sim {
     }
 
     fn flush_record(&mut self) -> Result<(), BotError> {
-        match &mut self.recorder {
-            Some(recorder) => recorder.flush(),
-            None => Ok(()),
+        for recorder in [&mut self.recorder, &mut self.post_log]
+            .into_iter()
+            .flatten()
+        {
+            recorder.flush()?;
         }
+        Ok(())
     }
 }
 
@@ -521,6 +549,7 @@ impl Sim {
 /// the endpoint where it met a dead node, if it did.
 async fn send_job(client: &Client, stats: &Stats, router: &Router, job: Job) -> Posted {
     let started = Instant::now();
+    let sent_at = now_secs();
     let url = match &job.body {
         Body::Rider(_) => &job.endpoint.rider,
         Body::Driver(_) => &job.endpoint.driver,
@@ -530,6 +559,7 @@ async fn send_job(client: &Client, stats: &Stats, router: &Router, job: Job) -> 
         Body::Driver(body) => http::post::<_, Accepted>(client, url, body).await,
     };
     let latency = started.elapsed();
+    let line = PostLine::new(job.role.name(), (sent_at, now_secs()), url, &result);
     if job.failover {
         stats.record_failover();
     }
@@ -572,6 +602,7 @@ async fn send_job(client: &Client, stats: &Stats, router: &Router, job: Job) -> 
         index: job.index,
         accepted,
         retry_after,
+        line,
     }
 }
 

@@ -132,7 +132,8 @@ stop_pids() {
 
 # --- the mesh, through devcluster ------------------------------------------------
 
-# Reads the mesh's description from devcluster into REGION_IDS, NODE_IDS,
+# Reads the mesh's description from devcluster into REGION_IDS, REGION_HTTP
+# (each region's public URL, nginx's with replicas), NODE_IDS,
 # NODE_REGION, NODE_QUIC, NODE_PID, NODE_URLS (ID=URL of each admin listener,
 # for `bot check`), RELAY_KEYS ("i>j": node i reaches node j through it) and
 # RELAY_PID[key].
@@ -252,6 +253,21 @@ mesh_kill_region() {
 mesh_restart_region() {
   "${DEVCLUSTER[@]}" start-region "$1" >&2 || exit 1
   mesh_load
+}
+
+# Waits until every node of region $1 says it is ready in /debug/state (in
+# sync with its peers, deciding), for at most $2 seconds (default 60).
+mesh_wait_ready() {
+  local region="$1" limit="${2:-60}" i url
+  local deadline=$(( SECONDS + limit ))
+  for i in "${!NODE_IDS[@]}"; do
+    [[ "${NODE_REGION[i]}" == "$region" ]] || continue
+    url="${NODE_URLS[i]#*=}/debug/state"
+    until curl -fsS --max-time 1 "$url" 2>/dev/null | grep -q '"ready":true'; do
+      (( SECONDS < deadline )) || die "node ${NODE_IDS[i]} not ready within ${limit}s"
+      sleep 0.1
+    done
+  done
 }
 
 mesh_status() { "${DEVCLUSTER[@]}" status || true; }

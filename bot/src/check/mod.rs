@@ -109,7 +109,7 @@ pub async fn run(command: CheckCommand) -> Result<bool, CheckError> {
 
 /// Wall-clock time in seconds since the epoch, as `date +%s.%N` gives the
 /// script's timestamps.
-fn now_secs() -> f64 {
+pub(crate) fn now_secs() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())

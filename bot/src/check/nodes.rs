@@ -5,6 +5,7 @@
 //! Every node is asked at once, so that the answers are close in time; a
 //! node that does not answer (killed on purpose, say) gives `None`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -118,29 +119,44 @@ pub fn converged(states: &[Option<DebugState>]) -> bool {
     !ready.is_empty() && DebugState::all_in_step(ready)
 }
 
+/// Every sample of the labelled counter `name` in Prometheus text: its
+/// labels (the text between the braces) and its value.
+fn samples<'a>(metrics: &'a str, name: &'a str) -> impl Iterator<Item = (&'a str, u64)> + 'a {
+    metrics.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+        let (labels, value) = rest.rsplit_once(' ')?;
+        // A counter's value is a whole number, as text such as `12` or `1e3`.
+        let value = value.parse::<f64>().ok()? as u64;
+        Some((labels.strip_suffix('}').unwrap_or(labels), value))
+    })
+}
+
 /// Requests a node accepted since it started, riders and drivers, from its
 /// `ride_requests_accepted_total{kind=...}` counters.
 pub fn accepted_by_kind(metrics: &str) -> (u64, u64) {
     let (mut riders, mut drivers) = (0, 0);
-    for line in metrics.lines() {
-        let Some(rest) = line.strip_prefix("ride_requests_accepted_total{") else {
-            continue;
-        };
-        let Some(value) = line
-            .rsplit_once(' ')
-            .and_then(|(_, v)| v.parse::<f64>().ok())
-        else {
-            continue;
-        };
-        // A counter's value is a whole number, as text such as `12` or `1e3`.
-        let value = value as u64;
-        if rest.contains("kind=\"rider\"") {
+    for (labels, value) in samples(metrics, "ride_requests_accepted_total") {
+        if labels.contains("kind=\"rider\"") {
             riders += value;
         } else {
             drivers += value;
         }
     }
     (riders, drivers)
+}
+
+/// Requests a node accepted since it started for regions it adopted (their
+/// own nodes down), by region, from `ride_requests_adopted_total{region=...}`.
+pub fn adopted_by_region(metrics: &str) -> BTreeMap<String, u64> {
+    let mut adopted = BTreeMap::new();
+    for (labels, value) in samples(metrics, "ride_requests_adopted_total") {
+        let region = labels
+            .split_once("region=\"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map_or("", |(region, _)| region);
+        *adopted.entry(region.to_owned()).or_default() += value;
+    }
+    adopted
 }
 
 #[cfg(test)]
@@ -220,5 +236,21 @@ ride_pending{kind=\"rider\"} 3
 ";
         assert_eq!(accepted_by_kind(text), (12, 7));
         assert_eq!(accepted_by_kind(""), (0, 0));
+    }
+
+    #[test]
+    fn adopted_requests_are_read_by_region() {
+        let text = "\
+# TYPE ride_requests_adopted_total counter
+ride_requests_adopted_total{region=\"north\"} 40
+ride_requests_adopted_total{region=\"west\",kind=\"x\"} 2
+ride_requests_accepted_total{kind=\"rider\"} 12
+";
+        let adopted = adopted_by_region(text);
+        assert_eq!(
+            adopted.into_iter().collect::<Vec<_>>(),
+            [("north".to_owned(), 40), ("west".to_owned(), 2)]
+        );
+        assert!(adopted_by_region("").is_empty());
     }
 }

@@ -27,6 +27,9 @@ pub struct Report {
     /// Riders the bot was told of a match.
     pub told: usize,
     pub snapshots: u64,
+    /// Requests accepted for a region whose nodes were down, from the
+    /// nodes' counters: (node, region adopted, count).
+    pub adopted: Vec<(String, String, u64)>,
     /// (rider's region, other region whose socket told the driver) → count.
     pub cross: BTreeMap<(String, String), usize>,
     /// Pending riders and drivers at the end, when any node answered.
@@ -89,13 +92,15 @@ impl fmt::Display for Report {
             let (req, mt, rt) = (&bot.requests, &bot.matches, &bot.ratings);
             writeln!(
                 f,
-                "bot: {} requests sent, {} accepted, {} rejected, {} transport errors; told {} \
-                 matches ({} drivers told), expired {} riders / {} drivers; ratings {}/{} \
-                 accepted; {:.0} s",
+                "bot: {} requests sent, {} accepted, {} rejected, {} transport errors; {} met a \
+                 dead node, {} sent elsewhere as their own node was; told {} matches ({} drivers \
+                 told), expired {} riders / {} drivers; ratings {}/{} accepted; {:.0} s",
                 req.sent,
                 req.accepted,
                 req.rejected,
                 req.transport_errors,
+                req.failed,
+                req.failovers,
                 mt.received,
                 mt.driver_notices,
                 mt.expired_riders,
@@ -103,6 +108,18 @@ impl fmt::Display for Report {
                 rt.accepted,
                 rt.sent,
                 bot.elapsed_secs
+            )?;
+        }
+        if !self.adopted.is_empty() {
+            let each: Vec<String> = self
+                .adopted
+                .iter()
+                .map(|(node, region, n)| format!("{node} for {region}: {n}"))
+                .collect();
+            writeln!(
+                f,
+                "accepted for a region whose nodes were down: {}",
+                each.join(", ")
             )?;
         }
         writeln!(

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::converge::Convergence;
-use super::nodes::{NodeUrl, Nodes, accepted_by_kind, converged, parse_node};
+use super::nodes::{NodeUrl, Nodes, accepted_by_kind, adopted_by_region, converged, parse_node};
 use super::report::{Held, Report};
 use super::store::{self, Store};
 use super::{CheckError, read_json, read_jsonl};
@@ -182,6 +182,17 @@ pub fn assess(inputs: &Inputs) -> Report {
             .collect(),
         limit: inputs.limit,
         bot: inputs.summary.clone(),
+        adopted: inputs
+            .nodes
+            .iter()
+            .zip(&inputs.metrics)
+            .filter_map(|(node, metrics)| Some((node, adopted_by_region(metrics.as_deref()?))))
+            .flat_map(|(node, adopted)| {
+                adopted
+                    .into_iter()
+                    .map(move |(region, n)| (node.clone(), region, n))
+            })
+            .collect(),
         matches: union.count(),
         told: told.len(),
         snapshots: inputs.store.snapshots,

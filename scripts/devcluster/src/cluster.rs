@@ -423,10 +423,10 @@ impl Cluster {
         out
     }
 
-    /// Bash assignments for the scripts: the regions, the nodes (ids,
-    /// regions, QUIC addresses for iptables, pids, admin URLs for `bot
-    /// check`), and the relays by `i>j` with their pids (partitions freeze
-    /// them).
+    /// Bash assignments for the scripts: the regions (ids, public URLs),
+    /// the nodes (ids, regions, QUIC addresses for iptables, pids, admin
+    /// URLs for `bot check`), and the relays by `i>j` with their pids
+    /// (partitions freeze them).
     pub fn env(&self) -> String {
         let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
         let array = |name: &str, items: Vec<String>| {
@@ -438,6 +438,14 @@ impl Cluster {
         out += &array(
             "REGION_IDS",
             self.plan.regions.iter().map(|r| r.id.clone()).collect(),
+        );
+        out += &array(
+            "REGION_HTTP",
+            self.plan
+                .regions
+                .iter()
+                .map(|r| format!("http://{}", r.http))
+                .collect(),
         );
         out += &array("NODE_IDS", nodes.iter().map(|n| n.id.clone()).collect());
         out += &array(
@@ -543,6 +551,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let env = cluster(dir.path()).env();
         assert!(env.contains("NODE_IDS=('a' 'b')\n"), "{env}");
+        assert!(
+            env.contains("REGION_HTTP=('http://127.0.0.1:8081' 'http://127.0.0.1:8082')\n"),
+            "{env}"
+        );
         assert!(env.contains("NODE_PID=('' '42')\n"), "{env}");
         assert!(env.contains("NODE_URLS=('a=http://127.0.0.1:8181' 'b=http://127.0.0.1:8182')\n"));
         assert!(env.contains("RELAY_KEYS=('0>1' '1>0')\n"), "{env}");

@@ -122,7 +122,7 @@ fn a_clean_run_has_no_violations_and_says_so() {
 partitions (iptables):
   split                held   8.0 s   converged 2.00 s after heal
   final (bot stopped)  converged 3.00 s after the last heal; last change 4.00 s after it (limit 30 s)
-bot: 4 requests sent, 4 accepted, 0 rejected, 0 transport errors; told 2 matches (2 drivers told), expired 0 riders / 0 drivers; ratings 1/1 accepted; 60 s
+bot: 4 requests sent, 4 accepted, 0 rejected, 0 transport errors; 0 met a dead node, 0 sent elsewhere as their own node was; told 2 matches (2 drivers told), expired 0 riders / 0 drivers; ratings 1/1 accepted; 60 s
 committed matches (union of all nodes): 2; told to the bot: 2; snapshots: 1
 cross-border matches: 1 of 2 told (north rider <- south driver: 1)
 pending at the end (all nodes, each counted once): 0 riders, 0 drivers
@@ -130,6 +130,30 @@ accounting: accepted 4, accounted 4, transport_errors 0, outstanding_at_bot_exit
 no violations
 ";
     assert_eq!(text, expected);
+}
+
+#[test]
+fn requests_accepted_for_a_dead_region_are_reported_by_node() {
+    let mut inputs = clean();
+    inputs.metrics[1] = Some(
+        "ride_requests_accepted_total{kind=\"rider\"} 1\n\
+         ride_requests_accepted_total{kind=\"driver\"} 1\n\
+         ride_requests_adopted_total{region=\"north\"} 2\n"
+            .into(),
+    );
+    let report = assess(&inputs);
+    assert_eq!(report.violations, Vec::<String>::new());
+    assert_eq!(report.adopted, [("b".into(), "north".into(), 2)]);
+    let text = report.to_string();
+    assert!(
+        text.contains("\naccepted for a region whose nodes were down: b for north: 2\n"),
+        "{text}"
+    );
+    assert!(
+        !assess(&clean())
+            .to_string()
+            .contains("whose nodes were down")
+    );
 }
 
 fn id(n: u128) -> Uuid {
