@@ -218,7 +218,10 @@ impl Availability {
         let mut came_back = Vec::new();
         for (region, judged) in &mut watch.judged {
             let seen = sightings.iter().filter(|s| s.region == *region);
-            let heard = seen.clone().any(|s| s.heard || s.ready);
+            // Only messages keep a region up: a session outlives its peer by
+            // the QUIC idle timeout, so "connected" would start the clock
+            // that much late.
+            let heard = seen.clone().any(|s| s.heard);
             let ready = seen.clone().any(|s| s.ready);
             *judged = match *judged {
                 Judged::Up { .. } if heard => Judged::Up { last_heard: now },
@@ -363,6 +366,23 @@ mod tests {
         };
         assert_eq!(a.observe(Millis(21_000), with_third(Some(syncing))), None);
         assert_eq!(a.route(north), Route::Adopted);
+    }
+
+    #[test]
+    fn a_session_that_outlives_its_peer_does_not_delay_the_adoption() {
+        let (layout, north, adopter) = setup();
+        let third = (0..3).find(|r| *r != north && *r != adopter).unwrap();
+        let a = Availability::watching(layout, adopter, TIMING, Millis(0));
+        // North's session is still up (the idle timeout has not run out)
+        // and its last status said ready, but nothing more came.
+        let lingering = PeerSighting {
+            region: north,
+            heard: false,
+            ready: true,
+        };
+        assert_eq!(a.observe(Millis(9_900), [lingering, heard(third)]), None);
+        let changed = a.observe(Millis(10_000), [lingering, heard(third)]);
+        assert_eq!(changed.map(|c| c.down), Some(RegionSet::from_iter([north])));
     }
 
     #[test]
