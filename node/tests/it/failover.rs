@@ -64,6 +64,19 @@ fn driver_at_north(car: &str) -> DriverRequest {
     }
 }
 
+/// Posts `body` to `path` at `node`: where it was redirected, and the
+/// answer; `None` when it was not redirected (or no answer came).
+async fn redirect_of(
+    http: &reqwest::Client,
+    node: &NodeProcess,
+    path: &str,
+    body: &impl serde::Serialize,
+) -> Option<(String, reqwest::Response)> {
+    let response = http.post(node.url(path)).json(body).send().await.ok()?;
+    let location = response.headers().get(LOCATION)?.to_str().ok()?.to_owned();
+    Some((location, response))
+}
+
 /// Every match any node retains: nobody is in two matches, and every node
 /// that tells a match tells the same one.
 async fn nobody_twice(http: &reqwest::Client, mesh: &Mesh) -> Vec<MatchNotice> {
@@ -132,13 +145,8 @@ async fn a_dead_region_s_area_is_served_by_its_adopter_and_handed_back() {
     // The other live region sends north's posts to the adopter, and Fly's
     // proxy would bring them back rather than fail.
     let redirected = eventually("the other region to redirect to the adopter", || async {
-        let response = http
-            .post(mesh.node(other).url("/driver"))
-            .json(&driver_at_north("NEW-1"))
-            .send()
-            .await
-            .ok()?;
-        let location = response.headers().get(LOCATION)?.to_str().ok()?.to_owned();
+        let body = driver_at_north("NEW-1");
+        let (location, response) = redirect_of(&http, mesh.node(other), "/driver", &body).await?;
         (location == format!("{adopter_http}/driver")).then_some(response)
     })
     .await;
@@ -182,13 +190,8 @@ async fn a_dead_region_s_area_is_served_by_its_adopter_and_handed_back() {
     mesh.nodes[north] = Some(mesh.launch(north).await);
     for i in [adopter, other] {
         eventually("north's posts to go home", || async {
-            let response = http
-                .post(mesh.node(i).url("/rider"))
-                .json(&rider_at_north("Later"))
-                .send()
-                .await
-                .ok()?;
-            let location = response.headers().get(LOCATION)?.to_str().ok()?.to_owned();
+            let body = rider_at_north("Later");
+            let (location, _) = redirect_of(&http, mesh.node(i), "/rider", &body).await?;
             (location == format!("{north_http}/rider")).then_some(())
         })
         .await;

@@ -51,7 +51,7 @@ enum Cmd {
         wan_jitter: String,
         #[arg(long, default_value = "0.01")]
         wan_loss: String,
-        /// The floor under computed delays, in ms.
+        /// The least delay a computed one is raised to, in ms.
         #[arg(long, default_value_t = 20)]
         wan_min_ms: u64,
     },
