@@ -47,6 +47,10 @@ fn describe() {
         "Rider and driver requests accepted, by kind."
     );
     describe_gauge!("ride_pending", "Requests waiting for a match, by kind.");
+    describe_gauge!(
+        "ride_ready",
+        "1 once this node is ready (in sync with its peers, or past --mesh-ready-grace) and decides; 0 before."
+    );
     describe_counter!(
         "ride_matches_committed_total",
         "Matches recorded by this node: its own commits and those it learnt from peers."

@@ -91,6 +91,7 @@ impl StepLoop {
         let state = self.core.snapshot(now);
         metrics::gauge!("ride_pending", "kind" => "rider").set(state.pending_riders as f64);
         metrics::gauge!("ride_pending", "kind" => "driver").set(state.pending_drivers as f64);
+        metrics::gauge!("ride_ready").set(if state.ready { 1.0 } else { 0.0 });
         metrics::gauge!("mesh_documents").set(state.documents as f64);
         metrics::gauge!("mesh_document_bytes").set(state.document_bytes as f64);
         metrics::gauge!("mesh_open_claims").set(state.open_claims as f64);
