@@ -48,6 +48,9 @@ step "build the tests and the release binaries once"
 cargo test --workspace --locked --no-run
 cargo build --workspace --release --locked
 
+step "the docs check (scripts/check-docs.sh)"
+scripts/check-docs.sh target/release/node
+
 step "the CQL cluster (scripts/cql-cluster.sh)"
 started_cluster=0
 if ! scripts/cql-cluster.sh status >/dev/null 2>&1; then
