@@ -49,7 +49,7 @@ cargo test --workspace --locked --no-run
 cargo build --workspace --release --locked
 
 step "the docs check (scripts/check-docs.sh)"
-scripts/check-docs.sh target/release/node
+scripts/check-docs.sh "${CARGO_TARGET_DIR:-target}/release/node"
 
 step "the CQL cluster (scripts/cql-cluster.sh)"
 started_cluster=0
