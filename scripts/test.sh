@@ -34,6 +34,7 @@ step "what the tests need"
 have chromium || apt_install chromium
 have iptables || apt_install iptables
 have faketime || apt_install faketime
+have promtool || apt_install prometheus
 if [[ ! -d node/tests/dashboard/node_modules ]]; then
   (cd node/tests/dashboard && npm ci --no-audit --no-fund --silent)
 fi
@@ -71,6 +72,13 @@ step "cargo test"
 shift_args=()
 if [[ "${1:-}" == "--" ]]; then shift; shift_args=("$@"); fi
 cargo test --workspace --locked "${shift_args[@]}"
+
+step "alert rules: promtool checks and unit tests (scripts/check-alerts.sh)"
+if have promtool; then
+  scripts/check-alerts.sh
+else
+  echo "promtool missing: alert rule checks skipped" >&2
+fi
 
 step "chaos, short form (scripts/chaos.sh --quick)"
 scripts/chaos.sh --quick
