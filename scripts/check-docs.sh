@@ -9,8 +9,9 @@
 #   - every flag named in docs/configuration.md exists in the `--help` of
 #     the command whose section names it (`node`, `node regions list`, ...),
 #     every environment variable in its tables is one that `--help` names,
-#     and every flag of those commands' `--help` is in its section's
-#     tables; every subcommand of `node --help` has a section.
+#     the default in its tables is the one `--help` shows, and every flag
+#     of those commands' `--help` is in its section's tables; every
+#     subcommand of `node --help` has a section.
 #
 # Prints one line per problem (file, line, what) and exits 1 if there is any.
 # Needs python3 (standard library only) and the built node binary.
@@ -141,21 +142,23 @@ def check_script_paths(path, text):
 
 HELP_FLAG = re.compile(r"^ {2,6}(?:-[A-Za-z0-9], )?(--[a-z0-9][a-z0-9-]*)")
 HELP_ENV = re.compile(r"\[env: ([A-Z0-9_]+)")
+HELP_DEFAULT = re.compile(r"\[default: ([^\]]*)\]")
 FLAG = re.compile(r"(?<![\w-])--[a-z0-9][a-z0-9-]*")
 IGNORED = {"--help", "--version"}
 help_cache = {}
 
 
 def help_of(command):
-    """(flags, env vars, subcommands) of `node <words> --help`."""
+    """(flags, env vars, subcommands, defaults by flag) of `node <words> --help`."""
     if command not in help_cache:
         words = command.split()[1:]
         run = subprocess.run([NODE_BIN, *words, "--help"], capture_output=True, text=True)
         if run.returncode != 0:
             help_cache[command] = None
         else:
-            flags, envs, subs = set(), set(), set()
+            flags, envs, subs, defaults = set(), set(), set(), {}
             in_commands = False
+            current = None
             for line in run.stdout.split("\n"):
                 if re.match(r"^\S.*:$", line):
                     in_commands = line.startswith("Commands:")
@@ -166,10 +169,15 @@ def help_of(command):
                         subs.add(m.group(1))
                     continue
                 m = HELP_FLAG.match(line)
-                if m and m.group(1) not in IGNORED:
-                    flags.add(m.group(1))
+                if m:
+                    current = m.group(1)
+                    if current not in IGNORED:
+                        flags.add(current)
                 envs.update(HELP_ENV.findall(line))
-            help_cache[command] = (flags, envs, subs)
+                for d in HELP_DEFAULT.findall(line):
+                    if current:
+                        defaults[current] = d
+            help_cache[command] = (flags, envs, subs, defaults)
     return help_cache[command]
 
 
@@ -180,6 +188,7 @@ def check_configuration(path):
     # of those commands; a heading that names none inherits its parent's
     # (deeper) or has none (as deep or shallower).
     stack = []  # (level, [commands])
+    default_column = None  # the column headed "default" in the current table
     named = {}  # command -> set of flags in its tables
     fenced = False
     for n, line in enumerate(lines, 1):
@@ -209,6 +218,11 @@ def check_configuration(path):
             problem(path, n, f"`{NODE_BIN} --help` fails")
             return
         cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.lstrip().startswith("|") else []
+        if not cells:
+            default_column = None
+        elif cells[0] == "flag":
+            default_column = cells.index("default") if "default" in cells else None
+            continue
         table_row = len(cells) > 1 and not re.match(r"^:?-+:?$", cells[0])
         for flag in FLAG.findall(line):
             known = set().union(*(h[0] for h in helps)) if helps else main[0]
@@ -223,12 +237,18 @@ def check_configuration(path):
                     named.setdefault(c, set()).add(flag)
             elif flag not in known and flag not in main[0]:
                 problem(path, n, f"{flag} is named here but is not a flag of the node")
-        if table_row and helps and len(cells) > 1:
+        if table_row and helps and len(cells) > 1 and FLAG.findall(cells[0]):
             envs = set().union(*(h[1] for h in helps))
-            for cell in cells[1:2]:
-                for var in re.findall(r"`([A-Z][A-Z0-9_]+)`", cell):
-                    if var not in envs and FLAG.findall(cells[0]):
-                        problem(path, n, f"{var} is not the environment variable `--help` names for {cells[0]}")
+            for var in re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[1]):
+                if var not in envs:
+                    problem(path, n, f"{var} ({cells[0]}) is not an environment variable of the command's --help")
+            if default_column is not None and default_column < len(cells):
+                documented = re.findall(r"`([^`]*)`", cells[default_column])
+                for flag in FLAG.findall(cells[0]):
+                    for h in helps:
+                        actual = h[3].get(flag)
+                        if actual is not None and actual not in documented:
+                            problem(path, n, f"{flag}: --help says the default is `{actual}`, the table says {cells[default_column]!r}")
     # The reverse: every flag of each documented command is in its tables,
     # and every subcommand of `node` has a section.
     for command, documented in named.items():
