@@ -22,7 +22,7 @@
 # enough connections (256) that neither waits on its own latency: a mesh
 # node batches commits up to 5 ms apart, so a closed loop of 48 bound the
 # mesh to about 48 / 5 ms once the load generator stopped desynchronising
-# it (BENCHMARKS.md).
+# it.
 #
 #   scripts/bench-overload.sh [RATE] [BURST] [CONCURRENCY]   default 50000 8s 256
 #   NODE_ARGS="--max-intake-queue 64" scripts/bench-overload.sh ...   (tighter limits: more shed)

@@ -7,7 +7,7 @@
 #   CQL_NODES=127.0.0.1:9042,... scripts/bench-ratings.sh [RATE] [DURATION]   default 500 10s
 #
 # BOT_ARGS adds bot flags (e.g. "--warmup 200ms": the bot cannot prepare more
-# than 10,000 matches at present, see BENCHMARKS.md). BENCH_BIN=DIR runs the node and bot binaries in DIR instead of building
+# than 10,000 matches at present). BENCH_BIN=DIR runs the node and bot binaries in DIR instead of building
 # them (to compare against a saved build). PERF=FILE records the node with
 # `perf record -g` into FILE.<label> for 5 s, starting PERF_AT seconds after
 # the bot (default 0; set it past the bot's seeding to profile the ratings).

@@ -59,6 +59,26 @@ pub struct SimConfig {
     pub run: RunTag,
 }
 
+/// The riders and drivers of this run, named by run and index, each with
+/// its own random stream drawn from `seed`.
+fn population(config: &SimConfig, seed: u64) -> (Vec<Entity>, Vec<Entity>) {
+    let riders = (0..config.riders)
+        .map(|i| Entity::new(world::rider_name(config.run, i), None, seed, 0, i))
+        .collect();
+    let drivers = (0..config.drivers)
+        .map(|i| {
+            Entity::new(
+                world::driver_name(config.run, i),
+                Some(world::car_number(config.run, i as u64)),
+                seed,
+                1,
+                i,
+            )
+        })
+        .collect();
+    (riders, drivers)
+}
+
 /// Runs until `stop` completes, then waits briefly for work in flight.
 pub async fn run(
     router: Arc<Router>,
@@ -72,21 +92,10 @@ pub async fn run(
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let (deliveries_tx, mut deliveries) = mpsc::unbounded_channel();
     let seed = config.seed.unwrap_or_else(|| rand::rng().random());
+    let (riders, drivers) = population(&config, seed);
     let mut sim = Sim {
-        riders: (0..config.riders)
-            .map(|i| Entity::new(world::rider_name(config.run, i), None, seed, 0, i))
-            .collect(),
-        drivers: (0..config.drivers)
-            .map(|i| {
-                Entity::new(
-                    world::driver_name(config.run, i),
-                    Some(world::car_number(config.run, i as u64)),
-                    seed,
-                    1,
-                    i,
-                )
-            })
-            .collect(),
+        riders,
+        drivers,
         waiting: HashMap::new(),
         sites: HashMap::new(),
         client,

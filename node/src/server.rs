@@ -25,7 +25,7 @@ use crate::config::KeyError;
 use crate::disk::journal::Durability;
 use crate::disk::ratings::{ClusterConfig, ClusterStore, EmbeddedStore, RatingStore, StoreError};
 use crate::http::{self, AppState, LimitError, RateLimit};
-use crate::net::discovery::{DiscoveryError, Dns, SystemDns};
+use crate::net::discovery::{DiscoveryError, Dns, FlyDiscovery, SystemDns};
 use crate::net::fly::{FlyError, FlyMachine};
 use crate::net::tls::{Credentials, TlsError};
 use crate::net::transport::{BoundMesh, Mesh, MeshConfig, Peer, TransportError};
@@ -182,33 +182,12 @@ async fn start_with_dns<D: Dns>(
     let public = http::public_router(Arc::clone(&app), rate_limit(&config).as_ref())?;
 
     let mesh = start_mesh(&config, &node, &layout, peers, &core, &shutdown)?;
-    if let (Some(fly), Some(listen)) = (&fly, config.mesh.listen) {
-        // On Fly, peers come and go: the mesh follows what DNS says.
-        let discovery = fly.discovery(
-            dns().map_err(FlyError::from)?,
-            &node,
-            listen.port(),
-            neighbours,
-        );
-        let interval = config.fly.discovery_interval;
-        tasks.spawn(discovery.watch(interval, publish_peers, shutdown.clone()));
+    if let Some(discovery) = fly_discovery(&config, fly.as_ref(), &dns, &node, neighbours)? {
+        let every = config.fly.discovery_interval;
+        tasks.spawn(discovery.watch(every, publish_peers, shutdown.clone()));
     }
     let mesh_addr = mesh.as_ref().map(|(addr, _)| *addr);
-    // A node alone commits as soon as the previous sync returns.
-    let commit_gap = config
-        .mesh
-        .listen
-        .map_or(std::time::Duration::ZERO, |_| config.mesh.commit_interval);
-    let flusher = Arc::clone(&core).run_flusher(commit_gap, shutdown.clone());
-    let step_loop = tokio::spawn(
-        StepLoop {
-            owner: core.owner(),
-            core,
-            hub,
-            interval: config.round_interval(),
-        }
-        .run(shutdown.clone()),
-    );
+    let (flusher, step_loop) = spawn_core_loops(&config, core, hub, &shutdown);
     let admin = http::admin_router(app);
     let task = tokio::spawn(
         Stopping {
@@ -234,6 +213,47 @@ async fn start_with_dns<D: Dns>(
         task,
         tasks,
     })
+}
+
+/// On Fly, with a mesh, peers come and go: the mesh follows what DNS says.
+fn fly_discovery<D: Dns>(
+    config: &Config,
+    fly: Option<&FlyMachine>,
+    dns: &impl Fn() -> Result<D, DiscoveryError>,
+    node: &NodeId,
+    neighbours: Option<BTreeSet<String>>,
+) -> Result<Option<FlyDiscovery<D>>, NodeError> {
+    let (Some(fly), Some(listen)) = (fly, config.mesh.listen) else {
+        return Ok(None);
+    };
+    let dns = dns().map_err(FlyError::from)?;
+    Ok(Some(fly.discovery(dns, node, listen.port(), neighbours)))
+}
+
+/// The two loops that drive the core: the flusher (group commits) and the
+/// step loop (matching rounds, expiry, peers).
+fn spawn_core_loops(
+    config: &Config,
+    core: Arc<Node>,
+    hub: Arc<Hub>,
+    shutdown: &CancellationToken,
+) -> (std::thread::JoinHandle<()>, JoinHandle<()>) {
+    // A node alone commits as soon as the previous sync returns.
+    let commit_gap = config
+        .mesh
+        .listen
+        .map_or(std::time::Duration::ZERO, |_| config.mesh.commit_interval);
+    let flusher = Arc::clone(&core).run_flusher(commit_gap, shutdown.clone());
+    let step_loop = tokio::spawn(
+        StepLoop {
+            owner: core.owner(),
+            core,
+            hub,
+            interval: config.round_interval(),
+        }
+        .run(shutdown.clone()),
+    );
+    (flusher, step_loop)
 }
 
 /// Who this node is and the map it draws halos on: on Fly, the platform's

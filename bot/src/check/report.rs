@@ -51,6 +51,15 @@ const FINAL_LABEL: &str = "final (bot stopped)";
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_convergence(f)?;
+        self.write_traffic(f)?;
+        self.write_verdict(f)
+    }
+}
+
+impl Report {
+    /// Each partition held, and how soon the nodes were in step after it.
+    fn write_convergence(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f)?;
         writeln!(f, "== chaos report")?;
         writeln!(
@@ -88,6 +97,11 @@ impl fmt::Display for Report {
             };
             writeln!(f, "  {:<width$}  {outcome}", c.label)?;
         }
+        Ok(())
+    }
+
+    /// What the bot sent and was told, and what the nodes committed.
+    fn write_traffic(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(bot) = &self.bot {
             let (req, mt, rt) = (&bot.requests, &bot.matches, &bot.ratings);
             writeln!(
@@ -144,6 +158,11 @@ impl fmt::Display for Report {
                 "pending at the end (all nodes, each counted once): {riders} riders, {drivers} drivers"
             )?;
         }
+        Ok(())
+    }
+
+    /// The accounting, the notes, and the violations found.
+    fn write_verdict(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.accounting.is_empty() {
             let each: Vec<String> = self
                 .accounting

@@ -23,7 +23,7 @@ use super::{CheckError, read_json, read_jsonl};
 use crate::discover::mesh_endpoints;
 use crate::endpoint::parse_endpoint;
 use crate::record::Line;
-use crate::summary::SimulationFigures;
+use crate::summary::{MatchSummary, SimulationFigures};
 
 /// How long a node may take to answer `/debug/state` for the last look.
 const STATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -410,12 +410,13 @@ fn check_pending(live: &[&DebugState], violations: &mut Vec<String>) -> Option<(
 fn check_accounting(
     inputs: &Inputs,
     matches: u64,
-    (pending_riders, pending_drivers): (u64, u64),
+    pending: (u64, u64),
     recorded: u64,
     violations: &mut Vec<String>,
 ) -> (Vec<(String, i64)>, Vec<String>) {
     let mut figures = Vec::new();
     let mut notes = Vec::new();
+    let (pending_riders, pending_drivers) = pending;
     let Some(bot) = &inputs.summary else {
         violations.push(format!(
             "no bot summary at {}",
@@ -473,22 +474,36 @@ fn check_accounting(
             pending_riders + pending_drivers
         ));
     }
-    // Per kind, from the nodes' own counters (not after a restart: they
-    // start again from zero).
-    if !inputs.restarted.is_empty() {
+    if inputs.restarted.is_empty() {
+        figures.extend(check_per_kind(inputs, matches, pending, mt, violations));
+    } else {
+        // The nodes' counters start again from zero after a restart.
         notes.push(format!(
             "per-kind accounting from node counters skipped: {} restarted (counters reset)",
             inputs.restarted.join(", ")
         ));
-        return (figures, notes);
     }
+    (figures, notes)
+}
+
+/// Per kind, from the nodes' own counters of accepted requests: each rider
+/// and each driver they accepted is matched, pending or expired. Returns
+/// the figures for the report (none without every node's counters).
+fn check_per_kind(
+    inputs: &Inputs,
+    matches: u64,
+    (pending_riders, pending_drivers): (u64, u64),
+    mt: &MatchSummary,
+    violations: &mut Vec<String>,
+) -> Vec<(String, i64)> {
+    let mut figures = Vec::new();
     let Some(counters) = inputs
         .metrics
         .iter()
         .map(|m| m.as_deref().map(accepted_by_kind))
         .collect::<Option<Vec<(u64, u64)>>>()
     else {
-        return (figures, notes);
+        return figures;
     };
     let riders = counters.iter().map(|c| c.0).sum();
     let drivers = counters.iter().map(|c| c.1).sum();
@@ -510,7 +525,7 @@ fn check_accounting(
             ));
         }
     }
-    (figures, notes)
+    figures
 }
 
 /// The region whose mesh HTTP endpoint delivered a notice, if any.

@@ -138,7 +138,7 @@ pub(super) async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such route; see the API section of the README",
+        "no such route; see docs/api.md",
     )
 }
 

@@ -28,6 +28,8 @@ use ride_types::api::Position;
 use ride_types::geodesy::{chord_for_km, haversine_km, unit_vector};
 use ride_types::ids::RequestId;
 
+use cells::{Cells, Slot};
+
 /// A rider or a driver that can be matched in this round.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candidate {
@@ -203,20 +205,6 @@ fn window(chord: f64) -> f64 {
     chord * (1.0 + CHORD_SLACK_RELATIVE) + CHORD_SLACK_ABSOLUTE
 }
 
-/// How many drivers a cell should hold on average, counted from the
-/// drivers' side (the mean number sharing a driver's cell). A nearest-driver
-/// search reads the rider's cell and usually some of its 8 neighbours: with
-/// about 2 per cell that is a dozen or two chord tests; bigger cells mean
-/// more tests per search, smaller ones more empty cells read.
-const CELL_OCCUPANCY: f64 = 2.0;
-
-/// The grid never has more cells than this per driver, whatever the spread:
-/// it bounds memory when a few drivers sit far from a dense cluster.
-const MAX_CELLS_PER_DRIVER: f64 = 8.0;
-
-/// About 6 µm on the Earth: drivers closer than this share a cell.
-const MIN_CELL_SIZE: f64 = 1e-12;
-
 /// The available drivers in a uniform grid over the plane tangent to their
 /// mean position.
 ///
@@ -252,32 +240,6 @@ struct DriverGrid<'a> {
     /// Drivers a search found within the window of the nearest one so far;
     /// kept between searches to reuse its allocation.
     near: Vec<(f64, Slot)>,
-}
-
-/// One build of the grid: drivers grouped by cell, row by row.
-struct Cells {
-    origin: [f64; 2],
-    size: f64,
-    columns: usize,
-    rows: usize,
-    /// Where each cell's drivers start in `slots`.
-    start: Vec<usize>,
-    /// How many of them are still available: they come first.
-    available: Vec<usize>,
-    slots: Vec<Slot>,
-    /// Per driver: its cell and its index in `slots`.
-    cell_of: Vec<usize>,
-    slot_of: Vec<usize>,
-    /// How many drivers were available when this grid was built.
-    built_for: usize,
-}
-
-#[derive(Clone, Copy)]
-struct Slot {
-    /// A copy of the driver's place: the search reads it where it reads
-    /// the unit vector instead of missing the cache a second time.
-    place: Place,
-    driver: usize,
 }
 
 impl<'a> DriverGrid<'a> {
@@ -364,13 +326,7 @@ impl<'a> DriverGrid<'a> {
         let mut limit = self.max_chord;
         let mut nearest = f64::INFINITY;
         self.near.clear();
-        // A rider off the grid starts at the first ring that reaches it.
-        let outside = (-column)
-            .max(column - (columns - 1))
-            .max(-row)
-            .max(row - (rows - 1))
-            .max(0);
-        for ring in outside.. {
+        for ring in cells.first_ring(column, row).. {
             if ring > 0 {
                 // Every cell of this ring lies outside the square of the
                 // rings before it, at least this far from the rider.
@@ -426,6 +382,13 @@ impl<'a> DriverGrid<'a> {
                 }
             }
         }
+        self.nearest_found(limit, rider, place)
+    }
+
+    /// Of the drivers [`Self::best_for`] gathered, the nearest on the sphere
+    /// within the final window and the radius; the lowest id breaks a tie.
+    #[inline]
+    fn nearest_found(&self, limit: f64, rider: usize, place: &Place) -> Option<Offer> {
         self.near
             .iter()
             .filter(|(squared, _)| *squared <= limit * limit)
@@ -436,129 +399,6 @@ impl<'a> DriverGrid<'a> {
             .filter(|(km, _)| *km <= self.max_km)
             .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
             .map(|(km, driver)| Offer { km, rider, driver })
-    }
-}
-
-impl Cells {
-    /// Groups `drivers` by cell, with cells sized so that a driver shares its
-    /// cell with about [`CELL_OCCUPANCY`] others wherever drivers are.
-    fn build(drivers: &[usize], planar: &[[f64; 2]], places: &[Place]) -> Self {
-        let mut low = [f64::INFINITY; 2];
-        let mut high = [f64::NEG_INFINITY; 2];
-        for &d in drivers {
-            for axis in 0..2 {
-                low[axis] = low[axis].min(planar[d][axis]);
-                high[axis] = high[axis].max(planar[d][axis]);
-            }
-        }
-        let n = drivers.len() as f64;
-        let (width, height) = (high[0] - low[0], high[1] - low[1]);
-        // No more than MAX_CELLS_PER_DRIVER cells, and none smaller than
-        // MIN_CELL_SIZE, which keeps a far rider's cell coordinates small.
-        let fitted = |mut size: f64| {
-            size = size.max(MIN_CELL_SIZE);
-            while (width / size + 1.0) * (height / size + 1.0) > MAX_CELLS_PER_DRIVER * n + 1.0 {
-                size *= 2.0;
-            }
-            size
-        };
-        // As if the drivers were spread evenly over their bounding box (or
-        // along it, when it has no area).
-        let even = (width * height * CELL_OCCUPANCY / n)
-            .sqrt()
-            .max(width.max(height) * CELL_OCCUPANCY / n);
-        let mut cells = Self::empty(low, fitted(even), width, height, drivers.len());
-        // Where drivers cluster, they share cells with many more than the
-        // mean: shrink the cells by the square root of the excess once.
-        let shared = cells.count(drivers, planar) / n;
-        if shared > 2.0 * CELL_OCCUPANCY {
-            let size = fitted(cells.size * (CELL_OCCUPANCY / shared).sqrt());
-            cells = Self::empty(low, size, width, height, drivers.len());
-            cells.count(drivers, planar);
-        }
-        cells.fill(drivers, planar, places);
-        cells
-    }
-
-    fn empty(origin: [f64; 2], size: f64, width: f64, height: f64, n: usize) -> Self {
-        let columns = (width / size) as usize + 1;
-        let rows = (height / size) as usize + 1;
-        Self {
-            origin,
-            size,
-            columns,
-            rows,
-            start: vec![0; columns * rows + 1],
-            available: vec![0; columns * rows],
-            slots: Vec::with_capacity(n),
-            cell_of: Vec::new(),
-            slot_of: Vec::new(),
-            built_for: n,
-        }
-    }
-
-    /// Counts the drivers of each cell into `available`; returns the sum of
-    /// the squared counts.
-    fn count(&mut self, drivers: &[usize], planar: &[[f64; 2]]) -> f64 {
-        self.available.fill(0);
-        for &d in drivers {
-            let cell = self.cell(planar[d]);
-            self.available[cell] += 1;
-        }
-        self.available.iter().map(|&c| (c * c) as f64).sum()
-    }
-
-    /// Lays the counted drivers out cell by cell.
-    fn fill(&mut self, drivers: &[usize], planar: &[[f64; 2]], places: &[Place]) {
-        let mut next = 0;
-        for (cell, &count) in self.available.iter().enumerate() {
-            self.start[cell] = next;
-            next += count;
-        }
-        self.start[self.available.len()] = next;
-        let total = planar.len();
-        self.cell_of = vec![usize::MAX; total];
-        self.slot_of = vec![usize::MAX; total];
-        let mut cursor = self.start.clone();
-        self.slots = vec![
-            Slot {
-                place: Place {
-                    unit: [0.0; 3],
-                    position: Position { lat: 0.0, lon: 0.0 },
-                },
-                driver: usize::MAX,
-            };
-            drivers.len()
-        ];
-        for &d in drivers {
-            let cell = self.cell(planar[d]);
-            let slot = cursor[cell];
-            cursor[cell] += 1;
-            self.slots[slot] = Slot {
-                place: places[d],
-                driver: d,
-            };
-            self.cell_of[d] = cell;
-            self.slot_of[d] = slot;
-        }
-    }
-
-    /// A point's position in cell units from the grid's origin.
-    fn grid_coordinates(&self, point: [f64; 2]) -> [f64; 2] {
-        [
-            (point[0] - self.origin[0]) / self.size,
-            (point[1] - self.origin[1]) / self.size,
-        ]
-    }
-
-    /// The cell of a driver (always inside the grid: the origin and the size
-    /// were taken from the drivers' own extent).
-    fn cell(&self, point: [f64; 2]) -> usize {
-        let [u, v] = self.grid_coordinates(point);
-        debug_assert!(
-            u >= 0.0 && (u as usize) < self.columns && v >= 0.0 && (v as usize) < self.rows
-        );
-        v as usize * self.columns + u as usize
     }
 }
 
@@ -608,5 +448,6 @@ fn squared_chord(a: &[f64; 3], b: &[f64; 3]) -> f64 {
     let d = [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
     dot(&d, &d)
 }
+mod cells;
 #[cfg(test)]
 mod tests;

@@ -27,7 +27,7 @@ use crate::config::{KeyError, TokenKey};
 /// anything else can never pass as a request's token.
 const CONTEXT: &[u8] = b"ride-request-token-v1:";
 
-/// Why a token was refused. Codes and statuses are the API's (`README.md`).
+/// Why a token was refused. Codes and statuses are the API's (`docs/api.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum TokenError {
     #[error("no token: send the token that came with the id")]

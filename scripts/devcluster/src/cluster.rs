@@ -410,7 +410,7 @@ impl Cluster {
             } else {
                 let _ = writeln!(
                     out,
-                    "  {:<16} <-> {:<16} {:>6} km between centroids: {:.1} ms computed, one-way {} (floor {}ms)",
+                    "  {:<16} <-> {:<16} {:>6} km between centroids: {:.1} ms computed, one-way {} (at least {}ms)",
                     p.a,
                     p.b,
                     format!("{:.1}", p.km),
@@ -562,7 +562,7 @@ mod tests {
     }
 
     #[test]
-    fn the_layout_shows_each_node_and_the_floored_delay() {
+    fn the_layout_shows_each_node_and_the_delay_s_lower_bound() {
         let dir = tempfile::tempdir().unwrap();
         let layout = cluster(dir.path()).layout();
         assert!(layout.starts_with("region a:\n  node a "), "{layout}");
@@ -571,8 +571,9 @@ mod tests {
             "{layout}"
         );
         assert!(
-            layout
-                .contains("4.0 km between centroids: 10.0 ms computed, one-way 20ms (floor 20ms)"),
+            layout.contains(
+                "4.0 km between centroids: 10.0 ms computed, one-way 20ms (at least 20ms)"
+            ),
             "{layout}"
         );
     }

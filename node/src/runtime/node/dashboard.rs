@@ -3,8 +3,10 @@
 //! protocol because nothing in it feeds a decision; it only reads the state
 //! under the core's lock, once per frame.
 
-use super::Node;
+use std::collections::BTreeMap;
+
 use super::peers::own_status;
+use super::{Node, State};
 use crate::protocol::message::PeerStatus;
 use ride_types::api::{DashboardClaim, DashboardFrame, DashboardMatch, NodePanel, Position};
 use ride_types::clock::Millis;
@@ -67,23 +69,7 @@ impl Node {
             .collect();
         let me = replica.node().node_of_owner();
         let mut nodes = vec![panel(&me, &own, true, true, None, None, own.digest)];
-        for (peer, view) in state.board.iter() {
-            let status = view.status.clone().unwrap_or_else(|| PeerStatus {
-                region: "?".into(),
-                ..PeerStatus::default()
-            });
-            let clock = view.clock_offset_ms.map(|o| (o, self.is_skewed(Some(o))));
-            let with_it = replica.region_of_peer(peer).unwrap_or(&status.region);
-            nodes.push(panel(
-                peer,
-                &status,
-                false,
-                view.connected,
-                view.lag_percentiles(),
-                clock,
-                shared.get(with_it).copied().unwrap_or(0),
-            ));
-        }
+        nodes.extend(self.peer_panels(state, &shared));
         DashboardFrame {
             node: me.0,
             region: replica.region().to_owned(),
@@ -97,6 +83,34 @@ impl Node {
             serving: self.availability.serving_ids(),
             adopters: self.availability.adopter_ids(),
         }
+    }
+}
+
+impl Node {
+    /// A panel per peer on the board; a peer not heard from yet is drawn
+    /// with an unknown region.
+    fn peer_panels<'a>(
+        &'a self,
+        state: &'a State,
+        shared: &'a BTreeMap<String, u64>,
+    ) -> impl Iterator<Item = NodePanel> + 'a {
+        state.board.iter().map(move |(peer, view)| {
+            let status = view.status.clone().unwrap_or_else(|| PeerStatus {
+                region: "?".into(),
+                ..PeerStatus::default()
+            });
+            let clock = view.clock_offset_ms.map(|o| (o, self.is_skewed(Some(o))));
+            let with_it = state.replica.region_of_peer(peer).unwrap_or(&status.region);
+            panel(
+                peer,
+                &status,
+                false,
+                view.connected,
+                view.lag_percentiles(),
+                clock,
+                shared.get(with_it).copied().unwrap_or(0),
+            )
+        })
     }
 }
 

@@ -223,7 +223,7 @@ fn halo_scaling_table() {
 /// The defect the journal fixes, back behind a switch: a node that restarts with
 /// its old id and nothing it wrote (no journal) double-books. The checks
 /// must catch it within a few seeds; the first one that does is named in
-/// the README.
+/// docs/replication.md.
 #[test]
 fn a_node_that_forgets_what_it_wrote_is_caught() {
     let seeds: Vec<u64> = (0..env("SIM_FORGETFUL_SEEDS").unwrap_or(8)).collect();
