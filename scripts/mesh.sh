@@ -22,6 +22,10 @@
 #   --wan-jitter D    default 5ms; implies --wan
 #   --wan-loss P      datagram loss probability, default 0.01; implies --wan
 #   --cql             start scripts/cql-cluster.sh first; nodes keep ratings there
+#   --prometheus      start Debian's `prometheus` binary on a free loopback port,
+#                     scraping every node's admin listener (/metrics) every 2s
+#                     (PROMETHEUS_INTERVAL) and evaluating deploy/prometheus/rules.yml;
+#                     prints its URL (its alerts page: /alerts)
 #   --duration D      stop after D (30s, 2m, ...); default: until Ctrl-C
 #   --restart-dead D  start a node that exits on its own again after D (5s,
 #                     ...); default: report it and leave it down
@@ -33,7 +37,9 @@
 # pids, kept by scripts/devcluster, which starts and supervises the mesh),
 # pids/<node>.pid (each running node's pid), certs/ (the mesh CA and the
 # token key, made on first run), one folder per node (data/, node.log,
-# ready.json), wan/ and nginx/ logs, bot.log and bot-summary.json. Node
+# ready.json), wan/ and nginx/ logs, bot.log and bot-summary.json; with
+# --prometheus, prometheus.yml (the generated scrape configuration),
+# prometheus/ (its storage), prometheus.log and prometheus.url. Node
 # flags can be set through the environment (NODE_REQUEST_TTL=60s,
 # NODE_MATCH_RETENTION=15m, ...; see `node --help`). MESH_STATUS_EVERY sets
 # the status period in seconds (5).
@@ -50,16 +56,20 @@
 #   scripts/mesh.sh --replicas 2 --duration 30s
 #   scripts/mesh.sh --wan --no-bot
 #   scripts/mesh.sh --outage dhaka-north:20s:30s --duration 90s
+#   scripts/mesh.sh --prometheus --no-bot   then kill -9 a node: RideNodeDown
+#                                    goes pending, then firing after its for: (30s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/mesh-lib.sh
+source scripts/lib/prometheus-lib.sh
 
-BOT=1 CQL=0 DURATION="" RESTART_DEAD="" OUTAGE=""
+BOT=1 CQL=0 PROMETHEUS=0 DURATION="" RESTART_DEAD="" OUTAGE=""
 STATUS_EVERY="${MESH_STATUS_EVERY:-5}"
 flag() {
   case "$1" in
     --no-bot) BOT=0 ;;
     --cql) CQL=1 ;;
+    --prometheus) PROMETHEUS=1 ;;
     --wan) MESH_WAN=1 ;;
     *) return 1 ;;
   esac
@@ -105,6 +115,7 @@ cleanup() {
   # The bot first (SIGINT: it drains and prints its summary), then the mesh.
   [[ -n "$BOT_PID" ]] && stop_pids INT 15 "$BOT_PID"
   BOT_PID=""
+  prometheus_stop
   mesh_stop_all
   stop_cql
 }
@@ -165,6 +176,10 @@ fi
 (( CQL )) && start_cql
 mesh_up_supervised "$RESTART_DEAD"
 mesh_print_layout
+if (( PROMETHEUS )); then
+  prometheus_start
+  prometheus_print
+fi
 
 if (( BOT )); then
   bot=("$BOT_BIN" --regions "$REGIONS_DIR")
@@ -194,6 +209,10 @@ while :; do
   fi
   # Dead nodes are the supervisor's to report; without it nothing is.
   mesh_supervised || die "the supervisor (devcluster up --supervise) exited; the mesh is stopping"
+  if [[ -n "$PROMETHEUS_PID" ]] && ! prometheus_running; then
+    log "Prometheus exited (log: $MESH_DIR/prometheus.log); the mesh keeps running"
+    PROMETHEUS_PID=""
+  fi
   if [[ -n "$BOT_PID" ]] && ! alive "$BOT_PID"; then
     status=0; wait "$BOT_PID" || status=$?
     BOT_PID=""
