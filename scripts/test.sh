@@ -52,6 +52,9 @@ cargo build --workspace --release --locked
 step "the docs check (scripts/check-docs.sh)"
 scripts/check-docs.sh "${CARGO_TARGET_DIR:-target}/release/node"
 
+step "the OpenAPI document: valid, and a generated client gets a 202 (scripts/check-openapi-client.sh)"
+scripts/check-openapi-client.sh "${CARGO_TARGET_DIR:-target}/release/node"
+
 step "the CQL cluster (scripts/cql-cluster.sh)"
 started_cluster=0
 if ! scripts/cql-cluster.sh status >/dev/null 2>&1; then

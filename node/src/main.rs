@@ -1,5 +1,6 @@
 //! `node`: runs one region node until SIGINT or SIGTERM.
 
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +71,9 @@ enum Command {
     /// `distances`, `route` (for scripts: tab-separated output).
     #[command(subcommand)]
     Regions(cli::regions::RegionsCommand),
+    /// Prints the public API's OpenAPI 3.1 document (JSON), as the node
+    /// serves it at `/openapi.json`: to generate a client from.
+    Openapi,
     /// A CQL cluster as the node's driver sees it: `status`, `wait`.
     #[command(subcommand)]
     Cql(cli::cql::CqlCommand),
@@ -102,6 +106,7 @@ async fn main() -> ExitCode {
     match cli.command {
         Some(Command::Certs { dir, nodes, ips }) => certs(&dir, nodes, &ips),
         Some(Command::TokenKey) => token_key(),
+        Some(Command::Openapi) => openapi(),
         Some(Command::Regions(command)) => regions(command),
         Some(Command::Cql(command)) => cql(command).await,
         Some(Command::WanRelay {
@@ -139,6 +144,20 @@ fn token_key() -> ExitCode {
         }
         Err(e) => {
             eprintln!("node token-key: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn openapi() -> ExitCode {
+    let written = server::openapi_json()
+        .map_err(std::io::Error::other)
+        .and_then(|document| writeln!(std::io::stdout(), "{document}"));
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("node openapi: {e}");
             ExitCode::FAILURE
         }
     }

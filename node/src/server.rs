@@ -138,6 +138,11 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     start_with_dns(config, SystemDns::new).await
 }
 
+/// The public API's OpenAPI document, as `/openapi.json` serves it.
+pub fn openapi_json() -> Result<String, serde_json::Error> {
+    http::public_document().to_pretty_json()
+}
+
 /// As [`start`], discovering peers on Fly through the resolver `dns` makes
 /// (a stub in tests: no resolver answers for `.internal` names off Fly).
 async fn start_with_dns<D: Dns>(

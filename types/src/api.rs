@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub use crate::geodesy::Position;
@@ -22,8 +23,13 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 pub const MAX_MATCHES_LISTED: usize = 1_000;
 
 /// `POST /rider`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "Nadia",
+    "position": {"lat": 23.7925, "lon": 90.4078},
+    "destination": {"lat": 23.7330, "lon": 90.4172}
+}))]
 pub struct RiderRequest {
     pub name: String,
     pub position: Position,
@@ -31,8 +37,13 @@ pub struct RiderRequest {
 }
 
 /// `POST /driver`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "Karim",
+    "car_number": "DHA-1234",
+    "position": {"lat": 23.7935, "lon": 90.4065}
+}))]
 pub struct DriverRequest {
     pub name: String,
     pub car_number: String,
@@ -42,8 +53,9 @@ pub struct DriverRequest {
 /// A request's capability: whoever holds it may follow the request on
 /// `/communication` and, for a rider, rate its match. Opaque to clients.
 /// `Debug` never shows it, so logging a value that holds one cannot leak it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = String, min_length = 43, max_length = 43)]
 pub struct AccessToken(String);
 
 impl AccessToken {
@@ -68,7 +80,7 @@ impl fmt::Debug for AccessToken {
 }
 
 /// `202 Accepted` answer to `POST /rider` and `POST /driver`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Accepted {
     pub id: Uuid,
     /// Needed to follow this id on `/communication` and to rate its match.
@@ -80,7 +92,7 @@ pub struct Accepted {
 }
 
 /// Frames a client sends on `/communication`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
     /// Ask for the match of each request (rider or driver). May be sent any
@@ -90,7 +102,7 @@ pub enum ClientMessage {
 }
 
 /// A request id with the token its `POST` answered with.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
     pub id: Uuid,
@@ -101,7 +113,7 @@ pub struct Grant {
 }
 
 /// Frames the server sends on `/communication`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     Match(MatchNotice),
@@ -116,7 +128,7 @@ pub enum ServerMessage {
 }
 
 /// A committed match, as told to the rider and the driver.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct MatchNotice {
     pub rider_id: Uuid,
     pub driver_id: Uuid,
@@ -135,8 +147,14 @@ pub struct MatchNotice {
 }
 
 /// `POST /rating`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "rider_id": "0193a4b2-7c1d-7e4f-8a9b-0c1d2e3f4a5b",
+    "token": "dGhlIHJpZGVyJ3MgdG9rZW4sIDQzIGNoYXJhY3RlcnM",
+    "car_number": "DHA-1234",
+    "stars": 5
+}))]
 pub struct RatingRequest {
     pub rider_id: Uuid,
     /// The rider's token. Optional in the body so that a missing one gets
@@ -146,11 +164,12 @@ pub struct RatingRequest {
     pub car_number: String,
     /// 1..=5. Wide on purpose, so that `0` or `6` get a range message
     /// rather than a type error.
+    #[schema(minimum = 1, maximum = 5)]
     pub stars: i64,
 }
 
 /// `201 Created` answer to `POST /rating`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RatingRecorded {
     pub rider_id: Uuid,
     pub driver_id: Uuid,
@@ -159,7 +178,7 @@ pub struct RatingRecorded {
 }
 
 /// `GET /drivers/{car_number}/rating`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DriverRating {
     pub car_number: String,
     /// `None` (JSON `null`) until the first rating.
@@ -168,13 +187,13 @@ pub struct DriverRating {
 }
 
 /// `GET /matches`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct MatchList {
     pub matches: Vec<MatchNotice>,
 }
 
 /// `GET /healthz`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     pub status: String,
     pub region: String,
@@ -257,7 +276,7 @@ pub struct NodePanel {
 }
 
 /// What a node knows of a peer's session and clock.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PeerClock {
     pub node: String,
     /// A session with it is up now.
@@ -272,7 +291,7 @@ pub struct PeerClock {
 }
 
 /// `GET /debug/state`: what this node holds, for operators and checks.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DebugState {
     pub region: String,
     pub node: String,
@@ -343,40 +362,151 @@ impl DebugState {
 }
 
 /// Body of every 4xx and 5xx answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable (`invalid_field`, `already_rated`, ...).
+    /// A string, not an enum, for clients: a newer node may add codes.
+    #[schema(value_type = ErrorCode)]
     pub code: String,
     /// Human-readable: says what is wrong and, where it can, how to fix it.
     pub message: String,
 }
 
+/// Every `error.code` the HTTP API answers with. Each names one cause, so a
+/// client can act on it without reading the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 307: another region serves this position; follow `Location`.
+    WrongRegion,
+    /// 400: the body is not JSON.
+    MalformedJson,
+    /// 400: the query string does not parse (`/route`, `/matches`).
+    InvalidQuery,
+    /// 400: the body could not be read.
+    UnreadableBody,
+    /// 401: a request that needs the rider's token came without one.
+    MissingToken,
+    /// 403: the token is not the one issued for this id.
+    InvalidToken,
+    /// 404: no such route.
+    NotFound,
+    /// 404: no committed match is known for this rider and car.
+    NoSuchMatch,
+    /// 404: the node runs without region files.
+    NoRegions,
+    /// 405: the route exists, not with this method.
+    MethodNotAllowed,
+    /// 409: this match was rated already.
+    AlreadyRated,
+    /// 413: the body is larger than the limit (64 KiB).
+    PayloadTooLarge,
+    /// 415: the body is not declared `application/json`.
+    UnsupportedMediaType,
+    /// 422: JSON of the wrong shape: a missing, unknown or mistyped field.
+    InvalidBody,
+    /// 422: a field out of range (a coordinate, `stars`, an empty name).
+    InvalidField,
+    /// 429: past the per-client rate limit; see `Retry-After`.
+    RateLimited,
+    /// 500: the node failed unexpectedly.
+    Internal,
+    /// 503: the node is at capacity; see `Retry-After`.
+    Overloaded,
+    /// 503: the region that serves the position cannot be reached; see
+    /// `Retry-After`.
+    RegionUnavailable,
+    /// 503: the node could not make the request or rating durable.
+    StorageUnavailable,
+}
+
+impl ErrorCode {
+    /// Every code, in the order above.
+    pub const ALL: [ErrorCode; 20] = [
+        Self::WrongRegion,
+        Self::MalformedJson,
+        Self::InvalidQuery,
+        Self::UnreadableBody,
+        Self::MissingToken,
+        Self::InvalidToken,
+        Self::NotFound,
+        Self::NoSuchMatch,
+        Self::NoRegions,
+        Self::MethodNotAllowed,
+        Self::AlreadyRated,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::InvalidBody,
+        Self::InvalidField,
+        Self::RateLimited,
+        Self::Internal,
+        Self::Overloaded,
+        Self::RegionUnavailable,
+        Self::StorageUnavailable,
+    ];
+
+    /// The code as it appears in `error.code`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WrongRegion => "wrong_region",
+            Self::MalformedJson => "malformed_json",
+            Self::InvalidQuery => "invalid_query",
+            Self::UnreadableBody => "unreadable_body",
+            Self::MissingToken => "missing_token",
+            Self::InvalidToken => "invalid_token",
+            Self::NotFound => "not_found",
+            Self::NoSuchMatch => "no_such_match",
+            Self::NoRegions => "no_regions",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::AlreadyRated => "already_rated",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::InvalidBody => "invalid_body",
+            Self::InvalidField => "invalid_field",
+            Self::RateLimited => "rate_limited",
+            Self::Internal => "internal",
+            Self::Overloaded => "overloaded",
+            Self::RegionUnavailable => "region_unavailable",
+            Self::StorageUnavailable => "storage_unavailable",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A GeoJSON `Polygon` geometry (RFC 7946): `coordinates` holds the exterior
 /// ring and then any holes, each ring a closed list of `[lon, lat]` pairs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct GeoJsonPolygon {
     /// Always `"Polygon"`.
     #[serde(rename = "type")]
     pub kind: String,
+    #[schema(value_type = Vec<Vec<Vec<f64>>>)]
     pub coordinates: Vec<Vec<[f64; 2]>>,
 }
 
 /// Where the nodes of a region listen for their peers and clients.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct MeshAddresses {
     /// The HTTP API.
+    #[schema(value_type = String, example = "127.0.0.1:8081")]
     pub http: SocketAddr,
     /// The QUIC replication endpoint.
+    #[schema(value_type = String, example = "127.0.0.1:9081")]
     pub quic: SocketAddr,
 }
 
 /// One region, as `GET /regions` lists it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RegionInfo {
     pub id: String,
     pub name: String,
@@ -389,13 +519,13 @@ pub struct RegionInfo {
 }
 
 /// `GET /regions`: every region, in id order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RegionList {
     pub regions: Vec<RegionInfo>,
 }
 
 /// `GET /route?lat=&lon=`: the region that serves a position now.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RouteAnswer {
     /// The region that serves the position: its home region, or while that
     /// is down, the region that adopted its area.
@@ -408,4 +538,22 @@ pub struct RouteAnswer {
     pub inside: bool,
     /// Base URL of that region's HTTP API, e.g. `http://127.0.0.1:8081`.
     pub http: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_code_is_written_as_its_name_says() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_value(code).unwrap();
+            assert_eq!(json, serde_json::Value::from(code.as_str()), "{code:?}");
+            let back: ErrorCode = serde_json::from_value(json).unwrap();
+            assert_eq!(back, code);
+        }
+        let distinct: std::collections::BTreeSet<&str> =
+            ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(distinct.len(), ErrorCode::ALL.len());
+    }
 }

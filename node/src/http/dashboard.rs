@@ -28,10 +28,26 @@ const FRAME_INTERVAL: Duration = Duration::from_millis(500);
 /// Match lines drawn at most (newest first).
 const MAX_MATCHES: usize = 500;
 
+/// The live map.
+#[utoipa::path(get, path = "/", tag = "dashboard",
+    responses((status = 200, content_type = "text/html; charset=utf-8", body = String,
+        description = "The map's page")))]
 pub(super) async fn page() -> Html<&'static str> {
     Html(INDEX)
 }
 
+/// The live map, under its own name.
+#[utoipa::path(get, path = "/dashboard", tag = "dashboard",
+    responses((status = 200, content_type = "text/html; charset=utf-8", body = String,
+        description = "The map's page")))]
+pub(super) async fn named_page() -> Html<&'static str> {
+    Html(INDEX)
+}
+
+/// The map's script.
+#[utoipa::path(get, path = "/dashboard/app.js", tag = "dashboard",
+    responses((status = 200, content_type = "text/javascript; charset=utf-8", body = String,
+        description = "The script")))]
 pub(super) async fn script() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
@@ -39,11 +55,19 @@ pub(super) async fn script() -> impl IntoResponse {
     )
 }
 
+/// The map's style sheet.
+#[utoipa::path(get, path = "/dashboard/style.css", tag = "dashboard",
+    responses((status = 200, content_type = "text/css; charset=utf-8", body = String,
+        description = "The style sheet")))]
 pub(super) async fn style() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE)
 }
 
-/// Frames until the client goes away or the node shuts down.
+/// Frames until the client goes away or the node shuts down: a `frame`
+/// event every 500 ms, whose data is a JSON `DashboardFrame`.
+#[utoipa::path(get, path = "/dashboard/events", tag = "dashboard",
+    responses((status = 200, content_type = "text/event-stream", body = String,
+        description = "A stream of `frame` events")))]
 pub(super) async fn events(
     State(app): State<Arc<AppState>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {

@@ -13,19 +13,19 @@ use axum::response::{IntoResponse, Response};
 use crate::disk::ratings::StoreError;
 use crate::protocol::intake::InvalidInput;
 use crate::runtime::access::TokenError;
-use ride_types::api::{ErrorBody, ErrorDetail};
+use ride_types::api::{ErrorBody, ErrorCode, ErrorDetail};
 
 #[derive(Debug)]
 pub(crate) struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     /// Seconds after which a refused request may be tried again.
     pub retry_after_s: Option<u32>,
 }
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -36,7 +36,7 @@ impl ApiError {
 
     /// A 503 that tells the client when to come back.
     pub(crate) fn unavailable(
-        code: &'static str,
+        code: ErrorCode,
         message: impl Into<String>,
         retry_after_s: u32,
     ) -> Self {
@@ -51,7 +51,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code.into(),
+                code: self.code.as_str().into(),
                 message: self.message,
             },
         };
@@ -69,7 +69,7 @@ impl From<InvalidInput> for ApiError {
     fn from(e: InvalidInput) -> Self {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
+            ErrorCode::InvalidField,
             e.to_string(),
         )
     }
@@ -91,7 +91,7 @@ impl From<StoreError> for ApiError {
         tracing::error!(error = %e, "rating store failed");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "storage_unavailable",
+            ErrorCode::StorageUnavailable,
             e.to_string(),
         )
     }
@@ -100,15 +100,20 @@ impl From<StoreError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         let (code, status) = match &rejection {
-            JsonRejection::JsonSyntaxError(_) => ("malformed_json", StatusCode::BAD_REQUEST),
-            JsonRejection::JsonDataError(_) => ("invalid_body", StatusCode::UNPROCESSABLE_ENTITY),
-            JsonRejection::MissingJsonContentType(_) => {
-                ("unsupported_media_type", StatusCode::UNSUPPORTED_MEDIA_TYPE)
+            JsonRejection::JsonSyntaxError(_) => {
+                (ErrorCode::MalformedJson, StatusCode::BAD_REQUEST)
             }
+            JsonRejection::JsonDataError(_) => {
+                (ErrorCode::InvalidBody, StatusCode::UNPROCESSABLE_ENTITY)
+            }
+            JsonRejection::MissingJsonContentType(_) => (
+                ErrorCode::UnsupportedMediaType,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
             _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE)
+                (ErrorCode::PayloadTooLarge, StatusCode::PAYLOAD_TOO_LARGE)
             }
-            _ => ("unreadable_body", rejection.status()),
+            _ => (ErrorCode::UnreadableBody, rejection.status()),
         };
         Self::new(status, code, rejection.body_text())
     }
@@ -118,7 +123,7 @@ impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             rejection.body_text(),
         )
     }
@@ -137,7 +142,7 @@ pub(super) struct ApiQuery<T>(pub T);
 pub(super) async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         "no such route; see docs/api.md",
     )
 }
@@ -145,7 +150,7 @@ pub(super) async fn not_found() -> ApiError {
 pub(super) async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "this route does not take that method",
     )
 }

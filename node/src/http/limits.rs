@@ -26,6 +26,7 @@ use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::KeyExtractor;
 
 use super::error::ApiError;
+use ride_types::api::ErrorCode;
 
 /// How often buckets of clients that went quiet are dropped, so that memory
 /// tracks recent clients rather than every address ever seen.
@@ -118,7 +119,7 @@ fn too_many(error: GovernorError) -> Response<Body> {
             let seconds = wait_time.max(1);
             let mut response = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                ErrorCode::RateLimited,
                 format!("too many requests from this client; retry after {seconds} s"),
             )
             .into_response();
@@ -129,7 +130,7 @@ fn too_many(error: GovernorError) -> Response<Body> {
         }
         GovernorError::UnableToExtractKey | GovernorError::Other { .. } => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "the node could not tell which client sent this request",
         )
         .into_response(),

@@ -8,6 +8,7 @@
 mod dashboard;
 mod error;
 mod limits;
+mod openapi;
 mod ops;
 mod ratings;
 mod regions;
@@ -22,13 +23,16 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub(crate) use error::ApiError;
 pub(crate) use limits::{LimitError, RateLimit};
@@ -37,6 +41,7 @@ use crate::disk::ratings::RatingStore;
 use crate::runtime::access::TokenKeys;
 use crate::runtime::delivery::{self, Hub, SocketSettings};
 use crate::runtime::node::Node;
+use ride_types::api::ErrorCode;
 use ride_types::regions::Regions;
 
 /// Request bodies larger than this are refused with 413.
@@ -71,18 +76,11 @@ pub(crate) fn public_router(
     app: Arc<AppState>,
     limit: Option<&RateLimit>,
 ) -> Result<Router, LimitError> {
-    let routes = Router::new()
-        .route("/rider", post(requests::post_rider))
-        .route("/driver", post(requests::post_driver))
-        .route("/rating", post(ratings::post_rating))
-        .route(
-            "/drivers/{car_number}/rating",
-            get(ratings::get_driver_rating),
-        )
-        .route("/communication", get(communication_socket))
-        .route("/healthz", get(ops::healthz))
-        .route("/regions", get(regions::list))
-        .route("/route", get(regions::route));
+    let (routes, document) = public_routes().split_for_parts();
+    let routes = routes.route(
+        "/openapi.json",
+        get(openapi::serve(openapi::with_layer_answers(document))),
+    );
     let (shutdown, tasks) = (app.shutdown.clone(), app.tasks.clone());
     let routes = with_layers(routes, app);
     match limit {
@@ -91,21 +89,41 @@ pub(crate) fn public_router(
     }
 }
 
+/// The public routes with their OpenAPI description.
+fn public_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(openapi::PublicApi::openapi())
+        .routes(routes!(requests::post_rider))
+        .routes(routes!(requests::post_driver))
+        .routes(routes!(ratings::post_rating))
+        .routes(routes!(ratings::get_driver_rating))
+        .routes(routes!(communication_socket))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(regions::list))
+        .routes(routes!(regions::route))
+}
+
+/// The public API's OpenAPI document, as `/openapi.json` serves it.
+pub(crate) fn public_document() -> utoipa::openapi::OpenApi {
+    openapi::with_layer_answers(public_routes().split_for_parts().1)
+}
+
 /// The operator surfaces (`--admin-listen`): the dashboard, the node's state,
 /// metrics and the match list. `/regions` and `/healthz` are here too, for
 /// the dashboard and for checking the listener itself.
 pub(crate) fn admin_router(app: Arc<AppState>) -> Router {
-    let routes = Router::new()
-        .route("/", get(dashboard::page))
-        .route("/dashboard", get(dashboard::page))
-        .route("/dashboard/app.js", get(dashboard::script))
-        .route("/dashboard/style.css", get(dashboard::style))
-        .route("/dashboard/events", get(dashboard::events))
-        .route("/debug/state", get(ops::debug_state))
-        .route("/metrics", get(ops::metrics))
-        .route("/matches", get(ops::matches))
-        .route("/healthz", get(ops::healthz))
-        .route("/regions", get(regions::list));
+    let (routes, document) = OpenApiRouter::with_openapi(openapi::AdminApi::openapi())
+        .routes(routes!(dashboard::page))
+        .routes(routes!(dashboard::named_page))
+        .routes(routes!(dashboard::script))
+        .routes(routes!(dashboard::style))
+        .routes(routes!(dashboard::events))
+        .routes(routes!(ops::debug_state))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::matches))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(regions::list))
+        .split_for_parts();
+    let routes = routes.route("/openapi.json", get(openapi::serve(document)));
     with_layers(routes, app)
 }
 
@@ -135,6 +153,11 @@ fn log_failure(failure: ServerErrorsFailureClass, latency: Duration, _span: &tra
     }
 }
 
+/// The websocket on which a client follows its requests: it sends
+/// `{"type": "subscribe", "requests": [{"id", "token"}]}` and is sent
+/// `subscribed`, then a `match` frame per committed match.
+#[utoipa::path(get, path = "/communication", tag = "requests",
+    responses((status = 101, description = "Switching to the websocket protocol")))]
 async fn communication_socket(
     State(app): State<Arc<AppState>>,
     upgrade: WebSocketUpgrade,
@@ -184,7 +207,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     ApiError::new(
         axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
+        ErrorCode::Internal,
         "the node failed to handle this request; it has been logged",
     )
     .into_response()

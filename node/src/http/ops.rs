@@ -11,11 +11,13 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiQuery;
-use ride_types::api::{DebugState, Health, MatchList};
+use ride_types::api::{DebugState, ErrorBody, Health, MatchList};
 use ride_types::clock::Millis;
 
 use ride_types::api::MAX_MATCHES_LISTED;
 
+/// The node is up and serving.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health, description = "Serving")))]
 pub(super) async fn healthz(State(app): State<Arc<AppState>>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
@@ -24,6 +26,10 @@ pub(super) async fn healthz(State(app): State<Arc<AppState>>) -> Json<Health> {
     })
 }
 
+/// Prometheus metrics, in the text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "text/plain; version=0.0.4", body = String,
+        description = "Every metric, in the Prometheus text format")))]
 pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -31,13 +37,21 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoRespon
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct MatchesQuery {
-    /// 1 to [`MAX_MATCHES_LISTED`]; default 50.
+    /// 1 to 1,000; default 50.
+    #[param(minimum = 1, maximum = 1000, example = 10)]
     limit: Option<usize>,
 }
 
+/// The most recent committed matches, newest first.
+#[utoipa::path(get, path = "/matches", tag = "operations", params(MatchesQuery),
+    responses(
+        (status = 200, body = MatchList, description = "Newest first"),
+        (status = 400, body = ErrorBody, description = "`invalid_query`"),
+    ))]
 pub(super) async fn matches(
     State(app): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<MatchesQuery>,
@@ -49,6 +63,8 @@ pub(super) async fn matches(
     })
 }
 
+/// What this node holds, for operators and checks.
+#[utoipa::path(get, path = "/debug/state", tag = "operations", responses((status = 200, body = DebugState, description = "This node's state now")))]
 pub(super) async fn debug_state(State(app): State<Arc<AppState>>) -> Json<DebugState> {
     let state = app.core.snapshot(Millis::now());
     Json(DebugState {

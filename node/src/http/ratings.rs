@@ -17,10 +17,22 @@ use super::AppState;
 use super::error::{ApiError, ApiJson};
 use crate::disk::ratings::{Rating, Recorded};
 use crate::protocol::intake;
-use ride_types::api::{DriverRating, RatingRecorded, RatingRequest};
+use ride_types::api::{DriverRating, ErrorBody, ErrorCode, RatingRecorded, RatingRequest};
 use ride_types::clock::Millis;
 use ride_types::ids::RequestId;
 
+/// The rider rates the driver of their match, once.
+#[utoipa::path(post, path = "/rating", tag = "ratings", request_body = RatingRequest,
+    responses(
+        (status = 201, body = RatingRecorded, description = "Recorded"),
+        (status = 401, body = ErrorBody, description = "`missing_token`"),
+        (status = 403, body = ErrorBody, description = "`invalid_token`: not this rider's token"),
+        (status = 404, body = ErrorBody,
+            description = "`no_such_match`: no committed match of this rider with this car"),
+        (status = 409, body = ErrorBody, description = "`already_rated`"),
+        (status = 503, body = ErrorBody,
+            description = "`storage_unavailable`: the rating store could not take it"),
+    ))]
 pub(super) async fn post_rating(
     State(app): State<Arc<AppState>>,
     ApiJson(body): ApiJson<RatingRequest>,
@@ -33,21 +45,21 @@ pub(super) async fn post_rating(
         let Some(m) = app.core.match_of(&rider_id) else {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
-                "no_such_match",
+                ErrorCode::NoSuchMatch,
                 format!("no committed match is known for rider {rider_id}"),
             ));
         };
         if m.rider.id != rider_id {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
+                ErrorCode::InvalidField,
                 format!("rider_id: {rider_id} is a driver's request id, not a rider's"),
             ));
         }
         if m.driver.car_number != car_number {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
-                "no_such_match",
+                ErrorCode::NoSuchMatch,
                 format!("rider {rider_id} was not matched with car {car_number}"),
             ));
         }
@@ -75,13 +87,20 @@ pub(super) async fn post_rating(
             metrics::counter!("ride_ratings_total", "outcome" => "duplicate").increment(1);
             Err(ApiError::new(
                 StatusCode::CONFLICT,
-                "already_rated",
+                ErrorCode::AlreadyRated,
                 format!("the match of rider {rider_id} was rated already"),
             ))
         }
     }
 }
 
+/// A driver's average rating.
+#[utoipa::path(get, path = "/drivers/{car_number}/rating", tag = "ratings",
+    params(("car_number" = String, Path, example = "DHA-1234")),
+    responses(
+        (status = 200, body = DriverRating, description = "`average` is null until the first rating"),
+        (status = 503, body = ErrorBody, description = "`storage_unavailable`"),
+    ))]
 pub(super) async fn get_driver_rating(
     State(app): State<Arc<AppState>>,
     Path(car_number): Path<String>,

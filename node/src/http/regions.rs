@@ -26,8 +26,8 @@ use super::error::{ApiError, ApiQuery};
 use crate::protocol::intake;
 use crate::runtime::availability::Route;
 use ride_types::api::{
-    ErrorBody, ErrorDetail, GeoJsonPolygon, MeshAddresses, Position, RegionInfo, RegionList,
-    RouteAnswer,
+    ErrorBody, ErrorCode, ErrorDetail, GeoJsonPolygon, MeshAddresses, Position, RegionInfo,
+    RegionList, RouteAnswer,
 };
 use ride_types::regions::{Region, Regions};
 
@@ -45,6 +45,12 @@ const REPLAY_TIMEOUT: &str = "2s";
 /// What a `503 region_unavailable` asks the client to wait.
 const RETRY_AFTER_SECS: u32 = 2;
 
+/// Every region, in id order.
+#[utoipa::path(get, path = "/regions", tag = "regions",
+    responses(
+        (status = 200, body = RegionList, description = "In id order"),
+        (status = 404, body = ErrorBody, description = "`no_regions`: the node runs without region files"),
+    ))]
 pub(super) async fn list(State(app): State<Arc<AppState>>) -> Result<Json<RegionList>, ApiError> {
     let regions = app.regions.as_deref().ok_or_else(|| no_regions(&app))?;
     Ok(Json(RegionList {
@@ -52,13 +58,26 @@ pub(super) async fn list(State(app): State<Arc<AppState>>) -> Result<Json<Region
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct RouteQuery {
+    /// Latitude, -90 to 90.
+    #[param(example = 23.7925)]
     lat: f64,
+    /// Longitude, -180 to 180.
+    #[param(example = 90.4078)]
     lon: f64,
 }
 
+/// The region that serves a position now, and its HTTP API.
+#[utoipa::path(get, path = "/route", tag = "regions", params(RouteQuery),
+    responses(
+        (status = 200, body = RouteAnswer, description = "The serving region and its home"),
+        (status = 400, body = ErrorBody, description = "`invalid_query`"),
+        (status = 404, body = ErrorBody, description = "`no_regions`"),
+        (status = 422, body = ErrorBody, description = "`invalid_field`: a coordinate out of range"),
+    ))]
 pub(super) async fn route(
     State(app): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<RouteQuery>,
@@ -151,7 +170,7 @@ pub(super) fn check_owner(
         metrics::counter!("ride_fly_replay_fallbacks_total").increment(1);
         tracing::warn!(failure = ?failure, region = %to.id, "Fly could not replay a request");
         return Err(NotServedHere::Unavailable(ApiError::unavailable(
-            "region_unavailable",
+            ErrorCode::RegionUnavailable,
             format!(
                 "position {},{} is served by region {}, which cannot be reached now; try again",
                 position.lat, position.lon, to.id
@@ -216,7 +235,7 @@ impl IntoResponse for WrongRegion {
     fn into_response(self) -> Response {
         let body = ErrorBody {
             error: ErrorDetail {
-                code: "wrong_region".into(),
+                code: ErrorCode::WrongRegion.as_str().into(),
                 message: self.message,
             },
         };
@@ -235,7 +254,7 @@ impl IntoResponse for WrongRegion {
 fn no_regions(app: &AppState) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "no_regions",
+        ErrorCode::NoRegions,
         format!(
             "this node was started without --regions: it serves region {} alone and \
              accepts every position",

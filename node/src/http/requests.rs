@@ -19,9 +19,13 @@ use super::error::{ApiError, ApiJson};
 use super::regions::check_owner;
 use crate::protocol::intake;
 use crate::runtime::node::Ticket;
-use ride_types::api::{Accepted, DriverRequest, RiderRequest};
+use ride_types::api::{Accepted, DriverRequest, ErrorCode, RiderRequest};
 use ride_types::clock::Millis;
 
+/// A rider asks for a ride.
+#[utoipa::path(post, path = "/rider", tag = "requests", request_body = RiderRequest,
+    responses((status = 202, body = Accepted,
+        description = "Journaled: the match will be pushed on `/communication`")))]
 pub(super) async fn post_rider(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -36,6 +40,10 @@ pub(super) async fn post_rider(
     Ok(accepted(&app, ticket))
 }
 
+/// A driver offers a ride.
+#[utoipa::path(post, path = "/driver", tag = "requests", request_body = DriverRequest,
+    responses((status = 202, body = Accepted,
+        description = "Journaled: the match will be pushed on `/communication`")))]
 pub(super) async fn post_driver(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -56,7 +64,7 @@ fn admit(app: &AppState) -> Result<(), ApiError> {
     app.core.admit().map_err(|overload| {
         metrics::counter!("ride_requests_shed_total", "reason" => overload.reason()).increment(1);
         ApiError::unavailable(
-            "overloaded",
+            ErrorCode::Overloaded,
             format!("this node is at capacity: {overload}; try again"),
             1,
         )
@@ -66,7 +74,7 @@ fn admit(app: &AppState) -> Result<(), ApiError> {
 /// The journal could not take the request: it is refused, not lost.
 fn not_journaled() -> ApiError {
     ApiError::unavailable(
-        "storage_unavailable",
+        ErrorCode::StorageUnavailable,
         "the node could not make the request durable; try again",
         1,
     )

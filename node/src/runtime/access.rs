@@ -14,6 +14,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ride_types::api::ErrorCode;
 use ring::hmac;
 use ring::rand::SystemRandom;
 use thiserror::Error;
@@ -38,10 +39,10 @@ pub enum TokenError {
 
 impl TokenError {
     /// The stable error code clients match on.
-    pub fn code(self) -> &'static str {
+    pub fn code(self) -> ErrorCode {
         match self {
-            Self::Missing => "missing_token",
-            Self::Invalid => "invalid_token",
+            Self::Missing => ErrorCode::MissingToken,
+            Self::Invalid => ErrorCode::InvalidToken,
         }
     }
 }

@@ -409,7 +409,7 @@ fn handle_frame(
     ] {
         if !refused.is_empty() {
             replies.push(error_frame(
-                error.code(),
+                error.code().as_str(),
                 format!("{error}; not watching {refused:?}"),
             ));
         }

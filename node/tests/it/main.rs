@@ -13,6 +13,7 @@ mod flow;
 mod fly;
 mod keepalive;
 mod mesh;
+mod openapi;
 mod overload;
 mod rating_crash;
 mod regions;
