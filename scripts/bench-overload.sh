@@ -4,7 +4,8 @@
 # load mode) per region, drawing positions inside that region's area, with a
 # third of the rate and of the concurrency each. First the generators send to
 # their own regions' nodes of the three-region mesh on loopback (QUIC,
-# mutual TLS), then the same three generators send to one node alone.
+# mutual TLS), then to the same three region nodes unpeered (each alone:
+# the difference is what replication costs), then to one node alone.
 # Reports, per setup: riders accepted (202), shed (503), the shed
 # answers' latency, how long after the burst every node held one digest,
 # and riders matched (once converged, a few seconds later) per second of
@@ -26,6 +27,7 @@
 #
 #   scripts/bench-overload.sh [RATE] [BURST] [CONCURRENCY]   default 50000 8s 256
 #   NODE_ARGS="--max-intake-queue 64" scripts/bench-overload.sh ...   (tighter limits: more shed)
+#   BENCH_BIN=DIR scripts/bench-overload.sh ...   (the node and bot in DIR, e.g. a saved build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE="${1:-50000}"
@@ -34,8 +36,9 @@ CONCURRENCY="${3:-256}"
 WORK="$(mktemp -d)"; echo "work: $WORK" >&2
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; [[ -n "${BENCH_KEEP:-}" ]] || rm -rf "$WORK"' EXIT
 
-cargo build --release --locked -p node -p bot >/dev/null 2>&1
-NODE=target/release/node BOT=target/release/bot
+BIN="${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release}"
+[[ -n "${BENCH_BIN:-}" ]] || cargo build --release --locked -p node -p bot >/dev/null 2>&1
+NODE="$BIN/node" BOT="$BIN/bot"
 REGIONS=(dhaka-north dhaka-southeast dhaka-southwest)
 $NODE certs --dir "$WORK/certs" "${REGIONS[@]/#/--node=}" --ip 127.0.0.1 >/dev/null
 $NODE token-key >"$WORK/certs/token.keys"
@@ -144,7 +147,19 @@ wait_ready 0 1 2
 burst mesh "0 1 2" http://127.0.0.1:1850{0,1,2}
 kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true
 
+for i in 0 1 2; do
+  start "$i" "${REGIONS[$i]}-unpeered" --regions regions --region "${REGIONS[$i]}"
+done
+wait_ready 0 1 2
+burst unpeered "0 1 2" http://127.0.0.1:1850{0,1,2}
+kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true
+
 start 3 single --region dhaka
 wait_ready 3
 burst single "3" http://127.0.0.1:18503{,,}
-python3 -c "m=float(open('$WORK/mesh.goodput').read()); s=float(open('$WORK/single.goodput').read()); print(f'goodput ratio mesh/single: {m / max(s, 1e-9):.2f}')"
+python3 - "$WORK" <<'PY'
+import sys
+goodput = {k: float(open(f"{sys.argv[1]}/{k}.goodput").read()) for k in ("mesh", "unpeered", "single")}
+ratio = lambda a, b: goodput[a] / max(goodput[b], 1e-9)
+print(f"goodput ratio mesh/unpeered: {ratio('mesh', 'unpeered'):.2f}, mesh/single: {ratio('mesh', 'single'):.2f}")
+PY

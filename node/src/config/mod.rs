@@ -173,13 +173,14 @@ pub struct MeshArgs {
     /// matching round writes them first, whenever it runs.
     #[arg(long, env = "NODE_INTAKE_FLUSH_INTERVAL", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub intake_flush_interval: Duration,
-    /// With a mesh (`--mesh-listen`), group commits start at least this far
-    /// apart, so that each carries more requests: every commit is a journal
-    /// sync, and three nodes syncing as fast as the disk answers cost a
-    /// mesh on one machine about a quarter more CPU per request
-    /// (BENCHMARKS.md), for up to this much more latency under load (a request
-    /// that finds the last commit older than this is committed at once). A
-    /// node alone commits as soon as the previous sync returns.
+    /// With a mesh (`--mesh-listen`), under load, group commits start at
+    /// least this far apart, so that each carries more requests: every
+    /// commit is a journal sync, and three nodes syncing as fast as the disk
+    /// answers cost a mesh on one machine about a quarter more CPU per
+    /// request (BENCHMARKS.md), for up to this much more latency. Only after
+    /// a busy commit (8 requests or more): otherwise, and once the last
+    /// commit is older than this, a request is committed at once. A node
+    /// alone commits as soon as the previous sync returns.
     #[arg(
         id = "mesh_commit_interval",
         long = "mesh-commit-interval", env = "NODE_MESH_COMMIT_INTERVAL", default_value = "5ms", value_parser = humantime::parse_duration)]

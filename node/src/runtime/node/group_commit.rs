@@ -40,8 +40,9 @@ impl Node {
 
     /// The group committer: whenever requests arrive, moves them in and
     /// journals them (one sync for all that arrived meanwhile), until
-    /// `shutdown`. Runs on its own thread: a sync blocks. Commits start at
-    /// least `min_gap` apart ([`CommitPacer`], `--mesh-commit-interval`).
+    /// `shutdown`. Runs on its own thread: a sync blocks. Under load,
+    /// commits start at least `min_gap` apart ([`CommitPacer`],
+    /// `--mesh-commit-interval`); otherwise at once.
     pub(crate) fn run_flusher(
         self: Arc<Self>,
         min_gap: Duration,
@@ -64,8 +65,9 @@ impl Node {
                     // Whatever arrives meanwhile joins this commit.
                     std::thread::sleep(pacer.wait_at(std::time::Instant::now()));
                     let started = std::time::Instant::now();
-                    if self.commit_arrivals() {
-                        pacer.committed(started);
+                    let moved = self.commit_arrivals();
+                    if moved > 0 {
+                        pacer.committed(started, moved);
                     }
                 }
                 self.commit_arrivals();
@@ -77,9 +79,9 @@ impl Node {
     /// batches of at most [`MAX_COMMIT_BATCH`]: each batch is written under
     /// the lock and synced outside it, and its submitters are told once
     /// the sync returns (a failed write or sync refuses them: 503).
-    /// Returns whether there was anything to commit.
-    pub(crate) fn commit_arrivals(&self) -> bool {
-        let mut committed = false;
+    /// Returns how many requests it moved in.
+    pub(crate) fn commit_arrivals(&self) -> usize {
+        let mut committed = 0;
         loop {
             let asked = std::time::Instant::now();
             let (waiting, sync, more, locked) = {
@@ -108,7 +110,7 @@ impl Node {
                 if waiting.is_empty() {
                     return committed;
                 }
-                committed = true;
+                committed += waiting.len();
                 self.load.dequeued(waiting.len());
                 intake_rate.add(waiting.len() as u64);
                 let appended = replica

@@ -2,37 +2,47 @@
 //!
 //! Every group commit is a journal sync, and a mesh's nodes on one machine
 //! syncing as fast as the disk answers spend about a quarter more CPU per
-//! request than at one commit per 5 ms (BENCHMARKS.md). The pacer
-//! keeps commits at least a minimum gap apart: whatever arrives meanwhile
-//! joins the next one. A request that finds the last commit older than the
-//! gap is committed at once, so a quiet node adds no latency.
+//! request than at one commit per 5 ms (BENCHMARKS.md). Spacing commits
+//! saves that CPU only under load, and costs every request up to the gap
+//! in latency at any load. So the pacer spaces commits only while they are
+//! busy: a commit that moved at least [`BUSY_BATCH`] requests shows them
+//! arriving faster than the disk answers one at a time, and the next
+//! commit waits out the rest of the gap, gathering what arrives meanwhile.
+//! After a smaller commit, or one older than the gap, the next starts at
+//! once, so a quiet node pays no gap.
 
 use std::time::{Duration, Instant};
+
+/// The smallest commit that counts as busy. Unloaded, a commit moves the
+/// one or two requests that arrived during the previous sync; at the rates
+/// where spacing saved CPU (thousands a second per node), tens.
+pub(crate) const BUSY_BATCH: usize = 8;
 
 #[derive(Debug)]
 pub(crate) struct CommitPacer {
     min_gap: Duration,
-    last_commit: Option<Instant>,
+    /// When the last commit started, if it was busy.
+    last_busy: Option<Instant>,
 }
 
 impl CommitPacer {
     pub(crate) fn new(min_gap: Duration) -> Self {
         Self {
             min_gap,
-            last_commit: None,
+            last_busy: None,
         }
     }
 
     /// How long a commit that could start at `now` should wait first.
     pub(crate) fn wait_at(&self, now: Instant) -> Duration {
-        self.last_commit.map_or(Duration::ZERO, |at| {
+        self.last_busy.map_or(Duration::ZERO, |at| {
             (at + self.min_gap).saturating_duration_since(now)
         })
     }
 
-    /// A commit that moved requests started at `at`.
-    pub(crate) fn committed(&mut self, at: Instant) {
-        self.last_commit = Some(at);
+    /// A commit that moved `moved` requests started at `at`.
+    pub(crate) fn committed(&mut self, at: Instant, moved: usize) {
+        self.last_busy = (moved >= BUSY_BATCH).then_some(at);
     }
 }
 
@@ -51,10 +61,10 @@ mod tests {
     }
 
     #[test]
-    fn a_commit_within_the_gap_waits_for_the_rest_of_it() {
+    fn a_commit_within_the_gap_of_a_busy_one_waits_for_the_rest_of_it() {
         let start = Instant::now();
         let mut pacer = CommitPacer::new(GAP);
-        pacer.committed(start);
+        pacer.committed(start, BUSY_BATCH);
         assert_eq!(pacer.wait_at(start), GAP);
         assert_eq!(
             pacer.wait_at(start + Duration::from_millis(2)),
@@ -63,10 +73,19 @@ mod tests {
     }
 
     #[test]
+    fn after_a_small_commit_the_next_starts_at_once() {
+        let start = Instant::now();
+        let mut pacer = CommitPacer::new(GAP);
+        pacer.committed(start, BUSY_BATCH);
+        pacer.committed(start + GAP, BUSY_BATCH - 1);
+        assert_eq!(pacer.wait_at(start + GAP), Duration::ZERO);
+    }
+
+    #[test]
     fn a_commit_after_the_gap_starts_at_once() {
         let start = Instant::now();
         let mut pacer = CommitPacer::new(GAP);
-        pacer.committed(start);
+        pacer.committed(start, BUSY_BATCH);
         assert_eq!(pacer.wait_at(start + GAP), Duration::ZERO);
         assert_eq!(
             pacer.wait_at(start + Duration::from_secs(60)),
@@ -78,7 +97,7 @@ mod tests {
     fn without_a_gap_nothing_waits() {
         let start = Instant::now();
         let mut pacer = CommitPacer::new(Duration::ZERO);
-        pacer.committed(start);
+        pacer.committed(start, 1000);
         assert_eq!(pacer.wait_at(start), Duration::ZERO);
     }
 }
